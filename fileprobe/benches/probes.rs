@@ -1,0 +1,197 @@
+//! CPU per probe: file probe vs kubelet-style exec probe (`runc exec`) vs HTTP GET, side by
+//! side; then 10,000 file probes at a 1 s period on one `Prober` for 30 s.
+//!
+//! Run as root (the exec probe needs runc and a real container):
+//! `cargo bench -p fileprobe --bench probes`
+//!
+//! CPU is read from `/proc/self/stat` (utime + stime + cutime + cstime, in clock ticks), so
+//! the exec probe's cost includes the runc processes it waits for and the HTTP probe's includes
+//! the in-process server thread.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use fileprobe::{ProbeKind, ProbeSpec, Prober, Target};
+
+const TICK: f64 = 0.01; // USER_HZ is 100 on Linux
+
+/// Own + waited-for children CPU seconds.
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").expect("read /proc/self/stat");
+    let rest = stat.rsplit_once(") ").expect("stat format").1;
+    let f: Vec<u64> = rest
+        .split(' ')
+        .skip(11)
+        .take(4)
+        .map(|s| s.parse().unwrap_or(0))
+        .collect();
+    f.iter().sum::<u64>() as f64 * TICK
+}
+
+fn rss_kib() -> u64 {
+    let s = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    s.lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// CPU seconds per call of `f`, over `n` calls.
+fn per_probe(n: u32, mut f: impl FnMut()) -> f64 {
+    let c0 = cpu_seconds();
+    for _ in 0..n {
+        f();
+    }
+    (cpu_seconds() - c0) / f64::from(n)
+}
+
+fn file_probe() -> f64 {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("probe-dir")).unwrap();
+    std::fs::write(dir.path().join("probe-dir/probe"), b"").unwrap();
+    let root = fileprobe::open_root(dir.path().to_str().unwrap()).unwrap();
+    let v = Duration::from_secs(30);
+    per_probe(200_000, || {
+        fileprobe::check_at(&root, "/probe-dir/probe", v, SystemTime::now()).unwrap();
+    })
+}
+
+fn http_probe() -> f64 {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for s in listener.incoming() {
+            let Ok(mut s) = s else { continue };
+            let mut buf = [0u8; 1024];
+            let _ = s.read(&mut buf);
+            let _ =
+                s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok");
+        }
+    });
+    // Kubelet's HTTP prober opens a new connection per probe (keep-alive off).
+    per_probe(5_000, || {
+        let mut s = TcpStream::connect(addr).unwrap();
+        s.write_all(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUser-Agent: kube-probe/1.33\r\nConnection: close\r\n\r\n").unwrap();
+        let mut out = Vec::new();
+        s.read_to_end(&mut out).unwrap();
+        assert!(out.starts_with(b"HTTP/1.1 200"));
+    })
+}
+
+/// `runc exec <id> true` against a busybox container, through the runc-driver crate.
+fn exec_probe() -> Option<f64> {
+    if !rustix::process::geteuid().is_root() {
+        eprintln!("exec probe skipped: needs root (runc)");
+        return None;
+    }
+    let bundle = integration::bundle::BundleBuilder::new().build().ok()?;
+    let state = tempfile::tempdir().ok()?;
+    let id = format!("fileprobe-bench-{}", std::process::id());
+    let _guard = integration::bundle::ContainerGuard::new("runc", state.path(), id.clone());
+    let runc = runc_driver::Runc::builder()
+        .root(state.path())
+        .build()
+        .ok()?;
+    futures_lite::future::block_on(async {
+        runc.run_detached(&id, bundle.path(), runc_driver::CreateOpts::default())
+            .await
+            .ok()?;
+        let process = oci_spec::runtime::ProcessBuilder::default()
+            .args(vec!["true".to_string()])
+            .cwd("/")
+            .build()
+            .ok()?;
+        let c0 = cpu_seconds();
+        let n = 100;
+        for _ in 0..n {
+            let done = runc
+                .exec(&id, &process, runc_driver::ExecOpts::default())
+                .await
+                .ok()?;
+            assert_eq!(done.exit_code, Some(0));
+        }
+        Some((cpu_seconds() - c0) / f64::from(n))
+    })
+}
+
+fn scheduler_load() -> (f64, u64, u64, fileprobe::Counters) {
+    const N: usize = 10_000;
+    let dir = tempfile::tempdir().unwrap();
+    for i in 0..N {
+        std::fs::write(dir.path().join(format!("p{i}")), b"").unwrap();
+    }
+    let root = Arc::new(fileprobe::open_root(dir.path().to_str().unwrap()).unwrap());
+    let rss0 = rss_kib();
+    let mut prober = Prober::new();
+    let started_at = Instant::now();
+    for i in 0..N {
+        let yaml = format!("file: {{path: /p{i}, validity: 3600}}\nperiodSeconds: 1");
+        let probe = ProbeSpec::from_yaml(&yaml)
+            .unwrap()
+            .validate(ProbeKind::Readiness)
+            .unwrap();
+        let target = Target {
+            id: format!("c{i}"),
+            root: root.clone(),
+            started_at,
+        };
+        prober.add(&format!("pod{i}/c"), probe, target);
+    }
+    let rss_added = rss_kib();
+    let c0 = cpu_seconds();
+    let t0 = Instant::now();
+    futures_lite::future::block_on(async {
+        let end = async_io::Timer::after(Duration::from_secs(30));
+        futures_lite::pin!(end);
+        loop {
+            let next = async { prober.next_event().await.is_some() };
+            let stop = async {
+                (&mut end).await;
+                false
+            };
+            if !futures_lite::future::or(next, stop).await {
+                break;
+            }
+        }
+    });
+    let cpu = (cpu_seconds() - c0) / t0.elapsed().as_secs_f64() * 100.0;
+    (
+        cpu,
+        rss_added.saturating_sub(rss0),
+        rss_kib().saturating_sub(rss0),
+        prober.counters(),
+    )
+}
+
+fn main() {
+    let file = file_probe();
+    let http = http_probe();
+    let exec = exec_probe();
+    println!("| probe | CPU per probe | vs file probe |");
+    println!("|---|---|---|");
+    println!("| file (openat2 + statx) | {:.2} µs | 1× |", file * 1e6);
+    println!(
+        "| HTTP GET 127.0.0.1 (new connection) | {:.1} µs | {:.0}× |",
+        http * 1e6,
+        http / file
+    );
+    match exec {
+        Some(e) => println!(
+            "| exec (`runc exec <id> true`) | {:.2} ms | {:.0}× |",
+            e * 1e3,
+            e / file
+        ),
+        None => println!("| exec (`runc exec <id> true`) | not run (needs root and runc) | |"),
+    }
+    let (cpu, rss_added, rss_end, c) = scheduler_load();
+    println!();
+    println!("10,000 file probes, period 1 s, one Prober, 30 s:");
+    println!("| CPU (% of one core) | RSS after adding | RSS after 30 s | checks run | failures |");
+    println!("|---|---|---|---|---|");
+    println!(
+        "| {cpu:.2} % | +{rss_added} KiB | +{rss_end} KiB | {} | {} |",
+        c.runs, c.failures
+    );
+}

@@ -1,0 +1,46 @@
+//! Kubelet-semantics file probes for thousands of containers.
+//!
+//! The seed's lightweight probe replaces an exec or HTTP probe with one `statx`: the container
+//! touches a file periodically and the probe succeeds iff the file's modification time is within
+//! `validity` seconds of now. This crate gives
+//!
+//! - [`ProbeSpec`]: the probe as written in a pod spec (YAML or JSON), validated with kubelet's
+//!   defaults and rules into a [`FileProbe`];
+//! - [`check_at`] / [`check`]: the check itself, resolving the path **inside the container's
+//!   root** with `openat2(RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS)` and reading the mtime with
+//!   `statx`; [`check`] runs it off the executor with a timeout (runtime-agnostic: `blocking` +
+//!   `async-io`).
+//! - [`Machine`]: kubelet's per-probe state machine (initial results, startup gating, thresholds,
+//!   hold after a liveness/startup failure until a new container id), pure on an injected clock;
+//! - [`Prober`]: every probe of a node on one `async-io` timer (a heap keyed by due time), due
+//!   checks run as one batch on the `blocking` pool, result changes out as [`ProbeEvent`]s.
+//!
+//! Caveats: a future mtime counts as fresh; `openat2` needs Linux 5.6 or later; inside
+//! [`Prober`] the timeout is measured per check after it returns (a batch runs its checks in
+//! sequence), while [`check`] enforces it with a timer.
+//!
+//! # Example
+//!
+//! ```
+//! use std::time::SystemTime;
+//! use fileprobe::{ProbeKind, ProbeSpec};
+//!
+//! let dir = tempfile::tempdir().unwrap();
+//! std::fs::write(dir.path().join("probe"), b"").unwrap();
+//! let probe = ProbeSpec::from_yaml("file: {path: /probe, validity: 30}")
+//!     .unwrap()
+//!     .validate(ProbeKind::Readiness)
+//!     .unwrap();
+//! let root = fileprobe::open_root(dir.path().to_str().unwrap()).unwrap();
+//! assert!(fileprobe::check_at(&root, &probe.path, probe.validity, SystemTime::now()).is_ok());
+//! ```
+
+mod check;
+mod config;
+mod prober;
+mod state;
+
+pub use check::{ProbeFailure, check, check_at, mtime_at, open_container_root, open_root};
+pub use config::{ConfigError, FileAction, FileProbe, ProbeKind, ProbeSpec};
+pub use prober::{Counters, ProbeEvent, Prober, Target};
+pub use state::{Machine, ProbeResult, Skip, first_due};

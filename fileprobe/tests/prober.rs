@@ -1,0 +1,180 @@
+//! The seed's two scenarios end to end: real files, a real toucher, the real scheduler.
+
+use std::fs;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use fileprobe::{FileProbe, ProbeFailure, ProbeKind, ProbeResult, ProbeSpec, Prober, Target};
+use futures_lite::future::block_on;
+
+/// The seed's readiness probe (`validity: 30`, `initialDelaySeconds: 5`, `periodSeconds: 10`,
+/// `failureThreshold: 3`) with every duration divided by `scale`, so seconds become milliseconds.
+fn seed_readiness(scale: u32) -> FileProbe {
+    let yaml = "file: {path: /probe-dir/probe, validity: 30}\ninitialDelaySeconds: 5\nperiodSeconds: 10\ntimeoutSeconds: 1\nfailureThreshold: 3";
+    let mut p = ProbeSpec::from_yaml(yaml)
+        .unwrap()
+        .validate(ProbeKind::Readiness)
+        .unwrap();
+    p.validity /= scale;
+    p.initial_delay /= scale;
+    p.period /= scale;
+    p
+}
+
+fn target(dir: &Path) -> Target {
+    let root = Arc::new(fileprobe::open_root(dir.to_str().unwrap()).unwrap());
+    Target {
+        id: "c1".into(),
+        root,
+        started_at: Instant::now(),
+    }
+}
+
+/// Collects events until `until` has passed.
+fn events_for(
+    prober: &mut Prober,
+    until: Duration,
+) -> Vec<(Duration, ProbeResult, Option<ProbeFailure>)> {
+    let start = Instant::now();
+    let mut out = Vec::new();
+    block_on(async {
+        let deadline = async_io::Timer::after(until);
+        futures_lite::pin!(deadline);
+        loop {
+            let next = async { Some(prober.next_event().await) };
+            let stop = async {
+                (&mut deadline).await;
+                None
+            };
+            match futures_lite::future::or(next, stop).await {
+                Some(Some(ev)) => out.push((start.elapsed(), ev.result, ev.reason)),
+                _ => break,
+            }
+        }
+    });
+    out
+}
+
+#[test]
+fn container_touching_every_20s_with_validity_30_stays_ready_in_scaled_time() {
+    // Scale 1/20: touch every 1 s, validity 1.5 s, period 0.5 s, initial delay 0.25 s.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("probe-dir/probe");
+    fs::create_dir_all(file.parent().unwrap()).unwrap();
+    fs::write(&file, b"").unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let toucher = {
+        let (stop, file) = (stop.clone(), file.clone());
+        thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                fs::File::options()
+                    .write(true)
+                    .open(&file)
+                    .unwrap()
+                    .set_modified(std::time::SystemTime::now())
+                    .unwrap();
+                thread::sleep(Duration::from_secs(1));
+            }
+        })
+    };
+    let mut prober = Prober::new();
+    prober.add("container1", seed_readiness(20), target(dir.path()));
+    let events = events_for(&mut prober, Duration::from_secs(5));
+    stop.store(true, Ordering::Relaxed);
+    toucher.join().unwrap();
+    let results: Vec<_> = events.iter().map(|e| e.1).collect();
+    assert_eq!(results, [ProbeResult::Success], "{events:?}");
+    assert!(
+        events[0].0 >= Duration::from_millis(250),
+        "initial delay honoured: {events:?}"
+    );
+    let c = prober.counters();
+    assert!(c.runs >= 8 && c.failures == 0, "{c:?}");
+}
+
+#[test]
+fn container_that_never_touches_goes_not_ready_after_failure_threshold_periods() {
+    // Same scaled probe; the file is written once and then never touched (the app failed).
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("probe-dir/probe");
+    fs::create_dir_all(file.parent().unwrap()).unwrap();
+    fs::write(&file, b"").unwrap();
+    let mut prober = Prober::new();
+    prober.add("container1", seed_readiness(20), target(dir.path()));
+    let events = events_for(&mut prober, Duration::from_secs(4));
+    let results: Vec<_> = events.iter().map(|e| e.1).collect();
+    assert_eq!(
+        results,
+        [ProbeResult::Success, ProbeResult::Failure],
+        "{events:?}"
+    );
+    // The file goes stale at 1.5 s, exactly on a tick, so that tick may see it fresh or just
+    // stale: the failures are at 1.5|2.0, 2.0|2.5, 2.5|3.0 s and the third flips the result.
+    // Before 2.4 s would mean fewer than three failures; after 3.45 s, more than three.
+    let went_down = events[1].0;
+    assert!(
+        went_down >= Duration::from_millis(2400) && went_down < Duration::from_millis(3450),
+        "{events:?}"
+    );
+    assert!(
+        matches!(events[1].2, Some(ProbeFailure::Stale { .. })),
+        "{events:?}"
+    );
+}
+
+#[test]
+fn real_time_liveness_with_one_second_period_fails_once_the_file_is_two_seconds_old() {
+    let dir = tempfile::tempdir().unwrap();
+    fs::write(dir.path().join("probe"), b"").unwrap();
+    let yaml = "file: {path: /probe, validity: 2}\nperiodSeconds: 1\nfailureThreshold: 1";
+    let probe = ProbeSpec::from_yaml(yaml)
+        .unwrap()
+        .validate(ProbeKind::Liveness)
+        .unwrap();
+    let mut prober = Prober::new();
+    prober.add("c", probe, target(dir.path()));
+    let events = events_for(&mut prober, Duration::from_millis(4500));
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0].1, ProbeResult::Failure);
+    assert!(
+        events[0].0 >= Duration::from_secs(2) && events[0].0 < Duration::from_secs(4),
+        "{events:?}"
+    );
+    // On hold after a liveness failure: later ticks are skipped, not run.
+    assert!(prober.counters().skips >= 1, "{:?}", prober.counters());
+}
+
+#[test]
+fn startup_probe_gates_readiness_and_removed_probes_stop_running() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = target(dir.path());
+    let mk = |kind, path: &str| {
+        let yaml = format!("file: {{path: {path}, validity: 30}}\nperiodSeconds: 1");
+        let mut p = ProbeSpec::from_yaml(&yaml).unwrap().validate(kind).unwrap();
+        p.period = Duration::from_millis(100);
+        p.failure_threshold = 30;
+        p
+    };
+    let mut prober = Prober::new();
+    prober.add("c", mk(ProbeKind::Startup, "/started"), t.clone());
+    prober.add("c", mk(ProbeKind::Readiness, "/ready"), t.clone());
+    fs::write(dir.path().join("ready"), b"").unwrap();
+    assert!(
+        events_for(&mut prober, Duration::from_millis(400)).is_empty(),
+        "readiness waits for startup"
+    );
+    fs::write(dir.path().join("started"), b"").unwrap();
+    let kinds: Vec<_> = events_for(&mut prober, Duration::from_millis(400))
+        .into_iter()
+        .map(|e| e.1)
+        .collect();
+    assert_eq!(kinds, [ProbeResult::Success, ProbeResult::Success]);
+    assert!(prober.remove("c", ProbeKind::Readiness));
+    assert!(prober.remove("c", ProbeKind::Startup));
+    let runs = prober.counters().runs;
+    assert!(block_on(prober.next_event()).is_none());
+    assert_eq!(prober.counters().runs, runs);
+}

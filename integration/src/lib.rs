@@ -1,0 +1,31 @@
+//! Test support for the shimless workspace.
+//!
+//! This crate is what every other crate's tests lean on: it is a dev-dependency only and never a
+//! build dependency of a leaf crate. It holds
+//!
+//! - [`require`]: the one gate for tests that need privileges or outside programs (root, eBPF,
+//!   runc, crun, containerd, clang). Run by hand, a test whose needs are missing prints why it
+//!   skips and returns; with `SHIMLESS_REQUIRE_PRIVILEGED=1` (what CI sets) the same skip is a
+//!   test failure, so CI can never pass by skipping.
+//! - [`bundle`]: OCI bundles built from the host's static busybox, a guard that deletes a test's
+//!   container whatever happens, and the preparation crun needs on hybrid-cgroup machines;
+//! - [`raise_fd_limit`] for tests that hold thousands of descriptors;
+//! - later: a private containerd, Debian kernels under qemu, and the end-to-end suites.
+//!
+//! # Example
+//!
+//! ```
+//! use integration::{require, Need};
+//!
+//! // In a #[test]: return early (or fail under CI) when the machine cannot run it.
+//! let Some(_) = require(&[Need::Root]) else { return };
+//! assert!(rustix::process::geteuid().is_root());
+//! ```
+
+pub mod bundle;
+mod limits;
+mod require;
+
+pub use limits::raise_fd_limit;
+
+pub use require::{Need, REQUIRE_PRIVILEGED, Unmet, find_program, require, require_privileged_env};

@@ -1,0 +1,150 @@
+//! runc-driver against the bare runtime, side by side in one run.
+//!
+//! Run: `cargo bench -p runc-driver --bench driver` (root; runc, crun and busybox-static).
+//!
+//! 1. Per-call overhead: `state` of a running container through the driver versus
+//!    `std::process::Command` running `runc --root R state ID` and reading its output.
+//! 2. Throughput of create + start + delete --force at concurrency 1 and 8, runc and crun.
+
+use integration::bundle::{BundleBuilder, prepare_crun};
+use runc_driver::{CreateOpts, Runc};
+use std::time::{Duration, Instant};
+
+const STATE_CALLS: usize = 300;
+const LIFECYCLES: usize = 48;
+
+fn main() {
+    if !rustix::process::geteuid().is_root() {
+        eprintln!("the runc-driver benchmark needs root");
+        return;
+    }
+    prepare_crun().unwrap();
+    // Container inits are re-parented to us; each is reaped by PID once deleted.
+    rustix::process::set_child_subreaper(rustix::process::Pid::from_raw(1)).unwrap();
+    let bundle = BundleBuilder::new()
+        .args(["sleep", "3600"])
+        .build()
+        .unwrap();
+
+    println!(
+        "| runtime | measure | driver | direct | ratio driver/direct | direct with the driver's `--log` flags |"
+    );
+    println!("|---|---|---:|---:|---:|---:|");
+    for runtime in ["runc", "crun"] {
+        let root = tempfile::tempdir().unwrap();
+        let runc = Runc::builder()
+            .binary(runtime)
+            .root(root.path())
+            .build()
+            .unwrap();
+        let id = format!("bench-{runtime}");
+        let created =
+            smol::block_on(runc.run_detached(&id, bundle.path(), CreateOpts::default())).unwrap();
+
+        // Warm both paths, then alternate blocks so drift hits both alike.
+        let mut driver = Vec::new();
+        let mut direct = Vec::new();
+        let mut direct_logged = Vec::new();
+        let log = root.path().join("bench-log.json");
+        for _ in 0..STATE_CALLS / 50 {
+            for _ in 0..50 {
+                let t = Instant::now();
+                smol::block_on(runc.state(&id)).unwrap();
+                driver.push(t.elapsed());
+            }
+            for _ in 0..50 {
+                let t = Instant::now();
+                let out = std::process::Command::new(runtime)
+                    .arg("--root")
+                    .arg(root.path())
+                    .args(["state", &id])
+                    .output()
+                    .unwrap();
+                assert!(out.status.success());
+                let _: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+                direct.push(t.elapsed());
+            }
+            // The same call with the flags the driver adds, to tell the runtime's cost of
+            // writing its JSON log from the driver's own.
+            for _ in 0..50 {
+                let t = Instant::now();
+                let out = std::process::Command::new(runtime)
+                    .arg("--root")
+                    .arg(root.path())
+                    .arg("--log")
+                    .arg(&log)
+                    .args(["--log-format", "json", "state", &id])
+                    .output()
+                    .unwrap();
+                assert!(out.status.success());
+                let _: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+                let _ = std::fs::remove_file(&log);
+                direct_logged.push(t.elapsed());
+            }
+        }
+        let (d, s, l) = (
+            median(&mut driver),
+            median(&mut direct),
+            median(&mut direct_logged),
+        );
+        println!(
+            "| {runtime} | `state`, median of {STATE_CALLS} | {:.2} ms | {:.2} ms | {:.3} | {:.2} ms |",
+            ms(d),
+            ms(s),
+            d.as_secs_f64() / s.as_secs_f64(),
+            ms(l)
+        );
+        smol::block_on(runc.delete(&id, true)).unwrap();
+        reap(created.pid);
+
+        for concurrency in [1usize, 8] {
+            let started = Instant::now();
+            let ex = smol::Executor::new();
+            let per_task = LIFECYCLES / concurrency;
+            let tasks: Vec<_> = (0..concurrency)
+                .map(|t| {
+                    let runc = runc.clone();
+                    let bundle = bundle.path().to_owned();
+                    ex.spawn(async move {
+                        for n in 0..per_task {
+                            let id = format!("bench-{t}-{n}");
+                            let c = runc
+                                .create(&id, &bundle, CreateOpts::default())
+                                .await
+                                .unwrap();
+                            runc.start(&id).await.unwrap();
+                            runc.delete(&id, true).await.unwrap();
+                            reap(c.pid);
+                        }
+                    })
+                })
+                .collect();
+            // One thread is enough: the driver waits on runtime processes, 8 of them in flight.
+            smol::block_on(ex.run(async {
+                for task in tasks {
+                    task.await;
+                }
+            }));
+            let elapsed = started.elapsed();
+            println!(
+                "| {runtime} | create+start+delete, concurrency {concurrency} | {:.1} /s | | |",
+                LIFECYCLES as f64 / elapsed.as_secs_f64()
+            );
+        }
+    }
+}
+
+fn reap(pid: i32) {
+    if let Some(pid) = rustix::process::Pid::from_raw(pid) {
+        let _ = rustix::process::waitpid(Some(pid), rustix::process::WaitOptions::empty());
+    }
+}
+
+fn median(samples: &mut [Duration]) -> Duration {
+    samples.sort();
+    samples[samples.len() / 2]
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}

@@ -1,0 +1,522 @@
+//! [`Runc`]: the global configuration, and the engine every command runs through.
+
+use crate::error::{Error, classify};
+use crate::io::Stdio;
+use futures_lite::future;
+use std::ffi::OsString;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+/// Which runtime a [`Runc`] drives; they differ in a few behaviours the docs point out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flavor {
+    /// runc (or a binary that behaves like it).
+    Runc,
+    /// crun.
+    Crun,
+}
+
+/// A runtime binary and its global options (`--root`, `--log`, `--systemd-cgroup`, `--debug`),
+/// plus a default timeout per command. Cheap to clone; commands take `&self` and may run
+/// concurrently.
+///
+/// ```no_run
+/// use runc_driver::Runc;
+/// let runc = Runc::builder().binary("crun").root("/run/my-crun").build()?;
+/// let states = futures_lite::future::block_on(runc.list())?;
+/// # Ok::<(), runc_driver::Error>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct Runc {
+    pub(crate) inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+pub(crate) struct Inner {
+    pub(crate) binary: PathBuf,
+    pub(crate) flavor: Flavor,
+    root: Option<PathBuf>,
+    log: Option<PathBuf>,
+    systemd_cgroup: bool,
+    debug: bool,
+    pub(crate) timeout: Duration,
+    /// Per-call logs, pid files and console sockets live here.
+    pub(crate) scratch: tempfile::TempDir,
+    counter: AtomicU64,
+}
+
+/// Builds a [`Runc`].
+#[derive(Debug, Clone)]
+pub struct RuncBuilder {
+    binary: PathBuf,
+    root: Option<PathBuf>,
+    log: Option<PathBuf>,
+    systemd_cgroup: bool,
+    debug: bool,
+    timeout: Duration,
+}
+
+impl Default for RuncBuilder {
+    fn default() -> Self {
+        RuncBuilder {
+            binary: PathBuf::from("runc"),
+            root: None,
+            log: None,
+            systemd_cgroup: false,
+            debug: false,
+            timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+impl RuncBuilder {
+    /// The runtime binary: a name looked up on `PATH` (`runc`, `crun`) or a path.
+    pub fn binary(mut self, binary: impl Into<PathBuf>) -> Self {
+        self.binary = binary.into();
+        self
+    }
+
+    /// `--root`: where the runtime keeps container state.
+    pub fn root(mut self, root: impl Into<PathBuf>) -> Self {
+        self.root = Some(root.into());
+        self
+    }
+
+    /// A file every command's JSON log is appended to, besides being read for errors.
+    pub fn log(mut self, log: impl Into<PathBuf>) -> Self {
+        self.log = Some(log.into());
+        self
+    }
+
+    /// `--systemd-cgroup`.
+    pub fn systemd_cgroup(mut self, on: bool) -> Self {
+        self.systemd_cgroup = on;
+        self
+    }
+
+    /// `--debug`.
+    pub fn debug(mut self, on: bool) -> Self {
+        self.debug = on;
+        self
+    }
+
+    /// The default limit for one command (30 s unless set). A command that runs longer is
+    /// killed with its process group and fails with [`Error::Timeout`].
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Resolves the binary (on `PATH` for a bare name) and checks it is executable.
+    pub fn build(self) -> Result<Runc, Error> {
+        let binary = resolve(&self.binary)?;
+        let name = binary
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let flavor = if name.contains("crun") {
+            Flavor::Crun
+        } else {
+            Flavor::Runc
+        };
+        let scratch = tempfile::Builder::new()
+            .prefix("runc-driver-")
+            .tempdir()
+            .map_err(|source| Error::Io {
+                command: "setup",
+                what: "create a scratch directory",
+                source,
+            })?;
+        Ok(Runc {
+            inner: Arc::new(Inner {
+                binary,
+                flavor,
+                root: self.root,
+                log: self.log,
+                systemd_cgroup: self.systemd_cgroup,
+                debug: self.debug,
+                timeout: self.timeout,
+                scratch,
+                counter: AtomicU64::new(0),
+            }),
+        })
+    }
+}
+
+fn resolve(binary: &Path) -> Result<PathBuf, Error> {
+    let candidates: Vec<PathBuf> = if binary.components().count() > 1 || binary.is_absolute() {
+        vec![binary.to_owned()]
+    } else {
+        let path = std::env::var_os("PATH").unwrap_or_default();
+        std::env::split_paths(&path)
+            .map(|dir| dir.join(binary))
+            .collect()
+    };
+    for candidate in &candidates {
+        if candidate.is_file() && rustix::fs::access(candidate, rustix::fs::Access::EXEC_OK).is_ok()
+        {
+            return Ok(candidate.clone());
+        }
+    }
+    let source = std::io::Error::new(std::io::ErrorKind::NotFound, "not found or not executable");
+    Err(Error::Spawn {
+        path: binary.to_owned(),
+        source,
+    })
+}
+
+impl Runc {
+    /// A driver for `binary` (`runc`, `crun`, or a path) with default options.
+    ///
+    /// ```no_run
+    /// let runc = runc_driver::Runc::new("runc")?;
+    /// # Ok::<(), runc_driver::Error>(())
+    /// ```
+    pub fn new(binary: impl Into<PathBuf>) -> Result<Runc, Error> {
+        RuncBuilder::default().binary(binary).build()
+    }
+
+    /// Starts building a driver (default binary `runc`).
+    pub fn builder() -> RuncBuilder {
+        RuncBuilder::default()
+    }
+
+    /// The resolved runtime binary.
+    pub fn binary(&self) -> &Path {
+        &self.inner.binary
+    }
+
+    /// Which runtime this is.
+    pub fn flavor(&self) -> Flavor {
+        self.inner.flavor
+    }
+
+    /// A fresh path in the driver's scratch directory.
+    pub(crate) fn scratch_path(&self, what: &str) -> PathBuf {
+        let n = self.inner.counter.fetch_add(1, Ordering::Relaxed);
+        self.inner.scratch.path().join(format!("{what}-{n}"))
+    }
+
+    /// Runs one command and returns its stdout and exit code. `cleanup_id` names a container to force-delete
+    /// if the call is cancelled or times out (for commands that create one).
+    pub(crate) async fn run(&self, call: Call<'_>) -> Result<Finished, Error> {
+        let command = call.command;
+        let log = self.scratch_path("log");
+        let mut cmd = std::process::Command::new(&self.inner.binary);
+        if let Some(root) = &self.inner.root {
+            cmd.arg("--root").arg(root);
+        }
+        cmd.arg("--log").arg(&log).args(["--log-format", "json"]);
+        if self.inner.systemd_cgroup {
+            cmd.arg("--systemd-cgroup");
+        }
+        if self.inner.debug {
+            cmd.arg("--debug");
+        }
+        cmd.args(&call.args);
+        // Its own process group, so cancellation can kill everything it started.
+        cmd.process_group(0);
+        let _lifted = place_extra_fds(&mut cmd, &call.extra_fds).map_err(|source| Error::Io {
+            command,
+            what: "pass extra file descriptors",
+            source,
+        })?;
+        let stdin_data = call.stdin_data;
+        let (stdin, stdout, stderr, capture) = call.stdio.into_std(stdin_data.is_some());
+        let mut cmd = async_process::Command::from(cmd);
+        // Set on the async command: it only hands out the pipes it configured itself.
+        cmd.stdin(stdin).stdout(stdout).stderr(stderr);
+        cmd.kill_on_drop(true);
+        let mut child = cmd.spawn().map_err(|source| Error::Spawn {
+            path: self.inner.binary.clone(),
+            source,
+        })?;
+        let guard = CancelGuard {
+            pgid: child.id() as i32,
+            cleanup: call.cleanup_id.map(|id| (self.clone(), id.to_string())),
+        };
+
+        let io_err = |what| {
+            move |source| Error::Io {
+                command,
+                what,
+                source,
+            }
+        };
+        let work = async {
+            if let Some(data) = stdin_data
+                && let Some(mut input) = child.stdin.take()
+            {
+                futures_lite::AsyncWriteExt::write_all(&mut input, &data)
+                    .await
+                    .map_err(io_err("write stdin"))?;
+                drop(input);
+            }
+            let mut out = Vec::new();
+            let mut err = Vec::new();
+            let read_out = async {
+                if capture && let Some(mut s) = child.stdout.take() {
+                    futures_lite::AsyncReadExt::read_to_end(&mut s, &mut out).await?;
+                }
+                Ok::<_, std::io::Error>(())
+            };
+            let read_err = async {
+                if capture && let Some(mut s) = child.stderr.take() {
+                    futures_lite::AsyncReadExt::read_to_end(&mut s, &mut err).await?;
+                }
+                Ok::<_, std::io::Error>(())
+            };
+            let (a, b) = future::zip(read_out, read_err).await;
+            a.map_err(io_err("read stdout"))?;
+            b.map_err(io_err("read stderr"))?;
+            let status = child.status().await.map_err(io_err("wait"))?;
+            Ok::<_, Error>((status, out, err))
+        };
+        let limit = call.timeout.unwrap_or(self.inner.timeout);
+        let outcome = future::or(async { Some(work.await) }, async {
+            async_io::Timer::after(limit).await;
+            None
+        })
+        .await;
+        let Some(outcome) = outcome else {
+            drop(guard); // kills the process group, deletes a half-created container
+            return Err(Error::Timeout {
+                command,
+                after: limit,
+            });
+        };
+        let (status, out, err) = outcome?;
+        guard.disarm();
+
+        // On success the log is only read when the caller keeps one.
+        let log_text = if status.success() && self.inner.log.is_none() {
+            String::new()
+        } else {
+            std::fs::read_to_string(&log).unwrap_or_default()
+        };
+        let _ = std::fs::remove_file(&log);
+        if let Some(keep) = &self.inner.log {
+            append(keep, &log_text);
+        }
+        if status.success() {
+            return Ok(Finished {
+                stdout: out,
+                code: 0,
+            });
+        }
+        let error = last_error(&log_text);
+        if call.exit_is_result
+            && error.is_none()
+            && let Some(code) = status.code()
+        {
+            return Ok(Finished { stdout: out, code });
+        }
+        let message = error
+            .or_else(|| {
+                Some(String::from_utf8_lossy(&err).trim().to_string()).filter(|s| !s.is_empty())
+            })
+            .unwrap_or_else(|| format!("{} gave no error message", self.inner.binary.display()));
+        Err(classify(command, call.id, message, status.to_string()))
+    }
+}
+
+/// Arranges for `fds` to be descriptors 3, 4, ... of the child. Each is first duplicated above
+/// that range in the parent (so no source sits on another's target), and the child `dup2`s the
+/// copies into place before it executes the runtime. The copies are returned to be kept until
+/// the spawn.
+///
+/// Caveat: std's internal exec-error pipe may be one of the targets; a failed `exec` of the
+/// runtime then reports its error into the caller's descriptor instead. The binary is checked
+/// to be executable up front, which makes that failure unlikely.
+fn place_extra_fds(
+    cmd: &mut std::process::Command,
+    fds: &[std::os::fd::OwnedFd],
+) -> std::io::Result<Vec<std::os::fd::OwnedFd>> {
+    use std::os::fd::AsRawFd;
+    if fds.is_empty() {
+        return Ok(Vec::new());
+    }
+    let first = 3;
+    let above = first + fds.len() as i32;
+    let lifted = fds
+        .iter()
+        .map(|fd| rustix::io::fcntl_dupfd_cloexec(fd, above))
+        .collect::<Result<Vec<_>, _>>()?;
+    let sources: Vec<i32> = lifted.iter().map(AsRawFd::as_raw_fd).collect();
+    // SAFETY: the closure runs in the forked child before exec, where only async-signal-safe
+    // work is allowed: it reads a vector allocated before the fork and makes raw `dup2`
+    // system calls. `OwnedFd::from_raw_fd` is only a handle to name the target descriptor for
+    // rustix's `dup2`; it is never dropped (ManuallyDrop) nor used otherwise. `dup2` clears
+    // close-on-exec on the target, so the runtime inherits it; the sources stay close-on-exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            for (i, &source) in sources.iter().enumerate() {
+                let source = std::os::fd::BorrowedFd::borrow_raw(source);
+                let mut target = std::mem::ManuallyDrop::new(
+                    <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(first + i as i32),
+                );
+                rustix::io::dup2(source, &mut target)?;
+            }
+            Ok(())
+        });
+    }
+    Ok(lifted)
+}
+
+fn append(path: &Path, text: &str) {
+    use std::io::Write;
+    if let Ok(mut f) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+    {
+        let _ = f.write_all(text.as_bytes());
+    }
+}
+
+/// The message of the last `"level":"error"` (or `fatal`) line of a JSON log.
+fn last_error(log: &str) -> Option<String> {
+    log.lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|v| matches!(v["level"].as_str(), Some("error" | "fatal")))
+        .filter_map(|v| v["msg"].as_str().map(str::to_string))
+        .next_back()
+}
+
+/// One invocation: the command name, its arguments after the global ones, and its IO.
+pub(crate) struct Call<'a> {
+    pub command: &'static str,
+    pub id: &'a str,
+    pub args: Vec<OsString>,
+    pub stdio: Stdio,
+    pub stdin_data: Option<Vec<u8>>,
+    pub cleanup_id: Option<&'a str>,
+    pub timeout: Option<Duration>,
+    /// A non-zero exit without an error in the log is the process's own exit code (`exec`
+    /// in the foreground), not a failure.
+    pub exit_is_result: bool,
+    /// Descriptors the runtime must see as 3, 4, ... (`--preserve-fds`).
+    pub extra_fds: Vec<std::os::fd::OwnedFd>,
+}
+
+/// A command that ran to its end.
+pub(crate) struct Finished {
+    pub stdout: Vec<u8>,
+    pub code: i32,
+}
+
+impl<'a> Call<'a> {
+    pub(crate) fn new(command: &'static str, id: &'a str) -> Self {
+        Call {
+            command,
+            id,
+            args: vec![command.into()],
+            stdio: Stdio::capture(),
+            stdin_data: None,
+            cleanup_id: None,
+            timeout: None,
+            exit_is_result: false,
+            extra_fds: Vec::new(),
+        }
+    }
+
+    pub(crate) fn arg(mut self, arg: impl Into<OsString>) -> Self {
+        self.args.push(arg.into());
+        self
+    }
+
+    pub(crate) fn arg_if(self, cond: bool, arg: impl Into<OsString>) -> Self {
+        if cond { self.arg(arg) } else { self }
+    }
+}
+
+/// Kills the command's process group if the call is dropped or times out before it finished,
+/// and force-deletes the container a cancelled create may have left. async-process reaps the
+/// killed child itself (`kill_on_drop`), so no zombie remains.
+struct CancelGuard {
+    pgid: i32,
+    cleanup: Option<(Runc, String)>,
+}
+
+impl CancelGuard {
+    fn disarm(mut self) {
+        self.cleanup = None;
+        self.pgid = 0;
+    }
+}
+
+impl Drop for CancelGuard {
+    fn drop(&mut self) {
+        if self.pgid <= 0 {
+            return;
+        }
+        if let Some(pgid) = rustix::process::Pid::from_raw(self.pgid) {
+            let _ = rustix::process::kill_process_group(pgid, rustix::process::Signal::KILL);
+            reap_group_in_background(pgid);
+        }
+        if let Some((runc, id)) = self.cleanup.take() {
+            // Blocking, but only on this rare path, and short: a forced delete.
+            let mut cmd = std::process::Command::new(&runc.inner.binary);
+            if let Some(root) = &runc.inner.root {
+                cmd.arg("--root").arg(root);
+            }
+            let _ = cmd
+                .args(["delete", "--force", &id])
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .status();
+        }
+    }
+}
+
+/// Reaps, for a short while, whatever of the killed process group becomes our child: the
+/// runtime itself (async-process would too) and, when this process is a child subreaper, the
+/// runtime's own children (`runc init`), which are re-parented to us once the runtime dies.
+fn reap_group_in_background(pgid: rustix::process::Pid) {
+    let _ = std::thread::Builder::new()
+        .name("runc-driver-reap".into())
+        .spawn(move || {
+            let deadline = std::time::Instant::now() + Duration::from_secs(2);
+            while std::time::Instant::now() < deadline {
+                while let Ok(Some(_)) =
+                    rustix::process::waitpgid(pgid, rustix::process::WaitOptions::NOHANG)
+                {
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_last_error_line_wins_and_other_levels_are_ignored() {
+        let log = concat!(
+            "{\"level\":\"warning\",\"msg\":\"w\",\"time\":\"t\"}\n",
+            "{\"level\":\"error\",\"msg\":\"first\",\"time\":\"t\"}\n",
+            "not json\n",
+            "{\"msg\":\"second\",\"level\":\"error\",\"time\":\"t\"}\n",
+            "{\"level\":\"info\",\"msg\":\"i\",\"time\":\"t\"}\n",
+        );
+        assert_eq!(last_error(log).as_deref(), Some("second"));
+        assert_eq!(last_error(""), None);
+    }
+
+    #[test]
+    fn a_missing_binary_is_a_spawn_error_naming_it() {
+        match Runc::new("no-such-runtime-here") {
+            Err(Error::Spawn { path, .. }) => assert_eq!(path, Path::new("no-such-runtime-here")),
+            other => panic!("{other:?}"),
+        }
+        match Runc::new("/etc/passwd") {
+            Err(Error::Spawn { path, .. }) => assert_eq!(path, Path::new("/etc/passwd")),
+            other => panic!("{other:?}"),
+        }
+    }
+}

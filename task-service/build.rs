@@ -1,0 +1,30 @@
+//! Generates the gRPC server and client code for containerd's shim Task API (and the task event
+//! types) from `proto/`, with tonic's codegen but without its transport (that would pull in a
+//! tokio runtime; the daemon serves HTTP/2 with hyper on smol instead).
+//!
+//! protoc comes from `protoc-bin-vendored` unless `PROTOC` names one.
+
+use std::path::PathBuf;
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    println!("cargo:rerun-if-changed=proto");
+    println!("cargo:rerun-if-env-changed=PROTOC");
+    let protoc = match std::env::var_os("PROTOC") {
+        Some(path) => PathBuf::from(path),
+        None => protoc_bin_vendored::protoc_bin_path()?,
+    };
+    let mut config = prost_build::Config::new();
+    config.protoc_executable(protoc);
+    tonic_prost_build::configure()
+        .build_transport(false)
+        .compile_with_config(
+            config,
+            &[
+                PathBuf::from("proto/containerd/task/v3/shim.proto"),
+                PathBuf::from("proto/containerd/events/task.proto"),
+                PathBuf::from("proto/containerd/runc/v1/options.proto"),
+            ],
+            &[PathBuf::from("proto"), protoc_bin_vendored::include_path()?],
+        )?;
+    Ok(())
+}

@@ -1,0 +1,53 @@
+//! containerd's wire types, generated from `proto/` at build time.
+//!
+//! Module paths mirror the protobuf packages (`containerd.task.v3` is
+//! [`containerd::task::v3`], `containerd.v1.types` is [`containerd::v1::types`], ...), which is
+//! what the generated code's cross-package references expect. Well-known types (`Any`,
+//! `Timestamp`, `Empty`) are `prost_types`'.
+//!
+//! ```
+//! use prost::Message;
+//! use task_service::api::containerd::task::v3::CreateTaskRequest;
+//!
+//! let req = CreateTaskRequest { id: "web".into(), bundle: "/run/b/web".into(), ..Default::default() };
+//! let bytes = req.encode_to_vec();
+//! assert_eq!(CreateTaskRequest::decode(bytes.as_slice()).unwrap(), req);
+//! ```
+
+/// The `containerd.*` protobuf packages.
+#[allow(missing_docs)] // generated code: containerd's API reference documents it
+pub mod containerd {
+    /// Package `containerd.types`: mounts.
+    pub mod types {
+        include!(concat!(env!("OUT_DIR"), "/containerd.types.rs"));
+    }
+
+    /// Package `containerd.v1.types`.
+    pub mod v1 {
+        /// Package `containerd.v1.types`: process status and process info.
+        pub mod types {
+            include!(concat!(env!("OUT_DIR"), "/containerd.v1.types.rs"));
+        }
+    }
+
+    /// Package `containerd.task`.
+    pub mod task {
+        /// Package `containerd.task.v3`: the shim Task service and its messages.
+        pub mod v3 {
+            include!(concat!(env!("OUT_DIR"), "/containerd.task.v3.rs"));
+        }
+    }
+
+    /// Package `containerd.runc`.
+    pub mod runc {
+        /// Package `containerd.runc.v1`: the runtime options of `io.containerd.runc.v2`.
+        pub mod v1 {
+            include!(concat!(env!("OUT_DIR"), "/containerd.runc.v1.rs"));
+        }
+    }
+
+    /// Package `containerd.events`: the task events a shim publishes.
+    pub mod events {
+        include!(concat!(env!("OUT_DIR"), "/containerd.events.rs"));
+    }
+}

@@ -1,0 +1,231 @@
+//! The daemon's configuration: `/etc/shimless/config.toml`, every key optional.
+//!
+//! Built-in defaults are the paths of the architecture (socket `/run/shimless/shimless.sock`,
+//! state `/run/shimless/state`, runc roots `/run/shimless/runc/<namespace>`, eBPF pins
+//! `/sys/fs/bpf/shimless`), so the daemon runs with no file at all. A file that exists is read
+//! strictly: an unknown key or a value of the wrong type is an error that names it, rather than
+//! a setting silently ignored.
+
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+
+/// Where the configuration is read from by default.
+pub const DEFAULT_PATH: &str = "/etc/shimless/config.toml";
+
+/// Everything the daemon can be told.
+///
+/// ```
+/// let config = task_service::config::Config::from_toml(r#"
+///     socket = "/tmp/shimless.sock"
+///     allowed_uids = [0, 1000]
+/// "#)?;
+/// assert_eq!(config.socket, std::path::Path::new("/tmp/shimless.sock"));
+/// assert_eq!(config.allowed_uids, [0, 1000]);
+/// assert_eq!(config.runtime, "runc"); // the rest keep their defaults
+/// # Ok::<(), task_service::config::ConfigError>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// The gRPC socket containerd and `shimlessctl` connect to.
+    pub socket: PathBuf,
+    /// Where container records live (`<state_dir>/<namespace>/<id>.json`).
+    pub state_dir: PathBuf,
+    /// The parent of each namespace's runc `--root`.
+    pub runc_root: PathBuf,
+    /// The OCI runtime binary used unless a container asks for another: `runc` or `crun`, or a
+    /// path.
+    pub runtime: String,
+    /// The bpffs directory where exitwatch pins its maps and program.
+    pub bpf_pin_dir: PathBuf,
+    /// The uids allowed to call the socket.
+    pub allowed_uids: Vec<u32>,
+    /// The largest gRPC message accepted, in bytes.
+    pub max_message_bytes: usize,
+    /// How many events a slow event subscriber may fall behind before losing the oldest.
+    pub event_capacity: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            socket: PathBuf::from("/run/shimless/shimless.sock"),
+            state_dir: PathBuf::from("/run/shimless/state"),
+            runc_root: PathBuf::from("/run/shimless/runc"),
+            runtime: "runc".into(),
+            bpf_pin_dir: PathBuf::from("/sys/fs/bpf/shimless"),
+            allowed_uids: vec![0],
+            max_message_bytes: 16 * 1024 * 1024,
+            event_capacity: 4096,
+        }
+    }
+}
+
+/// Why a configuration could not be used.
+///
+/// ```
+/// let err = task_service::config::Config::from_toml("sockett = \"/x\"").unwrap_err();
+/// assert!(err.to_string().contains("unknown field `sockett`"), "{err}");
+/// ```
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The file exists but cannot be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The text is not valid TOML for this configuration.
+    #[error("{origin}: {message}")]
+    Parse {
+        /// The file, or `<inline>`.
+        origin: String,
+        /// The parser's message, naming the key and line.
+        message: String,
+    },
+    /// A value parses but cannot work.
+    #[error("{origin}: `{key}` {problem}")]
+    Invalid {
+        /// The file, or `<inline>`.
+        origin: String,
+        /// The offending key.
+        key: &'static str,
+        /// What is wrong with it.
+        problem: &'static str,
+    },
+}
+
+impl Config {
+    /// Reads `path`; a missing file gives the defaults.
+    ///
+    /// ```
+    /// let config = task_service::config::Config::load("/nonexistent/config.toml")?;
+    /// assert_eq!(config, task_service::config::Config::default());
+    /// # Ok::<(), task_service::config::ConfigError>(())
+    /// ```
+    pub fn load(path: impl AsRef<Path>) -> Result<Config, ConfigError> {
+        let path = path.as_ref();
+        match std::fs::read_to_string(path) {
+            Ok(text) => Self::parse(&text, &path.display().to_string()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Config::default()),
+            Err(source) => Err(ConfigError::Read {
+                path: path.to_owned(),
+                source,
+            }),
+        }
+    }
+
+    /// Parses configuration text (keys not given keep their defaults).
+    pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
+        Self::parse(text, "<inline>")
+    }
+
+    fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            origin: origin.into(),
+            message: e.to_string(),
+        })?;
+        let invalid = |key, problem| {
+            Err(ConfigError::Invalid {
+                origin: origin.into(),
+                key,
+                problem,
+            })
+        };
+        for (key, path) in [
+            ("socket", &config.socket),
+            ("state_dir", &config.state_dir),
+            ("runc_root", &config.runc_root),
+            ("bpf_pin_dir", &config.bpf_pin_dir),
+        ] {
+            if !path.is_absolute() {
+                return invalid(key, "must be an absolute path");
+            }
+        }
+        if config.runtime.is_empty() {
+            return invalid(
+                "runtime",
+                "must name a runtime binary (runc, crun or a path)",
+            );
+        }
+        if config.allowed_uids.is_empty() {
+            return invalid("allowed_uids", "must allow at least one uid (0 for root)");
+        }
+        if config.max_message_bytes < 64 * 1024 {
+            return invalid(
+                "max_message_bytes",
+                "must be at least 65536 (containerd sends OCI specs)",
+            );
+        }
+        if config.event_capacity == 0 {
+            return invalid("event_capacity", "must be at least 1");
+        }
+        Ok(config)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_empty_file_is_the_defaults() {
+        assert_eq!(Config::from_toml("").unwrap(), Config::default());
+    }
+
+    #[test]
+    fn a_wrong_type_names_the_key() {
+        let err = Config::from_toml("allowed_uids = \"root\"")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("allowed_uids"), "{err}");
+    }
+
+    #[test]
+    fn unusable_values_are_refused_with_the_key_and_the_rule() {
+        let cases = [
+            (
+                "socket = \"relative.sock\"",
+                "`socket` must be an absolute path",
+            ),
+            (
+                "state_dir = \"state\"",
+                "`state_dir` must be an absolute path",
+            ),
+            ("runtime = \"\"", "`runtime` must name a runtime binary"),
+            (
+                "allowed_uids = []",
+                "`allowed_uids` must allow at least one uid",
+            ),
+            (
+                "max_message_bytes = 10",
+                "`max_message_bytes` must be at least 65536",
+            ),
+            ("event_capacity = 0", "`event_capacity` must be at least 1"),
+        ];
+        for (text, want) in cases {
+            let err = Config::from_toml(text).unwrap_err().to_string();
+            assert!(err.starts_with("<inline>: "), "{err}");
+            assert!(err.contains(want), "{text}: {err}");
+        }
+    }
+
+    #[test]
+    fn a_file_is_read_and_a_missing_one_is_the_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.toml");
+        std::fs::write(&path, "runtime = \"crun\"\n").unwrap();
+        assert_eq!(Config::load(&path).unwrap().runtime, "crun");
+        std::fs::write(&path, "runtime = [\n").unwrap();
+        let err = Config::load(&path).unwrap_err().to_string();
+        assert!(err.starts_with(&path.display().to_string()), "{err}");
+        assert_eq!(
+            Config::load(dir.path().join("absent.toml")).unwrap(),
+            Config::default()
+        );
+    }
+}

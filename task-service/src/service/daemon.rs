@@ -1,0 +1,636 @@
+//! [`Daemon`]: the containers of every namespace, and the Task service over them.
+
+use super::errors;
+use super::record::Record;
+use crate::api::containerd::events as ev;
+use crate::api::containerd::task::v3::task_server::Task;
+use crate::api::containerd::task::v3::*;
+use crate::api::containerd::v1::types::{ProcessInfo, Status as TaskStatus};
+use crate::config::Config;
+use crate::events::{EventBus, TaskEvent};
+use crate::ids::{ContainerId, Namespace};
+use crate::model::{Container, Exit, ProcessState};
+use crate::options::{RuntimeOptions, host_has_systemd};
+use crate::state::StateStore;
+use crate::stdio::{self, Endpoint, Stream};
+use pidfd::PidFd;
+use runc_driver::{CreateOpts, Io, Runc, Stdio};
+use std::collections::HashMap;
+use std::os::fd::OwnedFd;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::SystemTime;
+use tonic::{Request, Response, Status};
+
+type Key = (Namespace, ContainerId);
+
+/// One container the daemon manages.
+struct Entry {
+    record: Mutex<Record>,
+    runc: Runc,
+    /// Resolved once, when its init exits.
+    init_exit: async_lock::OnceCell<Exit>,
+    /// Held by `Start` from `runc start` until `TaskStart` is published, and taken by the exit
+    /// watcher before it reports: an init that exits at once is still reported after its start.
+    start_gate: async_lock::Mutex<()>,
+    /// Readers that keep its output FIFOs from ever lacking one (see [`crate::stdio`]).
+    _keepalive: Vec<OwnedFd>,
+}
+
+/// Every container of the node, served as containerd's Task API.
+///
+/// ```no_run
+/// use std::sync::Arc;
+/// use task_service::{config::Config, grpc, service::Daemon};
+/// let ex = Arc::new(smol::Executor::new());
+/// let config = Config::default();
+/// let daemon = Daemon::new(config.clone(), ex.clone())?;
+/// smol::block_on(ex.run(async {
+///     let listener = grpc::listen::bind(&config.socket)?;
+///     grpc::serve(listener, daemon.into_server(), ex.clone(), grpc::ServeConfig::default()).await
+/// }))?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Clone)]
+pub struct Daemon {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: Config,
+    store: StateStore,
+    events: EventBus,
+    ex: Arc<smol::Executor<'static>>,
+    containers: Mutex<HashMap<Key, Arc<Entry>>>,
+    runtimes: Mutex<HashMap<(PathBuf, PathBuf, bool), Runc>>,
+}
+
+impl std::fmt::Debug for Daemon {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Daemon")
+            .field("socket", &self.inner.config.socket)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Daemon {
+    /// A daemon with no containers yet. Makes this process a child subreaper, so container
+    /// inits become its children (and their exit statuses its to collect), and runs exit
+    /// watchers on `ex`.
+    pub fn new(config: Config, ex: Arc<smol::Executor<'static>>) -> std::io::Result<Daemon> {
+        rustix::process::set_child_subreaper(rustix::process::Pid::from_raw(1))?;
+        Ok(Daemon {
+            inner: Arc::new(Inner {
+                store: StateStore::new(&config.state_dir),
+                events: EventBus::new(config.event_capacity),
+                config,
+                ex,
+                containers: Mutex::new(HashMap::new()),
+                runtimes: Mutex::new(HashMap::new()),
+            }),
+        })
+    }
+
+    /// The daemon's event stream.
+    pub fn events(&self) -> &EventBus {
+        &self.inner.events
+    }
+
+    /// The tonic server for [`grpc::serve`](crate::grpc::serve), with the configured message
+    /// size limit.
+    pub fn into_server(self) -> task_server::TaskServer<Daemon> {
+        let limit = self.inner.config.max_message_bytes;
+        task_server::TaskServer::new(self).max_decoding_message_size(limit)
+    }
+
+    /// The runtime root of a namespace: the container's `Root` option, else the configured
+    /// per-namespace directory.
+    fn runtime_root(&self, ns: &Namespace, opts: &RuntimeOptions) -> PathBuf {
+        opts.root
+            .clone()
+            .unwrap_or_else(|| self.inner.config.runc_root.join(ns.as_str()))
+    }
+
+    /// The driver for a runtime binary and root, made once and shared.
+    fn runc(&self, root: &std::path::Path, opts: &RuntimeOptions) -> Result<Runc, Status> {
+        let binary = PathBuf::from(
+            opts.binary
+                .clone()
+                .unwrap_or_else(|| self.inner.config.runtime.clone()),
+        );
+        let key = (binary.clone(), root.to_owned(), opts.systemd_cgroup);
+        let mut runtimes = lock(&self.inner.runtimes);
+        if let Some(runc) = runtimes.get(&key) {
+            return Ok(runc.clone());
+        }
+        let runc = Runc::builder()
+            .binary(&binary)
+            .root(root)
+            .systemd_cgroup(opts.systemd_cgroup)
+            .build()
+            .map_err(errors::runc)?;
+        runtimes.insert(key, runc.clone());
+        Ok(runc)
+    }
+
+    fn entry(&self, key: &Key) -> Result<Arc<Entry>, Status> {
+        let containers = lock(&self.inner.containers);
+        containers.get(key).cloned().ok_or_else(|| {
+            Status::not_found(format!(
+                "no container {:?} in namespace {:?}",
+                key.1.as_str(),
+                key.0.as_str()
+            ))
+        })
+    }
+
+    fn save(&self, key: &Key, record: &Record) -> Result<(), Status> {
+        self.inner
+            .store
+            .save(&key.0, &key.1, record)
+            .map_err(|e| errors::internal("save the record", e))
+    }
+
+    fn publish(&self, ns: &Namespace, event: TaskEvent) {
+        self.inner.events.publish(ns.clone(), event);
+    }
+
+    /// Waits for the init to exit, collects its status (we are its parent as a subreaper),
+    /// records it once, and tells waiters and subscribers.
+    fn watch_exit(&self, key: Key, entry: Arc<Entry>, pidfd: PidFd) {
+        let daemon = self.clone();
+        self.inner
+            .ex
+            .spawn(async move {
+                let status = match pidfd.exited().await.and_then(|()| pidfd.wait()) {
+                    Ok(status) => status,
+                    // Not our child after all: ask the kernel for a non-child's status.
+                    Err(pidfd::Error::NotChild { .. }) => loop {
+                        match pidfd.exit_info() {
+                            Err(pidfd::Error::NotYetReaped { .. }) => {
+                                async_io::Timer::after(std::time::Duration::from_millis(5)).await;
+                            }
+                            Ok(status) => break status,
+                            Err(_) => break pidfd::ExitStatus::Exited(255),
+                        }
+                    },
+                    Err(_) => pidfd::ExitStatus::Exited(255),
+                };
+                let exit = Exit {
+                    status,
+                    at: SystemTime::now(),
+                };
+                let _gate = entry.start_gate.lock().await;
+                let reports = {
+                    let mut record = lock(&entry.record);
+                    let reports = record.container.init_exited(exit);
+                    let _ = daemon.save(&key, &record);
+                    reports
+                };
+                for report in reports {
+                    if report.exec_id.is_none() {
+                        let _ = entry.init_exit.set(report.exit).await;
+                    }
+                    daemon.publish(
+                        &key.0,
+                        TaskEvent::Exit(ev::TaskExit {
+                            container_id: key.1.to_string(),
+                            id: report.exec_id.unwrap_or_else(|| key.1.to_string()),
+                            pid: report.pid.unwrap_or(0) as u32,
+                            exit_status: report.exit.code_for_containerd(),
+                            exited_at: Some(timestamp(report.exit.at)),
+                            exit_reason: 0,
+                        }),
+                    );
+                }
+            })
+            .detach();
+    }
+
+    /// Pause or resume: checked against the model, done by the runtime, then recorded and
+    /// published.
+    async fn set_paused(&self, key: Key, paused: bool) -> Result<(), Status> {
+        let entry = self.entry(&key)?;
+        let change = |p: &mut crate::model::Process| if paused { p.pause() } else { p.resume() };
+        {
+            let record = lock(&entry.record);
+            change(&mut record.container.init.clone()).map_err(errors::refused)?;
+        }
+        let id = key.1.as_str();
+        let done = if paused {
+            entry.runc.pause(id).await
+        } else {
+            entry.runc.resume(id).await
+        };
+        done.map_err(errors::runc)?;
+        {
+            let mut record = lock(&entry.record);
+            let _ = change(&mut record.container.init);
+            self.save(&key, &record)?;
+        }
+        let container_id = key.1.to_string();
+        let event = if paused {
+            TaskEvent::Paused(ev::TaskPaused { container_id })
+        } else {
+            TaskEvent::Resumed(ev::TaskResumed { container_id })
+        };
+        self.publish(&key.0, event);
+        Ok(())
+    }
+}
+
+/// Locks a mutex; a panic while it was held leaves the data usable (every critical section here
+/// is a plain read or write), so poisoning is not an error.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn key_of<T>(req: &Request<T>, id: &str) -> Result<Key, Status> {
+    let ns = req
+        .metadata()
+        .get("containerd-namespace")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("default");
+    let ns = Namespace::new(ns).map_err(|e| Status::invalid_argument(e.to_string()))?;
+    let id = ContainerId::new(id).map_err(|e| Status::invalid_argument(e.to_string()))?;
+    Ok((ns, id))
+}
+
+fn no_exec(exec_id: &str) -> Result<(), Status> {
+    if exec_id.is_empty() {
+        Ok(())
+    } else {
+        Err(Status::unimplemented(
+            "exec processes are not supported by shimless yet",
+        ))
+    }
+}
+
+fn timestamp(at: SystemTime) -> prost_types::Timestamp {
+    let d = at
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default();
+    prost_types::Timestamp {
+        seconds: d.as_secs() as i64,
+        nanos: d.subsec_nanos() as i32,
+    }
+}
+
+fn task_status(state: &ProcessState) -> TaskStatus {
+    match state {
+        ProcessState::Created => TaskStatus::Created,
+        ProcessState::Running => TaskStatus::Running,
+        ProcessState::Paused => TaskStatus::Paused,
+        ProcessState::Stopped(_) => TaskStatus::Stopped,
+    }
+}
+
+fn unimplemented<T>(what: &str) -> Result<Response<T>, Status> {
+    Err(Status::unimplemented(format!(
+        "{what} is not supported by shimless yet"
+    )))
+}
+
+#[tonic::async_trait]
+impl Task for Daemon {
+    async fn create(
+        &self,
+        req: Request<CreateTaskRequest>,
+    ) -> Result<Response<CreateTaskResponse>, Status> {
+        let key = key_of(&req, &req.get_ref().id)?;
+        let r = req.into_inner();
+        if r.terminal {
+            return unimplemented("a terminal (Create with terminal=true)");
+        }
+        if !r.rootfs.is_empty() {
+            return unimplemented(
+                "mounting rootfs mounts from Create (the bundle must hold its rootfs)",
+            );
+        }
+        if !r.checkpoint.is_empty() {
+            return unimplemented("restoring from a checkpoint");
+        }
+        let bundle = PathBuf::from(&r.bundle);
+        if !bundle.is_absolute() {
+            return Err(Status::invalid_argument(format!(
+                "bundle {:?} must be an absolute path",
+                r.bundle
+            )));
+        }
+        if lock(&self.inner.containers).contains_key(&key) {
+            return Err(Status::already_exists(format!(
+                "container {:?} exists in namespace {:?}",
+                key.1.as_str(),
+                key.0.as_str()
+            )));
+        }
+        let opts = RuntimeOptions::from_any(r.options.as_ref(), host_has_systemd())
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let endpoints = [
+            Endpoint::parse(Stream::Stdin, &r.stdin),
+            Endpoint::parse(Stream::Stdout, &r.stdout),
+            Endpoint::parse(Stream::Stderr, &r.stderr),
+        ];
+        let [stdin, stdout, stderr] =
+            endpoints.map(|e| e.map_err(|e| Status::invalid_argument(e.to_string())));
+        let (stdin, stdout, stderr) = (stdin?, stdout?, stderr?);
+        let opened = stdio::open([&stdin, &stdout, &stderr])
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let [i, o, e] = opened.container;
+        let io = |fd: Option<OwnedFd>| fd.map_or(Io::Null, Io::Fd);
+        let runtime_root = self.runtime_root(&key.0, &opts);
+        let runc = self.runc(&runtime_root, &opts)?;
+        let create = CreateOpts {
+            no_pivot: opts.no_pivot_root,
+            no_new_keyring: opts.no_new_keyring,
+            stdio: Stdio {
+                stdin: io(i),
+                stdout: io(o),
+                stderr: io(e),
+            },
+            ..CreateOpts::default()
+        };
+        let created = runc
+            .create(key.1.as_str(), &bundle, create)
+            .await
+            .map_err(errors::runc)?;
+        let pidfd = PidFd::open(created.pid)
+            .map_err(|e| errors::internal("open a pidfd for the init", e))?;
+        let identity = pidfd.identity().ok();
+        let record = Record {
+            bundle: bundle.clone(),
+            stdin: r.stdin.clone(),
+            stdout: r.stdout.clone(),
+            stderr: r.stderr.clone(),
+            terminal: false,
+            runtime: runc.binary().to_owned(),
+            runtime_root,
+            identity,
+            container: Container::new(Some(created.pid)),
+        };
+        if let Err(e) = self.save(&key, &record) {
+            // Nothing may be left half-made: undo the create.
+            let _ = runc.delete(key.1.as_str(), true).await;
+            return Err(e);
+        }
+        let entry = Arc::new(Entry {
+            record: Mutex::new(record),
+            runc,
+            init_exit: async_lock::OnceCell::new(),
+            start_gate: async_lock::Mutex::new(()),
+            _keepalive: opened.keepalive,
+        });
+        lock(&self.inner.containers).insert(key.clone(), entry.clone());
+        self.publish(
+            &key.0,
+            TaskEvent::Create(ev::TaskCreate {
+                container_id: key.1.to_string(),
+                bundle: r.bundle,
+                rootfs: Vec::new(),
+                io: Some(ev::TaskIo {
+                    stdin: r.stdin,
+                    stdout: r.stdout,
+                    stderr: r.stderr,
+                    terminal: false,
+                }),
+                checkpoint: String::new(),
+                pid: created.pid as u32,
+            }),
+        );
+        // Only now, so that even an init that dies at once is reported after its create.
+        self.watch_exit(key.clone(), entry, pidfd);
+        Ok(Response::new(CreateTaskResponse {
+            pid: created.pid as u32,
+        }))
+    }
+
+    async fn start(&self, req: Request<StartRequest>) -> Result<Response<StartResponse>, Status> {
+        let key = key_of(&req, &req.get_ref().id)?;
+        no_exec(&req.get_ref().exec_id)?;
+        let entry = self.entry(&key)?;
+        let pid = {
+            let record = lock(&entry.record);
+            let mut check = record.container.init.clone();
+            check.start().map_err(errors::refused)?;
+            record.container.init.pid.unwrap_or(0)
+        };
+        let _gate = entry.start_gate.lock().await;
+        entry
+            .runc
+            .start(key.1.as_str())
+            .await
+            .map_err(errors::runc)?;
+        {
+            let mut record = lock(&entry.record);
+            // The init may already have exited and been recorded; only a created one starts.
+            if record.container.init.state == ProcessState::Created {
+                let _ = record.container.init.start();
+            }
+            self.save(&key, &record)?;
+        }
+        self.publish(
+            &key.0,
+            TaskEvent::Start(ev::TaskStart {
+                container_id: key.1.to_string(),
+                pid: pid as u32,
+            }),
+        );
+        Ok(Response::new(StartResponse { pid: pid as u32 }))
+    }
+
+    async fn state(&self, req: Request<StateRequest>) -> Result<Response<StateResponse>, Status> {
+        let key = key_of(&req, &req.get_ref().id)?;
+        no_exec(&req.get_ref().exec_id)?;
+        let entry = self.entry(&key)?;
+        let record = lock(&entry.record);
+        let init = &record.container.init;
+        let exit = init.exit();
+        Ok(Response::new(StateResponse {
+            id: key.1.to_string(),
+            bundle: record.bundle.display().to_string(),
+            pid: init.pid.unwrap_or(0) as u32,
+            status: task_status(&init.state) as i32,
+            stdin: record.stdin.clone(),
+            stdout: record.stdout.clone(),
+            stderr: record.stderr.clone(),
+            terminal: record.terminal,
+            exit_status: exit.map_or(0, |e| e.code_for_containerd()),
+            exited_at: exit.map(|e| timestamp(e.at)),
+            exec_id: String::new(),
+        }))
+    }
+
+    async fn kill(&self, req: Request<KillRequest>) -> Result<Response<()>, Status> {
+        let key = key_of(&req, &req.get_ref().id)?;
+        no_exec(&req.get_ref().exec_id)?;
+        let entry = self.entry(&key)?;
+        let r = req.into_inner();
+        lock(&entry.record)
+            .container
+            .init
+            .check_kill()
+            .map_err(errors::refused)?;
+        let signal = i32::try_from(r.signal).map_err(|_| {
+            Status::invalid_argument(format!("signal {} is out of range", r.signal))
+        })?;
+        entry
+            .runc
+            .kill(key.1.as_str(), signal, r.all)
+            .await
+            .map_err(errors::runc)?;
+        Ok(Response::new(()))
+    }
+
+    async fn wait(&self, req: Request<WaitRequest>) -> Result<Response<WaitResponse>, Status> {
+        let key = key_of(&req, &req.get_ref().id)?;
+        no_exec(&req.get_ref().exec_id)?;
+        let entry = self.entry(&key)?;
+        let exit = *entry.init_exit.wait().await;
+        Ok(Response::new(WaitResponse {
+            exit_status: exit.code_for_containerd(),
+            exited_at: Some(timestamp(exit.at)),
+        }))
+    }
+
+    async fn delete(
+        &self,
+        req: Request<DeleteRequest>,
+    ) -> Result<Response<DeleteResponse>, Status> {
+        let key = key_of(&req, &req.get_ref().id)?;
+        no_exec(&req.get_ref().exec_id)?;
+        let entry = self.entry(&key)?;
+        let (pid, exit, never_started) = {
+            let record = lock(&entry.record);
+            record
+                .container
+                .init
+                .check_delete()
+                .map_err(errors::refused)?;
+            let init = &record.container.init;
+            (
+                init.pid.unwrap_or(0),
+                init.exit(),
+                init.state == ProcessState::Created,
+            )
+        };
+        // A created, never started container still has its init waiting: force removes it.
+        match entry.runc.delete(key.1.as_str(), never_started).await {
+            Ok(()) | Err(runc_driver::Error::NotFound { .. }) => {}
+            Err(e) => return Err(errors::runc(e)),
+        }
+        self.inner
+            .store
+            .remove(&key.0, &key.1)
+            .map_err(|e| errors::internal("remove the record", e))?;
+        lock(&self.inner.containers).remove(&key);
+        let exit_status = exit.map_or(0, |e| e.code_for_containerd());
+        let exited_at = exit.map(|e| timestamp(e.at));
+        self.publish(
+            &key.0,
+            TaskEvent::Delete(ev::TaskDelete {
+                container_id: key.1.to_string(),
+                pid: pid as u32,
+                exit_status,
+                exited_at,
+                id: String::new(),
+            }),
+        );
+        Ok(Response::new(DeleteResponse {
+            pid: pid as u32,
+            exit_status,
+            exited_at,
+        }))
+    }
+
+    async fn pids(&self, req: Request<PidsRequest>) -> Result<Response<PidsResponse>, Status> {
+        let key = key_of(&req, &req.get_ref().id)?;
+        let entry = self.entry(&key)?;
+        let pids = entry.runc.ps(key.1.as_str()).await.map_err(errors::runc)?;
+        let processes = pids
+            .into_iter()
+            .map(|pid| ProcessInfo {
+                pid: pid as u32,
+                info: None,
+            })
+            .collect();
+        Ok(Response::new(PidsResponse { processes }))
+    }
+
+    async fn pause(&self, req: Request<PauseRequest>) -> Result<Response<()>, Status> {
+        let key = key_of(&req, &req.get_ref().id)?;
+        self.set_paused(key, true).await.map(Response::new)
+    }
+
+    async fn resume(&self, req: Request<ResumeRequest>) -> Result<Response<()>, Status> {
+        let key = key_of(&req, &req.get_ref().id)?;
+        self.set_paused(key, false).await.map(Response::new)
+    }
+
+    async fn update(&self, req: Request<UpdateTaskRequest>) -> Result<Response<()>, Status> {
+        let key = key_of(&req, &req.get_ref().id)?;
+        let entry = self.entry(&key)?;
+        let r = req.into_inner();
+        let any = r
+            .resources
+            .ok_or_else(|| Status::invalid_argument("update without resources"))?;
+        // containerd packs the OCI LinuxResources as JSON.
+        let resources: oci_spec::runtime::LinuxResources = serde_json::from_slice(&any.value)
+            .map_err(|e| {
+                Status::invalid_argument(format!(
+                    "resources ({}) are not OCI LinuxResources JSON: {e}",
+                    any.type_url
+                ))
+            })?;
+        entry
+            .runc
+            .update(key.1.as_str(), &resources)
+            .await
+            .map_err(errors::runc)?;
+        Ok(Response::new(()))
+    }
+
+    async fn connect(
+        &self,
+        req: Request<ConnectRequest>,
+    ) -> Result<Response<ConnectResponse>, Status> {
+        let key = key_of(&req, &req.get_ref().id)?;
+        let task_pid = self
+            .entry(&key)
+            .ok()
+            .and_then(|e| lock(&e.record).container.init.pid);
+        Ok(Response::new(ConnectResponse {
+            shim_pid: std::process::id(),
+            task_pid: task_pid.unwrap_or(0) as u32,
+            version: format!("shimless {}", env!("CARGO_PKG_VERSION")),
+        }))
+    }
+
+    async fn shutdown(&self, _req: Request<ShutdownRequest>) -> Result<Response<()>, Status> {
+        // containerd calls this after deleting each task; one daemon serves every container, so
+        // it never stops here.
+        Ok(Response::new(()))
+    }
+
+    async fn exec(&self, _req: Request<ExecProcessRequest>) -> Result<Response<()>, Status> {
+        unimplemented("Exec")
+    }
+
+    async fn resize_pty(&self, _req: Request<ResizePtyRequest>) -> Result<Response<()>, Status> {
+        unimplemented("ResizePty")
+    }
+
+    async fn close_io(&self, _req: Request<CloseIoRequest>) -> Result<Response<()>, Status> {
+        unimplemented("CloseIO")
+    }
+
+    async fn stats(&self, _req: Request<StatsRequest>) -> Result<Response<StatsResponse>, Status> {
+        unimplemented("Stats")
+    }
+
+    async fn checkpoint(
+        &self,
+        _req: Request<CheckpointTaskRequest>,
+    ) -> Result<Response<()>, Status> {
+        unimplemented("Checkpoint (needs criu)")
+    }
+}

@@ -1,0 +1,281 @@
+//! [`StateStore`]: atomic JSON records keyed by (namespace, container id).
+
+use crate::ids::{ContainerId, InvalidId, Namespace};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use std::fs::{self, File};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+const SUFFIX: &str = ".json";
+const TEMP_MARK: &str = ".tmp-";
+
+/// What went wrong reading or writing a record. Each variant names the file.
+///
+/// ```
+/// use task_service::state::StateError;
+/// let e = StateError::Corrupt { path: "/run/shimless/state/default/web.json".into(), reason: "EOF".into() };
+/// assert!(e.to_string().contains("web.json"));
+/// ```
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StateError {
+    /// A file system operation failed.
+    #[error("{op} {path}: {source}")]
+    Io {
+        /// The operation: `create`, `write`, `rename`, ...
+        op: &'static str,
+        /// The file or directory.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+    /// A record exists but does not parse; it is left in place for a human to look at.
+    #[error("record {path} is corrupt ({reason}); it was left in place: inspect or remove it")]
+    Corrupt {
+        /// The record file.
+        path: PathBuf,
+        /// The parser's complaint.
+        reason: String,
+    },
+    /// A file in the state directory has a name that no container could have.
+    #[error("unexpected file {path} in the state directory: {source}")]
+    Stray {
+        /// The file.
+        path: PathBuf,
+        /// Why its name is not a valid namespace or id.
+        #[source]
+        source: InvalidId,
+    },
+}
+
+fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> StateError + 'a {
+    move |source| StateError::Io {
+        op,
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// JSON records of containers, one file each, saved atomically.
+///
+/// ```
+/// use task_service::ids::{ContainerId, Namespace};
+/// use task_service::state::StateStore;
+///
+/// let dir = tempfile::tempdir()?;
+/// let store = StateStore::new(dir.path());
+/// let (ns, id) = (Namespace::new("default")?, ContainerId::new("web")?);
+/// store.save(&ns, &id, &vec![1, 2, 3])?;
+/// assert_eq!(store.load::<Vec<u32>>(&ns, &id)?, Some(vec![1, 2, 3]));
+/// assert_eq!(store.list()?, vec![(ns.clone(), id.clone())]);
+/// store.remove(&ns, &id)?;
+/// assert_eq!(store.load::<Vec<u32>>(&ns, &id)?, None);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct StateStore {
+    root: PathBuf,
+}
+
+impl StateStore {
+    /// A store rooted at `root` (created on first save).
+    ///
+    /// ```
+    /// let store = task_service::state::StateStore::new("/run/shimless/state");
+    /// assert_eq!(store.root(), std::path::Path::new("/run/shimless/state"));
+    /// ```
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        StateStore { root: root.into() }
+    }
+
+    /// The directory holding the records.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn path(&self, ns: &Namespace, id: &ContainerId) -> PathBuf {
+        self.root.join(ns.as_str()).join(format!("{id}{SUFFIX}"))
+    }
+
+    /// Saves `record` for (`ns`, `id`), replacing any previous one atomically: after a crash the
+    /// file holds either the previous record or this one.
+    pub fn save<T: Serialize>(
+        &self,
+        ns: &Namespace,
+        id: &ContainerId,
+        record: &T,
+    ) -> Result<(), StateError> {
+        let dir = self.root.join(ns.as_str());
+        fs::create_dir_all(&dir).map_err(io_err("create", &dir))?;
+        let path = self.path(ns, id);
+        let temp = dir.join(format!(".{id}{SUFFIX}{TEMP_MARK}{}", std::process::id()));
+        let bytes = serde_json::to_vec_pretty(record).map_err(|e| StateError::Io {
+            op: "serialize",
+            path: path.clone(),
+            source: io::Error::other(e),
+        })?;
+        let written = (|| {
+            let mut file = File::create(&temp).map_err(io_err("create", &temp))?;
+            file.write_all(&bytes).map_err(io_err("write", &temp))?;
+            file.sync_all().map_err(io_err("fsync", &temp))?;
+            fs::rename(&temp, &path).map_err(io_err("rename", &path))
+        })();
+        if written.is_err() {
+            let _ = fs::remove_file(&temp);
+        }
+        written?;
+        // The rename is durable only once the directory entry is.
+        File::open(&dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io_err("fsync", &dir))
+    }
+
+    /// Loads the record of (`ns`, `id`); `None` if there is none.
+    pub fn load<T: DeserializeOwned>(
+        &self,
+        ns: &Namespace,
+        id: &ContainerId,
+    ) -> Result<Option<T>, StateError> {
+        let path = self.path(ns, id);
+        let bytes = match fs::read(&path) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io_err("read", &path)(e)),
+        };
+        serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| StateError::Corrupt {
+                path,
+                reason: e.to_string(),
+            })
+    }
+
+    /// Removes the record of (`ns`, `id`); removing a missing record is not an error.
+    pub fn remove(&self, ns: &Namespace, id: &ContainerId) -> Result<(), StateError> {
+        let path = self.path(ns, id);
+        match fs::remove_file(&path) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(io_err("remove", &path)(e)),
+            _ => Ok(()),
+        }
+    }
+
+    /// Every (namespace, id) that has a record, sorted; temporary files left by a crash are
+    /// deleted on the way. A file whose name no container could have is an error, not skipped.
+    pub fn list(&self) -> Result<Vec<(Namespace, ContainerId)>, StateError> {
+        let mut found = Vec::new();
+        let namespaces = match fs::read_dir(&self.root) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(found),
+            Err(e) => return Err(io_err("read", &self.root)(e)),
+        };
+        for ns_entry in namespaces {
+            let ns_entry = ns_entry.map_err(io_err("read", &self.root))?;
+            let ns_path = ns_entry.path();
+            let ns = Namespace::new(ns_entry.file_name().to_string_lossy().into_owned()).map_err(
+                |source| StateError::Stray {
+                    path: ns_path.clone(),
+                    source,
+                },
+            )?;
+            for entry in fs::read_dir(&ns_path).map_err(io_err("read", &ns_path))? {
+                let entry = entry.map_err(io_err("read", &ns_path))?;
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if name.starts_with('.') && name.contains(TEMP_MARK) {
+                    let _ = fs::remove_file(entry.path());
+                    continue;
+                }
+                let id = name.strip_suffix(SUFFIX).unwrap_or(&name);
+                let id = ContainerId::new(id).map_err(|source| StateError::Stray {
+                    path: entry.path(),
+                    source,
+                })?;
+                found.push((ns.clone(), id));
+            }
+        }
+        found.sort();
+        Ok(found)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ids() -> (Namespace, ContainerId) {
+        (
+            Namespace::new("k8s.io").unwrap(),
+            ContainerId::new("web").unwrap(),
+        )
+    }
+
+    #[test]
+    fn a_save_replaces_the_previous_record_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateStore::new(dir.path());
+        let (ns, id) = ids();
+        store.save(&ns, &id, &"x".repeat(10_000)).unwrap();
+        store.save(&ns, &id, &"short").unwrap();
+        assert_eq!(
+            store.load::<String>(&ns, &id).unwrap().as_deref(),
+            Some("short")
+        );
+        let files: Vec<_> = fs::read_dir(dir.path().join("k8s.io")).unwrap().collect();
+        assert_eq!(files.len(), 1, "no temporary file may remain");
+    }
+
+    #[test]
+    fn a_crash_mid_save_leaves_the_old_record_and_a_temp_file_that_list_sweeps() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateStore::new(dir.path());
+        let (ns, id) = ids();
+        store.save(&ns, &id, &1u32).unwrap();
+        // What a crash between write and rename leaves: a half-written temporary file.
+        let temp = dir.path().join("k8s.io/.web.json.tmp-999");
+        fs::write(&temp, b"{\"half").unwrap();
+        assert_eq!(store.load::<u32>(&ns, &id).unwrap(), Some(1));
+        assert_eq!(store.list().unwrap(), vec![ids()]);
+        assert!(!temp.exists());
+    }
+
+    #[test]
+    fn a_corrupt_record_is_reported_with_its_path_and_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateStore::new(dir.path());
+        let (ns, id) = ids();
+        fs::create_dir_all(dir.path().join("k8s.io")).unwrap();
+        let path = dir.path().join("k8s.io/web.json");
+        fs::write(&path, b"not json").unwrap();
+        match store.load::<u32>(&ns, &id) {
+            Err(StateError::Corrupt { path: p, .. }) => assert_eq!(p, path),
+            other => panic!("{other:?}"),
+        }
+        assert!(path.exists());
+    }
+
+    #[test]
+    fn a_stray_file_is_an_error_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::create_dir_all(dir.path().join("default")).unwrap();
+        fs::write(dir.path().join("default/bad name.json"), b"{}").unwrap();
+        let err = StateStore::new(dir.path()).list().unwrap_err();
+        assert!(matches!(err, StateError::Stray { .. }), "{err}");
+        assert!(err.to_string().contains("bad name.json"), "{err}");
+    }
+
+    #[test]
+    fn an_empty_or_missing_store_lists_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(
+            StateStore::new(dir.path().join("absent"))
+                .list()
+                .unwrap()
+                .is_empty()
+        );
+        let store = StateStore::new(dir.path());
+        let (ns, id) = ids();
+        store.remove(&ns, &id).unwrap();
+        assert_eq!(store.load::<u32>(&ns, &id).unwrap(), None);
+    }
+}

@@ -1,0 +1,351 @@
+//! A process's stdin, stdout and stderr, as containerd names them in `Create` and `Exec`.
+//!
+//! containerd creates one FIFO per stream (under `/run/containerd/fifo/...`), opens its own end,
+//! and passes the paths; an empty string means "no such stream". Other forms are URIs:
+//! `file:///path` appends the stream to a file.
+//!
+//! # Why FIFOs are handed to the container directly
+//!
+//! The Go shim copies between pipes and the FIFOs in its own goroutines. shimless has no process
+//! per container, and a copy loop inside the daemon would stop whenever the daemon restarts,
+//! leaving containers blocked on full pipes. So the container gets the FIFO itself: the write
+//! end for stdout/stderr and the read end for stdin. containerd reads and writes its ends as it
+//! always does, and sees end-of-file when the container (the only writer) exits.
+//!
+//! The daemon additionally holds a *reader* on each output FIFO ([`OpenStdio::keepalive`]):
+//! while containerd is away (restarting), a container's write never fails with `EPIPE` for
+//! lack of readers; it fills the FIFO's buffer and waits, as with the Go shim. A reader does
+//! not delay end-of-file, which depends on writers only. The daemon holds no writer on stdin,
+//! so closing stdin from containerd reaches the container.
+
+use rustix::fd::OwnedFd;
+use rustix::fs::{Mode, OFlags};
+use std::path::{Path, PathBuf};
+
+/// One of the three standard streams.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stream {
+    /// Standard input.
+    Stdin,
+    /// Standard output.
+    Stdout,
+    /// Standard error.
+    Stderr,
+}
+
+impl Stream {
+    /// `stdin`, `stdout` or `stderr`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Stream::Stdin => "stdin",
+            Stream::Stdout => "stdout",
+            Stream::Stderr => "stderr",
+        }
+    }
+}
+
+/// Where one stream goes.
+///
+/// ```
+/// use task_service::stdio::{Endpoint, Stream};
+/// assert_eq!(Endpoint::parse(Stream::Stdout, "").unwrap(), Endpoint::None);
+/// assert_eq!(
+///     Endpoint::parse(Stream::Stdout, "/run/containerd/fifo/1/web-stdout").unwrap(),
+///     Endpoint::Fifo("/run/containerd/fifo/1/web-stdout".into())
+/// );
+/// assert_eq!(Endpoint::parse(Stream::Stdout, "file:///var/log/web.log").unwrap(), Endpoint::File("/var/log/web.log".into()));
+/// assert!(Endpoint::parse(Stream::Stdout, "relative/path").is_err());
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Endpoint {
+    /// No stream: the process gets `/dev/null`.
+    None,
+    /// A FIFO containerd created and holds the other end of.
+    Fifo(PathBuf),
+    /// A file the stream is appended to (`file://` URI; output streams only).
+    File(PathBuf),
+}
+
+/// Why a stream could not be set up. Names the stream and the path.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StdioError {
+    /// The string is not a form shimless understands.
+    #[error("{stream} {value:?}: {reason}")]
+    Invalid {
+        /// The stream.
+        stream: &'static str,
+        /// The string containerd sent.
+        value: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// Opening it failed.
+    #[error("{stream}: cannot open {path}: {source}")]
+    Open {
+        /// The stream.
+        stream: &'static str,
+        /// The path.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl Endpoint {
+    /// Parses what containerd sent for `stream`.
+    pub fn parse(stream: Stream, value: &str) -> Result<Endpoint, StdioError> {
+        let invalid = |reason| StdioError::Invalid {
+            stream: stream.name(),
+            value: value.into(),
+            reason,
+        };
+        if value.is_empty() {
+            return Ok(Endpoint::None);
+        }
+        if value.contains('\0') {
+            return Err(invalid("contains a NUL byte"));
+        }
+        if let Some(rest) = value.strip_prefix("file://") {
+            if stream == Stream::Stdin {
+                return Err(invalid("file:// is for output streams only"));
+            }
+            return absolute(rest)
+                .map(Endpoint::File)
+                .ok_or_else(|| invalid("file:// needs an absolute path"));
+        }
+        if value.contains("://") {
+            return Err(invalid(
+                "unsupported URI scheme: shimless takes FIFO paths and file:// URIs",
+            ));
+        }
+        absolute(value)
+            .map(Endpoint::Fifo)
+            .ok_or_else(|| invalid("must be an absolute path"))
+    }
+}
+
+fn absolute(path: &str) -> Option<PathBuf> {
+    let path = Path::new(path);
+    (path.is_absolute()
+        && !path
+            .components()
+            .any(|c| c == std::path::Component::ParentDir))
+    .then(|| path.to_owned())
+}
+
+/// The opened streams: what to hand to the container, and what the daemon keeps.
+#[derive(Debug, Default)]
+pub struct OpenStdio {
+    /// For the container, in order stdin, stdout, stderr; `None` means `/dev/null`.
+    pub container: [Option<OwnedFd>; 3],
+    /// Held by the daemon while the process lives: a reader per output FIFO (see the module
+    /// docs). Dropping it after the process exits is right.
+    pub keepalive: Vec<OwnedFd>,
+}
+
+/// Opens the three endpoints without ever blocking (a FIFO's open blocks until the other side
+/// is open; here it never waits for containerd).
+///
+/// ```no_run
+/// use task_service::stdio::{open, Endpoint};
+/// let fifo = Endpoint::Fifo("/run/containerd/fifo/1/web-stdout".into());
+/// let opened = open([&Endpoint::None, &fifo, &fifo])?;
+/// assert!(opened.container[1].is_some());
+/// # Ok::<(), task_service::stdio::StdioError>(())
+/// ```
+pub fn open(endpoints: [&Endpoint; 3]) -> Result<OpenStdio, StdioError> {
+    let mut opened = OpenStdio::default();
+    for (slot, (stream, endpoint)) in [Stream::Stdin, Stream::Stdout, Stream::Stderr]
+        .into_iter()
+        .zip(endpoints)
+        .enumerate()
+    {
+        opened.container[slot] = match endpoint {
+            Endpoint::None => None,
+            Endpoint::File(path) => Some(open_path(
+                stream,
+                path,
+                OFlags::WRONLY | OFlags::APPEND | OFlags::CREATE | OFlags::CLOEXEC,
+            )?),
+            Endpoint::Fifo(path) if stream == Stream::Stdin => {
+                // A reader's open of a FIFO waits for a writer unless non-blocking.
+                let fd = open_path(
+                    stream,
+                    path,
+                    OFlags::RDONLY | OFlags::NONBLOCK | OFlags::CLOEXEC,
+                )?;
+                Some(blocking(stream, path, fd)?)
+            }
+            Endpoint::Fifo(path) => {
+                // Our reader first: then the writer's open cannot fail for want of a reader.
+                let reader = open_path(
+                    stream,
+                    path,
+                    OFlags::RDONLY | OFlags::NONBLOCK | OFlags::CLOEXEC,
+                )?;
+                let writer = open_path(
+                    stream,
+                    path,
+                    OFlags::WRONLY | OFlags::NONBLOCK | OFlags::CLOEXEC,
+                )?;
+                opened.keepalive.push(reader);
+                Some(blocking(stream, path, writer)?)
+            }
+        };
+    }
+    Ok(opened)
+}
+
+fn open_path(stream: Stream, path: &Path, flags: OFlags) -> Result<OwnedFd, StdioError> {
+    rustix::fs::open(path, flags, Mode::from_raw_mode(0o640)).map_err(|e| StdioError::Open {
+        stream: stream.name(),
+        path: path.to_owned(),
+        source: e.into(),
+    })
+}
+
+/// The container expects ordinary blocking stdio.
+fn blocking(stream: Stream, path: &Path, fd: OwnedFd) -> Result<OwnedFd, StdioError> {
+    let flags = rustix::fs::fcntl_getfl(&fd)
+        .and_then(|f| rustix::fs::fcntl_setfl(&fd, f - OFlags::NONBLOCK));
+    flags.map_err(|e| StdioError::Open {
+        stream: stream.name(),
+        path: path.to_owned(),
+        source: e.into(),
+    })?;
+    Ok(fd)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+
+    fn mkfifo(path: &Path) {
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            path,
+            rustix::fs::FileType::Fifo,
+            Mode::from_raw_mode(0o600),
+            0,
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn bad_values_are_refused_naming_the_stream() {
+        let cases = [
+            (Stream::Stdout, "out.fifo", "must be an absolute path"),
+            (Stream::Stderr, "/a/../b", "must be an absolute path"),
+            (
+                Stream::Stdin,
+                "file:///x",
+                "file:// is for output streams only",
+            ),
+            (
+                Stream::Stdout,
+                "binary:///usr/bin/logger",
+                "unsupported URI scheme",
+            ),
+            (Stream::Stdout, "/a\0b", "contains a NUL byte"),
+        ];
+        for (stream, value, want) in cases {
+            let err = Endpoint::parse(stream, value).unwrap_err().to_string();
+            assert!(
+                err.starts_with(stream.name()) && err.contains(want),
+                "{value:?}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn output_reaches_containerds_reader_and_ends_with_the_writer() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out");
+        mkfifo(&path);
+        // containerd's side: a non-blocking reader opened before Create.
+        let mut containerd = std::fs::File::from(
+            rustix::fs::open(&path, OFlags::RDONLY | OFlags::NONBLOCK, Mode::empty()).unwrap(),
+        );
+        let fifo = Endpoint::Fifo(path.clone());
+        let mut opened = open([&Endpoint::None, &fifo, &Endpoint::None]).unwrap();
+        let mut container = std::fs::File::from(opened.container[1].take().unwrap());
+        container.write_all(b"hello\n").unwrap();
+        drop(container); // the process exits
+        let mut got = Vec::new();
+        containerd.read_to_end(&mut got).unwrap();
+        assert_eq!(
+            got, b"hello\n",
+            "the daemon's keepalive reader must not delay end-of-file"
+        );
+        assert_eq!(opened.keepalive.len(), 1);
+    }
+
+    #[test]
+    fn output_survives_containerd_going_away() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out");
+        mkfifo(&path);
+        let containerd =
+            rustix::fs::open(&path, OFlags::RDONLY | OFlags::NONBLOCK, Mode::empty()).unwrap();
+        let fifo = Endpoint::Fifo(path.clone());
+        let mut opened = open([&Endpoint::None, &fifo, &Endpoint::None]).unwrap();
+        drop(containerd); // containerd restarts
+        let mut container = std::fs::File::from(opened.container[1].take().unwrap());
+        // Without the daemon's reader this write would fail with EPIPE.
+        container.write_all(b"still here\n").unwrap();
+        // containerd comes back, reopens its end and reads what was written meanwhile.
+        let mut back = std::fs::File::from(
+            rustix::fs::open(&path, OFlags::RDONLY | OFlags::NONBLOCK, Mode::empty()).unwrap(),
+        );
+        drop(opened.keepalive);
+        drop(container);
+        let mut got = String::new();
+        back.read_to_string(&mut got).unwrap();
+        assert_eq!(got, "still here\n");
+    }
+
+    #[test]
+    fn stdin_opens_without_a_writer_and_sees_containerds_close() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("in");
+        mkfifo(&path);
+        let fifo = Endpoint::Fifo(path.clone());
+        let mut opened = open([&fifo, &Endpoint::None, &Endpoint::None]).unwrap();
+        assert!(
+            opened.keepalive.is_empty(),
+            "no daemon-held writer on stdin"
+        );
+        let mut container = std::fs::File::from(opened.container[0].take().unwrap());
+        let mut containerd = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        containerd.write_all(b"input").unwrap();
+        drop(containerd); // CloseIO
+        let mut got = String::new();
+        container.read_to_string(&mut got).unwrap();
+        assert_eq!(got, "input");
+    }
+
+    #[test]
+    fn file_uris_append_and_missing_fifos_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("log");
+        std::fs::write(&log, "old\n").unwrap();
+        let file = Endpoint::File(log.clone());
+        let mut opened = open([&Endpoint::None, &file, &Endpoint::None]).unwrap();
+        std::fs::File::from(opened.container[1].take().unwrap())
+            .write_all(b"new\n")
+            .unwrap();
+        assert_eq!(std::fs::read_to_string(&log).unwrap(), "old\nnew\n");
+
+        let missing = Endpoint::Fifo(dir.path().join("nope"));
+        let err = open([&Endpoint::None, &Endpoint::None, &missing])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("stderr: cannot open") && err.contains("nope"),
+            "{err}"
+        );
+    }
+}

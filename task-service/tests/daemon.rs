@@ -1,0 +1,307 @@
+//! The daemon end to end: real runc containers driven through the gRPC Task API.
+
+use integration::bundle::BundleBuilder;
+use integration::{Need, require};
+use std::sync::Arc;
+use task_service::api::containerd::task::v3::task_client::TaskClient;
+use task_service::api::containerd::task::v3::*;
+use task_service::api::containerd::v1::types::Status as TaskStatus;
+use task_service::config::Config;
+use task_service::events::{Received, TaskEvent};
+use task_service::grpc;
+use task_service::service::Daemon;
+use tonic::{Code, Request};
+
+struct Running {
+    dir: tempfile::TempDir,
+    socket: std::path::PathBuf,
+    daemon: Daemon,
+}
+
+fn start_daemon() -> Option<Running> {
+    require(&[
+        Need::Root,
+        Need::Program("runc"),
+        Need::File("/bin/busybox"),
+    ])?;
+    let dir = tempfile::tempdir().unwrap();
+    let config = Config {
+        socket: dir.path().join("shimless.sock"),
+        state_dir: dir.path().join("state"),
+        runc_root: dir.path().join("runc"),
+        ..Config::default()
+    };
+    let ex = Arc::new(smol::Executor::new());
+    let daemon = Daemon::new(config.clone(), ex.clone()).unwrap();
+    let listener = grpc::listen::bind(&config.socket).unwrap();
+    let server = daemon.clone().into_server();
+    std::thread::spawn(move || {
+        let _ = smol::block_on(ex.run(grpc::serve(
+            listener,
+            server,
+            ex.clone(),
+            grpc::ServeConfig::default(),
+        )));
+    });
+    Some(Running {
+        socket: config.socket,
+        dir,
+        daemon,
+    })
+}
+
+async fn client(socket: &std::path::Path) -> TaskClient<grpc::Channel> {
+    TaskClient::with_origin(
+        grpc::connect(socket).await.unwrap(),
+        "http://localhost".parse().unwrap(),
+    )
+}
+
+fn ns<T>(msg: T) -> Request<T> {
+    let mut req = Request::new(msg);
+    req.metadata_mut()
+        .insert("containerd-namespace", "shimless-test".parse().unwrap());
+    req
+}
+
+#[test]
+fn a_container_runs_exits_and_is_deleted_with_its_true_code() {
+    let Some(d) = start_daemon() else { return };
+    let bundle = BundleBuilder::new()
+        .args(["sh", "-c", "echo hello from the container; exit 7"])
+        .build()
+        .unwrap();
+    let log = d.dir.path().join("out.log");
+    let mut events = d.daemon.events().subscribe();
+    smol::block_on(async {
+        let mut c = client(&d.socket).await;
+        let create = CreateTaskRequest {
+            id: "c1".into(),
+            bundle: bundle.path().display().to_string(),
+            stdout: format!("file://{}", log.display()),
+            ..Default::default()
+        };
+        let pid = c.create(ns(create)).await.unwrap().into_inner().pid;
+        assert!(pid > 0);
+        let state = c
+            .state(ns(StateRequest {
+                id: "c1".into(),
+                ..Default::default()
+            }))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!((state.status, state.pid), (TaskStatus::Created as i32, pid));
+        assert_eq!(
+            c.start(ns(StartRequest {
+                id: "c1".into(),
+                ..Default::default()
+            }))
+            .await
+            .unwrap()
+            .into_inner()
+            .pid,
+            pid
+        );
+        let waited = c
+            .wait(ns(WaitRequest {
+                id: "c1".into(),
+                ..Default::default()
+            }))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(waited.exit_status, 7);
+        let state = c
+            .state(ns(StateRequest {
+                id: "c1".into(),
+                ..Default::default()
+            }))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(
+            (state.status, state.exit_status),
+            (TaskStatus::Stopped as i32, 7)
+        );
+        let deleted = c
+            .delete(ns(DeleteRequest {
+                id: "c1".into(),
+                ..Default::default()
+            }))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!((deleted.pid, deleted.exit_status), (pid, 7));
+        let gone = c
+            .state(ns(StateRequest {
+                id: "c1".into(),
+                ..Default::default()
+            }))
+            .await
+            .unwrap_err();
+        assert_eq!(gone.code(), Code::NotFound);
+    });
+    assert_eq!(
+        std::fs::read_to_string(&log).unwrap(),
+        "hello from the container\n"
+    );
+    let topics: Vec<&str> = std::iter::from_fn(|| match events.try_next() {
+        Some(Received::Event(e)) => Some(e.event.topic()),
+        _ => None,
+    })
+    .collect();
+    assert_eq!(
+        topics,
+        [
+            "/tasks/create",
+            "/tasks/start",
+            "/tasks/exit",
+            "/tasks/delete"
+        ]
+    );
+    assert!(
+        !d.dir.path().join("state/shimless-test/c1.json").exists(),
+        "the record is removed"
+    );
+}
+
+#[test]
+fn a_killed_container_reports_128_plus_the_signal_and_bad_requests_get_their_codes() {
+    let Some(d) = start_daemon() else { return };
+    let bundle = BundleBuilder::new().args(["sleep", "600"]).build().unwrap();
+    let mut events = d.daemon.events().subscribe();
+    smol::block_on(async {
+        let mut c = client(&d.socket).await;
+        let create = |id: &str| CreateTaskRequest {
+            id: id.into(),
+            bundle: bundle.path().display().to_string(),
+            ..Default::default()
+        };
+        c.create(ns(create("k1"))).await.unwrap();
+        assert!(
+            d.dir.path().join("state/shimless-test/k1.json").exists(),
+            "the record is saved"
+        );
+        assert_eq!(
+            c.create(ns(create("k1"))).await.unwrap_err().code(),
+            Code::AlreadyExists
+        );
+        assert_eq!(
+            c.create(ns(create("../x"))).await.unwrap_err().code(),
+            Code::InvalidArgument
+        );
+        let relative = CreateTaskRequest {
+            id: "k2".into(),
+            bundle: "rel".into(),
+            ..Default::default()
+        };
+        assert_eq!(
+            c.create(ns(relative)).await.unwrap_err().code(),
+            Code::InvalidArgument
+        );
+        let bad_io = CreateTaskRequest {
+            stdout: "relative.fifo".into(),
+            ..create("k3")
+        };
+        let err = c.create(ns(bad_io)).await.unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument);
+        assert!(err.message().contains("stdout"), "{}", err.message());
+        let unknown = c
+            .start(ns(StartRequest {
+                id: "nope".into(),
+                ..Default::default()
+            }))
+            .await
+            .unwrap_err();
+        assert_eq!(unknown.code(), Code::NotFound);
+
+        c.start(ns(StartRequest {
+            id: "k1".into(),
+            ..Default::default()
+        }))
+        .await
+        .unwrap();
+        let running = c
+            .delete(ns(DeleteRequest {
+                id: "k1".into(),
+                ..Default::default()
+            }))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            running.code(),
+            Code::FailedPrecondition,
+            "{}",
+            running.message()
+        );
+        c.pause(ns(PauseRequest { id: "k1".into() })).await.unwrap();
+        let state = c
+            .state(ns(StateRequest {
+                id: "k1".into(),
+                ..Default::default()
+            }))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(state.status, TaskStatus::Paused as i32);
+        assert_eq!(
+            c.pause(ns(PauseRequest { id: "k1".into() }))
+                .await
+                .unwrap_err()
+                .code(),
+            Code::FailedPrecondition
+        );
+        c.resume(ns(ResumeRequest { id: "k1".into() }))
+            .await
+            .unwrap();
+        let pids = c
+            .pids(ns(PidsRequest { id: "k1".into() }))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(pids.processes.len(), 1);
+
+        c.kill(ns(KillRequest {
+            id: "k1".into(),
+            signal: 9,
+            ..Default::default()
+        }))
+        .await
+        .unwrap();
+        let waited = c
+            .wait(ns(WaitRequest {
+                id: "k1".into(),
+                ..Default::default()
+            }))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(waited.exit_status, 137);
+        c.delete(ns(DeleteRequest {
+            id: "k1".into(),
+            ..Default::default()
+        }))
+        .await
+        .unwrap();
+        let exec = c
+            .exec(ns(ExecProcessRequest {
+                id: "k1".into(),
+                ..Default::default()
+            }))
+            .await
+            .unwrap_err();
+        assert_eq!(exec.code(), Code::Unimplemented);
+    });
+    let exit = std::iter::from_fn(|| events.try_next()).find_map(|r| match r {
+        Received::Event(e) => match e.event {
+            TaskEvent::Exit(exit) => Some(exit),
+            _ => None,
+        },
+        Received::Lagged(_) => None,
+    });
+    assert_eq!(
+        exit.map(|e| (e.container_id, e.exit_status)),
+        Some(("k1".to_string(), 137))
+    );
+}
