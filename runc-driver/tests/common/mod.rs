@@ -51,11 +51,11 @@ pub fn id(tag: &str) -> String {
 /// processes and what they started in their process group. Container inits that made their own
 /// session (crun's do) are not listed: reaping them is the supervisor's job, not the driver's.
 pub fn zombie_children_in_session() -> Vec<(i32, String)> {
-    let session = rustix::process::getsid(None)
-        .unwrap()
-        .as_raw_nonzero()
-        .get()
-        .to_string();
+    // Read from /proc rather than getsid(2): under a CI runner started by a PID 1 that never
+    // called setsid, the session id is 0, which rustix's `Pid` cannot represent.
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
+    let after_comm = &stat[stat.rfind(')').unwrap() + 2..];
+    let session = after_comm.split_whitespace().nth(3).unwrap().to_string();
     zombie_children_with_session()
         .into_iter()
         .filter(|(_, _, sid)| *sid == session)
