@@ -23,6 +23,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 PathBuf::from("proto/containerd/task/v3/shim.proto"),
                 PathBuf::from("proto/containerd/events/task.proto"),
                 PathBuf::from("proto/containerd/runc/v1/options.proto"),
+                PathBuf::from("proto/containerd/services/events/v1/events.proto"),
+                PathBuf::from("proto/shimless/v1/admin.proto"),
             ],
             &[PathBuf::from("proto"), protoc_bin_vendored::include_path()?],
         )?;

@@ -46,8 +46,32 @@ pub mod containerd {
         }
     }
 
+    /// Package `containerd.services`.
+    pub mod services {
+        /// Package `containerd.services.events`.
+        pub mod events {
+            /// Package `containerd.services.events.v1`: the Events service (`Subscribe`, which
+            /// shimless serves, and `Forward`, which it calls on containerd) and `Envelope`.
+            pub mod v1 {
+                include!(concat!(
+                    env!("OUT_DIR"),
+                    "/containerd.services.events.v1.rs"
+                ));
+            }
+        }
+    }
+
     /// Package `containerd.events`: the task events a shim publishes.
     pub mod events {
         include!(concat!(env!("OUT_DIR"), "/containerd.events.rs"));
+    }
+}
+
+/// The `shimless.*` protobuf packages: the daemon's own calls beside containerd's.
+#[allow(missing_docs)] // generated code: proto/shimless/v1/admin.proto documents it
+pub mod shimless {
+    /// Package `shimless.v1`: `Admin/List`, what `shimlessctl ps` shows.
+    pub mod v1 {
+        include!(concat!(env!("OUT_DIR"), "/shimless.v1.rs"));
     }
 }

@@ -92,6 +92,36 @@ impl TaskEvent {
             value,
         }
     }
+
+    /// Decodes an event packed by [`TaskEvent::to_any`] (or by containerd: the type URL may
+    /// carry a `types.googleapis.com/` prefix). `None` for another type or bad bytes.
+    ///
+    /// ```
+    /// use task_service::api::containerd::events::TaskStart;
+    /// use task_service::events::TaskEvent;
+    /// let event = TaskEvent::Start(TaskStart { container_id: "web".into(), pid: 42 });
+    /// assert_eq!(TaskEvent::from_any(&event.to_any()), Some(event));
+    /// ```
+    pub fn from_any(any: &prost_types::Any) -> Option<TaskEvent> {
+        fn de<M: Message + Default>(bytes: &[u8]) -> Option<M> {
+            M::decode(bytes).ok()
+        }
+        let name = any.type_url.rsplit('/').next()?;
+        let v = any.value.as_slice();
+        Some(match name.strip_prefix("containerd.events.")? {
+            "TaskCreate" => TaskEvent::Create(de(v)?),
+            "TaskStart" => TaskEvent::Start(de(v)?),
+            "TaskExit" => TaskEvent::Exit(de(v)?),
+            "TaskDelete" => TaskEvent::Delete(de(v)?),
+            "TaskExecAdded" => TaskEvent::ExecAdded(de(v)?),
+            "TaskExecStarted" => TaskEvent::ExecStarted(de(v)?),
+            "TaskPaused" => TaskEvent::Paused(de(v)?),
+            "TaskResumed" => TaskEvent::Resumed(de(v)?),
+            "TaskOOM" => TaskEvent::Oom(de(v)?),
+            "TaskCheckpointed" => TaskEvent::Checkpointed(de(v)?),
+            _ => return None,
+        })
+    }
 }
 
 /// An event with when and in which namespace it happened.

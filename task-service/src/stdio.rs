@@ -198,6 +198,29 @@ pub fn open(endpoints: [&Endpoint; 3]) -> Result<OpenStdio, StdioError> {
     Ok(opened)
 }
 
+/// Re-opens the daemon's keepalive readers (see the module docs) for a process adopted after a
+/// restart. A FIFO that is gone is skipped: its reader went away with it.
+///
+/// ```no_run
+/// use task_service::stdio::{keepalive, Endpoint};
+/// let out = Endpoint::Fifo("/run/containerd/fifo/1/web-stdout".into());
+/// assert_eq!(keepalive([&Endpoint::None, &out, &Endpoint::None]).len(), 1);
+/// ```
+pub fn keepalive(endpoints: [&Endpoint; 3]) -> Vec<OwnedFd> {
+    endpoints[1..]
+        .iter()
+        .filter_map(|endpoint| match endpoint {
+            Endpoint::Fifo(path) => rustix::fs::open(
+                path,
+                OFlags::RDONLY | OFlags::NONBLOCK | OFlags::CLOEXEC,
+                Mode::empty(),
+            )
+            .ok(),
+            _ => None,
+        })
+        .collect()
+}
+
 fn open_path(stream: Stream, path: &Path, flags: OFlags) -> Result<OwnedFd, StdioError> {
     rustix::fs::open(path, flags, Mode::from_raw_mode(0o640)).map_err(|e| StdioError::Open {
         stream: stream.name(),

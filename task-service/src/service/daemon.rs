@@ -1,7 +1,9 @@
 //! [`Daemon`]: the containers of every namespace, and the Task service over them.
 
 use super::errors;
+use super::exits::{self, Exits, Source};
 use super::record::Record;
+use super::recovery::Recovery;
 use crate::api::containerd::events as ev;
 use crate::api::containerd::task::v3::task_server::Task;
 use crate::api::containerd::task::v3::*;
@@ -15,7 +17,7 @@ use crate::state::StateStore;
 use crate::stdio::{self, Endpoint, Stream};
 use pidfd::PidFd;
 use runc_driver::{CreateOpts, Io, Runc, Stdio};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -63,6 +65,20 @@ struct Inner {
     ex: Arc<smol::Executor<'static>>,
     containers: Mutex<HashMap<Key, Arc<Entry>>>,
     runtimes: Mutex<HashMap<(PathBuf, PathBuf, bool), Runc>>,
+    exits: Exits,
+    warnings: Vec<String>,
+}
+
+impl Entry {
+    fn new(record: Record, runc: Runc, keepalive: Vec<OwnedFd>) -> Arc<Entry> {
+        Arc::new(Entry {
+            record: Mutex::new(record),
+            runc,
+            init_exit: async_lock::OnceCell::new(),
+            start_gate: async_lock::Mutex::new(()),
+            _keepalive: keepalive,
+        })
+    }
 }
 
 impl std::fmt::Debug for Daemon {
@@ -74,11 +90,13 @@ impl std::fmt::Debug for Daemon {
 }
 
 impl Daemon {
-    /// A daemon with no containers yet. Makes this process a child subreaper, so container
-    /// inits become its children (and their exit statuses its to collect), and runs exit
-    /// watchers on `ex`.
+    /// A daemon with no containers yet (call [`Daemon::recover`] next to take back those of a
+    /// previous run). Makes this process a child subreaper, so container inits become its
+    /// children (and their exit statuses its to collect); loads exitwatch under the configured
+    /// pin directory (see [`Daemon::warnings`] if it could not); runs exit watchers on `ex`.
     pub fn new(config: Config, ex: Arc<smol::Executor<'static>>) -> std::io::Result<Daemon> {
         rustix::process::set_child_subreaper(rustix::process::Pid::from_raw(1))?;
+        let (exits, warning) = Exits::open(&config.bpf_pin_dir);
         Ok(Daemon {
             inner: Arc::new(Inner {
                 store: StateStore::new(&config.state_dir),
@@ -87,13 +105,52 @@ impl Daemon {
                 ex,
                 containers: Mutex::new(HashMap::new()),
                 runtimes: Mutex::new(HashMap::new()),
+                exits,
+                warnings: warning.into_iter().collect(),
             }),
         })
+    }
+
+    /// What the daemon could not set up but runs without (today: exitwatch, when the kernel or
+    /// privileges do not allow it).
+    pub fn warnings(&self) -> &[String] {
+        &self.inner.warnings
+    }
+
+    /// Whether exit codes are recorded in the kernel (exitwatch loaded).
+    pub fn kernel_recording(&self) -> bool {
+        self.inner.exits.kernel_recording()
+    }
+
+    /// The containers managed now, as (namespace, id).
+    pub fn containers(&self) -> Vec<(String, String)> {
+        let mut keys: Vec<_> = lock(&self.inner.containers)
+            .keys()
+            .map(|(ns, id)| (ns.to_string(), id.to_string()))
+            .collect();
+        keys.sort();
+        keys
     }
 
     /// The daemon's event stream.
     pub fn events(&self) -> &EventBus {
         &self.inner.events
+    }
+
+    /// The whole gRPC surface for [`grpc::serve`](crate::grpc::serve): the Task service with
+    /// the configured message size limit, and `Events/Subscribe` on the daemon's events.
+    pub fn into_router(self) -> super::Router {
+        let events = super::subscribe::Events {
+            bus: self.inner.events.clone(),
+        };
+        let admin = crate::api::shimless::v1::admin_server::AdminServer::new(self.clone());
+        super::Router {
+            admin,
+            task: self.into_server(),
+            events: crate::api::containerd::services::events::v1::events_server::EventsServer::new(
+                events,
+            ),
+        }
     }
 
     /// The tonic server for [`grpc::serve`](crate::grpc::serve), with the configured message
@@ -118,15 +175,24 @@ impl Daemon {
                 .clone()
                 .unwrap_or_else(|| self.inner.config.runtime.clone()),
         );
-        let key = (binary.clone(), root.to_owned(), opts.systemd_cgroup);
+        self.runc_for(&binary, root, opts.systemd_cgroup)
+    }
+
+    fn runc_for(
+        &self,
+        binary: &std::path::Path,
+        root: &std::path::Path,
+        systemd_cgroup: bool,
+    ) -> Result<Runc, Status> {
+        let key = (binary.to_owned(), root.to_owned(), systemd_cgroup);
         let mut runtimes = lock(&self.inner.runtimes);
         if let Some(runc) = runtimes.get(&key) {
             return Ok(runc.clone());
         }
         let runc = Runc::builder()
-            .binary(&binary)
+            .binary(binary)
             .root(root)
-            .systemd_cgroup(opts.systemd_cgroup)
+            .systemd_cgroup(systemd_cgroup)
             .build()
             .map_err(errors::runc)?;
         runtimes.insert(key, runc.clone());
@@ -155,56 +221,229 @@ impl Daemon {
         self.inner.events.publish(ns.clone(), event);
     }
 
-    /// Waits for the init to exit, collects its status (we are its parent as a subreaper),
-    /// records it once, and tells waiters and subscribers.
+    /// Waits for the init to exit, resolves its status through the exit pipeline, and
+    /// records and reports it.
     fn watch_exit(&self, key: Key, entry: Arc<Entry>, pidfd: PidFd) {
         let daemon = self.clone();
         self.inner
             .ex
             .spawn(async move {
-                let status = match pidfd.exited().await.and_then(|()| pidfd.wait()) {
-                    Ok(status) => status,
-                    // Not our child after all: ask the kernel for a non-child's status.
-                    Err(pidfd::Error::NotChild { .. }) => loop {
-                        match pidfd.exit_info() {
-                            Err(pidfd::Error::NotYetReaped { .. }) => {
-                                async_io::Timer::after(std::time::Duration::from_millis(5)).await;
-                            }
-                            Ok(status) => break status,
-                            Err(_) => break pidfd::ExitStatus::Exited(255),
-                        }
-                    },
-                    Err(_) => pidfd::ExitStatus::Exited(255),
-                };
+                let _ = pidfd.exited().await;
+                let identity = lock(&entry.record).identity;
+                let cookie = exits::cookie(key.0.as_str(), key.1.as_str(), None);
+                let (status, source) = daemon
+                    .inner
+                    .exits
+                    .resolve(&pidfd, identity.as_ref(), cookie)
+                    .await;
+                if source == Source::Lost {
+                    eprintln!(
+                        "shimless: the exit status of {}/{} (pid {}) is lost: reported as 255",
+                        key.0.as_str(),
+                        key.1.as_str(),
+                        pidfd.pid()
+                    );
+                }
                 let exit = Exit {
                     status,
                     at: SystemTime::now(),
                 };
-                let _gate = entry.start_gate.lock().await;
-                let reports = {
-                    let mut record = lock(&entry.record);
-                    let reports = record.container.init_exited(exit);
-                    let _ = daemon.save(&key, &record);
-                    reports
-                };
-                for report in reports {
-                    if report.exec_id.is_none() {
-                        let _ = entry.init_exit.set(report.exit).await;
-                    }
-                    daemon.publish(
-                        &key.0,
-                        TaskEvent::Exit(ev::TaskExit {
-                            container_id: key.1.to_string(),
-                            id: report.exec_id.unwrap_or_else(|| key.1.to_string()),
-                            pid: report.pid.unwrap_or(0) as u32,
-                            exit_status: report.exit.code_for_containerd(),
-                            exited_at: Some(timestamp(report.exit.at)),
-                            exit_reason: 0,
-                        }),
-                    );
-                }
+                daemon.init_exited(&key, &entry, exit).await;
             })
             .detach();
+    }
+
+    /// Records an init exit and reports what the model releases: each exit is published
+    /// first, then saved, and only then dropped from exitwatch, so a crash anywhere in between
+    /// reports it again after the restart rather than never.
+    async fn init_exited(&self, key: &Key, entry: &Entry, exit: Exit) {
+        let _gate = entry.start_gate.lock().await;
+        let (reports, record) = {
+            let mut record = lock(&entry.record);
+            let reports = record.container.init_exited(exit);
+            (reports, record.clone())
+        };
+        for report in &reports {
+            if report.exec_id.is_none() {
+                let _ = entry.init_exit.set(report.exit).await;
+            }
+            self.publish(
+                &key.0,
+                TaskEvent::Exit(ev::TaskExit {
+                    container_id: key.1.to_string(),
+                    id: report.exec_id.clone().unwrap_or_else(|| key.1.to_string()),
+                    pid: report.pid.unwrap_or(0) as u32,
+                    exit_status: report.exit.code_for_containerd(),
+                    exited_at: Some(timestamp(report.exit.at)),
+                    exit_reason: 0,
+                }),
+            );
+        }
+        // A created container deleted with --force exits after its record is gone: do not
+        // write it back.
+        let current = lock(&self.inner.containers)
+            .get(key)
+            .is_some_and(|e| std::ptr::eq(Arc::as_ptr(e), entry));
+        if current
+            && self.save(key, &record).is_ok()
+            && let Some(pid) = record.container.init.pid
+        {
+            self.inner.exits.forget(pid);
+        }
+    }
+
+    /// Takes back the containers of a previous run from their records: live inits are
+    /// re-opened by PID and start time (a PID now owned by another process is never adopted)
+    /// and watched again; inits that exited while no daemon ran get their status from
+    /// exitwatch and are reported once; interrupted deletes are finished; runtime containers
+    /// without a record are removed. Call once, before serving.
+    ///
+    /// ```no_run
+    /// # async fn f(daemon: task_service::service::Daemon) -> Result<(), tonic::Status> {
+    /// let recovery = daemon.recover().await?;
+    /// println!("{recovery}");
+    /// # Ok(()) }
+    /// ```
+    pub async fn recover(&self) -> Result<Recovery, Status> {
+        let mut report = Recovery::default();
+        let keys = self
+            .inner
+            .store
+            .list()
+            .map_err(|e| errors::internal("list the records", e))?;
+        // Every runtime root to reconcile, with the namespace it serves and the ids it should hold.
+        let mut roots: HashMap<(PathBuf, PathBuf, bool), (Namespace, HashSet<String>)> =
+            HashMap::new();
+        if let Ok(dirs) = std::fs::read_dir(&self.inner.config.runc_root) {
+            for dir in dirs.flatten() {
+                if let Some(ns) = dir
+                    .file_name()
+                    .to_str()
+                    .and_then(|n| Namespace::new(n).ok())
+                {
+                    let binary = PathBuf::from(&self.inner.config.runtime);
+                    roots.insert((binary, dir.path(), false), (ns, HashSet::new()));
+                }
+            }
+        }
+        for (ns, id) in keys {
+            let name = format!("{}/{}", ns.as_str(), id.as_str());
+            let record: Record = match self.inner.store.load(&ns, &id) {
+                Ok(Some(record)) => record,
+                Ok(None) => continue,
+                Err(e) => {
+                    report.unreadable.push(format!("{name}: {e}"));
+                    continue;
+                }
+            };
+            let runc =
+                self.runc_for(&record.runtime, &record.runtime_root, record.systemd_cgroup)?;
+            roots
+                .entry((
+                    record.runtime.clone(),
+                    record.runtime_root.clone(),
+                    record.systemd_cgroup,
+                ))
+                .or_insert_with(|| (ns.clone(), HashSet::new()))
+                .1
+                .insert(id.to_string());
+            let known = !matches!(
+                runc.state(id.as_str()).await,
+                Err(runc_driver::Error::NotFound { .. })
+            );
+            let key = (ns.clone(), id.clone());
+            let init = record.container.init.clone();
+            let live = match init.state {
+                ProcessState::Stopped(_) => None,
+                _ => record.identity.and_then(|i| PidFd::reopen(&i).ok()),
+            };
+            let deleting = !known
+                && live.is_none()
+                && matches!(init.state, ProcessState::Stopped(_) | ProcessState::Created);
+            if deleting {
+                self.inner
+                    .store
+                    .remove(&ns, &id)
+                    .map_err(|e| errors::internal("remove the record", e))?;
+                report.finished_deletes.push(name);
+                continue;
+            }
+            let endpoints = [&record.stdin, &record.stdout, &record.stderr];
+            let streams = [Stream::Stdin, Stream::Stdout, Stream::Stderr];
+            let parsed: Vec<Endpoint> = streams
+                .into_iter()
+                .zip(endpoints)
+                .map(|(s, e)| Endpoint::parse(s, e).unwrap_or(Endpoint::None))
+                .collect();
+            let keepalive = match (&live, &parsed[..]) {
+                (Some(_), [i, o, e]) => stdio::keepalive([i, o, e]),
+                _ => Vec::new(),
+            };
+            let identity = record.identity;
+            let entry = Entry::new(record, runc, keepalive);
+            lock(&self.inner.containers).insert(key.clone(), entry.clone());
+            match (init.state, live) {
+                (ProcessState::Stopped(exit), _) => {
+                    let _ = entry.init_exit.set(exit).await;
+                    report.stopped.push(name);
+                }
+                (_, Some(pidfd)) => {
+                    report.adopted.push(name);
+                    self.watch_exit(key, entry, pidfd);
+                }
+                (_, None) => {
+                    let cookie = exits::cookie(ns.as_str(), id.as_str(), None);
+                    let recorded = identity.and_then(|i| self.inner.exits.recorded(&i, cookie));
+                    let exit = match recorded {
+                        Some(recorded) => {
+                            let exit = Exit {
+                                status: recorded.status,
+                                at: recorded.at,
+                            };
+                            report
+                                .exited_while_down
+                                .push((name, exit.code_for_containerd()));
+                            exit
+                        }
+                        None => {
+                            report.lost.push(name);
+                            Exit {
+                                status: exits::LOST,
+                                at: SystemTime::now(),
+                            }
+                        }
+                    };
+                    self.init_exited(&key, &entry, exit).await;
+                }
+            }
+        }
+        for ((binary, root, systemd), (ns, ids)) in roots {
+            let runc = self.runc_for(&binary, &root, systemd)?;
+            let Ok(states) = runc.list().await else {
+                continue;
+            };
+            for state in states {
+                if ids.contains(&state.id) {
+                    continue;
+                }
+                if runc.delete(&state.id, true).await.is_ok() {
+                    report
+                        .orphans_removed
+                        .push(format!("{}/{}", ns.as_str(), state.id));
+                }
+            }
+        }
+        for list in [
+            &mut report.adopted,
+            &mut report.stopped,
+            &mut report.lost,
+            &mut report.finished_deletes,
+            &mut report.orphans_removed,
+        ] {
+            list.sort();
+        }
+        report.exited_while_down.sort();
+        Ok(report)
     }
 
     /// Pause or resume: checked against the model, done by the runtime, then recorded and
@@ -357,6 +596,18 @@ impl Task for Daemon {
         let pidfd = PidFd::open(created.pid)
             .map_err(|e| errors::internal("open a pidfd for the init", e))?;
         let identity = pidfd.identity().ok();
+        let cookie = exits::cookie(key.0.as_str(), key.1.as_str(), None);
+        let tracked = match &identity {
+            Some(identity) => self.inner.exits.track(identity, cookie),
+            None => Err("the init is already gone".into()),
+        };
+        if let Err(e) = tracked {
+            let _ = runc.delete(key.1.as_str(), true).await;
+            return Err(Status::resource_exhausted(format!(
+                "cannot record the exit of container {:?} in the kernel ({e}); it was removed",
+                key.1.as_str()
+            )));
+        }
         let record = Record {
             bundle: bundle.clone(),
             stdin: r.stdin.clone(),
@@ -365,21 +616,17 @@ impl Task for Daemon {
             terminal: false,
             runtime: runc.binary().to_owned(),
             runtime_root,
+            systemd_cgroup: opts.systemd_cgroup,
             identity,
             container: Container::new(Some(created.pid)),
+            created_at: SystemTime::now(),
         };
         if let Err(e) = self.save(&key, &record) {
             // Nothing may be left half-made: undo the create.
             let _ = runc.delete(key.1.as_str(), true).await;
             return Err(e);
         }
-        let entry = Arc::new(Entry {
-            record: Mutex::new(record),
-            runc,
-            init_exit: async_lock::OnceCell::new(),
-            start_gate: async_lock::Mutex::new(()),
-            _keepalive: opened.keepalive,
-        });
+        let entry = Entry::new(record, runc, opened.keepalive);
         lock(&self.inner.containers).insert(key.clone(), entry.clone());
         self.publish(
             &key.0,
@@ -523,6 +770,9 @@ impl Task for Daemon {
             .remove(&key.0, &key.1)
             .map_err(|e| errors::internal("remove the record", e))?;
         lock(&self.inner.containers).remove(&key);
+        if pid != 0 {
+            self.inner.exits.forget(pid);
+        }
         let exit_status = exit.map_or(0, |e| e.code_for_containerd());
         let exited_at = exit.map(|e| timestamp(e.at));
         self.publish(
@@ -632,5 +882,42 @@ impl Task for Daemon {
         _req: Request<CheckpointTaskRequest>,
     ) -> Result<Response<()>, Status> {
         unimplemented("Checkpoint (needs criu)")
+    }
+}
+
+#[tonic::async_trait]
+impl crate::api::shimless::v1::admin_server::Admin for Daemon {
+    async fn list(
+        &self,
+        req: Request<crate::api::shimless::v1::ListRequest>,
+    ) -> Result<Response<crate::api::shimless::v1::ListResponse>, Status> {
+        use crate::api::shimless::v1::{ListResponse, TaskSummary};
+        let only = req.into_inner().namespace;
+        let entries: Vec<(Key, Arc<Entry>)> = lock(&self.inner.containers)
+            .iter()
+            .filter(|((ns, _), _)| only.is_empty() || ns.as_str() == only)
+            .map(|(k, e)| (k.clone(), e.clone()))
+            .collect();
+        let mut tasks: Vec<TaskSummary> = entries
+            .into_iter()
+            .map(|((ns, id), entry)| {
+                let record = lock(&entry.record);
+                let init = &record.container.init;
+                let exit = init.exit();
+                TaskSummary {
+                    namespace: ns.to_string(),
+                    id: id.to_string(),
+                    pid: init.pid.unwrap_or(0) as u32,
+                    status: init.state.name().to_string(),
+                    exit_status: exit.map_or(0, |e| e.code_for_containerd()),
+                    created_at: Some(timestamp(record.created_at)),
+                    exited_at: exit.map(|e| timestamp(e.at)),
+                    bundle: record.bundle.display().to_string(),
+                    execs: record.container.execs.len() as u32,
+                }
+            })
+            .collect();
+        tasks.sort_by(|a, b| (&a.namespace, &a.id).cmp(&(&b.namespace, &b.id)));
+        Ok(Response::new(ListResponse { tasks }))
     }
 }

@@ -11,6 +11,12 @@
 
 mod daemon;
 mod errors;
+mod exits;
 mod record;
+mod recovery;
+mod router;
+mod subscribe;
 
 pub use daemon::Daemon;
+pub use recovery::Recovery;
+pub use router::Router;

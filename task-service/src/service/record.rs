@@ -16,7 +16,13 @@ pub(crate) struct Record {
     /// The runtime binary and root that manage it.
     pub runtime: PathBuf,
     pub runtime_root: PathBuf,
+    /// Whether the runtime manages its cgroup through systemd.
+    #[serde(default)]
+    pub systemd_cgroup: bool,
     /// The init process, as PID + start time (never trusted by PID alone).
     pub identity: Option<ProcessIdentity>,
     pub container: Container,
+    /// When the container was created (for `shimlessctl ps`'s age).
+    #[serde(default = "std::time::SystemTime::now")]
+    pub created_at: std::time::SystemTime,
 }

@@ -1,0 +1,103 @@
+//! `shimlessd`: one daemon serving containerd's shim Task API for every container of the node.
+//!
+//! Reads `/etc/shimless/config.toml` if it exists (built-in defaults otherwise), takes back the
+//! containers of a previous run (printing what it found), and serves on the configured socket.
+//! Containers outlive it: stopping or killing the daemon never stops a container.
+
+use clap::Parser;
+use std::path::PathBuf;
+use std::sync::Arc;
+use task_service::config::{Config, DEFAULT_PATH};
+use task_service::grpc;
+use task_service::service::Daemon;
+
+/// One daemon serving containerd's shim Task API (containerd.task.v3.Task) for every container
+/// of the node, on runc or crun.
+#[derive(Debug, Parser)]
+#[command(
+    version,
+    after_help = "Examples:\n  shimlessd                                   # defaults: /run/shimless/shimless.sock\n  shimlessd --socket /tmp/s.sock --state-dir /tmp/state --runc-root /tmp/runc\n  shimlessd --config /etc/shimless/config.toml --runtime crun"
+)]
+struct Args {
+    /// The configuration file (TOML; a missing file means built-in defaults).
+    #[arg(long, default_value = DEFAULT_PATH)]
+    config: PathBuf,
+    /// Overrides `socket`: the gRPC unix socket.
+    #[arg(long)]
+    socket: Option<PathBuf>,
+    /// Overrides `state_dir`: where container records live.
+    #[arg(long)]
+    state_dir: Option<PathBuf>,
+    /// Overrides `runc_root`: the parent of each namespace's runtime root.
+    #[arg(long)]
+    runc_root: Option<PathBuf>,
+    /// Overrides `bpf_pin_dir`: where exitwatch pins its maps in bpffs.
+    #[arg(long)]
+    bpf_pin_dir: Option<PathBuf>,
+    /// Overrides `runtime`: runc, crun or a path.
+    #[arg(long)]
+    runtime: Option<String>,
+}
+
+fn main() {
+    let args = Args::parse();
+    if let Err(e) = run(args) {
+        eprintln!("shimlessd: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
+    let mut config = Config::load(&args.config)?;
+    let overrides = [
+        (&mut config.socket, args.socket),
+        (&mut config.state_dir, args.state_dir),
+        (&mut config.runc_root, args.runc_root),
+        (&mut config.bpf_pin_dir, args.bpf_pin_dir),
+    ];
+    for (slot, value) in overrides {
+        if let Some(value) = value {
+            if !value.is_absolute() {
+                return Err(format!("{} must be an absolute path", value.display()).into());
+            }
+            *slot = value;
+        }
+    }
+    if let Some(runtime) = args.runtime {
+        config.runtime = runtime;
+    }
+    let ex = Arc::new(smol::Executor::new());
+    let daemon = Daemon::new(config.clone(), ex.clone())
+        .map_err(|e| format!("cannot become the child subreaper: {e}"))?;
+    for warning in daemon.warnings() {
+        eprintln!("shimlessd: warning: {warning}");
+    }
+    // A second thread runs tasks while the first waits on a slow runtime call.
+    for _ in 0..1 {
+        let ex = ex.clone();
+        std::thread::spawn(move || smol::block_on(ex.run(futures_lite::future::pending::<()>())));
+    }
+    smol::block_on(ex.run(async {
+        let recovery = daemon
+            .recover()
+            .await
+            .map_err(|e| format!("recovery failed: {}", e.message()))?;
+        eprintln!("shimlessd: recovered: {recovery}");
+        let listener = grpc::listen::bind(&config.socket)?;
+        eprintln!(
+            "shimlessd: serving on {} (pid {}, exit codes kept in the kernel: {})",
+            config.socket.display(),
+            std::process::id(),
+            if daemon.kernel_recording() {
+                "yes"
+            } else {
+                "no"
+            }
+        );
+        let serve = grpc::ServeConfig {
+            allowed_uids: config.allowed_uids.clone(),
+        };
+        grpc::serve(listener, daemon.into_router(), ex.clone(), serve).await?;
+        Ok::<(), Box<dyn std::error::Error>>(())
+    }))
+}
