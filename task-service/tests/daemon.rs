@@ -291,7 +291,7 @@ fn a_killed_container_reports_128_plus_the_signal_and_bad_requests_get_their_cod
             }))
             .await
             .unwrap_err();
-        assert_eq!(exec.code(), Code::Unimplemented);
+        assert_eq!(exec.code(), Code::NotFound, "exec in a deleted container");
     });
     let exit = std::iter::from_fn(|| events.try_next()).find_map(|r| match r {
         Received::Event(e) => match e.event {
@@ -304,4 +304,139 @@ fn a_killed_container_reports_128_plus_the_signal_and_bad_requests_get_their_cod
         exit.map(|e| (e.container_id, e.exit_status)),
         Some(("k1".to_string(), 137))
     );
+}
+
+#[test]
+fn an_exec_runs_with_its_own_output_and_exit_and_init_waits_for_it() {
+    let Some(d) = start_daemon() else { return };
+    let bundle = BundleBuilder::new()
+        .args(["sh", "-c", "sleep 1000"])
+        .build()
+        .unwrap();
+    let log = d.dir.path().join("exec.log");
+    smol::block_on(async {
+        let mut c = client(&d.socket).await;
+        let id = || "ex1".to_string();
+        c.create(ns(CreateTaskRequest {
+            id: id(),
+            bundle: bundle.path().display().to_string(),
+            ..Default::default()
+        }))
+        .await
+        .unwrap();
+        c.start(ns(StartRequest {
+            id: id(),
+            ..Default::default()
+        }))
+        .await
+        .unwrap();
+        let process = oci_spec::runtime::ProcessBuilder::default()
+            .args(vec![
+                "sh".to_string(),
+                "-c".into(),
+                "echo from the exec; exit 5".into(),
+            ])
+            .cwd("/")
+            .env(vec!["PATH=/bin".to_string()])
+            .build()
+            .unwrap();
+        let exec = |exec_id: &str, spec: Vec<u8>| ExecProcessRequest {
+            id: id(),
+            exec_id: exec_id.into(),
+            stdout: format!("file://{}", log.display()),
+            spec: Some(prost_types::Any {
+                type_url: "types.containerd.io/opencontainers/runtime-spec/1/Process".into(),
+                value: spec,
+            }),
+            ..Default::default()
+        };
+        // Bad input first: a spec that is not a Process, and an exec id with a slash.
+        let bad = c
+            .exec(ns(exec("e1", b"{not json".to_vec())))
+            .await
+            .unwrap_err();
+        assert_eq!(bad.code(), Code::InvalidArgument, "{bad:?}");
+        let json = serde_json::to_vec(&process).unwrap();
+        let bad = c.exec(ns(exec("a/b", json.clone()))).await.unwrap_err();
+        assert_eq!(bad.code(), Code::InvalidArgument, "{bad:?}");
+        c.exec(ns(exec("e1", json.clone()))).await.unwrap();
+        let again = c.exec(ns(exec("e1", json))).await.unwrap_err();
+        assert_eq!(again.code(), Code::AlreadyExists, "{again:?}");
+        let pid = c
+            .start(ns(StartRequest {
+                id: id(),
+                exec_id: "e1".into(),
+            }))
+            .await
+            .unwrap()
+            .into_inner()
+            .pid;
+        assert!(pid > 0);
+        let waited = c
+            .wait(ns(WaitRequest {
+                id: id(),
+                exec_id: "e1".into(),
+            }))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(waited.exit_status, 5);
+        let state = c
+            .state(ns(StateRequest {
+                id: id(),
+                exec_id: "e1".into(),
+            }))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(
+            (state.status, state.exit_status, state.pid),
+            (TaskStatus::Stopped as i32, 5, pid)
+        );
+        assert_eq!(
+            std::fs::read_to_string(&log).unwrap(),
+            "from the exec\n",
+            "the exec's own stdout"
+        );
+        let init = c
+            .state(ns(StateRequest {
+                id: id(),
+                ..Default::default()
+            }))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(init.status, TaskStatus::Running as i32, "init unaffected");
+        let deleted = c
+            .delete(ns(DeleteRequest {
+                id: id(),
+                exec_id: "e1".into(),
+            }))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!((deleted.pid, deleted.exit_status), (pid, 5));
+        c.kill(ns(KillRequest {
+            id: id(),
+            signal: 9,
+            ..Default::default()
+        }))
+        .await
+        .unwrap();
+        let waited = c
+            .wait(ns(WaitRequest {
+                id: id(),
+                ..Default::default()
+            }))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(waited.exit_status, 137);
+        c.delete(ns(DeleteRequest {
+            id: id(),
+            ..Default::default()
+        }))
+        .await
+        .unwrap();
+    });
 }

@@ -37,6 +37,23 @@ struct Entry {
     start_gate: async_lock::Mutex<()>,
     /// Readers that keep its output FIFOs from ever lacking one (see [`crate::stdio`]).
     _keepalive: Vec<OwnedFd>,
+    /// Exec processes added but not started yet: their spec and stdio.
+    pending_execs: Mutex<HashMap<String, PendingExec>>,
+    /// Per exec: its exit once known (what `Wait` with an exec id awaits), and keepalives.
+    execs: Mutex<HashMap<String, Arc<ExecSlot>>>,
+}
+
+/// An exec between `Exec` and `Start`.
+struct PendingExec {
+    process: oci_spec::runtime::Process,
+    stdio: [String; 3],
+}
+
+/// A started (or at least added) exec's exit and stdio keepalive.
+#[derive(Default)]
+struct ExecSlot {
+    exit: async_lock::OnceCell<Exit>,
+    keepalive: Mutex<Vec<OwnedFd>>,
 }
 
 /// Every container of the node, served as containerd's Task API.
@@ -77,6 +94,8 @@ impl Entry {
             init_exit: async_lock::OnceCell::new(),
             start_gate: async_lock::Mutex::new(()),
             _keepalive: keepalive,
+            pending_execs: Mutex::new(HashMap::new()),
+            execs: Mutex::new(HashMap::new()),
         })
     }
 }
@@ -263,9 +282,75 @@ impl Daemon {
             let reports = record.container.init_exited(exit);
             (reports, record.clone())
         };
-        for report in &reports {
-            if report.exec_id.is_none() {
-                let _ = entry.init_exit.set(report.exit).await;
+        self.report_exits(key, entry, &reports).await;
+        // A created container deleted with --force exits after its record is gone: do not
+        // write it back.
+        let current = lock(&self.inner.containers)
+            .get(key)
+            .is_some_and(|e| std::ptr::eq(Arc::as_ptr(e), entry));
+        if current
+            && self.save(key, &record).is_ok()
+            && let Some(pid) = record.container.init.pid
+        {
+            self.inner.exits.forget(pid);
+        }
+    }
+
+    /// Waits for an exec to exit, resolves its status, and records and reports it (and the
+    /// container's held init exit, if this was the last exec).
+    fn watch_exec_exit(&self, key: Key, entry: Arc<Entry>, exec_id: String, pidfd: PidFd) {
+        let daemon = self.clone();
+        self.inner
+            .ex
+            .spawn(async move {
+                let _ = pidfd.exited().await;
+                let identity = lock(&entry.record).exec_identities.get(&exec_id).copied();
+                let cookie = exits::cookie(key.0.as_str(), key.1.as_str(), Some(&exec_id));
+                let (status, _) = daemon
+                    .inner
+                    .exits
+                    .resolve(&pidfd, identity.as_ref(), cookie)
+                    .await;
+                let exit = Exit {
+                    status,
+                    at: SystemTime::now(),
+                };
+                daemon.exec_exited(&key, &entry, &exec_id, exit).await;
+            })
+            .detach();
+    }
+
+    async fn exec_exited(&self, key: &Key, entry: &Entry, exec_id: &str, exit: Exit) {
+        let (reports, record) = {
+            let mut record = lock(&entry.record);
+            let reports = record
+                .container
+                .exec_exited(exec_id, exit)
+                .unwrap_or_default();
+            (reports, record.clone())
+        };
+        self.report_exits(key, entry, &reports).await;
+        if self.save(key, &record).is_ok()
+            && let Some(pid) = record.container.execs.get(exec_id).and_then(|p| p.pid)
+        {
+            self.inner.exits.forget(pid);
+        }
+    }
+
+    /// Publishes exits the model released, and resolves their waiters.
+    async fn report_exits(&self, key: &Key, entry: &Entry, reports: &[crate::model::ExitReport]) {
+        for report in reports {
+            match &report.exec_id {
+                None => {
+                    let _ = entry.init_exit.set(report.exit).await;
+                }
+                Some(exec_id) => {
+                    let slot = lock(&entry.execs).get(exec_id).cloned();
+                    if let Some(slot) = slot {
+                        let _ = slot.exit.set(report.exit).await;
+                        lock(&slot.keepalive).clear();
+                    }
+                }
             }
             self.publish(
                 &key.0,
@@ -279,16 +364,139 @@ impl Daemon {
                 }),
             );
         }
-        // A created container deleted with --force exits after its record is gone: do not
-        // write it back.
-        let current = lock(&self.inner.containers)
-            .get(key)
-            .is_some_and(|e| std::ptr::eq(Arc::as_ptr(e), entry));
-        if current
-            && self.save(key, &record).is_ok()
-            && let Some(pid) = record.container.init.pid
+    }
+
+    /// Starts a pending exec: `runc exec --detach`, pidfd, kernel tracking, record, event.
+    async fn start_exec(
+        &self,
+        key: &Key,
+        entry: &Arc<Entry>,
+        exec_id: &str,
+    ) -> Result<u32, Status> {
+        let pending = lock(&entry.pending_execs).remove(exec_id).ok_or_else(|| {
+            let started = lock(&entry.record).container.exec(exec_id).is_ok();
+            if started {
+                Status::failed_precondition(format!("exec {exec_id:?} was started already"))
+            } else {
+                Status::not_found(format!("container has no exec process {exec_id:?}"))
+            }
+        })?;
+        let endpoints = [Stream::Stdin, Stream::Stdout, Stream::Stderr]
+            .into_iter()
+            .zip(&pending.stdio)
+            .map(|(s, v)| Endpoint::parse(s, v))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let opened = stdio::open([&endpoints[0], &endpoints[1], &endpoints[2]])
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let [i, o, e] = opened.container;
+        let io = |fd: Option<OwnedFd>| fd.map_or(Io::Null, Io::Fd);
+        let opts = runc_driver::ExecOpts {
+            detach: true,
+            console: false,
+            stdio: Stdio {
+                stdin: io(i),
+                stdout: io(o),
+                stderr: io(e),
+            },
+        };
+        let executed = entry
+            .runc
+            .exec(key.1.as_str(), &pending.process, opts)
+            .await
+            .map_err(errors::runc)?;
+        let pid = executed
+            .pid
+            .ok_or_else(|| Status::internal("runc exec --detach gave no pid"))?;
+        let pidfd =
+            PidFd::open(pid).map_err(|e| errors::internal("open a pidfd for the exec", e))?;
+        let identity = pidfd.identity().ok();
+        if let Some(identity) = &identity {
+            let cookie = exits::cookie(key.0.as_str(), key.1.as_str(), Some(exec_id));
+            if let Err(e) = self.inner.exits.track(identity, cookie) {
+                eprintln!(
+                    "shimless: exec {exec_id} of {}: not tracked in the kernel: {e}",
+                    key.1.as_str()
+                );
+            }
+        }
+        let slot = lock(&entry.execs)
+            .entry(exec_id.to_string())
+            .or_default()
+            .clone();
+        *lock(&slot.keepalive) = opened.keepalive;
         {
-            self.inner.exits.forget(pid);
+            let mut record = lock(&entry.record);
+            if let Ok(process) = record.container.execs.get_mut(exec_id).ok_or(()) {
+                process.pid = Some(pid);
+            }
+            record
+                .container
+                .start_exec(exec_id)
+                .map_err(errors::refused)?;
+            if let Some(identity) = identity {
+                record.exec_identities.insert(exec_id.to_string(), identity);
+            }
+            self.save(key, &record)?;
+        }
+        self.publish(
+            &key.0,
+            TaskEvent::ExecStarted(ev::TaskExecStarted {
+                container_id: key.1.to_string(),
+                exec_id: exec_id.to_string(),
+                pid: pid as u32,
+            }),
+        );
+        self.watch_exec_exit(key.clone(), entry.clone(), exec_id.to_string(), pidfd);
+        Ok(pid as u32)
+    }
+
+    /// Takes back a recovered container's execs: live ones are watched again, ones that exited
+    /// while no daemon ran are reported (from exitwatch, else lost), and finished ones keep
+    /// their exit for `Wait`. Execs added but never started are dropped (their spec was not
+    /// persisted): containerd sees them as gone.
+    async fn recover_execs(
+        &self,
+        key: &Key,
+        entry: &Arc<Entry>,
+        execs: Vec<(String, ProcessState, Option<pidfd::ProcessIdentity>)>,
+    ) {
+        for (exec_id, state, identity) in execs {
+            let slot: Arc<ExecSlot> = Arc::default();
+            lock(&entry.execs).insert(exec_id.clone(), slot.clone());
+            match state {
+                ProcessState::Stopped(exit) => {
+                    let _ = slot.exit.set(exit).await;
+                }
+                ProcessState::Created => {
+                    let _ = lock(&entry.record).container.delete_exec(&exec_id);
+                    lock(&entry.execs).remove(&exec_id);
+                }
+                ProcessState::Running | ProcessState::Paused => {
+                    match identity.and_then(|i| PidFd::reopen(&i).ok()) {
+                        Some(pidfd) => {
+                            self.watch_exec_exit(key.clone(), entry.clone(), exec_id, pidfd)
+                        }
+                        None => {
+                            let cookie =
+                                exits::cookie(key.0.as_str(), key.1.as_str(), Some(&exec_id));
+                            let exit = identity
+                                .and_then(|i| self.inner.exits.recorded(&i, cookie))
+                                .map_or(
+                                    Exit {
+                                        status: exits::LOST,
+                                        at: SystemTime::now(),
+                                    },
+                                    |r| Exit {
+                                        status: r.status,
+                                        at: r.at,
+                                    },
+                                );
+                            self.exec_exited(key, entry, &exec_id, exit).await;
+                        }
+                    }
+                }
+            }
         }
     }
 
@@ -312,7 +520,8 @@ impl Daemon {
             .list()
             .map_err(|e| errors::internal("list the records", e))?;
         // Every runtime root to reconcile, with the namespace it serves and the ids it should hold.
-        let mut roots: HashMap<(PathBuf, PathBuf, bool), (Namespace, HashSet<String>)> =
+        // Keyed by root alone: the same root must not be listed twice with different binaries.
+        let mut roots: HashMap<PathBuf, (PathBuf, bool, Namespace, HashSet<String>)> =
             HashMap::new();
         if let Ok(dirs) = std::fs::read_dir(&self.inner.config.runc_root) {
             for dir in dirs.flatten() {
@@ -322,7 +531,7 @@ impl Daemon {
                     .and_then(|n| Namespace::new(n).ok())
                 {
                     let binary = PathBuf::from(&self.inner.config.runtime);
-                    roots.insert((binary, dir.path(), false), (ns, HashSet::new()));
+                    roots.insert(dir.path(), (binary, false, ns, HashSet::new()));
                 }
             }
         }
@@ -338,15 +547,17 @@ impl Daemon {
             };
             let runc =
                 self.runc_for(&record.runtime, &record.runtime_root, record.systemd_cgroup)?;
-            roots
-                .entry((
+            let root = roots.entry(record.runtime_root.clone()).or_insert_with(|| {
+                (
                     record.runtime.clone(),
-                    record.runtime_root.clone(),
                     record.systemd_cgroup,
-                ))
-                .or_insert_with(|| (ns.clone(), HashSet::new()))
-                .1
-                .insert(id.to_string());
+                    ns.clone(),
+                    HashSet::new(),
+                )
+            });
+            // The binary that made the records is the one to list the root with.
+            (root.0, root.1) = (record.runtime.clone(), record.systemd_cgroup);
+            root.3.insert(id.to_string());
             let known = !matches!(
                 runc.state(id.as_str()).await,
                 Err(runc_driver::Error::NotFound { .. })
@@ -380,8 +591,18 @@ impl Daemon {
                 _ => Vec::new(),
             };
             let identity = record.identity;
+            let execs: Vec<_> = record
+                .container
+                .execs
+                .iter()
+                .map(|(exec_id, p)| {
+                    let identity = record.exec_identities.get(exec_id).copied();
+                    (exec_id.clone(), p.state, identity)
+                })
+                .collect();
             let entry = Entry::new(record, runc, keepalive);
             lock(&self.inner.containers).insert(key.clone(), entry.clone());
+            self.recover_execs(&key, &entry, execs).await;
             match (init.state, live) {
                 (ProcessState::Stopped(exit), _) => {
                     let _ = entry.init_exit.set(exit).await;
@@ -417,7 +638,7 @@ impl Daemon {
                 }
             }
         }
-        for ((binary, root, systemd), (ns, ids)) in roots {
+        for (root, (binary, systemd, ns, ids)) in roots {
             let runc = self.runc_for(&binary, &root, systemd)?;
             let Ok(states) = runc.list().await else {
                 continue;
@@ -493,16 +714,6 @@ fn key_of<T>(req: &Request<T>, id: &str) -> Result<Key, Status> {
     let ns = Namespace::new(ns).map_err(|e| Status::invalid_argument(e.to_string()))?;
     let id = ContainerId::new(id).map_err(|e| Status::invalid_argument(e.to_string()))?;
     Ok((ns, id))
-}
-
-fn no_exec(exec_id: &str) -> Result<(), Status> {
-    if exec_id.is_empty() {
-        Ok(())
-    } else {
-        Err(Status::unimplemented(
-            "exec processes are not supported by shimless yet",
-        ))
-    }
 }
 
 fn timestamp(at: SystemTime) -> prost_types::Timestamp {
@@ -619,6 +830,7 @@ impl Task for Daemon {
             systemd_cgroup: opts.systemd_cgroup,
             identity,
             container: Container::new(Some(created.pid)),
+            exec_identities: Default::default(),
             created_at: SystemTime::now(),
         };
         if let Err(e) = self.save(&key, &record) {
@@ -653,8 +865,12 @@ impl Task for Daemon {
 
     async fn start(&self, req: Request<StartRequest>) -> Result<Response<StartResponse>, Status> {
         let key = key_of(&req, &req.get_ref().id)?;
-        no_exec(&req.get_ref().exec_id)?;
         let entry = self.entry(&key)?;
+        let exec_id = &req.get_ref().exec_id;
+        if !exec_id.is_empty() {
+            let pid = self.start_exec(&key, &entry, exec_id).await?;
+            return Ok(Response::new(StartResponse { pid }));
+        }
         let pid = {
             let record = lock(&entry.record);
             let mut check = record.container.init.clone();
@@ -687,31 +903,57 @@ impl Task for Daemon {
 
     async fn state(&self, req: Request<StateRequest>) -> Result<Response<StateResponse>, Status> {
         let key = key_of(&req, &req.get_ref().id)?;
-        no_exec(&req.get_ref().exec_id)?;
+        let exec_id = req.get_ref().exec_id.clone();
         let entry = self.entry(&key)?;
         let record = lock(&entry.record);
-        let init = &record.container.init;
-        let exit = init.exit();
+        let process = if exec_id.is_empty() {
+            &record.container.init
+        } else {
+            record.container.exec(&exec_id).map_err(errors::refused)?
+        };
+        let exit = process.exit();
         Ok(Response::new(StateResponse {
             id: key.1.to_string(),
             bundle: record.bundle.display().to_string(),
-            pid: init.pid.unwrap_or(0) as u32,
-            status: task_status(&init.state) as i32,
+            pid: process.pid.unwrap_or(0) as u32,
+            status: task_status(&process.state) as i32,
             stdin: record.stdin.clone(),
             stdout: record.stdout.clone(),
             stderr: record.stderr.clone(),
             terminal: record.terminal,
             exit_status: exit.map_or(0, |e| e.code_for_containerd()),
             exited_at: exit.map(|e| timestamp(e.at)),
-            exec_id: String::new(),
+            exec_id,
         }))
     }
 
     async fn kill(&self, req: Request<KillRequest>) -> Result<Response<()>, Status> {
         let key = key_of(&req, &req.get_ref().id)?;
-        no_exec(&req.get_ref().exec_id)?;
         let entry = self.entry(&key)?;
         let r = req.into_inner();
+        if !r.exec_id.is_empty() {
+            let identity = {
+                let record = lock(&entry.record);
+                let exec = record.container.exec(&r.exec_id).map_err(errors::refused)?;
+                exec.check_kill().map_err(errors::refused)?;
+                record.exec_identities.get(&r.exec_id).copied()
+            };
+            let identity = identity.ok_or_else(|| {
+                Status::failed_precondition(format!("exec {:?} is not started", r.exec_id))
+            })?;
+            let signal = u8::try_from(r.signal)
+                .ok()
+                .and_then(|s| pidfd::Signal::from_named_raw(i32::from(s)))
+                .ok_or_else(|| {
+                    Status::invalid_argument(format!("signal {} is out of range", r.signal))
+                })?;
+            let pidfd = PidFd::reopen(&identity)
+                .map_err(|e| Status::not_found(format!("exec {:?} is gone: {e}", r.exec_id)))?;
+            pidfd
+                .send_signal(signal)
+                .map_err(|e| errors::internal("signal the exec", e))?;
+            return Ok(Response::new(()));
+        }
         lock(&entry.record)
             .container
             .init
@@ -730,9 +972,21 @@ impl Task for Daemon {
 
     async fn wait(&self, req: Request<WaitRequest>) -> Result<Response<WaitResponse>, Status> {
         let key = key_of(&req, &req.get_ref().id)?;
-        no_exec(&req.get_ref().exec_id)?;
         let entry = self.entry(&key)?;
-        let exit = *entry.init_exit.wait().await;
+        let exec_id = &req.get_ref().exec_id;
+        let exit = if exec_id.is_empty() {
+            *entry.init_exit.wait().await
+        } else {
+            lock(&entry.record)
+                .container
+                .exec(exec_id)
+                .map_err(errors::refused)?;
+            let slot = lock(&entry.execs)
+                .entry(exec_id.clone())
+                .or_default()
+                .clone();
+            *slot.exit.wait().await
+        };
         Ok(Response::new(WaitResponse {
             exit_status: exit.code_for_containerd(),
             exited_at: Some(timestamp(exit.at)),
@@ -744,8 +998,28 @@ impl Task for Daemon {
         req: Request<DeleteRequest>,
     ) -> Result<Response<DeleteResponse>, Status> {
         let key = key_of(&req, &req.get_ref().id)?;
-        no_exec(&req.get_ref().exec_id)?;
         let entry = self.entry(&key)?;
+        let exec_id = req.get_ref().exec_id.clone();
+        if !exec_id.is_empty() {
+            let (process, record) = {
+                let mut record = lock(&entry.record);
+                let process = record
+                    .container
+                    .delete_exec(&exec_id)
+                    .map_err(errors::refused)?;
+                record.exec_identities.remove(&exec_id);
+                (process, record.clone())
+            };
+            lock(&entry.pending_execs).remove(&exec_id);
+            lock(&entry.execs).remove(&exec_id);
+            self.save(&key, &record)?;
+            let exit = process.exit();
+            return Ok(Response::new(DeleteResponse {
+                pid: process.pid.unwrap_or(0) as u32,
+                exit_status: exit.map_or(0, |e| e.code_for_containerd()),
+                exited_at: exit.map(|e| timestamp(e.at)),
+            }));
+        }
         let (pid, exit, never_started) = {
             let record = lock(&entry.record);
             record
@@ -861,8 +1135,60 @@ impl Task for Daemon {
         Ok(Response::new(()))
     }
 
-    async fn exec(&self, _req: Request<ExecProcessRequest>) -> Result<Response<()>, Status> {
-        unimplemented("Exec")
+    async fn exec(&self, req: Request<ExecProcessRequest>) -> Result<Response<()>, Status> {
+        let key = key_of(&req, &req.get_ref().id)?;
+        let entry = self.entry(&key)?;
+        let r = req.into_inner();
+        crate::ids::ContainerId::new(&r.exec_id)
+            .map_err(|e| Status::invalid_argument(format!("exec id {:?}: {e}", r.exec_id)))?;
+        if r.terminal {
+            return unimplemented("an exec with a terminal");
+        }
+        let spec = r
+            .spec
+            .ok_or_else(|| Status::invalid_argument("exec without a process spec"))?;
+        let process: oci_spec::runtime::Process =
+            serde_json::from_slice(&spec.value).map_err(|e| {
+                Status::invalid_argument(format!(
+                    "exec spec ({}) is not an OCI Process in JSON: {e}",
+                    spec.type_url
+                ))
+            })?;
+        for (stream, value) in [
+            (Stream::Stdin, &r.stdin),
+            (Stream::Stdout, &r.stdout),
+            (Stream::Stderr, &r.stderr),
+        ] {
+            Endpoint::parse(stream, value).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        }
+        let record = {
+            let mut record = lock(&entry.record);
+            record
+                .container
+                .add_exec(&r.exec_id, None)
+                .map_err(errors::refused)?;
+            record.clone()
+        };
+        if let Err(e) = self.save(&key, &record) {
+            let _ = lock(&entry.record).container.delete_exec(&r.exec_id);
+            return Err(e);
+        }
+        lock(&entry.pending_execs).insert(
+            r.exec_id.clone(),
+            PendingExec {
+                process,
+                stdio: [r.stdin, r.stdout, r.stderr],
+            },
+        );
+        lock(&entry.execs).insert(r.exec_id.clone(), Arc::default());
+        self.publish(
+            &key.0,
+            TaskEvent::ExecAdded(ev::TaskExecAdded {
+                container_id: key.1.to_string(),
+                exec_id: r.exec_id,
+            }),
+        );
+        Ok(Response::new(()))
     }
 
     async fn resize_pty(&self, _req: Request<ResizePtyRequest>) -> Result<Response<()>, Status> {

@@ -22,6 +22,9 @@ pub(crate) struct Record {
     /// The init process, as PID + start time (never trusted by PID alone).
     pub identity: Option<ProcessIdentity>,
     pub container: Container,
+    /// Started exec processes, as PID + start time, by exec id.
+    #[serde(default)]
+    pub exec_identities: std::collections::BTreeMap<String, ProcessIdentity>,
     /// When the container was created (for `shimlessctl ps`'s age).
     #[serde(default = "std::time::SystemTime::now")]
     pub created_at: std::time::SystemTime,
