@@ -1,0 +1,463 @@
+//! The README's main job: one `shimlessd` runs N busybox containers (default 50), is killed
+//! with SIGKILL while containers keep running and exiting, and a new one reports every exit
+//! with its true code. Ends with the daemon's memory next to what N Go shims cost.
+//!
+//! `scripts/demo [N]` builds and runs it (as root).
+
+#[path = "../benches/peer/go_shim.rs"]
+mod go_shim;
+
+use integration::bundle::{Bundle, BundleBuilder};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use task_service::api::containerd::task::v3::task_client::TaskClient;
+use task_service::api::containerd::task::v3::*;
+use task_service::api::shimless::v1::{ListRequest, admin_client::AdminClient};
+use task_service::grpc::{self, Channel};
+use tonic::Request;
+
+const NS: &str = "demo";
+
+type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
+
+fn main() {
+    if let Err(e) = run() {
+        eprintln!("demo: {e}");
+        std::process::exit(1);
+    }
+}
+
+/// What a container does: exit with the code written to its `/ctl` FIFO, or wait for a signal
+/// (its shell traps TERM and INT, as a real service's PID 1 would; KILL needs no trap).
+#[derive(Clone, Copy, PartialEq)]
+enum Kind {
+    Controlled,
+    Service,
+}
+
+struct Demo {
+    dir: tempfile::TempDir,
+    daemon: Option<Child>,
+    log: PathBuf,
+}
+
+impl Demo {
+    fn socket(&self) -> PathBuf {
+        self.dir.path().join("shimless.sock")
+    }
+
+    fn start_daemon(&mut self) -> Result<u32> {
+        let exe = std::env::current_exe()?;
+        let bin = exe
+            .parent()
+            .and_then(Path::parent)
+            .map(|d| d.join("shimlessd"))
+            .filter(|p| p.exists())
+            .ok_or("shimlessd is not built next to the demo: run scripts/demo")?;
+        let before = self.count("serving on");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)?;
+        let child = Command::new(bin)
+            .args(["--config", "/nonexistent/shimless-demo.toml", "--socket"])
+            .arg(self.socket())
+            .arg("--state-dir")
+            .arg(self.dir.path().join("state"))
+            .arg("--runc-root")
+            .arg(self.dir.path().join("runc"))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()?;
+        let pid = child.id();
+        self.daemon = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while self.count("serving on") == before {
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "shimlessd did not start:\n{}",
+                    std::fs::read_to_string(&self.log)?
+                )
+                .into());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(pid)
+    }
+
+    fn count(&self, what: &str) -> usize {
+        std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .matches(what)
+            .count()
+    }
+
+    fn last_line(&self, what: &str) -> String {
+        std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .lines()
+            .rfind(|l| l.contains(what))
+            .unwrap_or_default()
+            .to_string()
+    }
+}
+
+impl Drop for Demo {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.daemon.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        // Whatever is left (an interrupted demo), force-removed so nothing leaks.
+        let root = self.dir.path().join("runc").join(NS);
+        let out = Command::new("runc")
+            .arg("--root")
+            .arg(&root)
+            .args(["list", "-q"])
+            .output();
+        if let Ok(out) = out {
+            for id in String::from_utf8_lossy(&out.stdout).lines() {
+                let _ = Command::new("runc")
+                    .arg("--root")
+                    .arg(&root)
+                    .args(["delete", "--force", id])
+                    .status();
+            }
+        }
+        reap();
+    }
+}
+
+fn reap() {
+    while let Ok(Some(_)) = rustix::process::wait(rustix::process::WaitOptions::NOHANG) {}
+}
+
+fn req<T>(msg: T) -> Request<T> {
+    let mut r = Request::new(msg);
+    r.metadata_mut()
+        .insert("containerd-namespace", NS.parse().expect("ascii"));
+    r
+}
+
+async fn client(socket: &Path) -> Result<TaskClient<Channel>> {
+    Ok(TaskClient::with_origin(
+        grpc::connect(socket).await?,
+        "http://localhost".parse()?,
+    ))
+}
+
+fn bundle(kind: Kind) -> Result<Bundle> {
+    let script = match kind {
+        Kind::Controlled => "read code < /ctl; exit $code",
+        Kind::Service => "trap 'exit 143' TERM; trap 'exit 130' INT; sleep 1000000 & wait",
+    };
+    let bundle = BundleBuilder::new().args(["sh", "-c", script]).build()?;
+    if kind == Kind::Controlled {
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            bundle.rootfs().join("ctl"),
+            rustix::fs::FileType::Fifo,
+            rustix::fs::Mode::from_raw_mode(0o600),
+            0,
+        )?;
+    }
+    Ok(bundle)
+}
+
+fn tell_exit(bundle: &Bundle, code: u8) -> Result<()> {
+    let mut fifo = std::fs::OpenOptions::new()
+        .write(true)
+        .open(bundle.rootfs().join("ctl"))?;
+    writeln!(fifo, "{code}")?;
+    Ok(())
+}
+
+fn progress(done: usize, total: usize, started: Instant) {
+    let width = 40;
+    let filled = done * width / total.max(1);
+    print!(
+        "\r  [{}{}] {done}/{total} containers ({:.1} s)",
+        "#".repeat(filled),
+        " ".repeat(width - filled),
+        started.elapsed().as_secs_f64()
+    );
+    let _ = std::io::stdout().flush();
+}
+
+async fn table(socket: &Path, show: &[String]) -> Result<()> {
+    let channel = grpc::connect(socket).await?;
+    let mut admin = AdminClient::with_origin(channel, "http://localhost".parse()?);
+    let tasks = admin
+        .list(ListRequest {
+            namespace: NS.into(),
+        })
+        .await?
+        .into_inner()
+        .tasks;
+    let mut counts = std::collections::BTreeMap::new();
+    for t in &tasks {
+        *counts.entry(t.status.as_str()).or_insert(0) += 1;
+    }
+    println!("  {} containers: {counts:?}", tasks.len());
+    println!("    {:<8} {:>8} {:<8} {:>5}", "ID", "PID", "STATUS", "EXIT");
+    for t in tasks.iter().filter(|t| show.contains(&t.id)) {
+        let exit = if t.status == "stopped" {
+            t.exit_status.to_string()
+        } else {
+            "-".into()
+        };
+        println!("    {:<8} {:>8} {:<8} {:>5}", t.id, t.pid, t.status, exit);
+    }
+    Ok(())
+}
+
+fn run() -> Result<()> {
+    let n: usize = match std::env::args().nth(1) {
+        None => 50,
+        Some(arg) => arg
+            .parse()
+            .ok()
+            .filter(|n| (10..=2000).contains(n))
+            .ok_or_else(|| format!("N must be a number from 10 to 2000, not {arg:?}"))?,
+    };
+    if !rustix::process::geteuid().is_root() {
+        return Err("run as root (containers and eBPF need it)".into());
+    }
+    // Containers the killed daemon leaves behind become our children, and we reap them, as
+    // systemd would on a node: their exit codes then survive only in the kernel (exitwatch).
+    rustix::process::set_child_subreaper(rustix::process::Pid::from_raw(1))?;
+    let _ = raise_fd_limit();
+    let dir = tempfile::Builder::new()
+        .prefix("shimless-demo-")
+        .tempdir()?;
+    let log = dir.path().join("shimlessd.log");
+    let mut demo = Demo {
+        dir,
+        daemon: None,
+        log,
+    };
+    println!("shimless demo: one daemon, {n} containers, a kill -9, no lost exit\n");
+    let pid = demo.start_daemon()?;
+    println!(
+        "1. shimlessd started (pid {pid}, socket {}).",
+        demo.socket().display()
+    );
+    println!("   {}", demo.last_line("exit codes kept in the kernel"));
+
+    let kinds: Vec<Kind> = (0..n)
+        .map(|i| {
+            if i % 5 == 0 {
+                Kind::Service
+            } else {
+                Kind::Controlled
+            }
+        })
+        .collect();
+    let id = |i: usize| format!("c{i:03}");
+    println!("\n2. Creating and starting {n} busybox containers through the Task API:");
+    let started = Instant::now();
+    let bundles: Vec<Bundle> = kinds.iter().map(|&k| bundle(k)).collect::<Result<_>>()?;
+    let socket = demo.socket();
+    let mut pids = Vec::new();
+    smol::block_on(async {
+        let mut c = client(&socket).await?;
+        for (i, b) in bundles.iter().enumerate() {
+            let created = c
+                .create(req(CreateTaskRequest {
+                    id: id(i),
+                    bundle: b.path().display().to_string(),
+                    ..Default::default()
+                }))
+                .await?
+                .into_inner();
+            pids.push(created.pid);
+            c.start(req(StartRequest {
+                id: id(i),
+                ..Default::default()
+            }))
+            .await?;
+            progress(i + 1, n, started);
+        }
+        println!();
+        Ok::<_, Box<dyn std::error::Error>>(())
+    })?;
+    let services: Vec<usize> = (0..n).filter(|&i| kinds[i] == Kind::Service).collect();
+    let controlled: Vec<usize> = (0..n).filter(|&i| kinds[i] == Kind::Controlled).collect();
+    let mut show: Vec<String> = services[..3].iter().map(|&i| id(i)).collect();
+    show.extend(controlled[..3].iter().map(|&i| id(i)));
+
+    println!("\n3. Signals and exit codes, while the daemon runs:");
+    let signals = [
+        (services[0], 9, "KILL"),
+        (services[1], 15, "TERM"),
+        (services[2], 2, "INT"),
+    ];
+    let codes = [
+        (controlled[0], 0u8),
+        (controlled[1], 1),
+        (controlled[2], 42),
+    ];
+    smol::block_on(async {
+        let mut c = client(&socket).await?;
+        for &(i, signal, name) in &signals {
+            c.kill(req(KillRequest {
+                id: id(i),
+                signal,
+                ..Default::default()
+            }))
+            .await?;
+            let code = c
+                .wait(req(WaitRequest {
+                    id: id(i),
+                    ..Default::default()
+                }))
+                .await?
+                .into_inner()
+                .exit_status;
+            println!("   {} got SIG{name:<4} -> exit {code}", id(i));
+        }
+        for &(i, code) in &codes {
+            tell_exit(&bundles[i], code)?;
+            let got = c
+                .wait(req(WaitRequest {
+                    id: id(i),
+                    ..Default::default()
+                }))
+                .await?
+                .into_inner()
+                .exit_status;
+            println!("   {} exited by itself with {code:<3} -> exit {got}", id(i));
+        }
+        table(&socket, &show).await
+    })?;
+
+    println!("\n4. kill -9 of the daemon; containers keep running.");
+    if let Some(mut child) = demo.daemon.take() {
+        child.kill()?;
+        child.wait()?;
+    }
+    // While it is down: some containers exit by themselves, one is killed from outside.
+    let down: Vec<(usize, u8)> = controlled[3..8]
+        .iter()
+        .enumerate()
+        .map(|(k, &i)| (i, 10 + k as u8))
+        .collect();
+    for &(i, code) in &down {
+        tell_exit(&bundles[i], code)?;
+        println!("   while down: {} exits with {code}", id(i));
+    }
+    let victim = services[3];
+    rustix::process::kill_process(
+        rustix::process::Pid::from_raw(pids[victim] as i32).ok_or("bad pid")?,
+        rustix::process::Signal::KILL,
+    )?;
+    println!(
+        "   while down: {} is killed with SIGKILL from outside",
+        id(victim)
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    reap();
+    println!("   (their parent reaped them: the statuses now live only in exitwatch's map)");
+
+    println!("\n5. shimlessd restarted:");
+    let pid = demo.start_daemon()?;
+    println!(
+        "   pid {pid}; {}",
+        demo.last_line("recovered:")
+            .trim_start_matches("shimlessd: ")
+    );
+    let mut true_codes = down.clone();
+    true_codes.push((victim, 137));
+    smol::block_on(async {
+        let mut c = client(&socket).await?;
+        for &(i, want) in &true_codes {
+            let got = c
+                .wait(req(WaitRequest {
+                    id: id(i),
+                    ..Default::default()
+                }))
+                .await?
+                .into_inner()
+                .exit_status;
+            let verdict = if u32::from(want) == got {
+                "ok"
+            } else {
+                "WRONG"
+            };
+            println!(
+                "   {} exited while down: Wait says {got} (true code {want}) {verdict}",
+                id(i)
+            );
+        }
+        let mut more = show.clone();
+        more.extend(true_codes.iter().map(|&(i, _)| id(i)));
+        table(&socket, &more).await
+    })?;
+
+    println!("\n6. Memory:");
+    let (pss, _) = go_shim::memory_kib(pid).ok_or("cannot read the daemon's smaps_rollup")?;
+    println!(
+        "   shimlessd PSS with {n} containers: {:.1} MiB",
+        pss as f64 / 1024.0
+    );
+    match measure_go_shim(&bundles[controlled[0]]) {
+        Ok(per_shim) => println!(
+            "   containerd-shim-runc-v2: {:.1} MiB PSS each (measured now, 5 shims) -> {n} x = {:.1} MiB ({:.0}x shimlessd)",
+            per_shim as f64 / 1024.0,
+            (per_shim * n as u64) as f64 / 1024.0,
+            (per_shim * n as u64) as f64 / pss as f64
+        ),
+        Err(why) => println!("   the Go shim was not measured: {why}"),
+    }
+
+    println!("\n7. Cleaning up: every container deleted through the API.");
+    smol::block_on(async {
+        let mut c = client(&socket).await?;
+        for i in 0..n {
+            let _ = c
+                .kill(req(KillRequest {
+                    id: id(i),
+                    signal: 9,
+                    ..Default::default()
+                }))
+                .await;
+            c.wait(req(WaitRequest {
+                id: id(i),
+                ..Default::default()
+            }))
+            .await?;
+            c.delete(req(DeleteRequest {
+                id: id(i),
+                ..Default::default()
+            }))
+            .await?;
+        }
+        Ok::<_, Box<dyn std::error::Error>>(())
+    })?;
+    println!("   done.");
+    Ok(())
+}
+
+/// Mean PSS (KiB) of 5 Go shims, each running one busybox container.
+fn measure_go_shim(sample: &Bundle) -> std::result::Result<u64, String> {
+    let mut containerd = go_shim::Containerd::start()?;
+    for k in 0..5 {
+        containerd.run(&format!("shim-peer-{k}"), &sample.rootfs())?;
+    }
+    let pids = containerd.shim_pids();
+    let pss: Vec<u64> = pids
+        .iter()
+        .filter_map(|&p| go_shim::memory_kib(p))
+        .map(|m| m.0)
+        .collect();
+    if pss.is_empty() {
+        return Err("no containerd-shim-runc-v2 process found".into());
+    }
+    Ok(pss.iter().sum::<u64>() / pss.len() as u64)
+}
+
+fn raise_fd_limit() -> Option<u64> {
+    integration::raise_fd_limit(65536)
+}
