@@ -66,6 +66,16 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     if let Some(runtime) = args.runtime {
         config.runtime = runtime;
     }
+    // Each container costs a pidfd and up to two FIFO readers: take every fd the hard limit
+    // allows rather than fail at a few hundred containers.
+    let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile);
+    if let Some(max) = limit.maximum {
+        let raised = rustix::process::Rlimit {
+            current: Some(max),
+            maximum: Some(max),
+        };
+        let _ = rustix::process::setrlimit(rustix::process::Resource::Nofile, raised);
+    }
     let ex = Arc::new(smol::Executor::new());
     let daemon = Daemon::new(config.clone(), ex.clone())
         .map_err(|e| format!("cannot become the child subreaper: {e}"))?;
@@ -73,7 +83,7 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         eprintln!("shimlessd: warning: {warning}");
     }
     // A second thread runs tasks while the first waits on a slow runtime call.
-    for _ in 0..1 {
+    {
         let ex = ex.clone();
         std::thread::spawn(move || smol::block_on(ex.run(futures_lite::future::pending::<()>())));
     }

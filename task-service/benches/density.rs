@@ -1,0 +1,340 @@
+//! Density benchmark (not a timed test): what one `shimlessd` costs with 10, 100 and 1,000
+//! running containers, next to the Go shim (`containerd-shim-runc-v2`, one per container) run
+//! in the same process on a private containerd; then exit → `Wait` latency with 1,000 live
+//! containers and 100 exiting at once.
+//!
+//! `cargo bench -p task-service --bench density [-- MAX]` (as root; MAX defaults to 1000).
+
+#[path = "peer/go_shim.rs"]
+mod go_shim;
+
+use integration::bundle::{Bundle, BundleBuilder};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use task_service::api::containerd::task::v3::task_client::TaskClient;
+use task_service::api::containerd::task::v3::*;
+use task_service::grpc::{self, Channel};
+use tonic::Request;
+
+const NS: &str = "density";
+
+fn req<T>(msg: T) -> Request<T> {
+    let mut r = Request::new(msg);
+    r.metadata_mut()
+        .insert("containerd-namespace", NS.parse().unwrap());
+    r
+}
+
+async fn client(socket: &Path) -> TaskClient<Channel> {
+    TaskClient::with_origin(
+        grpc::connect(socket).await.unwrap(),
+        "http://localhost".parse().unwrap(),
+    )
+}
+
+/// A container that waits, without CPU, for an exit code on its `/ctl` FIFO.
+fn controlled() -> Bundle {
+    let bundle = BundleBuilder::new()
+        .args(["sh", "-c", "read code < /ctl; exit $code"])
+        .build()
+        .unwrap();
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        bundle.rootfs().join("ctl"),
+        rustix::fs::FileType::Fifo,
+        rustix::fs::Mode::from_raw_mode(0o600),
+        0,
+    )
+    .unwrap();
+    bundle
+}
+
+fn tell_exit(bundle: &Bundle, code: u8) {
+    let mut fifo = std::fs::OpenOptions::new()
+        .write(true)
+        .open(bundle.rootfs().join("ctl"))
+        .unwrap();
+    writeln!(fifo, "{code}").unwrap();
+}
+
+struct Daemon {
+    child: Child,
+    dir: tempfile::TempDir,
+}
+
+impl Daemon {
+    fn start() -> Daemon {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("shimlessd.log");
+        let child = Command::new(env!("CARGO_BIN_EXE_shimlessd"))
+            .args(["--config", "/nonexistent/x.toml", "--socket"])
+            .arg(dir.path().join("s.sock"))
+            .arg("--state-dir")
+            .arg(dir.path().join("state"))
+            .arg("--runc-root")
+            .arg(dir.path().join("runc"))
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("serving on")
+        {
+            assert!(Instant::now() < deadline, "shimlessd did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Daemon { child, dir }
+    }
+
+    fn socket(&self) -> PathBuf {
+        self.dir.path().join("s.sock")
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let root = self.dir.path().join("runc").join(NS);
+        let out = Command::new("runc")
+            .arg("--root")
+            .arg(&root)
+            .args(["list", "-q"])
+            .output();
+        if let Ok(out) = out {
+            for id in String::from_utf8_lossy(&out.stdout).lines() {
+                let _ = Command::new("runc")
+                    .arg("--root")
+                    .arg(&root)
+                    .args(["delete", "--force", id])
+                    .status();
+            }
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn mib(kib: u64) -> f64 {
+    kib as f64 / 1024.0
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i]
+}
+
+fn main() {
+    let max: usize = std::env::args()
+        .skip(1)
+        .find_map(|a| a.parse().ok())
+        .unwrap_or(1000);
+    if !rustix::process::geteuid().is_root() || !Path::new("/bin/busybox").exists() {
+        println!("density: needs root, runc and /bin/busybox (scripts/install-deps); skipped");
+        return;
+    }
+    integration::raise_fd_limit(65536);
+    rustix::process::set_child_subreaper(rustix::process::Pid::from_raw(1)).unwrap();
+    let steps: Vec<usize> = [10, 100, 1000]
+        .into_iter()
+        .filter(|&s| s <= max)
+        .chain((max % 10 != 0 || ![10, 100, 1000].contains(&max)).then_some(max))
+        .collect();
+
+    let daemon = Daemon::start();
+    let socket = daemon.socket();
+    let empty = go_shim::memory_kib(daemon.child.id()).unwrap();
+    println!("shimlessd with 0 containers: PSS {:.2} MiB", mib(empty.0));
+    let mut bundles: Vec<Bundle> = Vec::new();
+    let mut rows = Vec::new();
+    let started = Instant::now();
+    smol::block_on(async {
+        let mut c = client(&socket).await;
+        for &step in &steps {
+            while bundles.len() < step {
+                let i = bundles.len();
+                let bundle = controlled();
+                c.create(req(CreateTaskRequest {
+                    id: format!("d{i:05}"),
+                    bundle: bundle.path().display().to_string(),
+                    ..Default::default()
+                }))
+                .await
+                .unwrap();
+                c.start(req(StartRequest {
+                    id: format!("d{i:05}"),
+                    ..Default::default()
+                }))
+                .await
+                .unwrap();
+                bundles.push(bundle);
+            }
+            std::thread::sleep(Duration::from_millis(500));
+            let (pss, private) = go_shim::memory_kib(daemon.child.id()).unwrap();
+            println!(
+                "shimlessd with {step} containers: PSS {:.2} MiB, private {:.2} MiB ({:.0} s)",
+                mib(pss),
+                mib(private),
+                started.elapsed().as_secs_f64()
+            );
+            rows.push((step, pss, private));
+        }
+    });
+
+    // The peer, in the same run: 10 Go shims on a private containerd.
+    let shim = match go_shim::Containerd::start() {
+        Ok(mut containerd) => {
+            let rootfs = bundles[0].rootfs();
+            let mut ok = true;
+            for k in 0..10 {
+                if let Err(e) = containerd.run(&format!("peer{k}"), &rootfs) {
+                    println!("Go shim: ctr run failed: {e}");
+                    ok = false;
+                    break;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(500));
+            let mems: Vec<(u64, u64)> = containerd
+                .shim_pids()
+                .into_iter()
+                .filter_map(go_shim::memory_kib)
+                .collect();
+            (ok && !mems.is_empty()).then(|| {
+                let n = mems.len() as u64;
+                (
+                    mems.iter().map(|m| m.0).sum::<u64>() / n,
+                    mems.iter().map(|m| m.1).sum::<u64>() / n,
+                    n,
+                )
+            })
+        }
+        Err(why) => {
+            println!("Go shim not measured: {why}");
+            None
+        }
+    };
+    if let Some((pss, private, n)) = shim {
+        println!(
+            "containerd-shim-runc-v2 (mean of {n}, each with one container): PSS {:.2} MiB, private {:.2} MiB",
+            mib(pss),
+            mib(private)
+        );
+    }
+    println!();
+    println!("| containers | shimlessd PSS | N × Go shim PSS | ratio |");
+    println!("|---:|---:|---:|---:|");
+    for &(step, pss, _) in &rows {
+        match shim {
+            Some((shim_pss, _, _)) => println!(
+                "| {step} | {:.2} MiB | {:.1} MiB | {:.0}× |",
+                mib(pss),
+                mib(shim_pss * step as u64),
+                (shim_pss * step as u64) as f64 / pss as f64
+            ),
+            None => println!("| {step} | {:.2} MiB | not measured | |", mib(pss)),
+        }
+    }
+    if rows.len() >= 2 {
+        let (a, b) = (rows[rows.len() - 2], rows[rows.len() - 1]);
+        let per = (b.1 as f64 - a.1 as f64) * 1024.0 / (b.0 - a.0) as f64;
+        println!(
+            "marginal cost per container ({} → {}): {:.1} KiB PSS",
+            a.0, b.0, per
+        );
+    }
+
+    // Exit → Wait latency: Wait is pending for 100 containers, then they all exit at once.
+    let exiting = 100.min(bundles.len());
+    let live = bundles.len();
+    let first = live - exiting;
+    let done: Arc<Mutex<Vec<(usize, Instant)>>> = Arc::default();
+    let waiter = {
+        let done = done.clone();
+        let socket = socket.clone();
+        std::thread::spawn(move || {
+            smol::block_on(async {
+                let c = client(&socket).await;
+                let calls = (first..live).map(|i| {
+                    let mut c = c.clone();
+                    let done = done.clone();
+                    async move {
+                        c.wait(req(WaitRequest {
+                            id: format!("d{i:05}"),
+                            ..Default::default()
+                        }))
+                        .await
+                        .unwrap();
+                        done.lock().unwrap().push((i, Instant::now()));
+                    }
+                });
+                join_all(calls.collect()).await;
+            })
+        })
+    };
+    std::thread::sleep(Duration::from_millis(500));
+    let mut told = vec![Instant::now(); live];
+    for i in first..live {
+        told[i] = Instant::now();
+        tell_exit(&bundles[i], 3);
+    }
+    waiter.join().unwrap();
+    let mut latencies: Vec<Duration> = done
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|&(i, at)| at - told[i])
+        .collect();
+    latencies.sort();
+    println!(
+        "exit → Wait return, {exiting} exiting at once among {live} live: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        percentile(&latencies, 0.5).as_secs_f64() * 1e3,
+        percentile(&latencies, 0.99).as_secs_f64() * 1e3,
+        latencies.last().unwrap().as_secs_f64() * 1e3
+    );
+
+    // Clean up through the API.
+    smol::block_on(async {
+        let mut c = client(&socket).await;
+        for i in 0..bundles.len() {
+            let id = format!("d{i:05}");
+            let _ = c
+                .kill(req(KillRequest {
+                    id: id.clone(),
+                    signal: 9,
+                    ..Default::default()
+                }))
+                .await;
+            let _ = c
+                .wait(req(WaitRequest {
+                    id: id.clone(),
+                    ..Default::default()
+                }))
+                .await;
+            let _ = c
+                .delete(req(DeleteRequest {
+                    id,
+                    ..Default::default()
+                }))
+                .await;
+        }
+    });
+    drop(daemon);
+    while let Ok(Some(_)) = rustix::process::wait(rustix::process::WaitOptions::NOHANG) {}
+}
+
+/// Runs every future to completion, concurrently, on the current task.
+async fn join_all(futures: Vec<impl std::future::Future<Output = ()>>) {
+    let mut futures: Vec<_> = futures.into_iter().map(Box::pin).collect();
+    futures_lite::future::poll_fn(move |cx| {
+        futures.retain_mut(|f| f.as_mut().poll(cx).is_pending());
+        if futures.is_empty() {
+            std::task::Poll::Ready(())
+        } else {
+            std::task::Poll::Pending
+        }
+    })
+    .await
+}
