@@ -36,11 +36,15 @@
 //! ```
 
 mod check;
+mod clock;
 mod config;
 mod prober;
 mod state;
 
-pub use check::{ProbeFailure, check, check_at, mtime_at, open_container_root, open_root};
+pub use check::{
+    CachedPath, ProbeFailure, check, check_at, mtime_at, open_container_root, open_root,
+};
+pub use clock::ManualClock;
 pub use config::{ConfigError, FileAction, FileProbe, ProbeKind, ProbeSpec};
-pub use prober::{Counters, ProbeEvent, Prober, Target};
+pub use prober::{Counters, ProbeEvent, Prober, ProberHandle, Target};
 pub use state::{Machine, ProbeResult, Skip, first_due};
