@@ -211,6 +211,19 @@ fn lock_progress(p: &Mutex<Progress>) -> MutexGuard<'_, Progress> {
     p.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// The check a worker runs (replaced in unit tests to simulate a check stuck in the kernel).
+type CheckFn =
+    fn(&mut CachedPath, &OwnedFd, Duration, SystemTime) -> Result<Duration, ProbeFailure>;
+
+fn real_check(
+    path: &mut CachedPath,
+    root: &OwnedFd,
+    validity: Duration,
+    now: SystemTime,
+) -> Result<Duration, ProbeFailure> {
+    path.check(root, validity, now)
+}
+
 /// How a worker tells the time of day for file ages.
 #[derive(Debug, Clone, Copy)]
 enum Wall {
@@ -223,7 +236,7 @@ enum Wall {
 
 /// The worker: runs the jobs in order, publishing the current one, until none are left or the
 /// prober abandoned this thread.
-fn run_batch(progress: Arc<Mutex<Progress>>, wall: Wall) {
+fn run_batch(progress: Arc<Mutex<Progress>>, wall: Wall, check: CheckFn) {
     let mut finished: Option<Done> = None;
     let mut started = Instant::now();
     loop {
@@ -255,7 +268,7 @@ fn run_batch(progress: Arc<Mutex<Progress>>, wall: Wall) {
             Wall::Fixed(t) => t,
             Wall::Since { wall, at } => wall + started.saturating_duration_since(at),
         };
-        let mut result = job.path.check(&*job.root, job.validity, now).map(|_| ());
+        let mut result = check(&mut job.path, &job.root, job.validity, now).map(|_| ());
         let ended = Instant::now();
         if ended.saturating_duration_since(started) > job.timeout {
             result = Err(ProbeFailure::Timeout {
@@ -315,6 +328,7 @@ pub struct Prober {
     hang_timer: async_io::Timer,
     hang_armed: Option<Instant>,
     in_flight: Option<InFlight>,
+    check: CheckFn,
 }
 
 impl Default for Prober {
@@ -374,6 +388,7 @@ impl Prober {
             hang_timer: async_io::Timer::never(),
             hang_armed: None,
             in_flight: None,
+            check: real_check,
         }
     }
 
@@ -767,7 +782,8 @@ impl Prober {
             },
         };
         let worker = progress.clone();
-        let task = blocking::unblock(move || run_batch(worker, wall));
+        let check = self.check;
+        let task = blocking::unblock(move || run_batch(worker, wall, check));
         self.in_flight = Some(InFlight { progress, task });
         self.hang_armed = None;
     }
@@ -1018,5 +1034,69 @@ impl ProberHandle {
     /// ```
     pub fn counters(&self) -> Counters {
         self.shared.lock().counters
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{ProbeSpec, open_root};
+
+    /// Stands for a probe file on a hung mount: `/hang` blocks for 3 s, the rest is real.
+    fn hanging_check(
+        path: &mut CachedPath,
+        root: &OwnedFd,
+        validity: Duration,
+        now: SystemTime,
+    ) -> Result<Duration, ProbeFailure> {
+        if path.path() == "/hang" {
+            std::thread::sleep(Duration::from_secs(3));
+        }
+        path.check(root, validity, now)
+    }
+
+    #[test]
+    fn a_hung_check_times_out_without_holding_back_the_rest_of_its_batch() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("hang"), b"").unwrap();
+        std::fs::write(dir.path().join("ok"), b"").unwrap();
+        let root = Arc::new(open_root(dir.path().to_str().unwrap()).unwrap());
+        let mut prober = Prober::new();
+        prober.check = hanging_check;
+        let target = Target {
+            id: "c".into(),
+            root,
+            started_at: Instant::now(),
+        };
+        let yaml = |p: &str| format!("file: {{path: {p}, validity: 60}}\nfailureThreshold: 1");
+        let live = ProbeSpec::from_yaml(&yaml("/hang"))
+            .unwrap()
+            .validate(ProbeKind::Liveness)
+            .unwrap();
+        let ready = ProbeSpec::from_yaml(&yaml("/ok"))
+            .unwrap()
+            .validate(ProbeKind::Readiness)
+            .unwrap();
+        // Same due time: one batch, the hanging check first (heap order: earlier generation).
+        prober.add("hung", live, target.clone());
+        prober.add("fine", ready, target);
+        let mut events = Vec::new();
+        futures_lite::future::block_on(async {
+            while events.len() < 2 {
+                events.push(prober.next_event().await.unwrap());
+            }
+        });
+        let hung = events.iter().find(|e| e.container == "hung").unwrap();
+        assert_eq!(hung.result, ProbeResult::Failure);
+        assert_eq!(
+            hung.reason,
+            Some(ProbeFailure::Timeout {
+                timeout: Duration::from_secs(1)
+            })
+        );
+        let fine = events.iter().find(|e| e.container == "fine").unwrap();
+        assert_eq!((fine.result, &fine.reason), (ProbeResult::Success, &None));
+        let c = prober.counters();
+        assert_eq!((c.hung, c.runs, c.failures), (1, 2, 1));
     }
 }
