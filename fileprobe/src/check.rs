@@ -9,7 +9,7 @@
 //! A modification time in the future (clock skew between a writer and the node, or a file
 //! touched with a future date) counts as fresh: the file was written no earlier than "now".
 
-use std::ffi::CString;
+use std::ffi::{CStr, CString};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -205,8 +205,9 @@ const REVALIDATE_EVERY: u32 = 64;
 pub struct CachedPath {
     path: String,
     full: CString,
-    /// The parent directory and the basename, when the path has a usable basename.
-    split: Option<(CString, CString)>,
+    /// The parent directory and where the basename starts in `full`, when the path has a
+    /// usable basename.
+    split: Option<(CString, usize)>,
     dir: Option<OwnedFd>,
     uses: u32,
 }
@@ -227,7 +228,7 @@ impl CachedPath {
                 return None;
             }
             let parent = if i == 0 { "/" } else { &path[..i] };
-            Some((CString::new(parent).ok()?, CString::new(base).ok()?))
+            Some((CString::new(parent).ok()?, i + 1))
         });
         Some(CachedPath {
             path: path.to_owned(),
@@ -280,7 +281,16 @@ impl CachedPath {
     /// ```
     pub fn mtime(&mut self, root: impl AsFd) -> Result<SystemTime, ProbeFailure> {
         let root = root.as_fd();
-        let Some((parent, base)) = &self.split else {
+        let Some((parent, start)) = &self.split else {
+            return self.full_mtime(root);
+        };
+        // The basename is the tail of the full path, NUL included: no copy.
+        let tail = self
+            .full
+            .as_bytes_with_nul()
+            .get(*start..)
+            .unwrap_or_default();
+        let Ok(base) = CStr::from_bytes_with_nul(tail) else {
             return self.full_mtime(root);
         };
         if self.uses >= REVALIDATE_EVERY {
@@ -303,12 +313,7 @@ impl CachedPath {
         };
         self.uses += 1;
         let at = AtFlags::SYMLINK_NOFOLLOW | AtFlags::NO_AUTOMOUNT;
-        match rustix::fs::statx(
-            dir,
-            base.as_c_str(),
-            at,
-            StatxFlags::MTIME | StatxFlags::TYPE,
-        ) {
+        match rustix::fs::statx(dir, base, at, StatxFlags::MTIME | StatxFlags::TYPE) {
             Ok(st) if FileType::from_raw_mode(st.stx_mode.into()) != FileType::Symlink => {
                 Ok(system_time(st.stx_mtime))
             }

@@ -17,8 +17,12 @@
 //! prober watches it: the worker publishes which check it is in and since when; if that check
 //! passes its `timeoutSeconds`, the prober reports it as a Timeout failure, abandons that thread
 //! (it returns whenever the kernel lets it) and hands the rest of the batch to a new pool thread.
-//! A check that finishes but took longer than its timeout is a Timeout failure as well. The
-//! cost is one thread hand-off per batch, not per check.
+//! A check that finishes but took longer than its timeout is a Timeout failure as well. While
+//! the abandoned thread is still stuck, later ticks of that probe fail with Timeout at once
+//! instead of tying up another thread, so a dead mount costs one thread, not one per period.
+//! The cost of all this is one thread hand-off per batch, not per check; the price is that
+//! while a check hangs, probes due after its batch started wait (at most its `timeoutSeconds`)
+//! before the next batch starts.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
@@ -124,7 +128,8 @@ struct Entry {
 #[derive(Debug)]
 struct Slot {
     name: String,
-    probes: [Option<Entry>; 3],
+    /// Boxed: most containers have one or two probes, and a slot stays small.
+    probes: [Option<Box<Entry>>; 3],
 }
 
 /// A heap entry: due time, generation, slot, kind index.
@@ -503,7 +508,7 @@ impl Prober {
             stuck: None,
         };
         if let Some(Some(s)) = self.slots.get_mut(slot as usize) {
-            if s.probes[k].replace(entry).is_none() {
+            if s.probes[k].replace(Box::new(entry)).is_none() {
                 self.probes += 1;
             }
             self.heap.push(Reverse((due, generation, slot, k as u8)));
@@ -682,7 +687,7 @@ impl Prober {
             .as_ref()?
             .probes
             .get(usize::from(k))?
-            .as_ref()
+            .as_deref()
     }
 
     /// Takes every probe due by `now` (plus the batch window), reschedules it, and hands the
