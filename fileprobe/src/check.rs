@@ -9,11 +9,12 @@
 //! A modification time in the future (clock skew between a writer and the node, or a file
 //! touched with a future date) counts as fresh: the file was written no earlier than "now".
 
-use std::os::fd::{AsFd, OwnedFd};
+use std::ffi::{CStr, CString};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use rustix::fs::{AtFlags, Mode, OFlags, ResolveFlags, StatxFlags};
+use rustix::fs::{AtFlags, FileType, Mode, OFlags, ResolveFlags, StatxFlags};
 use rustix::io::Errno;
 
 /// Why a check failed; every reason is a probe Failure.
@@ -101,9 +102,19 @@ pub fn open_root(dir: &str) -> Result<OwnedFd, ProbeFailure> {
 /// assert!(fileprobe::mtime_at(&root, "/f").is_ok());
 /// ```
 pub fn mtime_at(root: impl AsFd, path: &str) -> Result<SystemTime, ProbeFailure> {
+    mtime_at_c(root.as_fd(), path, path)
+}
+
+/// [`mtime_at`] with the path given as anything rustix takes (a `&str` or a `&CStr`); `path` is
+/// the same path for error messages.
+fn mtime_at_c<P: rustix::path::Arg>(
+    root: BorrowedFd<'_>,
+    path: &str,
+    arg: P,
+) -> Result<SystemTime, ProbeFailure> {
     let resolve = ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS;
     let flags = OFlags::PATH | OFlags::CLOEXEC;
-    let fd = rustix::fs::openat2(root, path, flags, Mode::empty(), resolve).map_err(|errno| {
+    let fd = rustix::fs::openat2(root, arg, flags, Mode::empty(), resolve).map_err(|errno| {
         if errno == Errno::NOENT {
             ProbeFailure::Missing {
                 path: path.to_owned(),
@@ -122,13 +133,221 @@ pub fn mtime_at(root: impl AsFd, path: &str) -> Result<SystemTime, ProbeFailure>
                 errno,
             }
         })?;
-    let t = st.stx_mtime;
+    Ok(system_time(st.stx_mtime))
+}
+
+fn system_time(t: rustix::fs::StatxTimestamp) -> SystemTime {
     let nanos = Duration::new(0, t.tv_nsec);
-    Ok(if t.tv_sec >= 0 {
+    if t.tv_sec >= 0 {
         SystemTime::UNIX_EPOCH + Duration::from_secs(t.tv_sec.unsigned_abs()) + nanos
     } else {
         SystemTime::UNIX_EPOCH - Duration::from_secs(t.tv_sec.unsigned_abs()) + nanos
-    })
+    }
+}
+
+/// `age` is fresh iff `now - mtime <= validity`; a future mtime is fresh with age zero.
+fn verdict(
+    path: &str,
+    mtime: SystemTime,
+    validity: Duration,
+    now: SystemTime,
+) -> Result<Duration, ProbeFailure> {
+    let age = now.duration_since(mtime).unwrap_or(Duration::ZERO);
+    if age <= validity {
+        Ok(age)
+    } else {
+        Err(ProbeFailure::Stale {
+            path: path.to_owned(),
+            age,
+            validity,
+        })
+    }
+}
+
+/// After this many checks through a cached directory, the directory is resolved again from the
+/// root, so a directory that was moved away or mounted over is followed within a bounded number
+/// of periods even if its old copy still holds the file.
+const REVALIDATE_EVERY: u32 = 64;
+
+/// A probe path with its parent directory cached: one `statx` per check instead of
+/// `openat2` + `statx` + `close`.
+///
+/// The parent directory is resolved once with `openat2(RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS)`
+/// (so it is inside the root) and kept as an `O_PATH` fd; each check is then
+/// `statx(dir, basename, AT_SYMLINK_NOFOLLOW)`. A basename has no `/`, so that lookup cannot
+/// leave the directory, and it does not follow a symlink. The cache is used only when the answer
+/// is a plain (non-symlink) entry; otherwise the check falls back to the full in-root resolution
+/// of [`mtime_at`]:
+///
+/// - the entry is a symlink: the kernel resolves it inside the root (the cache is kept, since the
+///   directory is still right);
+/// - any error (`ENOENT` because the directory was deleted and recreated, `ESTALE`, …): the cache
+///   is dropped, the full resolution gives the result and reason, and the next check resolves the
+///   directory again;
+/// - every 64 checks the directory is resolved again anyway, so a directory renamed away (whose
+///   old copy still holds a file) or mounted over is followed within 64 periods.
+///
+/// Paths whose last component is `.`, `..` or empty (a trailing `/`) are never cached.
+/// Each cache holds one file descriptor; when none can be opened (`EMFILE`) checks use the
+/// full resolution.
+///
+/// ```
+/// use std::time::{Duration, SystemTime};
+/// let dir = tempfile::tempdir().unwrap();
+/// std::fs::create_dir(dir.path().join("d")).unwrap();
+/// std::fs::write(dir.path().join("d/probe"), b"").unwrap();
+/// let root = fileprobe::open_root(dir.path().to_str().unwrap()).unwrap();
+/// let mut probe = fileprobe::CachedPath::new("/d/probe").unwrap();
+/// assert!(probe.check(&root, Duration::from_secs(30), SystemTime::now()).is_ok());
+/// assert!(probe.is_cached());
+/// ```
+#[derive(Debug)]
+pub struct CachedPath {
+    path: String,
+    full: CString,
+    /// The parent directory and where the basename starts in `full`, when the path has a
+    /// usable basename.
+    split: Option<(CString, usize)>,
+    dir: Option<OwnedFd>,
+    uses: u32,
+}
+
+impl CachedPath {
+    /// A cache for `path` (as the container sees it); nothing is opened until the first check.
+    /// `None` if the path holds a NUL byte (validation rejects those).
+    ///
+    /// ```
+    /// assert!(fileprobe::CachedPath::new("/probe").is_some());
+    /// assert!(fileprobe::CachedPath::new("/a\0b").is_none());
+    /// ```
+    pub fn new(path: &str) -> Option<Self> {
+        let full = CString::new(path).ok()?;
+        let split = path.rfind('/').and_then(|i| {
+            let base = &path[i + 1..];
+            if base.is_empty() || base == "." || base == ".." {
+                return None;
+            }
+            let parent = if i == 0 { "/" } else { &path[..i] };
+            Some((CString::new(parent).ok()?, i + 1))
+        });
+        Some(CachedPath {
+            path: path.to_owned(),
+            full,
+            split,
+            dir: None,
+            uses: 0,
+        })
+    }
+
+    /// The probe path.
+    ///
+    /// ```
+    /// assert_eq!(fileprobe::CachedPath::new("/p").unwrap().path(), "/p");
+    /// ```
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+
+    /// Whether a parent directory fd is currently cached.
+    ///
+    /// ```
+    /// assert!(!fileprobe::CachedPath::new("/p").unwrap().is_cached());
+    /// ```
+    pub fn is_cached(&self) -> bool {
+        self.dir.is_some()
+    }
+
+    /// Forgets the cached directory (e.g. when the container root changed).
+    ///
+    /// ```
+    /// let mut p = fileprobe::CachedPath::new("/p").unwrap();
+    /// p.forget();
+    /// assert!(!p.is_cached());
+    /// ```
+    pub fn forget(&mut self) {
+        self.dir = None;
+    }
+
+    /// The mtime of the path inside `root`: like [`mtime_at`], through the cached directory
+    /// when it can be trusted. `root` must be the same root on every call (call
+    /// [`CachedPath::forget`] when it changes).
+    ///
+    /// ```
+    /// let dir = tempfile::tempdir().unwrap();
+    /// std::fs::write(dir.path().join("f"), b"").unwrap();
+    /// let root = fileprobe::open_root(dir.path().to_str().unwrap()).unwrap();
+    /// let mut p = fileprobe::CachedPath::new("/f").unwrap();
+    /// assert_eq!(p.mtime(&root), fileprobe::mtime_at(&root, "/f"));
+    /// ```
+    pub fn mtime(&mut self, root: impl AsFd) -> Result<SystemTime, ProbeFailure> {
+        let root = root.as_fd();
+        let Some((parent, start)) = &self.split else {
+            return self.full_mtime(root);
+        };
+        // The basename is the tail of the full path, NUL included: no copy.
+        let tail = self
+            .full
+            .as_bytes_with_nul()
+            .get(*start..)
+            .unwrap_or_default();
+        let Ok(base) = CStr::from_bytes_with_nul(tail) else {
+            return self.full_mtime(root);
+        };
+        if self.uses >= REVALIDATE_EVERY {
+            self.dir = None;
+        }
+        if self.dir.is_none() {
+            let resolve = ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS;
+            let flags = OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC;
+            match rustix::fs::openat2(root, parent.as_c_str(), flags, Mode::empty(), resolve) {
+                Ok(fd) => {
+                    self.dir = Some(fd);
+                    self.uses = 0;
+                }
+                // The full resolution gives the reason (or works without a cache on EMFILE).
+                Err(_) => return self.full_mtime(root),
+            }
+        }
+        let Some(dir) = &self.dir else {
+            return self.full_mtime(root);
+        };
+        self.uses += 1;
+        let at = AtFlags::SYMLINK_NOFOLLOW | AtFlags::NO_AUTOMOUNT;
+        match rustix::fs::statx(dir, base, at, StatxFlags::MTIME | StatxFlags::TYPE) {
+            Ok(st) if FileType::from_raw_mode(st.stx_mode.into()) != FileType::Symlink => {
+                Ok(system_time(st.stx_mtime))
+            }
+            // A symlink: let the kernel resolve it inside the root; the directory is still good.
+            Ok(_) => self.full_mtime(root),
+            Err(_) => {
+                self.dir = None;
+                self.full_mtime(root)
+            }
+        }
+    }
+
+    fn full_mtime(&self, root: BorrowedFd<'_>) -> Result<SystemTime, ProbeFailure> {
+        mtime_at_c(root, &self.path, &self.full)
+    }
+
+    /// One check through the cache: `Ok(age)` iff `now - mtime <= validity`, as [`check_at`].
+    ///
+    /// ```
+    /// use std::time::{Duration, SystemTime};
+    /// let root = fileprobe::open_root("/").unwrap();
+    /// let mut p = fileprobe::CachedPath::new("/no/such/probe").unwrap();
+    /// let r = p.check(&root, Duration::from_secs(1), SystemTime::now());
+    /// assert!(matches!(r, Err(fileprobe::ProbeFailure::Missing { .. })));
+    /// ```
+    pub fn check(
+        &mut self,
+        root: impl AsFd,
+        validity: Duration,
+        now: SystemTime,
+    ) -> Result<Duration, ProbeFailure> {
+        let mtime = self.mtime(root)?;
+        verdict(&self.path, mtime, validity, now)
+    }
 }
 
 /// One check: `Ok(age)` iff `now - mtime <= validity` (a future mtime is fresh, age zero).
@@ -149,16 +368,7 @@ pub fn check_at(
     now: SystemTime,
 ) -> Result<Duration, ProbeFailure> {
     let mtime = mtime_at(root, path)?;
-    let age = now.duration_since(mtime).unwrap_or(Duration::ZERO);
-    if age <= validity {
-        Ok(age)
-    } else {
-        Err(ProbeFailure::Stale {
-            path: path.to_owned(),
-            age,
-            validity,
-        })
-    }
+    verdict(path, mtime, validity, now)
 }
 
 /// [`check_at`] off the async executor, failing with [`ProbeFailure::Timeout`] after `timeout`.

@@ -9,15 +9,18 @@
 //! - [`check_at`] / [`check`]: the check itself, resolving the path **inside the container's
 //!   root** with `openat2(RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS)` and reading the mtime with
 //!   `statx`; [`check`] runs it off the executor with a timeout (runtime-agnostic: `blocking` +
-//!   `async-io`).
+//!   `async-io`). [`CachedPath`] does the same check as one `statx` through a cached in-root fd
+//!   of the parent directory, falling back to the full resolution whenever in doubt.
 //! - [`Machine`]: kubelet's per-probe state machine (initial results, startup gating, thresholds,
 //!   hold after a liveness/startup failure until a new container id), pure on an injected clock;
 //! - [`Prober`]: every probe of a node on one `async-io` timer (a heap keyed by due time), due
-//!   checks run as one batch on the `blocking` pool, result changes out as [`ProbeEvent`]s.
+//!   checks run as one batch on the `blocking` pool, result changes out as a `Stream` of
+//!   [`ProbeEvent`]s; [`ProberHandle`] adds and removes probes from anywhere while a consumer
+//!   awaits; [`ManualClock`] makes schedules deterministic in tests.
 //!
 //! Caveats: a future mtime counts as fresh; `openat2` needs Linux 5.6 or later; inside
-//! [`Prober`] the timeout is measured per check after it returns (a batch runs its checks in
-//! sequence), while [`check`] enforces it with a timer.
+//! [`Prober`] a check stuck past `timeoutSeconds` is failed and its pool thread abandoned, and
+//! other probes wait at most that long.
 //!
 //! # Example
 //!
@@ -36,11 +39,15 @@
 //! ```
 
 mod check;
+mod clock;
 mod config;
 mod prober;
 mod state;
 
-pub use check::{ProbeFailure, check, check_at, mtime_at, open_container_root, open_root};
+pub use check::{
+    CachedPath, ProbeFailure, check, check_at, mtime_at, open_container_root, open_root,
+};
+pub use clock::ManualClock;
 pub use config::{ConfigError, FileAction, FileProbe, ProbeKind, ProbeSpec};
-pub use prober::{Counters, ProbeEvent, Prober, Target};
+pub use prober::{Counters, ProbeEvent, Prober, ProberHandle, Target};
 pub use state::{Machine, ProbeResult, Skip, first_due};

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use fileprobe::{ProbeFailure, check, check_at, open_root};
+use fileprobe::{CachedPath, ProbeFailure, check, check_at, open_root};
 
 const VALIDITY: Duration = Duration::from_secs(30);
 
@@ -169,4 +169,177 @@ fn symlink_to_proc_self_root_never_reaches_the_host() {
     assert!(matches!(r, Err(ProbeFailure::Unreadable { .. })), "{r:?}");
     // ...while the same file reached without the magic link is fresh: the verdict would differ.
     assert!(check_at(&host_root, &e.host_file, VALIDITY, now).is_ok());
+}
+
+/// The cached-directory check gives the same verdict as the full resolution on every escape
+/// attempt of the fixture (a symlink as the last component falls back to the in-root walk).
+#[test]
+fn cached_path_agrees_with_the_full_resolution_on_every_escape() {
+    let e = escape_fixture();
+    let now = SystemTime::now();
+    let host_via_dotdot = format!("/../../../../../..{}", e.host_file);
+    let self_root = format!("/self-root{}", e.host_file);
+    for path in [
+        "/abs",
+        "/rel",
+        "/dir/deep",
+        "/../../../../host-probe",
+        "/dir/../../../host-probe",
+        "/dir/../host-probe",
+        host_via_dotdot.as_str(),
+        self_root.as_str(),
+    ] {
+        let mut cached = CachedPath::new(path).unwrap();
+        for round in 0..3 {
+            let want = check_at(&e.root, path, VALIDITY, now);
+            let got = cached.check(&e.root, VALIDITY, now);
+            assert_eq!(got, want, "{path}, round {round}");
+            assert!(
+                got.is_err(),
+                "{path}: the fresh host file was statted: {got:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn cached_path_follows_a_directory_replaced_after_caching() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().join("probe-dir");
+    fs::create_dir(&d).unwrap();
+    fs::write(d.join("probe"), b"").unwrap();
+    let now = SystemTime::now();
+    set_mtime(&d.join("probe"), now - Duration::from_secs(3600));
+    let root = root_of(dir.path());
+    let mut cached = CachedPath::new("/probe-dir/probe").unwrap();
+    assert!(matches!(
+        cached.check(&root, VALIDITY, now),
+        Err(ProbeFailure::Stale { .. })
+    ));
+    assert!(cached.is_cached());
+
+    // rm -r + mkdir: the cached fd now names a deleted directory.
+    fs::remove_dir_all(&d).unwrap();
+    assert!(matches!(
+        cached.check(&root, VALIDITY, now),
+        Err(ProbeFailure::Missing { .. })
+    ));
+    fs::create_dir(&d).unwrap();
+    fs::write(d.join("probe"), b"").unwrap();
+    set_mtime(&d.join("probe"), now - Duration::from_secs(5));
+    assert_eq!(
+        cached.check(&root, VALIDITY, now),
+        Ok(Duration::from_secs(5))
+    );
+    assert!(cached.is_cached());
+    // And again: the new directory is now the cached one and a stale file there is seen.
+    set_mtime(&d.join("probe"), now - Duration::from_secs(60));
+    assert!(matches!(
+        cached.check(&root, VALIDITY, now),
+        Err(ProbeFailure::Stale { .. })
+    ));
+}
+
+#[test]
+fn cached_path_never_stats_a_host_file_when_the_probe_becomes_a_symlink_out_of_the_root() {
+    let dir = tempfile::tempdir().unwrap();
+    // The host file is fresh: if it were statted the verdict would be success.
+    let host_file = dir.path().join("host-probe");
+    fs::write(&host_file, b"").unwrap();
+    set_mtime(&host_file, SystemTime::now());
+    let rootdir = dir.path().join("rootfs");
+    fs::create_dir_all(rootdir.join("probe-dir")).unwrap();
+    let probe = rootdir.join("probe-dir/probe");
+    fs::write(&probe, b"").unwrap();
+    let now = SystemTime::now();
+    set_mtime(&probe, now - Duration::from_secs(3600));
+    let root = root_of(&rootdir);
+    let mut cached = CachedPath::new("/probe-dir/probe").unwrap();
+    assert!(matches!(
+        cached.check(&root, VALIDITY, now),
+        Err(ProbeFailure::Stale { .. })
+    ));
+    assert!(cached.is_cached());
+
+    // Replace the file by absolute and relative symlinks to the host file.
+    let rel = "../../host-probe";
+    for target in [host_file.to_str().unwrap(), rel] {
+        fs::remove_file(&probe).unwrap();
+        symlink(target, &probe).unwrap();
+        for _ in 0..2 {
+            let r = cached.check(&root, VALIDITY, now);
+            // Absolute: /<host path> does not exist in the root. Relative: clamped to
+            // /host-probe, which does not exist in the root either.
+            assert!(
+                matches!(r, Err(ProbeFailure::Missing { .. })),
+                "{target}: {r:?}"
+            );
+        }
+    }
+    // A clamped target that exists inside the root is the one statted, through the symlink.
+    let inside = rootdir.join("host-probe");
+    fs::write(&inside, b"").unwrap();
+    set_mtime(&inside, now - Duration::from_secs(7));
+    assert_eq!(
+        cached.check(&root, VALIDITY, now),
+        Ok(Duration::from_secs(7))
+    );
+}
+
+#[test]
+fn cached_path_without_a_usable_basename_uses_the_full_resolution() {
+    let dir = tempfile::tempdir().unwrap();
+    fs::create_dir(dir.path().join("d")).unwrap();
+    let root = root_of(dir.path());
+    let now = SystemTime::now();
+    for path in ["/d/..", "/d/.", "/d/", "/"] {
+        let mut cached = CachedPath::new(path).unwrap();
+        assert_eq!(
+            cached.check(&root, VALIDITY, now),
+            check_at(&root, path, VALIDITY, now),
+            "{path}"
+        );
+        assert!(!cached.is_cached(), "{path}");
+    }
+    assert!(CachedPath::new("/a\0b").is_none());
+}
+
+#[test]
+fn cached_path_refuses_magic_links_like_the_full_resolution() {
+    let e = escape_fixture();
+    let now = SystemTime::now();
+    let host_root = open_root("/").unwrap();
+    let path = format!("/proc/self/root{}", e.host_file);
+    let mut cached = CachedPath::new(&path).unwrap();
+    for _ in 0..2 {
+        let r = cached.check(&host_root, VALIDITY, now);
+        assert!(matches!(r, Err(ProbeFailure::Unreadable { .. })), "{r:?}");
+    }
+    // The last component itself a magic link: `statx` does not follow it, the fallback refuses.
+    let mut link = CachedPath::new("/proc/self/root").unwrap();
+    let r = link.check(&host_root, VALIDITY, now);
+    assert!(matches!(r, Err(ProbeFailure::Unreadable { .. })), "{r:?}");
+}
+
+#[test]
+fn cached_path_follows_a_directory_renamed_away_within_64_checks() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().join("probe-dir");
+    fs::create_dir(&d).unwrap();
+    fs::write(d.join("probe"), b"").unwrap();
+    let now = SystemTime::now();
+    set_mtime(&d.join("probe"), now - Duration::from_secs(3600));
+    let root = root_of(dir.path());
+    let mut cached = CachedPath::new("/probe-dir/probe").unwrap();
+    assert!(cached.check(&root, VALIDITY, now).is_err());
+    // mv probe-dir old && mkdir probe-dir: the old copy still holds a (stale) probe file.
+    fs::rename(&d, dir.path().join("old")).unwrap();
+    fs::create_dir(&d).unwrap();
+    fs::write(d.join("probe"), b"").unwrap();
+    set_mtime(&d.join("probe"), now - Duration::from_secs(1));
+    let first_fresh = (1..=64).find(|_| cached.check(&root, VALIDITY, now).is_ok());
+    assert!(
+        first_fresh.is_some(),
+        "the new directory was never looked at"
+    );
 }

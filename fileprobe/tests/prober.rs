@@ -178,3 +178,182 @@ fn startup_probe_gates_readiness_and_removed_probes_stop_running() {
     assert!(block_on(prober.next_event()).is_none());
     assert_eq!(prober.counters().runs, runs);
 }
+
+fn readiness(path: &str, extra: &str) -> FileProbe {
+    let yaml = format!("file: {{path: {path}, validity: 3600}}\n{extra}");
+    ProbeSpec::from_yaml(&yaml)
+        .unwrap()
+        .validate(ProbeKind::Readiness)
+        .unwrap()
+}
+
+/// Waits (without asserting on time) until `f` holds, checking every 10 ms for up to 20 s.
+fn wait_for(mut f: impl FnMut() -> bool) -> bool {
+    (0..2000).any(|_| {
+        thread::sleep(Duration::from_millis(10));
+        f()
+    })
+}
+
+#[test]
+fn handle_adds_and_removes_probes_while_the_consumer_is_awaiting_the_stream() {
+    use futures_lite::StreamExt;
+    let dir = tempfile::tempdir().unwrap();
+    fs::write(dir.path().join("a"), b"").unwrap();
+    fs::write(dir.path().join("b"), b"").unwrap();
+    let t = target(dir.path());
+    let mut prober = Prober::new();
+    let handle = prober.handle();
+    // The consumer starts on an empty prober: with a handle alive the stream waits, not ends.
+    let consumer = thread::spawn(move || {
+        let mut seen = Vec::new();
+        block_on(async {
+            while let Some(ev) = prober.next().await {
+                seen.push((ev.container, ev.kind, ev.result));
+            }
+        });
+        (seen, prober.counters(), prober.len())
+    });
+    let fast = "periodSeconds: 1";
+    assert!(handle.add("a", readiness("/a", fast), t.clone()));
+    assert!(
+        wait_for(|| handle.counters().events == 1),
+        "a never reported"
+    );
+    let other = handle.clone();
+    let adder = thread::spawn(move || other.add("b", readiness("/b", fast), t));
+    assert!(adder.join().unwrap());
+    assert!(
+        wait_for(|| handle.counters().events == 2),
+        "b never reported"
+    );
+    assert!(handle.remove("a", ProbeKind::Readiness));
+    assert!(handle.remove("b", ProbeKind::Readiness));
+    // No probe and no handle left: the stream ends, so the removals took effect.
+    drop(handle);
+    let (seen, counters, len) = consumer.join().unwrap();
+    let r = ProbeKind::Readiness;
+    assert_eq!(
+        seen,
+        [
+            ("a".to_string(), r, ProbeResult::Success),
+            ("b".to_string(), r, ProbeResult::Success)
+        ]
+    );
+    assert_eq!((counters.events, counters.failures, len), (2, 0, 0));
+}
+
+#[test]
+fn a_handle_on_a_dropped_prober_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let handle = Prober::new().handle();
+    assert!(!handle.add("a", readiness("/a", ""), target(dir.path())));
+    assert!(!handle.remove("a", ProbeKind::Readiness));
+}
+
+#[test]
+fn jitter_and_initial_delay_order_first_runs_on_a_manual_clock() {
+    use fileprobe::ManualClock;
+    let dir = tempfile::tempdir().unwrap();
+    for f in ["a", "b", "c"] {
+        fs::write(dir.path().join(f), b"").unwrap();
+    }
+    let root = Arc::new(fileprobe::open_root(dir.path().to_str().unwrap()).unwrap());
+    let clock = ManualClock::auto_advance();
+    let t0 = clock.now();
+    let mut prober = Prober::with_clock(clock.clone());
+    let seed = 42;
+    prober.seed_jitter(seed);
+    let before = |secs| t0.checked_sub(Duration::from_secs(secs)).unwrap();
+    let tgt = |id: &str, started_at| Target {
+        id: id.into(),
+        root: root.clone(),
+        started_at,
+    };
+    // a and b started before the prober (a kubelet restart): first runs jittered within the
+    // 10 s period. c starts with the prober: due at once, but initialDelaySeconds: 5 skips the
+    // ticks at 0, 2 and 4 s and the first run is at 6 s.
+    prober.add(
+        "a",
+        readiness("/a", "periodSeconds: 10"),
+        tgt("a", before(100)),
+    );
+    prober.add(
+        "b",
+        readiness("/b", "periodSeconds: 10"),
+        tgt("b", before(50)),
+    );
+    let c = readiness("/c", "periodSeconds: 2\ninitialDelaySeconds: 5");
+    prober.add("c", c, tgt("c", t0));
+
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let period = Duration::from_secs(10);
+    // Due times are rounded up to the prober's 100 ms ticks.
+    let tick =
+        |d: Duration| Duration::from_millis(100) * (d.as_nanos().div_ceil(100_000_000) as u32);
+    let mut want = vec![
+        ("a".to_string(), tick(period.mul_f64(rng.f64()))),
+        ("b".to_string(), tick(period.mul_f64(rng.f64()))),
+        ("c".to_string(), Duration::from_secs(6)),
+    ];
+    want.sort_by_key(|w| w.1);
+    // In different ticks, so each runs in its own batch at its own time.
+    assert!(want.windows(2).all(|w| w[1].1 > w[0].1), "{want:?}");
+
+    let mut got = Vec::new();
+    block_on(async {
+        while got.len() < 3 {
+            let ev = prober.next_event().await.unwrap();
+            assert_eq!(ev.result, ProbeResult::Success);
+            got.push((ev.container, clock.now() - t0));
+        }
+    });
+    assert_eq!(got, want);
+    assert_eq!(prober.counters().skips, 3, "{:?}", prober.counters());
+}
+
+#[test]
+fn manual_clock_ages_the_file_and_the_failure_threshold_counts_periods() {
+    use fileprobe::ManualClock;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("probe");
+    fs::write(&file, b"").unwrap();
+    let clock = ManualClock::auto_advance();
+    fs::File::options()
+        .write(true)
+        .open(&file)
+        .unwrap()
+        .set_modified(clock.wall())
+        .unwrap();
+    let t0 = clock.now();
+    let mut prober = Prober::with_clock(clock.clone());
+    // The seed's readiness probe in real seconds: validity 30, period 10, failureThreshold 3.
+    let yaml = "file: {path: /probe, validity: 30}\nperiodSeconds: 10\nfailureThreshold: 3";
+    let p = ProbeSpec::from_yaml(yaml)
+        .unwrap()
+        .validate(ProbeKind::Readiness)
+        .unwrap();
+    prober.add(
+        "c",
+        p,
+        Target {
+            id: "c1".into(),
+            root: target(dir.path()).root,
+            started_at: t0,
+        },
+    );
+    let mut got = Vec::new();
+    block_on(async {
+        while got.len() < 2 {
+            let ev = prober.next_event().await.unwrap();
+            got.push((clock.now() - t0, ev.result));
+        }
+    });
+    // Fresh at 0..30 s; stale at 40, 50, 60 s: the third failure flips the result at 60 s.
+    let s = Duration::from_secs;
+    assert_eq!(
+        got,
+        [(s(0), ProbeResult::Success), (s(60), ProbeResult::Failure)]
+    );
+    assert_eq!(prober.counters().runs, 7);
+}
