@@ -13,6 +13,7 @@
 
 pub mod api;
 pub mod config;
+pub mod console;
 pub mod events;
 pub mod grpc;
 pub mod ids;

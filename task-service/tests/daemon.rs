@@ -440,3 +440,102 @@ fn an_exec_runs_with_its_own_output_and_exit_and_init_waits_for_it() {
         .unwrap();
     });
 }
+
+fn mkfifo(path: &std::path::Path) {
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        path,
+        rustix::fs::FileType::Fifo,
+        rustix::fs::Mode::from_raw_mode(0o600),
+        0,
+    )
+    .unwrap();
+}
+
+#[test]
+fn a_terminal_container_gets_its_window_size_input_and_output_through_the_pty() {
+    let Some(d) = start_daemon() else { return };
+    let bundle = BundleBuilder::new()
+        .args([
+            "sh",
+            "-c",
+            "stty size; read line; echo got:$line; exit 3",
+        ])
+        .terminal(true)
+        .build()
+        .unwrap();
+    let (stdin, stdout) = (d.dir.path().join("in"), d.dir.path().join("out"));
+    mkfifo(&stdin);
+    mkfifo(&stdout);
+    // containerd's side: its stdout reader is open before Create.
+    let out = rustix::fs::open(
+        &stdout,
+        rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::NONBLOCK,
+        rustix::fs::Mode::empty(),
+    )
+    .unwrap();
+    smol::block_on(async {
+        let mut c = client(&d.socket).await;
+        c.create(ns(CreateTaskRequest {
+            id: "tty1".into(),
+            bundle: bundle.path().display().to_string(),
+            terminal: true,
+            stdin: stdin.display().to_string(),
+            stdout: stdout.display().to_string(),
+            ..Default::default()
+        }))
+        .await
+        .unwrap();
+        let too_big = c
+            .resize_pty(ns(ResizePtyRequest {
+                id: "tty1".into(),
+                exec_id: String::new(),
+                width: 70000,
+                height: 10,
+            }))
+            .await
+            .unwrap_err();
+        assert_eq!(too_big.code(), Code::InvalidArgument, "{too_big:?}");
+        c.resize_pty(ns(ResizePtyRequest {
+            id: "tty1".into(),
+            exec_id: String::new(),
+            width: 100,
+            height: 24,
+        }))
+        .await
+        .unwrap();
+        c.start(ns(StartRequest {
+            id: "tty1".into(),
+            ..Default::default()
+        }))
+        .await
+        .unwrap();
+        let mut input = std::fs::OpenOptions::new().write(true).open(&stdin).unwrap();
+        std::io::Write::write_all(&mut input, b"hello\n").unwrap();
+        let waited = c
+            .wait(ns(WaitRequest {
+                id: "tty1".into(),
+                ..Default::default()
+            }))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(waited.exit_status, 3);
+    });
+    // Everything the pty printed, up to the copier's end-of-file.
+    let flags = rustix::fs::fcntl_getfl(&out).unwrap();
+    rustix::fs::fcntl_setfl(&out, flags - rustix::fs::OFlags::NONBLOCK).unwrap();
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut std::fs::File::from(out), &mut text).unwrap();
+    assert!(text.contains("24 100"), "window size seen by stty: {text:?}");
+    assert!(text.contains("got:hello"), "input through the pty: {text:?}");
+    smol::block_on(async {
+        let mut c = client(&d.socket).await;
+        c.delete(ns(DeleteRequest {
+            id: "tty1".into(),
+            ..Default::default()
+        }))
+        .await
+        .unwrap();
+    });
+}

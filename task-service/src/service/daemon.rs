@@ -9,6 +9,7 @@ use crate::api::containerd::task::v3::task_server::Task;
 use crate::api::containerd::task::v3::*;
 use crate::api::containerd::v1::types::{ProcessInfo, Status as TaskStatus};
 use crate::config::Config;
+use crate::console::Console;
 use crate::events::{EventBus, TaskEvent};
 use crate::ids::{ContainerId, Namespace};
 use crate::model::{Container, Exit, ProcessState};
@@ -41,12 +42,15 @@ struct Entry {
     pending_execs: Mutex<HashMap<String, PendingExec>>,
     /// Per exec: its exit once known (what `Wait` with an exec id awaits), and keepalives.
     execs: Mutex<HashMap<String, Arc<ExecSlot>>>,
+    /// The init's terminal, if it has one.
+    console: Mutex<Option<Console>>,
 }
 
 /// An exec between `Exec` and `Start`.
 struct PendingExec {
     process: oci_spec::runtime::Process,
     stdio: [String; 3],
+    terminal: bool,
 }
 
 /// A started (or at least added) exec's exit and stdio keepalive.
@@ -54,6 +58,7 @@ struct PendingExec {
 struct ExecSlot {
     exit: async_lock::OnceCell<Exit>,
     keepalive: Mutex<Vec<OwnedFd>>,
+    console: Mutex<Option<Console>>,
 }
 
 /// Every container of the node, served as containerd's Task API.
@@ -96,6 +101,7 @@ impl Entry {
             _keepalive: keepalive,
             pending_execs: Mutex::new(HashMap::new()),
             execs: Mutex::new(HashMap::new()),
+            console: Mutex::new(None),
         })
     }
 }
@@ -390,21 +396,34 @@ impl Daemon {
         let opened = stdio::open([&endpoints[0], &endpoints[1], &endpoints[2]])
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
         let [i, o, e] = opened.container;
-        let io = |fd: Option<OwnedFd>| fd.map_or(Io::Null, Io::Fd);
-        let opts = runc_driver::ExecOpts {
-            detach: true,
-            console: false,
-            stdio: Stdio {
+        let (stdio, for_console) = if pending.terminal {
+            (Stdio::default(), Some((i, o)))
+        } else {
+            let io = |fd: Option<OwnedFd>| fd.map_or(Io::Null, Io::Fd);
+            let stdio = Stdio {
                 stdin: io(i),
                 stdout: io(o),
                 stderr: io(e),
-            },
+            };
+            (stdio, None)
         };
-        let executed = entry
+        let opts = runc_driver::ExecOpts {
+            detach: true,
+            console: pending.terminal,
+            stdio,
+        };
+        let mut executed = entry
             .runc
             .exec(key.1.as_str(), &pending.process, opts)
             .await
             .map_err(errors::runc)?;
+        let console = match (for_console, executed.console.take()) {
+            (Some((stdin, stdout)), Some(master)) => Some(
+                Console::attach(master, stdin, stdout, &self.inner.ex)
+                    .map_err(|e| errors::internal("attach the exec's terminal", e))?,
+            ),
+            _ => None,
+        };
         let pid = executed
             .pid
             .ok_or_else(|| Status::internal("runc exec --detach gave no pid"))?;
@@ -425,6 +444,7 @@ impl Daemon {
             .or_default()
             .clone();
         *lock(&slot.keepalive) = opened.keepalive;
+        *lock(&slot.console) = console;
         {
             let mut record = lock(&entry.record);
             if let Ok(process) = record.container.execs.get_mut(exec_id).ok_or(()) {
@@ -449,6 +469,32 @@ impl Daemon {
         );
         self.watch_exec_exit(key.clone(), entry.clone(), exec_id.to_string(), pidfd);
         Ok(pid as u32)
+    }
+
+    /// Runs `f` on the terminal of the init (`exec_id` empty) or of an exec.
+    fn with_console<T>(
+        &self,
+        entry: &Entry,
+        exec_id: &str,
+        f: impl FnOnce(&Console) -> T,
+    ) -> Result<T, Status> {
+        let no_terminal = || {
+            Status::failed_precondition(if exec_id.is_empty() {
+                "the container's process has no terminal".to_string()
+            } else {
+                format!("exec {exec_id:?} has no terminal")
+            })
+        };
+        if exec_id.is_empty() {
+            let console = lock(&entry.console);
+            return console.as_ref().map(f).ok_or_else(no_terminal);
+        }
+        let slot = lock(&entry.execs)
+            .get(exec_id)
+            .cloned()
+            .ok_or_else(|| Status::not_found(format!("container has no exec process {exec_id:?}")))?;
+        let console = lock(&slot.console);
+        console.as_ref().map(f).ok_or_else(no_terminal)
     }
 
     /// Takes back a recovered container's execs: live ones are watched again, ones that exited
@@ -749,9 +795,6 @@ impl Task for Daemon {
     ) -> Result<Response<CreateTaskResponse>, Status> {
         let key = key_of(&req, &req.get_ref().id)?;
         let r = req.into_inner();
-        if r.terminal {
-            return unimplemented("a terminal (Create with terminal=true)");
-        }
         if !r.rootfs.is_empty() {
             return unimplemented(
                 "mounting rootfs mounts from Create (the bundle must hold its rootfs)",
@@ -787,23 +830,43 @@ impl Task for Daemon {
         let opened = stdio::open([&stdin, &stdout, &stderr])
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
         let [i, o, e] = opened.container;
-        let io = |fd: Option<OwnedFd>| fd.map_or(Io::Null, Io::Fd);
+        // With a terminal the process's stdio is the pty; the FIFOs are the copier's.
+        let (stdio, for_console) = if r.terminal {
+            (Stdio::default(), Some((i, o)))
+        } else {
+            let io = |fd: Option<OwnedFd>| fd.map_or(Io::Null, Io::Fd);
+            let stdio = Stdio {
+                stdin: io(i),
+                stdout: io(o),
+                stderr: io(e),
+            };
+            (stdio, None)
+        };
         let runtime_root = self.runtime_root(&key.0, &opts);
         let runc = self.runc(&runtime_root, &opts)?;
         let create = CreateOpts {
             no_pivot: opts.no_pivot_root,
             no_new_keyring: opts.no_new_keyring,
-            stdio: Stdio {
-                stdin: io(i),
-                stdout: io(o),
-                stderr: io(e),
-            },
+            console: r.terminal,
+            stdio,
             ..CreateOpts::default()
         };
-        let created = runc
+        let mut created = runc
             .create(key.1.as_str(), &bundle, create)
             .await
             .map_err(errors::runc)?;
+        let console = match (for_console, created.console.take()) {
+            (Some((stdin, stdout)), Some(master)) => {
+                match Console::attach(master, stdin, stdout, &self.inner.ex) {
+                    Ok(console) => Some(console),
+                    Err(e) => {
+                        let _ = runc.delete(key.1.as_str(), true).await;
+                        return Err(errors::internal("attach the terminal", e));
+                    }
+                }
+            }
+            _ => None,
+        };
         let pidfd = PidFd::open(created.pid)
             .map_err(|e| errors::internal("open a pidfd for the init", e))?;
         let identity = pidfd.identity().ok();
@@ -824,7 +887,7 @@ impl Task for Daemon {
             stdin: r.stdin.clone(),
             stdout: r.stdout.clone(),
             stderr: r.stderr.clone(),
-            terminal: false,
+            terminal: r.terminal,
             runtime: runc.binary().to_owned(),
             runtime_root,
             systemd_cgroup: opts.systemd_cgroup,
@@ -839,6 +902,7 @@ impl Task for Daemon {
             return Err(e);
         }
         let entry = Entry::new(record, runc, opened.keepalive);
+        *lock(&entry.console) = console;
         lock(&self.inner.containers).insert(key.clone(), entry.clone());
         self.publish(
             &key.0,
@@ -850,7 +914,7 @@ impl Task for Daemon {
                     stdin: r.stdin,
                     stdout: r.stdout,
                     stderr: r.stderr,
-                    terminal: false,
+                    terminal: r.terminal,
                 }),
                 checkpoint: String::new(),
                 pid: created.pid as u32,
@@ -1141,9 +1205,6 @@ impl Task for Daemon {
         let r = req.into_inner();
         crate::ids::ContainerId::new(&r.exec_id)
             .map_err(|e| Status::invalid_argument(format!("exec id {:?}: {e}", r.exec_id)))?;
-        if r.terminal {
-            return unimplemented("an exec with a terminal");
-        }
         let spec = r
             .spec
             .ok_or_else(|| Status::invalid_argument("exec without a process spec"))?;
@@ -1178,6 +1239,7 @@ impl Task for Daemon {
             PendingExec {
                 process,
                 stdio: [r.stdin, r.stdout, r.stderr],
+                terminal: r.terminal,
             },
         );
         lock(&entry.execs).insert(r.exec_id.clone(), Arc::default());
@@ -1191,12 +1253,36 @@ impl Task for Daemon {
         Ok(Response::new(()))
     }
 
-    async fn resize_pty(&self, _req: Request<ResizePtyRequest>) -> Result<Response<()>, Status> {
-        unimplemented("ResizePty")
+    async fn resize_pty(&self, req: Request<ResizePtyRequest>) -> Result<Response<()>, Status> {
+        let key = key_of(&req, &req.get_ref().id)?;
+        let entry = self.entry(&key)?;
+        let r = req.into_inner();
+        let (height, width) = match (u16::try_from(r.height), u16::try_from(r.width)) {
+            (Ok(h), Ok(w)) => (h, w),
+            _ => {
+                return Err(Status::invalid_argument(format!(
+                    "window {}x{} is larger than a terminal can be (65535)",
+                    r.width, r.height
+                )));
+            }
+        };
+        let resized = self.with_console(&entry, &r.exec_id, |c| c.resize(height, width))?;
+        resized.map_err(|e| errors::internal("resize the terminal", e))?;
+        Ok(Response::new(()))
     }
 
-    async fn close_io(&self, _req: Request<CloseIoRequest>) -> Result<Response<()>, Status> {
-        unimplemented("CloseIO")
+    async fn close_io(&self, req: Request<CloseIoRequest>) -> Result<Response<()>, Status> {
+        let key = key_of(&req, &req.get_ref().id)?;
+        let entry = self.entry(&key)?;
+        let r = req.into_inner();
+        if !r.stdin {
+            return Ok(Response::new(()));
+        }
+        // Without a terminal the process holds containerd's stdin FIFO itself and the daemon
+        // holds no writer: containerd closing its end is what the process sees. Nothing to do.
+        match self.with_console(&entry, &r.exec_id, |c| c.close_stdin()) {
+            Ok(()) | Err(_) => Ok(Response::new(())),
+        }
     }
 
     async fn stats(&self, _req: Request<StatsRequest>) -> Result<Response<StatsResponse>, Status> {
