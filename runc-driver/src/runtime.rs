@@ -253,20 +253,16 @@ impl Runc {
                     memory_file("runc-driver-stderr").map_err(io_err("make an output file"))?;
                 cmd.stdout(out.try_clone().map_err(io_err("make an output file"))?);
                 cmd.stderr(err.try_clone().map_err(io_err("make an output file"))?);
-                match call.stdin_data {
-                    Some(data) => {
-                        let input =
-                            memory_file("runc-driver-stdin").map_err(io_err("write stdin"))?;
-                        write_from_start(&input, &data).map_err(io_err("write stdin"))?;
-                        cmd.stdin(input);
-                    }
-                    None => {
-                        cmd.stdin(std::process::Stdio::null());
-                    }
-                }
+                cmd.stdin(std::process::Stdio::null());
                 Some((out, err))
             }
         };
+        if let Some(data) = call.stdin_data {
+            // A memory file rather than a pipe: nothing to feed while the runtime runs.
+            let input = memory_file("runc-driver-stdin").map_err(io_err("write stdin"))?;
+            write_from_start(&input, &data).map_err(io_err("write stdin"))?;
+            cmd.stdin(input);
+        }
         let child = cmd.spawn().map_err(|source| Error::Spawn {
             path: self.inner.binary.clone(),
             source,
