@@ -46,6 +46,7 @@
 //! # Ok(()) }
 //! ```
 
+mod child;
 mod console;
 mod error;
 mod exec;

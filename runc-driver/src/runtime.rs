@@ -1,10 +1,11 @@
 //! [`Runc`]: the global configuration, and the engine every command runs through.
 
+use crate::child::Runtime;
 use crate::error::{Error, classify};
 use crate::io::Stdio;
 use futures_lite::future;
 use std::ffi::OsString;
-use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -269,29 +270,28 @@ impl Runc {
         })?;
         // Our copies of the runtime's ends (the caller's descriptors among them) go now.
         drop(cmd);
-        let pgid = child.id() as i32;
-        let pidfd = match pidfd::PidFd::from_child(&child) {
-            Ok(pidfd) => pidfd,
-            Err(e) => {
-                let _ = kill_group(pgid);
+        let runtime = match Runtime::open(&child) {
+            Ok(runtime) => runtime,
+            Err(source) => {
+                let _ = rustix::process::kill_process_group(
+                    rustix::process::Pid::from_child(&child),
+                    rustix::process::Signal::KILL,
+                );
                 let mut child = child;
                 let _ = child.wait();
-                return Err(io_err("open a pidfd on the runtime")(
-                    std::io::Error::other(e),
-                ));
+                return Err(io_err("open a pidfd on the runtime")(source));
             }
         };
         // From here on the pidfd reaps the runtime; std's `Child` is only a PID.
         drop(child);
         let guard = CancelGuard {
-            pgid,
-            runtime: std::sync::Arc::new(pidfd),
+            runtime: std::sync::Arc::new(runtime),
             armed: true,
             cleanup: call.cleanup_id.map(|id| (self.clone(), id.to_string())),
         };
 
         let limit = call.timeout.unwrap_or(self.inner.timeout);
-        let exited = future::or(async { Some(guard.runtime.exited().await) }, async {
+        let exited = future::or(async { Some(guard.runtime.exit().await) }, async {
             async_io::Timer::after(limit).await;
             None
         })
@@ -303,13 +303,8 @@ impl Runc {
                 after: limit,
             });
         };
-        exited.map_err(|e| io_err("wait")(std::io::Error::other(e)))?;
-        let status = guard
-            .runtime
-            .wait()
-            .map_err(|e| io_err("wait")(std::io::Error::other(e)))?;
+        let status = exited.map_err(io_err("wait"))?;
         guard.disarm();
-        let status = std::process::ExitStatus::from_raw(status.to_wait_status());
 
         let (out, err) = match captured {
             Some((out, err)) => (
@@ -503,8 +498,7 @@ impl<'a> Call<'a> {
 /// re-parented to us) on a short-lived thread, and force-deletes the container a cancelled
 /// create may have left. No zombie remains.
 struct CancelGuard {
-    pgid: i32,
-    runtime: std::sync::Arc<pidfd::PidFd>,
+    runtime: std::sync::Arc<Runtime>,
     armed: bool,
     cleanup: Option<(Runc, String)>,
 }
@@ -522,8 +516,9 @@ impl Drop for CancelGuard {
         if !self.armed {
             return;
         }
-        let _ = kill_group(self.pgid);
-        reap_in_background(self.runtime.clone(), self.pgid);
+        let _ =
+            rustix::process::kill_process_group(self.runtime.pid(), rustix::process::Signal::KILL);
+        reap_in_background(self.runtime.clone());
         if let Some((runc, id)) = self.cleanup.take() {
             // Blocking, but only on this rare path, and short: a forced delete.
             let mut cmd = std::process::Command::new(&runc.inner.binary);
@@ -540,29 +535,19 @@ impl Drop for CancelGuard {
     }
 }
 
-/// SIGKILL to the whole process group `pgid`.
-fn kill_group(pgid: i32) -> rustix::io::Result<()> {
-    match rustix::process::Pid::from_raw(pgid) {
-        Some(pgid) => rustix::process::kill_process_group(pgid, rustix::process::Signal::KILL),
-        None => Ok(()),
-    }
-}
-
 /// Reaps the killed runtime (waiting as long as it takes to die), then, for a short while,
 /// whatever of its process group becomes our child: when this process is a child subreaper,
 /// the runtime's own children (`runc init`) are re-parented to us once the runtime dies.
-fn reap_in_background(runtime: std::sync::Arc<pidfd::PidFd>, pgid: i32) {
+fn reap_in_background(runtime: std::sync::Arc<Runtime>) {
     let reaper = runtime.clone();
     let reap = move || {
-        let _ = reaper.wait();
-        let Some(pgid) = rustix::process::Pid::from_raw(pgid) else {
-            return;
-        };
+        reaper.reap_blocking();
         let deadline = std::time::Instant::now() + Duration::from_secs(2);
         while std::time::Instant::now() < deadline {
             while let Ok(Some(_)) =
-                rustix::process::waitpgid(pgid, rustix::process::WaitOptions::NOHANG)
-            {}
+                rustix::process::waitpgid(reaper.pid(), rustix::process::WaitOptions::NOHANG)
+            {
+            }
             std::thread::sleep(Duration::from_millis(20));
         }
     };
@@ -571,7 +556,7 @@ fn reap_in_background(runtime: std::sync::Arc<pidfd::PidFd>, pgid: i32) {
         .spawn(reap);
     if spawned.is_err() {
         // No thread to be had: reap the runtime here; SIGKILL ends it promptly.
-        let _ = runtime.wait();
+        runtime.reap_blocking();
     }
 }
 
