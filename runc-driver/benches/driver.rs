@@ -3,14 +3,17 @@
 //! Run: `cargo bench -p runc-driver --bench driver` (root; runc, crun and busybox-static).
 //!
 //! 1. Per-call overhead: `state` of a running container through the driver versus
-//!    `std::process::Command` running `runc --root R state ID` and reading its output.
+//!    `std::process::Command` running `runc --root R state ID` and reading its output (and
+//!    the same with `--log FILE --log-format json`), taking turns call by call; then the
+//!    driver and the direct call again in alternating blocks of 30 consecutive calls; medians.
 //! 2. Throughput of create + start + delete --force at concurrency 1 and 8, runc and crun.
 
 use integration::bundle::{BundleBuilder, prepare_crun};
 use runc_driver::{CreateOpts, Runc};
 use std::time::{Duration, Instant};
 
-const STATE_CALLS: usize = 300;
+const STATE_CALLS: usize = 600;
+const WARMUP: usize = 20;
 const LIFECYCLES: usize = 48;
 
 fn main() {
@@ -26,6 +29,7 @@ fn main() {
         .build()
         .unwrap();
 
+    println!("load average at the start: {}", load_average());
     println!(
         "| runtime | measure | driver | direct | ratio driver/direct | direct with the driver's `--log` flags |"
     );
@@ -41,45 +45,44 @@ fn main() {
         let created =
             smol::block_on(runc.run_detached(&id, bundle.path(), CreateOpts::default())).unwrap();
 
-        // Warm both paths, then alternate blocks so drift hits both alike.
+        // The three ways take turns call by call, in a rotating order, so that the load of a
+        // shared machine (which drifts over seconds) hits them alike.
         let mut driver = Vec::new();
         let mut direct = Vec::new();
         let mut direct_logged = Vec::new();
         let log = root.path().join("bench-log.json");
-        for _ in 0..STATE_CALLS / 50 {
-            for _ in 0..50 {
-                let t = Instant::now();
-                smol::block_on(runc.state(&id)).unwrap();
-                driver.push(t.elapsed());
+        let direct_call = |log: Option<&std::path::Path>| {
+            let t = Instant::now();
+            let mut cmd = std::process::Command::new(runtime);
+            cmd.arg("--root").arg(root.path());
+            if let Some(log) = log {
+                // The flags the driver used to add to every call, to tell the runtime's cost
+                // of writing a JSON log file from the driver's own.
+                cmd.arg("--log").arg(log).args(["--log-format", "json"]);
             }
-            for _ in 0..50 {
-                let t = Instant::now();
-                let out = std::process::Command::new(runtime)
-                    .arg("--root")
-                    .arg(root.path())
-                    .args(["state", &id])
-                    .output()
-                    .unwrap();
-                assert!(out.status.success());
-                let _: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-                direct.push(t.elapsed());
+            let out = cmd.args(["state", &id]).output().unwrap();
+            assert!(out.status.success());
+            let _: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+            if let Some(log) = log {
+                let _ = std::fs::remove_file(log);
             }
-            // The same call with the flags the driver adds, to tell the runtime's cost of
-            // writing its JSON log from the driver's own.
-            for _ in 0..50 {
-                let t = Instant::now();
-                let out = std::process::Command::new(runtime)
-                    .arg("--root")
-                    .arg(root.path())
-                    .arg("--log")
-                    .arg(&log)
-                    .args(["--log-format", "json", "state", &id])
-                    .output()
-                    .unwrap();
-                assert!(out.status.success());
-                let _: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-                let _ = std::fs::remove_file(&log);
-                direct_logged.push(t.elapsed());
+            t.elapsed()
+        };
+        for _ in 0..WARMUP {
+            smol::block_on(runc.state(&id)).unwrap();
+            direct_call(None);
+        }
+        for n in 0..STATE_CALLS {
+            for turn in 0..3 {
+                match (n + turn) % 3 {
+                    0 => {
+                        let t = Instant::now();
+                        smol::block_on(runc.state(&id)).unwrap();
+                        driver.push(t.elapsed());
+                    }
+                    1 => direct.push(direct_call(None)),
+                    _ => direct_logged.push(direct_call(Some(&log))),
+                }
             }
         }
         let (d, s, l) = (
@@ -88,11 +91,38 @@ fn main() {
             median(&mut direct_logged),
         );
         println!(
-            "| {runtime} | `state`, median of {STATE_CALLS} | {:.2} ms | {:.2} ms | {:.3} | {:.2} ms |",
+            "| {runtime} | `state`, median of {STATE_CALLS}, call by call | {:.2} ms | {:.2} ms | {:.3} | {:.2} ms |",
             ms(d),
             ms(s),
             d.as_secs_f64() / s.as_secs_f64(),
             ms(l)
+        );
+
+        // The same comparison in runs of consecutive calls of one way (blocks of 30, the ways
+        // alternating). Call by call above, every driver call follows a direct one, during
+        // which async-io's own thread took over the reactor (nobody was in `block_on`); the
+        // driver's call then learns of the runtime's exit through that thread, one extra
+        // wake-up. Here most driver calls follow a driver call, as in an async program that
+        // keeps calling the driver.
+        let mut driver_runs = Vec::new();
+        let mut direct_runs = Vec::new();
+        for _ in 0..STATE_CALLS / 60 {
+            for _ in 0..30 {
+                let t = Instant::now();
+                smol::block_on(runc.state(&id)).unwrap();
+                driver_runs.push(t.elapsed());
+            }
+            for _ in 0..30 {
+                direct_runs.push(direct_call(None));
+            }
+        }
+        let (d, s) = (median(&mut driver_runs), median(&mut direct_runs));
+        println!(
+            "| {runtime} | `state`, median of {}, blocks of 30 | {:.2} ms | {:.2} ms | {:.3} | |",
+            driver_runs.len(),
+            ms(d),
+            ms(s),
+            d.as_secs_f64() / s.as_secs_f64(),
         );
         smol::block_on(runc.delete(&id, true)).unwrap();
         reap(created.pid);
@@ -132,6 +162,16 @@ fn main() {
             );
         }
     }
+    println!("load average at the end: {}", load_average());
+}
+
+/// The 1, 5 and 15 minute load averages, to say how busy the machine was.
+fn load_average() -> String {
+    let text = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    text.split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 fn reap(pid: i32) {

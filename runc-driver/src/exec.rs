@@ -88,7 +88,7 @@ impl Runc {
         if let Some(socket) = &console {
             call = call.arg("--console-socket").arg(socket.path());
         }
-        call.stdio = stdio;
+        call.stdio = Some(stdio);
         call.exit_is_result = !opts.detach;
         call = call.arg(id);
         let finished = self.run(call).await;

@@ -55,15 +55,6 @@ pub struct Pipes {
 }
 
 impl Stdio {
-    /// For commands whose output the driver reads itself (`state`, `list`, ...).
-    pub(crate) fn capture() -> Self {
-        Stdio {
-            stdin: Io::Null,
-            stdout: Io::Pipe,
-            stderr: Io::Pipe,
-        }
-    }
-
     /// Splits into what the runtime gets, and the caller's pipe ends.
     pub(crate) fn open(self) -> std::io::Result<(Stdio, Pipes)> {
         let mut pipes = Pipes::default();
@@ -95,28 +86,14 @@ impl Stdio {
         ))
     }
 
-    /// The std versions, and whether the driver captures stdout and stderr itself (only for
-    /// [`Stdio::capture`]).
-    pub(crate) fn into_std(
-        self,
-        feed_stdin: bool,
-    ) -> (
-        std::process::Stdio,
-        std::process::Stdio,
-        std::process::Stdio,
-        bool,
-    ) {
-        let capture = matches!((&self.stdout, &self.stderr), (Io::Pipe, Io::Pipe));
+    /// The std versions. Call after [`Stdio::open`], which turns every [`Io::Pipe`] into the
+    /// runtime's end of a pipe; a pipe left unopened would have no reader, so it becomes
+    /// `/dev/null`.
+    pub(crate) fn into_std(self) -> [std::process::Stdio; 3] {
         let conv = |io: Io| match io {
-            Io::Null => std::process::Stdio::null(),
             Io::Fd(fd) => std::process::Stdio::from(fd),
-            Io::Pipe => std::process::Stdio::piped(),
+            Io::Null | Io::Pipe => std::process::Stdio::null(),
         };
-        let stdin = if feed_stdin {
-            std::process::Stdio::piped()
-        } else {
-            conv(self.stdin)
-        };
-        (stdin, conv(self.stdout), conv(self.stderr), capture)
+        [conv(self.stdin), conv(self.stdout), conv(self.stderr)]
     }
 }

@@ -8,14 +8,18 @@
 //!
 //! # How it works underneath
 //!
-//! Every command runs the binary through `async-process` (smol's; no tokio) in a process group
-//! of its own, with `--log <private file> --log-format json`. When it fails, the last
-//! `"level":"error"` line of that log is the message, sorted into [`Error::NotFound`],
+//! Every command runs the binary in a process group of its own, spawned by
+//! `std::process::Command` (its `posix_spawn` path) and awaited on a pidfd registered with
+//! `async-io` (smol's reactor; no tokio, no reaper thread), with `--log-format json`. Output
+//! the driver reads itself (`state`, `list`, ...) goes to in-memory files, and the runtime's
+//! JSON log then comes on stderr; commands whose stdio belongs to the caller (`create`, `run`,
+//! `exec`) log to a private file (`--log`). When a command fails, the last `"level":"error"`
+//! line of its log is the message, sorted into [`Error::NotFound`],
 //! [`Error::AlreadyExists`], [`Error::InvalidState`] or [`Error::Runtime`]; runc and crun word
 //! their errors differently, and both wordings are known. Ids and bundles are checked before
 //! anything runs ([`Error::InvalidArgument`]). A command that outlives its timeout, or whose
-//! future is dropped, has its whole process group killed (async-process reaps the child, so no
-//! zombie remains), and a `create` cut short has its half-made container force-deleted.
+//! future is dropped, has its whole process group killed and reaped (no zombie remains), and a
+//! `create` cut short has its half-made container force-deleted.
 //!
 //! Terminals: with [`CreateOpts::console`], the driver listens on a console socket and returns
 //! the pty master the runtime sends over it (`SCM_RIGHTS`) as an `OwnedFd`.
@@ -42,6 +46,7 @@
 //! # Ok(()) }
 //! ```
 
+mod child;
 mod console;
 mod error;
 mod exec;

@@ -106,7 +106,7 @@ impl Runc {
         if let Some(socket) = &console {
             call = call.arg("--console-socket").arg(socket.path());
         }
-        call.stdio = stdio;
+        call.stdio = Some(stdio);
         call.cleanup_id = Some(id);
         if !opts.extra_fds.is_empty() {
             call = call

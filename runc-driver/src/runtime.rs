@@ -1,5 +1,6 @@
 //! [`Runc`]: the global configuration, and the engine every command runs through.
 
+use crate::child::Runtime;
 use crate::error::{Error, classify};
 use crate::io::Stdio;
 use futures_lite::future;
@@ -200,45 +201,18 @@ impl Runc {
         self.inner.scratch.path().join(format!("{what}-{n}"))
     }
 
-    /// Runs one command and returns its stdout and exit code. `cleanup_id` names a container to force-delete
-    /// if the call is cancelled or times out (for commands that create one).
+    /// Runs one command and returns its stdout and exit code. `cleanup_id` names a container to
+    /// force-delete if the call is cancelled or times out (for commands that create one).
+    ///
+    /// The per-call cost is kept close to a bare `std::process::Command`: the runtime is
+    /// spawned by std (its `posix_spawn` path unless extra descriptors need a `pre_exec`
+    /// hook), its exit is awaited on a pidfd registered with async-io (one readiness event, no
+    /// reaper thread), and output the driver reads itself goes to memory files read once the
+    /// runtime has exited, so no pipe has to be drained while it runs. Such calls get the
+    /// runtime's JSON log on stderr; only calls whose stderr belongs to the caller pay for a
+    /// log file (`--log`), which costs the runtime a file creation on every run.
     pub(crate) async fn run(&self, call: Call<'_>) -> Result<Finished, Error> {
         let command = call.command;
-        let log = self.scratch_path("log");
-        let mut cmd = std::process::Command::new(&self.inner.binary);
-        if let Some(root) = &self.inner.root {
-            cmd.arg("--root").arg(root);
-        }
-        cmd.arg("--log").arg(&log).args(["--log-format", "json"]);
-        if self.inner.systemd_cgroup {
-            cmd.arg("--systemd-cgroup");
-        }
-        if self.inner.debug {
-            cmd.arg("--debug");
-        }
-        cmd.args(&call.args);
-        // Its own process group, so cancellation can kill everything it started.
-        cmd.process_group(0);
-        let _lifted = place_extra_fds(&mut cmd, &call.extra_fds).map_err(|source| Error::Io {
-            command,
-            what: "pass extra file descriptors",
-            source,
-        })?;
-        let stdin_data = call.stdin_data;
-        let (stdin, stdout, stderr, capture) = call.stdio.into_std(stdin_data.is_some());
-        let mut cmd = async_process::Command::from(cmd);
-        // Set on the async command: it only hands out the pipes it configured itself.
-        cmd.stdin(stdin).stdout(stdout).stderr(stderr);
-        cmd.kill_on_drop(true);
-        let mut child = cmd.spawn().map_err(|source| Error::Spawn {
-            path: self.inner.binary.clone(),
-            source,
-        })?;
-        let guard = CancelGuard {
-            pgid: child.id() as i32,
-            cleanup: call.cleanup_id.map(|id| (self.clone(), id.to_string())),
-        };
-
         let io_err = |what| {
             move |source| Error::Io {
                 command,
@@ -246,58 +220,113 @@ impl Runc {
                 source,
             }
         };
-        let work = async {
-            if let Some(data) = stdin_data
-                && let Some(mut input) = child.stdin.take()
-            {
-                futures_lite::AsyncWriteExt::write_all(&mut input, &data)
-                    .await
-                    .map_err(io_err("write stdin"))?;
-                drop(input);
+        let log = call.stdio.is_some().then(|| self.scratch_path("log"));
+        let mut cmd = std::process::Command::new(&self.inner.binary);
+        if let Some(root) = &self.inner.root {
+            cmd.arg("--root").arg(root);
+        }
+        if let Some(log) = &log {
+            cmd.arg("--log").arg(log);
+        }
+        cmd.args(["--log-format", "json"]);
+        if self.inner.systemd_cgroup {
+            cmd.arg("--systemd-cgroup");
+        }
+        if self.inner.debug {
+            cmd.arg("--debug");
+        }
+        cmd.args(&call.args);
+        // Its own process group, so cancellation can kill everything it started. (std keeps
+        // its posix_spawn path for this; only a pre_exec hook would force fork.)
+        cmd.process_group(0);
+        let _lifted = place_extra_fds(&mut cmd, &call.extra_fds)
+            .map_err(io_err("pass extra file descriptors"))?;
+        let captured = match call.stdio {
+            Some(stdio) => {
+                let [stdin, stdout, stderr] = stdio.into_std();
+                cmd.stdin(stdin).stdout(stdout).stderr(stderr);
+                None
             }
-            let mut out = Vec::new();
-            let mut err = Vec::new();
-            let read_out = async {
-                if capture && let Some(mut s) = child.stdout.take() {
-                    futures_lite::AsyncReadExt::read_to_end(&mut s, &mut out).await?;
-                }
-                Ok::<_, std::io::Error>(())
-            };
-            let read_err = async {
-                if capture && let Some(mut s) = child.stderr.take() {
-                    futures_lite::AsyncReadExt::read_to_end(&mut s, &mut err).await?;
-                }
-                Ok::<_, std::io::Error>(())
-            };
-            let (a, b) = future::zip(read_out, read_err).await;
-            a.map_err(io_err("read stdout"))?;
-            b.map_err(io_err("read stderr"))?;
-            let status = child.status().await.map_err(io_err("wait"))?;
-            Ok::<_, Error>((status, out, err))
+            None => {
+                let out =
+                    memory_file("runc-driver-stdout").map_err(io_err("make an output file"))?;
+                let err =
+                    memory_file("runc-driver-stderr").map_err(io_err("make an output file"))?;
+                cmd.stdout(out.try_clone().map_err(io_err("make an output file"))?);
+                cmd.stderr(err.try_clone().map_err(io_err("make an output file"))?);
+                cmd.stdin(std::process::Stdio::null());
+                Some((out, err))
+            }
         };
+        if let Some(data) = call.stdin_data {
+            // A memory file rather than a pipe: nothing to feed while the runtime runs.
+            let input = memory_file("runc-driver-stdin").map_err(io_err("write stdin"))?;
+            write_from_start(&input, &data).map_err(io_err("write stdin"))?;
+            cmd.stdin(input);
+        }
+        let child = cmd.spawn().map_err(|source| Error::Spawn {
+            path: self.inner.binary.clone(),
+            source,
+        })?;
+        // Our copies of the runtime's ends (the caller's descriptors among them) go now.
+        drop(cmd);
+        let runtime = match Runtime::open(&child) {
+            Ok(runtime) => runtime,
+            Err(source) => {
+                let _ = rustix::process::kill_process_group(
+                    rustix::process::Pid::from_child(&child),
+                    rustix::process::Signal::KILL,
+                );
+                let mut child = child;
+                let _ = child.wait();
+                return Err(io_err("open a pidfd on the runtime")(source));
+            }
+        };
+        // From here on the pidfd reaps the runtime; std's `Child` is only a PID.
+        drop(child);
+        let guard = CancelGuard {
+            runtime: std::sync::Arc::new(runtime),
+            armed: true,
+            cleanup: call.cleanup_id.map(|id| (self.clone(), id.to_string())),
+        };
+
         let limit = call.timeout.unwrap_or(self.inner.timeout);
-        let outcome = future::or(async { Some(work.await) }, async {
+        let exited = future::or(async { Some(guard.runtime.exit().await) }, async {
             async_io::Timer::after(limit).await;
             None
         })
         .await;
-        let Some(outcome) = outcome else {
+        let Some(exited) = exited else {
             drop(guard); // kills the process group, deletes a half-created container
             return Err(Error::Timeout {
                 command,
                 after: limit,
             });
         };
-        let (status, out, err) = outcome?;
+        let status = exited.map_err(io_err("wait"))?;
         guard.disarm();
 
-        // On success the log is only read when the caller keeps one.
-        let log_text = if status.success() && self.inner.log.is_none() {
-            String::new()
-        } else {
-            std::fs::read_to_string(&log).unwrap_or_default()
+        let (out, err) = match captured {
+            Some((out, err)) => (
+                read_from_start(out).map_err(io_err("read stdout"))?,
+                read_from_start(err).map_err(io_err("read stderr"))?,
+            ),
+            None => (Vec::new(), Vec::new()),
         };
-        let _ = std::fs::remove_file(&log);
+        let log_text = match &log {
+            // On success the log file is only read when the caller keeps one.
+            Some(log) => {
+                let text = if status.success() && self.inner.log.is_none() {
+                    String::new()
+                } else {
+                    std::fs::read_to_string(log).unwrap_or_default()
+                };
+                let _ = std::fs::remove_file(log);
+                text
+            }
+            // The runtime logged to stderr, which the driver captured.
+            None => json_lines(&String::from_utf8_lossy(&err)),
+        };
         if let Some(keep) = &self.inner.log {
             append(keep, &log_text);
         }
@@ -321,6 +350,35 @@ impl Runc {
             .unwrap_or_else(|| format!("{} gave no error message", self.inner.binary.display()));
         Err(classify(command, call.id, message, status.to_string()))
     }
+}
+
+/// An anonymous in-memory file (`memfd_create`), close-on-exec.
+fn memory_file(name: &str) -> std::io::Result<std::fs::File> {
+    let fd = rustix::fs::memfd_create(name, rustix::fs::MemfdFlags::CLOEXEC)?;
+    Ok(std::fs::File::from(fd))
+}
+
+/// Writes `data` at the start of `file`, leaving the shared offset at 0 for the runtime.
+fn write_from_start(file: &std::fs::File, data: &[u8]) -> std::io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    file.write_all_at(data, 0)
+}
+
+/// Everything written to `file`, whatever its offset.
+fn read_from_start(mut file: std::fs::File) -> std::io::Result<Vec<u8>> {
+    use std::io::{Read, Seek};
+    file.rewind()?;
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes)?;
+    Ok(bytes)
+}
+
+/// The JSON lines of a runtime's stderr (its log, with `--log-format json` and no `--log`).
+fn json_lines(text: &str) -> String {
+    text.lines()
+        .filter(|line| line.trim_start().starts_with('{'))
+        .flat_map(|line| [line, "\n"])
+        .collect()
 }
 
 /// Arranges for `fds` to be descriptors 3, 4, ... of the child. Each is first duplicated above
@@ -391,7 +449,9 @@ pub(crate) struct Call<'a> {
     pub command: &'static str,
     pub id: &'a str,
     pub args: Vec<OsString>,
-    pub stdio: Stdio,
+    /// The caller's stdio, or `None`: the driver captures stdout and stderr itself (and the
+    /// runtime logs to stderr).
+    pub stdio: Option<Stdio>,
     pub stdin_data: Option<Vec<u8>>,
     pub cleanup_id: Option<&'a str>,
     pub timeout: Option<Duration>,
@@ -414,7 +474,7 @@ impl<'a> Call<'a> {
             command,
             id,
             args: vec![command.into()],
-            stdio: Stdio::capture(),
+            stdio: None,
             stdin_data: None,
             cleanup_id: None,
             timeout: None,
@@ -434,29 +494,31 @@ impl<'a> Call<'a> {
 }
 
 /// Kills the command's process group if the call is dropped or times out before it finished,
-/// and force-deletes the container a cancelled create may have left. async-process reaps the
-/// killed child itself (`kill_on_drop`), so no zombie remains.
+/// reaps the runtime (and, when this process is a child subreaper, what of its group is
+/// re-parented to us) on a short-lived thread, and force-deletes the container a cancelled
+/// create may have left. No zombie remains.
 struct CancelGuard {
-    pgid: i32,
+    runtime: std::sync::Arc<Runtime>,
+    armed: bool,
     cleanup: Option<(Runc, String)>,
 }
 
 impl CancelGuard {
+    /// The runtime exited and was reaped: nothing to clean up.
     fn disarm(mut self) {
+        self.armed = false;
         self.cleanup = None;
-        self.pgid = 0;
     }
 }
 
 impl Drop for CancelGuard {
     fn drop(&mut self) {
-        if self.pgid <= 0 {
+        if !self.armed {
             return;
         }
-        if let Some(pgid) = rustix::process::Pid::from_raw(self.pgid) {
-            let _ = rustix::process::kill_process_group(pgid, rustix::process::Signal::KILL);
-            reap_group_in_background(pgid);
-        }
+        let _ =
+            rustix::process::kill_process_group(self.runtime.pid(), rustix::process::Signal::KILL);
+        reap_in_background(self.runtime.clone());
         if let Some((runc, id)) = self.cleanup.take() {
             // Blocking, but only on this rare path, and short: a forced delete.
             let mut cmd = std::process::Command::new(&runc.inner.binary);
@@ -473,22 +535,29 @@ impl Drop for CancelGuard {
     }
 }
 
-/// Reaps, for a short while, whatever of the killed process group becomes our child: the
-/// runtime itself (async-process would too) and, when this process is a child subreaper, the
-/// runtime's own children (`runc init`), which are re-parented to us once the runtime dies.
-fn reap_group_in_background(pgid: rustix::process::Pid) {
-    let _ = std::thread::Builder::new()
-        .name("runc-driver-reap".into())
-        .spawn(move || {
-            let deadline = std::time::Instant::now() + Duration::from_secs(2);
-            while std::time::Instant::now() < deadline {
-                while let Ok(Some(_)) =
-                    rustix::process::waitpgid(pgid, rustix::process::WaitOptions::NOHANG)
-                {
-                }
-                std::thread::sleep(Duration::from_millis(20));
+/// Reaps the killed runtime (waiting as long as it takes to die), then, for a short while,
+/// whatever of its process group becomes our child: when this process is a child subreaper,
+/// the runtime's own children (`runc init`) are re-parented to us once the runtime dies.
+fn reap_in_background(runtime: std::sync::Arc<Runtime>) {
+    let reaper = runtime.clone();
+    let reap = move || {
+        reaper.reap_blocking();
+        let deadline = std::time::Instant::now() + Duration::from_secs(2);
+        while std::time::Instant::now() < deadline {
+            while let Ok(Some(_)) =
+                rustix::process::waitpgid(reaper.pid(), rustix::process::WaitOptions::NOHANG)
+            {
             }
-        });
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    let spawned = std::thread::Builder::new()
+        .name("runc-driver-reap".into())
+        .spawn(reap);
+    if spawned.is_err() {
+        // No thread to be had: reap the runtime here; SIGKILL ends it promptly.
+        runtime.reap_blocking();
+    }
 }
 
 #[cfg(test)]
@@ -506,6 +575,36 @@ mod tests {
         );
         assert_eq!(last_error(log).as_deref(), Some("second"));
         assert_eq!(last_error(""), None);
+    }
+
+    #[test]
+    fn only_the_json_lines_of_stderr_are_the_log() {
+        let stderr = concat!(
+            "{\"level\":\"error\",\"msg\":\"container does not exist\"}\n",
+            "container does not exist\n",
+            "  {\"level\":\"info\",\"msg\":\"i\"}",
+        );
+        assert_eq!(
+            json_lines(stderr),
+            concat!(
+                "{\"level\":\"error\",\"msg\":\"container does not exist\"}\n",
+                "  {\"level\":\"info\",\"msg\":\"i\"}\n",
+            )
+        );
+        assert_eq!(
+            last_error(&json_lines(stderr)).as_deref(),
+            Some("container does not exist")
+        );
+        assert_eq!(json_lines("plain words\n"), "");
+    }
+
+    #[test]
+    fn memory_files_give_back_what_was_written_from_the_start() {
+        let file = memory_file("test").unwrap();
+        write_from_start(&file, b"{\"a\":1}").unwrap();
+        let copy = file.try_clone().unwrap();
+        assert_eq!(read_from_start(copy).unwrap(), b"{\"a\":1}");
+        assert_eq!(read_from_start(file).unwrap(), b"{\"a\":1}");
     }
 
     #[test]

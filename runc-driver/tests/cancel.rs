@@ -62,7 +62,7 @@ fn cancelled_calls_leave_no_zombie_and_no_container() {
             }
             runc.delete(&target, true).await.unwrap();
         });
-        // async-process reaps killed runtime processes in the background; give it a moment.
+        // Killed runtime processes are reaped on a background thread; give it a moment.
         std::thread::sleep(Duration::from_millis(500));
         let unreaped: Vec<_> = zombie_children_in_session()
             .into_iter()

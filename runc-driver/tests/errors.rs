@@ -160,3 +160,41 @@ fn bad_arguments_are_refused_before_anything_runs() {
         other => panic!("{other:?}"),
     }
 }
+
+#[test]
+fn the_message_is_the_runtime_log_s_own_and_a_kept_log_gets_it_too() {
+    for runtime in RUNTIMES {
+        let Some(env) = env(runtime) else { return };
+        let kept = tempfile::tempdir().unwrap();
+        let log = kept.path().join("runtime.log");
+        let runc = Runc::builder()
+            .binary(runtime)
+            .root(env.root.path())
+            .log(&log)
+            .build()
+            .unwrap();
+        let missing = id("never-made");
+        let message = match smol::block_on(runc.state(&missing)) {
+            Err(Error::NotFound { message, .. }) => message,
+            other => panic!("{runtime}: {other:?}"),
+        };
+        // The `msg` of the runtime's JSON log line, neither the whole line nor a text echo.
+        let expected = if runtime == "runc" {
+            "container does not exist".to_string()
+        } else {
+            format!(
+                "error opening file `{}/{missing}/status`: No such file or directory",
+                env.root.path().display()
+            )
+        };
+        assert_eq!(message, expected, "{runtime}");
+        let text = std::fs::read_to_string(&log).unwrap();
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|line| serde_json::from_str(line).unwrap())
+            .collect();
+        let last = lines.last().unwrap();
+        assert_eq!(last["level"], "error", "{runtime}: {text}");
+        assert_eq!(last["msg"], expected.as_str(), "{runtime}: {text}");
+    }
+}
