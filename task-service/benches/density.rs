@@ -239,7 +239,7 @@ fn main() {
     }
     if rows.len() >= 2 {
         let (a, b) = (rows[rows.len() - 2], rows[rows.len() - 1]);
-        let per = (b.1 as f64 - a.1 as f64) * 1024.0 / (b.0 - a.0) as f64;
+        let per = (b.1 as f64 - a.1 as f64) / (b.0 - a.0) as f64;
         println!(
             "marginal cost per container ({} → {}): {:.1} KiB PSS",
             a.0, b.0, per

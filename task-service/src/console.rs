@@ -26,6 +26,10 @@ use std::sync::{Arc, Mutex};
 pub struct Console {
     master: Arc<Async<File>>,
     stdin: Mutex<Option<smol::Task<()>>>,
+    /// A writer of our own on the stdin FIFO: a FIFO reader sees end-of-file whenever no writer
+    /// is open, which before containerd opens its end would end the copy at once. Dropped by
+    /// [`Console::close_stdin`].
+    stdin_hold: Mutex<Option<OwnedFd>>,
     _stdout: Option<smol::Task<()>>,
 }
 
@@ -38,6 +42,20 @@ impl Console {
         stdout: Option<OwnedFd>,
         ex: &smol::Executor<'static>,
     ) -> std::io::Result<Console> {
+        let stdin_hold = match &stdin {
+            Some(fd) => {
+                // The reader's own FIFO, opened again for writing through /proc.
+                let path = format!("/proc/self/fd/{}", rustix::fd::AsRawFd::as_raw_fd(fd));
+                Some(rustix::fs::open(
+                    path,
+                    rustix::fs::OFlags::WRONLY
+                        | rustix::fs::OFlags::NONBLOCK
+                        | rustix::fs::OFlags::CLOEXEC,
+                    rustix::fs::Mode::empty(),
+                )?)
+            }
+            None => None,
+        };
         let master = Arc::new(Async::new(File::from(master))?);
         let stdin = match stdin {
             Some(fd) => {
@@ -74,6 +92,7 @@ impl Console {
         Ok(Console {
             master,
             stdin: Mutex::new(stdin),
+            stdin_hold: Mutex::new(stdin_hold),
             _stdout: stdout,
         })
     }
@@ -105,6 +124,10 @@ impl Console {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .take();
         drop(task);
+        self.stdin_hold
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
         // VEOF (^D) at the start of a line is end of input for the slave's reader.
         let _ = rustix::io::write(self.master.get_ref(), &[0x04]);
     }

@@ -456,11 +456,7 @@ fn mkfifo(path: &std::path::Path) {
 fn a_terminal_container_gets_its_window_size_input_and_output_through_the_pty() {
     let Some(d) = start_daemon() else { return };
     let bundle = BundleBuilder::new()
-        .args([
-            "sh",
-            "-c",
-            "stty size; read line; echo got:$line; exit 3",
-        ])
+        .args(["sh", "-c", "stty size; read line; echo got:$line; exit 3"])
         .terminal(true)
         .build()
         .unwrap();
@@ -510,7 +506,10 @@ fn a_terminal_container_gets_its_window_size_input_and_output_through_the_pty() 
         }))
         .await
         .unwrap();
-        let mut input = std::fs::OpenOptions::new().write(true).open(&stdin).unwrap();
+        let mut input = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&stdin)
+            .unwrap();
         std::io::Write::write_all(&mut input, b"hello\n").unwrap();
         let waited = c
             .wait(ns(WaitRequest {
@@ -527,8 +526,14 @@ fn a_terminal_container_gets_its_window_size_input_and_output_through_the_pty() 
     rustix::fs::fcntl_setfl(&out, flags - rustix::fs::OFlags::NONBLOCK).unwrap();
     let mut text = String::new();
     std::io::Read::read_to_string(&mut std::fs::File::from(out), &mut text).unwrap();
-    assert!(text.contains("24 100"), "window size seen by stty: {text:?}");
-    assert!(text.contains("got:hello"), "input through the pty: {text:?}");
+    assert!(
+        text.contains("24 100"),
+        "window size seen by stty: {text:?}"
+    );
+    assert!(
+        text.contains("got:hello"),
+        "input through the pty: {text:?}"
+    );
     smol::block_on(async {
         let mut c = client(&d.socket).await;
         c.delete(ns(DeleteRequest {

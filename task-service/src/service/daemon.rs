@@ -242,6 +242,16 @@ impl Daemon {
             .map_err(|e| errors::internal("save the record", e))
     }
 
+    /// Saves on the blocking pool: a save fsyncs twice, and a burst of exits must not queue
+    /// behind each other's fsyncs on the executor's threads.
+    async fn save_off_executor(&self, key: &Key, record: Record) -> Result<(), Status> {
+        let store = self.inner.store.clone();
+        let (ns, id) = key.clone();
+        smol::unblock(move || store.save(&ns, &id, &record))
+            .await
+            .map_err(|e| errors::internal("save the record", e))
+    }
+
     fn publish(&self, ns: &Namespace, event: TaskEvent) {
         self.inner.events.publish(ns.clone(), event);
     }
@@ -295,7 +305,7 @@ impl Daemon {
             .get(key)
             .is_some_and(|e| std::ptr::eq(Arc::as_ptr(e), entry));
         if current
-            && self.save(key, &record).is_ok()
+            && self.save_off_executor(key, record.clone()).await.is_ok()
             && let Some(pid) = record.container.init.pid
         {
             self.inner.exits.forget(pid);
@@ -336,7 +346,7 @@ impl Daemon {
             (reports, record.clone())
         };
         self.report_exits(key, entry, &reports).await;
-        if self.save(key, &record).is_ok()
+        if self.save_off_executor(key, record.clone()).await.is_ok()
             && let Some(pid) = record.container.execs.get(exec_id).and_then(|p| p.pid)
         {
             self.inner.exits.forget(pid);
@@ -489,10 +499,9 @@ impl Daemon {
             let console = lock(&entry.console);
             return console.as_ref().map(f).ok_or_else(no_terminal);
         }
-        let slot = lock(&entry.execs)
-            .get(exec_id)
-            .cloned()
-            .ok_or_else(|| Status::not_found(format!("container has no exec process {exec_id:?}")))?;
+        let slot = lock(&entry.execs).get(exec_id).cloned().ok_or_else(|| {
+            Status::not_found(format!("container has no exec process {exec_id:?}"))
+        })?;
         let console = lock(&slot.console);
         console.as_ref().map(f).ok_or_else(no_terminal)
     }
