@@ -1,13 +1,11 @@
 //! The daemon's Task service: containerd's `containerd.task.v3.Task`, for every container of
 //! the node, on runc (or crun) through `runc-driver`.
 //!
-//! What works so far: `Create` (FIFO and `file://` stdio, no terminal, bundle already holding
-//! its rootfs), `Start`, `State`, `Kill`, `Wait`, `Delete`, `Pids`, `Pause`, `Resume`,
-//! `Update`, `Connect` and `Shutdown`, with records persisted atomically and a task event for
-//! every transition. Exits are seen through pidfds: the daemon makes itself a child subreaper,
-//! so every container init becomes its child when the runtime exits, and reaps it with
-//! `waitid`. `Exec`, `ResizePty`, `CloseIO`, `Stats` and `Checkpoint`, terminals, rootfs
-//! mounts and recovery after a restart answer `UNIMPLEMENTED` with a message until they land.
+//! Every call but `Stats` and `Checkpoint` works (those answer `UNIMPLEMENTED` with a
+//! message), with execs and terminals. Exits go through one pipeline: `waitid` as
+//! the child subreaper, exitwatch's kernel record, `PIDFD_INFO_EXIT`, in that order.
+//! [`Daemon::recover`] takes back the containers of a previous run; [`Recovery`] says what it
+//! found. Rootfs mounts from `Create` are not done: the bundle must hold its rootfs.
 
 mod daemon;
 mod errors;
