@@ -337,6 +337,9 @@ async fn wait(ctl: &mut Ctl, id: &str, exec_id: &str) -> Result<u32> {
 /// ours until the process (their only writer) exits.
 struct Attached {
     dir: PathBuf,
+    /// Our read ends, opened before the process exists (non-blocking, so the open does not wait
+    /// for a writer) and kept open, so whatever it writes stays in the FIFO until we read it.
+    readers: Vec<(rustix::fd::OwnedFd, bool)>,
     copiers: Vec<std::thread::JoinHandle<()>>,
 }
 
@@ -357,9 +360,21 @@ impl Attached {
             )?;
         }
         let names = (out.display().to_string(), err.display().to_string());
+        let mut readers = Vec::new();
+        for (path, to_stderr) in [(&out, false), (&err, true)] {
+            let fd = rustix::fs::open(
+                path,
+                rustix::fs::OFlags::RDONLY
+                    | rustix::fs::OFlags::NONBLOCK
+                    | rustix::fs::OFlags::CLOEXEC,
+                rustix::fs::Mode::empty(),
+            )?;
+            readers.push((fd, to_stderr));
+        }
         Ok((
             Attached {
                 dir,
+                readers,
                 copiers: Vec::new(),
             },
             names.0,
@@ -367,10 +382,13 @@ impl Attached {
         ))
     }
 
-    /// Starts copying; call once the process holds the write ends (after create/exec).
+    /// Starts copying; call once the process runs (it holds the write ends until it exits, so
+    /// a blocking read ends exactly at its end-of-file).
     fn copy(&mut self) -> Result<()> {
-        for (name, to_stderr) in [("stdout", false), ("stderr", true)] {
-            let mut fifo = std::fs::File::open(self.dir.join(name))?;
+        for (fd, to_stderr) in std::mem::take(&mut self.readers) {
+            let flags = rustix::fs::fcntl_getfl(&fd)?;
+            rustix::fs::fcntl_setfl(&fd, flags - rustix::fs::OFlags::NONBLOCK)?;
+            let mut fifo = std::fs::File::from(fd);
             self.copiers.push(std::thread::spawn(move || {
                 if to_stderr {
                     let _ = std::io::copy(&mut fifo, &mut std::io::stderr());
@@ -404,10 +422,12 @@ async fn run_container(ctl: &mut Ctl, id: &str, bundle: &Path, detach: bool) -> 
     let (mut attached, out, err) = Attached::fifos(id)?;
     // The daemon opens its own reader before the container's writer, so create never blocks.
     create(ctl, id, bundle, out, err).await?;
-    attached.copy()?;
     let started = start(ctl, id, "").await;
     let code = match started {
-        Ok(_) => wait(ctl, id, "").await,
+        Ok(_) => {
+            attached.copy()?;
+            wait(ctl, id, "").await
+        }
         Err(e) => Err(e),
     };
     let deleted = ctl
@@ -448,9 +468,11 @@ async fn exec(ctl: &mut Ctl, id: &str, exec_id: &str, args: Vec<String>) -> Resu
         }))
         .await
         .map_err(status)?;
-    attached.copy()?;
     let code = match start(ctl, id, exec_id).await {
-        Ok(_) => wait(ctl, id, exec_id).await,
+        Ok(_) => {
+            attached.copy()?;
+            wait(ctl, id, exec_id).await
+        }
         Err(e) => Err(e),
     };
     let _ = ctl

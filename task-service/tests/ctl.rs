@@ -1,0 +1,169 @@
+//! `shimlessctl` against a real `shimlessd`: output attached, exit codes passed through, JSON,
+//! and errors that name what was wrong.
+
+use integration::bundle::BundleBuilder;
+use integration::{Need, require};
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+struct Daemon {
+    child: Child,
+    dir: tempfile::TempDir,
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn daemon() -> Option<Daemon> {
+    require(&[
+        Need::Root,
+        Need::Program("runc"),
+        Need::File("/bin/busybox"),
+    ])?;
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("d.log");
+    let child = Command::new(env!("CARGO_BIN_EXE_shimlessd"))
+        .args(["--config", "/nonexistent/x.toml", "--socket"])
+        .arg(dir.path().join("s.sock"))
+        .arg("--state-dir")
+        .arg(dir.path().join("state"))
+        .arg("--runc-root")
+        .arg(dir.path().join("runc"))
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .contains("serving on")
+    {
+        assert!(Instant::now() < deadline, "shimlessd did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Some(Daemon { child, dir })
+}
+
+fn ctl(d: &Daemon, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_shimlessctl"))
+        .arg("--socket")
+        .arg(d.dir.path().join("s.sock"))
+        .args(["--namespace", "ctl-test"])
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn bundle(script: &str) -> integration::bundle::Bundle {
+    BundleBuilder::new()
+        .args(["sh", "-c", script])
+        .build()
+        .unwrap()
+}
+
+fn path(b: &integration::bundle::Bundle) -> &str {
+    b.path().to_str().unwrap()
+}
+
+#[test]
+fn run_attaches_output_and_exits_with_the_containers_code() {
+    let Some(d) = daemon() else { return };
+    let b = bundle("echo out-line; echo err-line >&2; exit 7");
+    let out = ctl(&d, &["run", "r1", "--bundle", path(&b)]);
+    assert_eq!(out.status.code(), Some(7), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "out-line\n");
+    assert_eq!(text(&out.stderr), "err-line\n");
+    // run deletes what it ran.
+    let gone = ctl(&d, &["state", "r1"]);
+    assert_eq!(gone.status.code(), Some(1));
+    assert!(
+        text(&gone.stderr).contains("NotFound"),
+        "{}",
+        text(&gone.stderr)
+    );
+}
+
+#[test]
+fn ps_exec_kill_wait_and_delete_by_hand() {
+    let Some(d) = daemon() else { return };
+    let b = bundle("sleep 1000");
+    let run = ctl(&d, &["run", "-d", "svc", "--bundle", path(&b)]);
+    assert!(run.status.success(), "{}", text(&run.stderr));
+    let ps = ctl(&d, &["--json", "ps"]);
+    let rows: serde_json::Value = serde_json::from_slice(&ps.stdout).unwrap();
+    assert_eq!(rows[0]["id"], "svc");
+    assert_eq!(rows[0]["status"], "running");
+    assert_eq!(rows[0]["namespace"], "ctl-test");
+    let table = text(&ctl(&d, &["ps"]).stdout);
+    assert!(table.starts_with("NAMESPACE"), "{table}");
+    assert!(
+        table.contains("svc") && table.contains("running"),
+        "{table}"
+    );
+    let exec = ctl(
+        &d,
+        &[
+            "exec",
+            "svc",
+            "--exec-id",
+            "e1",
+            "--",
+            "sh",
+            "-c",
+            "echo in-exec; exit 4",
+        ],
+    );
+    assert_eq!(exec.status.code(), Some(4), "{}", text(&exec.stderr));
+    assert_eq!(text(&exec.stdout), "in-exec\n");
+    let bad = ctl(&d, &["kill", "svc", "--signal", "BOGUS"]);
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(
+        text(&bad.stderr).contains("unknown signal \"BOGUS\""),
+        "{}",
+        text(&bad.stderr)
+    );
+    let early = ctl(&d, &["delete", "svc"]);
+    assert_eq!(early.status.code(), Some(1));
+    assert!(
+        text(&early.stderr).contains("FailedPrecondition"),
+        "{}",
+        text(&early.stderr)
+    );
+    assert!(
+        ctl(&d, &["kill", "svc", "--signal", "KILL"])
+            .status
+            .success()
+    );
+    let wait = ctl(&d, &["--json", "wait", "svc"]);
+    assert_eq!(wait.status.code(), Some(137));
+    let waited: serde_json::Value = serde_json::from_slice(&wait.stdout).unwrap();
+    assert_eq!(waited["exit_status"], 137);
+    let deleted = ctl(&d, &["delete", "svc"]);
+    assert!(deleted.status.success(), "{}", text(&deleted.stderr));
+    assert_eq!(text(&ctl(&d, &["--json", "ps"]).stdout).trim(), "[]");
+}
+
+#[test]
+fn a_missing_daemon_is_named_with_what_to_do() {
+    let out = Command::new(env!("CARGO_BIN_EXE_shimlessctl"))
+        .args(["--socket", "/nonexistent/shimless.sock", "ps"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("cannot reach shimlessd at /nonexistent/shimless.sock")
+            && err.contains("--socket"),
+        "{err}"
+    );
+    let _ = Path::new("/");
+}
