@@ -75,3 +75,19 @@ pub mod shimless {
         include!(concat!(env!("OUT_DIR"), "/shimless.v1.rs"));
     }
 }
+
+/// The `io.containerd.*` protobuf packages.
+#[allow(missing_docs)] // generated code: proto/containerd/cgroups/v1/metrics.proto documents it
+pub mod io {
+    /// Package `io.containerd`.
+    pub mod containerd {
+        /// Package `io.containerd.cgroups`.
+        pub mod cgroups {
+            /// Package `io.containerd.cgroups.v1`: the cgroup v1 `Metrics` of `Stats` (the
+            /// fields shimless fills).
+            pub mod v1 {
+                include!(concat!(env!("OUT_DIR"), "/io.containerd.cgroups.v1.rs"));
+            }
+        }
+    }
+}

@@ -699,3 +699,62 @@ fn the_service_has_containerds_seventeen_methods_and_paths() {
         ]
     );
 }
+
+#[test]
+fn cgroup_metrics_match_containerd_for_the_fields_we_fill() {
+    use containerd_shim_protos::cgroups::metrics as t;
+    use task_service::api::io::containerd::cgroups::v1 as o;
+    check(
+        "io.containerd.cgroups.v1.Metrics",
+        o::Metrics {
+            pids: Some(o::PidsStat {
+                current: 3,
+                limit: 77,
+            }),
+            cpu: Some(o::CpuStat {
+                usage: Some(o::CpuUsage {
+                    total: 1000,
+                    kernel: 400,
+                    user: 600,
+                }),
+            }),
+            memory: Some(o::MemoryStat {
+                cache: 4096,
+                usage: Some(o::MemoryEntry {
+                    limit: 1 << 30,
+                    usage: 1 << 20,
+                    max: 2 << 20,
+                    failcnt: 5,
+                }),
+            }),
+        },
+        t::Metrics {
+            pids: MessageField::some(t::PidsStat {
+                current: 3,
+                limit: 77,
+                ..Default::default()
+            }),
+            cpu: MessageField::some(t::CPUStat {
+                usage: MessageField::some(t::CPUUsage {
+                    total: 1000,
+                    kernel: 400,
+                    user: 600,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            memory: MessageField::some(t::MemoryStat {
+                cache: 4096,
+                usage: MessageField::some(t::MemoryEntry {
+                    limit: 1 << 30,
+                    usage: 1 << 20,
+                    max: 2 << 20,
+                    failcnt: 5,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+    );
+}

@@ -544,3 +544,128 @@ fn a_terminal_container_gets_its_window_size_input_and_output_through_the_pty() 
         .unwrap();
     });
 }
+
+/// The value of a cgroup v1 file of `pid`'s cgroup under `controller`.
+fn cgroup_value(pid: u32, controller: &str, file: &str) -> String {
+    let cgroups = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    let path = cgroups
+        .lines()
+        .find_map(|l| {
+            let mut parts = l.splitn(3, ':');
+            let (_, ctrls, path) = (parts.next()?, parts.next()?, parts.next()?);
+            ctrls
+                .split(',')
+                .any(|c| c == controller)
+                .then(|| path.to_string())
+        })
+        .unwrap();
+    std::fs::read_to_string(format!("/sys/fs/cgroup/{controller}{path}/{file}"))
+        .unwrap()
+        .trim()
+        .to_string()
+}
+
+#[test]
+fn update_changes_the_containers_cgroup_and_bad_resources_are_refused() {
+    let Some(d) = start_daemon() else { return };
+    if integration::require(&[Need::File("/sys/fs/cgroup/pids")]).is_none() {
+        return;
+    }
+    let bundle = BundleBuilder::new()
+        .args(["sh", "-c", "sleep 1000"])
+        .build()
+        .unwrap();
+    smol::block_on(async {
+        let mut c = client(&d.socket).await;
+        let pid = c
+            .create(ns(CreateTaskRequest {
+                id: "up1".into(),
+                bundle: bundle.path().display().to_string(),
+                ..Default::default()
+            }))
+            .await
+            .unwrap()
+            .into_inner()
+            .pid;
+        c.start(ns(StartRequest {
+            id: "up1".into(),
+            ..Default::default()
+        }))
+        .await
+        .unwrap();
+        let resources = |json: &str| UpdateTaskRequest {
+            id: "up1".into(),
+            resources: Some(prost_types::Any {
+                type_url: "types.containerd.io/opencontainers/runtime-spec/1/LinuxResources".into(),
+                value: json.as_bytes().to_vec(),
+            }),
+            annotations: Default::default(),
+        };
+        c.update(ns(resources(
+            r#"{"pids":{"limit":77},"cpu":{"shares":512}}"#,
+        )))
+        .await
+        .unwrap();
+        assert_eq!(cgroup_value(pid, "pids", "pids.max"), "77");
+        assert_eq!(cgroup_value(pid, "cpu", "cpu.shares"), "512");
+        let bad = c.update(ns(resources("{\"pids\":"))).await.unwrap_err();
+        assert_eq!(bad.code(), Code::InvalidArgument, "{bad:?}");
+        assert!(
+            bad.message().contains("LinuxResources"),
+            "{}",
+            bad.message()
+        );
+        let none = c
+            .update(ns(UpdateTaskRequest {
+                id: "up1".into(),
+                ..Default::default()
+            }))
+            .await
+            .unwrap_err();
+        assert_eq!(none.code(), Code::InvalidArgument, "{none:?}");
+        assert_eq!(
+            cgroup_value(pid, "pids", "pids.max"),
+            "77",
+            "unchanged by bad input"
+        );
+        let stats = c
+            .stats(ns(StatsRequest { id: "up1".into() }))
+            .await
+            .unwrap()
+            .into_inner()
+            .stats
+            .unwrap();
+        assert_eq!(stats.type_url, "io.containerd.cgroups.v1.Metrics");
+        let metrics =
+            <task_service::api::io::containerd::cgroups::v1::Metrics as prost::Message>::decode(
+                stats.value.as_slice(),
+            )
+            .unwrap();
+        let pids = metrics.pids.unwrap();
+        assert_eq!(
+            pids.limit, 77,
+            "the updated limit, read back through runc events"
+        );
+        assert!(pids.current >= 1, "{pids:?}");
+        assert!(metrics.memory.unwrap().usage.unwrap().usage > 0);
+        c.kill(ns(KillRequest {
+            id: "up1".into(),
+            signal: 9,
+            ..Default::default()
+        }))
+        .await
+        .unwrap();
+        c.wait(ns(WaitRequest {
+            id: "up1".into(),
+            ..Default::default()
+        }))
+        .await
+        .unwrap();
+        c.delete(ns(DeleteRequest {
+            id: "up1".into(),
+            ..Default::default()
+        }))
+        .await
+        .unwrap();
+    });
+}

@@ -1294,8 +1294,45 @@ impl Task for Daemon {
         }
     }
 
-    async fn stats(&self, _req: Request<StatsRequest>) -> Result<Response<StatsResponse>, Status> {
-        unimplemented("Stats")
+    async fn stats(&self, req: Request<StatsRequest>) -> Result<Response<StatsResponse>, Status> {
+        use crate::api::io::containerd::cgroups::v1 as m;
+        use prost::Message;
+        let key = key_of(&req, &req.get_ref().id)?;
+        let entry = self.entry(&key)?;
+        let stats = entry
+            .runc
+            .stats(key.1.as_str())
+            .await
+            .map_err(errors::runc)?;
+        let usage = &stats.memory.usage;
+        let metrics = m::Metrics {
+            pids: Some(m::PidsStat {
+                current: stats.pids.current,
+                limit: stats.pids.limit,
+            }),
+            cpu: Some(m::CpuStat {
+                usage: Some(m::CpuUsage {
+                    total: stats.cpu.usage.total,
+                    kernel: stats.cpu.usage.kernel,
+                    user: stats.cpu.usage.user,
+                }),
+            }),
+            memory: Some(m::MemoryStat {
+                cache: stats.memory.cache,
+                usage: Some(m::MemoryEntry {
+                    limit: usage.limit,
+                    usage: usage.usage,
+                    max: usage.max,
+                    failcnt: usage.failcnt,
+                }),
+            }),
+        };
+        Ok(Response::new(StatsResponse {
+            stats: Some(prost_types::Any {
+                type_url: "io.containerd.cgroups.v1.Metrics".into(),
+                value: metrics.encode_to_vec(),
+            }),
+        }))
     }
 
     async fn checkpoint(

@@ -1,7 +1,7 @@
 //! The daemon's Task service: containerd's `containerd.task.v3.Task`, for every container of
 //! the node, on runc (or crun) through `runc-driver`.
 //!
-//! Every call but `Stats` and `Checkpoint` works (those answer `UNIMPLEMENTED` with a
+//! Every call but `Checkpoint` works (it answers `UNIMPLEMENTED` with a
 //! message), with execs and terminals. Exits go through one pipeline: `waitid` as
 //! the child subreaper, exitwatch's kernel record, `PIDFD_INFO_EXIT`, in that order.
 //! [`Daemon::recover`] takes back the containers of a previous run; [`Recovery`] says what it
