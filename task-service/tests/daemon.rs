@@ -669,3 +669,93 @@ fn update_changes_the_containers_cgroup_and_bad_resources_are_refused() {
         .unwrap();
     });
 }
+
+#[test]
+fn connect_shutdown_checkpoint_and_bad_bundles() {
+    let Some(d) = start_daemon() else { return };
+    let bundle = BundleBuilder::new()
+        .args(["sh", "-c", "sleep 1000"])
+        .build()
+        .unwrap();
+    smol::block_on(async {
+        let mut c = client(&d.socket).await;
+        // A bundle without config.json, and one whose spec disagrees about a terminal.
+        let empty = tempfile::tempdir().unwrap();
+        let bad = c
+            .create(ns(CreateTaskRequest {
+                id: "b1".into(),
+                bundle: empty.path().display().to_string(),
+                ..Default::default()
+            }))
+            .await
+            .unwrap_err();
+        assert_eq!(bad.code(), Code::InvalidArgument);
+        assert!(bad.message().contains("config.json"), "{}", bad.message());
+        let bad = c
+            .create(ns(CreateTaskRequest {
+                id: "b1".into(),
+                bundle: bundle.path().display().to_string(),
+                terminal: true,
+                ..Default::default()
+            }))
+            .await
+            .unwrap_err();
+        assert_eq!(bad.code(), Code::InvalidArgument);
+        assert!(bad.message().contains("terminal=true"), "{}", bad.message());
+        let pid = c
+            .create(ns(CreateTaskRequest {
+                id: "b1".into(),
+                bundle: bundle.path().display().to_string(),
+                ..Default::default()
+            }))
+            .await
+            .unwrap()
+            .into_inner()
+            .pid;
+        let connected = c
+            .connect(ns(ConnectRequest { id: "b1".into() }))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(
+            (connected.shim_pid, connected.task_pid),
+            (std::process::id(), pid),
+            "the daemon is the shim"
+        );
+        let checkpoint = c
+            .checkpoint(ns(CheckpointTaskRequest {
+                id: "b1".into(),
+                ..Default::default()
+            }))
+            .await
+            .unwrap_err();
+        assert_eq!(checkpoint.code(), Code::Unimplemented);
+        assert!(
+            checkpoint.message().contains("criu"),
+            "{}",
+            checkpoint.message()
+        );
+        // containerd calls Shutdown after each delete: the daemon must keep serving.
+        c.shutdown(ns(ShutdownRequest {
+            id: "b1".into(),
+            now: true,
+        }))
+        .await
+        .unwrap();
+        let state = c
+            .state(ns(StateRequest {
+                id: "b1".into(),
+                ..Default::default()
+            }))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(state.status, TaskStatus::Created as i32);
+        c.delete(ns(DeleteRequest {
+            id: "b1".into(),
+            ..Default::default()
+        }))
+        .await
+        .unwrap();
+    });
+}

@@ -819,6 +819,28 @@ impl Task for Daemon {
                 r.bundle
             )));
         }
+        // The spec is read before anything runs: a bundle without a valid config.json, or whose
+        // process disagrees with the request about a terminal, is refused here with the reason
+        // rather than by the runtime halfway through.
+        let config = bundle.join("config.json");
+        let spec = oci_spec::runtime::Spec::load(&config).map_err(|e| {
+            Status::invalid_argument(format!(
+                "bundle {:?}: {} is not a usable OCI spec: {e}",
+                r.bundle,
+                config.display()
+            ))
+        })?;
+        let spec_terminal = spec
+            .process()
+            .as_ref()
+            .and_then(|p| p.terminal())
+            .unwrap_or(false);
+        if spec_terminal != r.terminal {
+            return Err(Status::invalid_argument(format!(
+                "bundle {:?}: the request says terminal={} but config.json's process.terminal is {}",
+                r.bundle, r.terminal, spec_terminal
+            )));
+        }
         if lock(&self.inner.containers).contains_key(&key) {
             return Err(Status::already_exists(format!(
                 "container {:?} exists in namespace {:?}",
@@ -1339,7 +1361,14 @@ impl Task for Daemon {
         &self,
         _req: Request<CheckpointTaskRequest>,
     ) -> Result<Response<()>, Status> {
-        unimplemented("Checkpoint (needs criu)")
+        let criu = std::env::var_os("PATH")
+            .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join("criu").is_file()));
+        let why = if criu {
+            "Checkpoint (criu is installed, but shimless does not drive it yet)"
+        } else {
+            "Checkpoint (it needs criu, which is not installed)"
+        };
+        unimplemented(why)
     }
 }
 
