@@ -82,6 +82,28 @@ fn run_attaches_output_and_exits_with_the_containers_code() {
     assert_eq!(out.status.code(), Some(7), "{}", text(&out.stderr));
     assert_eq!(text(&out.stdout), "out-line\n");
     assert_eq!(text(&out.stderr), "err-line\n");
+    // stdin attached with -i reaches the container, and its end ends the container's input.
+    let cat = bundle("tr a-z A-Z; exit 5");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_shimlessctl"))
+        .arg("--socket")
+        .arg(d.dir.path().join("s.sock"))
+        .args([
+            "--namespace",
+            "ctl-test",
+            "run",
+            "-i",
+            "r2",
+            "--bundle",
+            path(&cat),
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), b"shout\n").unwrap();
+    let out2 = child.wait_with_output().unwrap();
+    assert_eq!(out2.status.code(), Some(5));
+    assert_eq!(text(&out2.stdout), "SHOUT\n");
     // run deletes what it ran.
     let gone = ctl(&d, &["state", "r1"]);
     assert_eq!(gone.status.code(), Some(1));

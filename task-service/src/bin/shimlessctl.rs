@@ -69,8 +69,11 @@ enum Command {
         #[arg(long)]
         bundle: PathBuf,
         /// Start it and return without attaching (its output is discarded).
-        #[arg(short, long)]
+        #[arg(short, long, conflicts_with = "interactive")]
         detach: bool,
+        /// Also attach stdin: ours is copied to the container until its end.
+        #[arg(short, long)]
+        interactive: bool,
     },
     /// List containers: id, pid, status, exit code, age.
     Ps {
@@ -204,7 +207,12 @@ async fn run(cli: Cli) -> Result<i32> {
             );
             Ok(0)
         }
-        Command::Run { id, bundle, detach } => run_container(&mut ctl, &id, &bundle, detach).await,
+        Command::Run {
+            id,
+            bundle,
+            detach,
+            interactive,
+        } => run_container(&mut ctl, &id, &bundle, detach, interactive).await,
         Command::Ps { all_namespaces } => ps(&ctl, all_namespaces).await,
         Command::State { id, exec_id } => {
             let s = ctl
@@ -294,12 +302,24 @@ async fn create(
     stdout: String,
     stderr: String,
 ) -> Result<u32> {
+    create_with_stdin(ctl, id, bundle, String::new(), stdout, stderr).await
+}
+
+async fn create_with_stdin(
+    ctl: &mut Ctl,
+    id: &str,
+    bundle: &Path,
+    stdin: String,
+    stdout: String,
+    stderr: String,
+) -> Result<u32> {
     let bundle = std::path::absolute(bundle)?;
     let r = ctl
         .task
         .create(ctl.req(CreateTaskRequest {
             id: id.into(),
             bundle: bundle.display().to_string(),
+            stdin,
             stdout,
             stderr,
             ..Default::default()
@@ -409,7 +429,13 @@ impl Attached {
     }
 }
 
-async fn run_container(ctl: &mut Ctl, id: &str, bundle: &Path, detach: bool) -> Result<i32> {
+async fn run_container(
+    ctl: &mut Ctl,
+    id: &str,
+    bundle: &Path,
+    detach: bool,
+    interactive: bool,
+) -> Result<i32> {
     if detach {
         let pid = create(ctl, id, bundle, String::new(), String::new()).await?;
         start(ctl, id, "").await?;
@@ -420,8 +446,30 @@ async fn run_container(ctl: &mut Ctl, id: &str, bundle: &Path, detach: bool) -> 
         return Ok(0);
     }
     let (mut attached, out, err) = Attached::fifos(id)?;
+    let stdin = if interactive {
+        let path = attached.dir.join("stdin");
+        let _ = std::fs::remove_file(&path);
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            &path,
+            rustix::fs::FileType::Fifo,
+            rustix::fs::Mode::from_raw_mode(0o600),
+            0,
+        )?;
+        path.display().to_string()
+    } else {
+        String::new()
+    };
     // The daemon opens its own reader before the container's writer, so create never blocks.
-    create(ctl, id, bundle, out, err).await?;
+    create_with_stdin(ctl, id, bundle, stdin.clone(), out, err).await?;
+    if interactive {
+        // The container holds the read end now: this open does not wait.
+        let mut fifo = std::fs::OpenOptions::new().write(true).open(&stdin)?;
+        std::thread::spawn(move || {
+            let _ = std::io::copy(&mut std::io::stdin().lock(), &mut fifo);
+            // Dropping our writer is the container's end of input.
+        });
+    }
     let started = start(ctl, id, "").await;
     let code = match started {
         Ok(_) => {
