@@ -33,6 +33,7 @@ pub mod grpc;
 pub mod ids;
 pub mod model;
 pub mod options;
+pub mod rootfs;
 pub mod service;
 pub mod state;
 pub mod stdio;

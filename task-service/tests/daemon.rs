@@ -759,3 +759,110 @@ fn connect_shutdown_checkpoint_and_bad_bundles() {
         .unwrap();
     });
 }
+
+#[test]
+fn rootfs_mounts_from_create_are_mounted_for_the_container_and_unmounted_on_delete() {
+    use task_service::api::containerd::types::Mount;
+    let Some(d) = start_daemon() else { return };
+    let image = BundleBuilder::new()
+        .args(["sh", "-c", "echo written > /marker; exit 6"])
+        .build()
+        .unwrap();
+    // containerd's layout: a bundle with config.json and an empty rootfs, plus the snapshot.
+    let bundle = d.dir.path().join("bundle");
+    std::fs::create_dir_all(bundle.join("rootfs")).unwrap();
+    std::fs::copy(image.path().join("config.json"), bundle.join("config.json")).unwrap();
+    let (upper, work) = (d.dir.path().join("upper"), d.dir.path().join("work"));
+    std::fs::create_dir_all(&upper).unwrap();
+    std::fs::create_dir_all(&work).unwrap();
+    let overlay = |lower: &std::path::Path| Mount {
+        r#type: "overlay".into(),
+        source: "overlay".into(),
+        target: String::new(),
+        options: vec![
+            format!("lowerdir={}", lower.display()),
+            format!("upperdir={}", upper.display()),
+            format!("workdir={}", work.display()),
+        ],
+    };
+    let create = |rootfs: Vec<Mount>| CreateTaskRequest {
+        id: "ov1".into(),
+        bundle: bundle.display().to_string(),
+        rootfs,
+        ..Default::default()
+    };
+    smol::block_on(async {
+        let mut c = client(&d.socket).await;
+        let mut targeted = overlay(&image.rootfs());
+        targeted.target = "/etc".into();
+        let bad = c.create(ns(create(vec![targeted]))).await.unwrap_err();
+        assert_eq!(bad.code(), Code::InvalidArgument);
+        assert!(bad.message().contains("has a target"), "{}", bad.message());
+        let missing = c
+            .create(ns(create(vec![overlay(std::path::Path::new(
+                "/nonexistent/lower",
+            ))])))
+            .await
+            .unwrap_err();
+        assert_eq!(missing.code(), Code::InvalidArgument);
+        assert!(
+            missing.message().contains("mounting overlay"),
+            "{}",
+            missing.message()
+        );
+        let gone = c
+            .state(ns(StateRequest {
+                id: "ov1".into(),
+                ..Default::default()
+            }))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            gone.code(),
+            Code::NotFound,
+            "a failed create leaves nothing"
+        );
+        c.create(ns(create(vec![overlay(&image.rootfs())])))
+            .await
+            .unwrap();
+        assert!(
+            bundle.join("rootfs/bin/busybox").exists(),
+            "the snapshot is mounted"
+        );
+        c.start(ns(StartRequest {
+            id: "ov1".into(),
+            ..Default::default()
+        }))
+        .await
+        .unwrap();
+        let waited = c
+            .wait(ns(WaitRequest {
+                id: "ov1".into(),
+                ..Default::default()
+            }))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(waited.exit_status, 6);
+        c.delete(ns(DeleteRequest {
+            id: "ov1".into(),
+            ..Default::default()
+        }))
+        .await
+        .unwrap();
+    });
+    assert_eq!(
+        std::fs::read_dir(bundle.join("rootfs")).unwrap().count(),
+        0,
+        "unmounted on delete"
+    );
+    assert_eq!(
+        std::fs::read_to_string(upper.join("marker")).unwrap(),
+        "written\n",
+        "the container wrote through the overlay"
+    );
+    assert!(
+        !image.rootfs().join("marker").exists(),
+        "the lower layer is untouched"
+    );
+}

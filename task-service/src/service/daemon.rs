@@ -627,6 +627,9 @@ impl Daemon {
                 && live.is_none()
                 && matches!(init.state, ProcessState::Stopped(_) | ProcessState::Created);
             if deleting {
+                if record.rootfs_mounted {
+                    crate::rootfs::unmount_all(&record.bundle);
+                }
                 self.inner
                     .store
                     .remove(&ns, &id)
@@ -804,11 +807,7 @@ impl Task for Daemon {
     ) -> Result<Response<CreateTaskResponse>, Status> {
         let key = key_of(&req, &req.get_ref().id)?;
         let r = req.into_inner();
-        if !r.rootfs.is_empty() {
-            return unimplemented(
-                "mounting rootfs mounts from Create (the bundle must hold its rootfs)",
-            );
-        }
+        crate::rootfs::check(&r.rootfs).map_err(|e| Status::invalid_argument(e.to_string()))?;
         if !r.checkpoint.is_empty() {
             return unimplemented("restoring from a checkpoint");
         }
@@ -882,16 +881,29 @@ impl Task for Daemon {
             stdio,
             ..CreateOpts::default()
         };
-        let mut created = runc
-            .create(key.1.as_str(), &bundle, create)
-            .await
-            .map_err(errors::runc)?;
+        let rootfs_mounted = !r.rootfs.is_empty();
+        if rootfs_mounted {
+            crate::rootfs::mount_all(&bundle, &r.rootfs)
+                .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        }
+        let mut created = match runc.create(key.1.as_str(), &bundle, create).await {
+            Ok(created) => created,
+            Err(e) => {
+                if rootfs_mounted {
+                    crate::rootfs::unmount_all(&bundle);
+                }
+                return Err(errors::runc(e));
+            }
+        };
         let console = match (for_console, created.console.take()) {
             (Some((stdin, stdout)), Some(master)) => {
                 match Console::attach(master, stdin, stdout, &self.inner.ex) {
                     Ok(console) => Some(console),
                     Err(e) => {
                         let _ = runc.delete(key.1.as_str(), true).await;
+                        if rootfs_mounted {
+                            crate::rootfs::unmount_all(&bundle);
+                        }
                         return Err(errors::internal("attach the terminal", e));
                     }
                 }
@@ -908,6 +920,9 @@ impl Task for Daemon {
         };
         if let Err(e) = tracked {
             let _ = runc.delete(key.1.as_str(), true).await;
+            if rootfs_mounted {
+                crate::rootfs::unmount_all(&bundle);
+            }
             return Err(Status::resource_exhausted(format!(
                 "cannot record the exit of container {:?} in the kernel ({e}); it was removed",
                 key.1.as_str()
@@ -921,6 +936,7 @@ impl Task for Daemon {
             terminal: r.terminal,
             runtime: runc.binary().to_owned(),
             runtime_root,
+            rootfs_mounted,
             systemd_cgroup: opts.systemd_cgroup,
             identity,
             container: Container::new(Some(created.pid)),
@@ -930,6 +946,9 @@ impl Task for Daemon {
         if let Err(e) = self.save(&key, &record) {
             // Nothing may be left half-made: undo the create.
             let _ = runc.delete(key.1.as_str(), true).await;
+            if rootfs_mounted {
+                crate::rootfs::unmount_all(&bundle);
+            }
             return Err(e);
         }
         let entry = Entry::new(record, runc, opened.keepalive);
@@ -1133,6 +1152,13 @@ impl Task for Daemon {
         match entry.runc.delete(key.1.as_str(), never_started).await {
             Ok(()) | Err(runc_driver::Error::NotFound { .. }) => {}
             Err(e) => return Err(errors::runc(e)),
+        }
+        let (bundle, rootfs_mounted) = {
+            let record = lock(&entry.record);
+            (record.bundle.clone(), record.rootfs_mounted)
+        };
+        if rootfs_mounted {
+            crate::rootfs::unmount_all(&bundle);
         }
         self.inner
             .store

@@ -5,7 +5,7 @@
 //! message), with execs and terminals. Exits go through one pipeline: `waitid` as
 //! the child subreaper, exitwatch's kernel record, `PIDFD_INFO_EXIT`, in that order.
 //! [`Daemon::recover`] takes back the containers of a previous run; [`Recovery`] says what it
-//! found. Rootfs mounts from `Create` are not done: the bundle must hold its rootfs.
+//! found. `Create`'s rootfs mounts are mounted on `<bundle>/rootfs` (see [`crate::rootfs`]).
 
 mod daemon;
 mod errors;

@@ -16,6 +16,10 @@ pub(crate) struct Record {
     /// The runtime binary and root that manage it.
     pub runtime: PathBuf,
     pub runtime_root: PathBuf,
+    /// Whether the daemon mounted `Create`'s rootfs mounts on `<bundle>/rootfs` (and must
+    /// unmount them on delete).
+    #[serde(default)]
+    pub rootfs_mounted: bool,
     /// Whether the runtime manages its cgroup through systemd.
     #[serde(default)]
     pub systemd_cgroup: bool,
