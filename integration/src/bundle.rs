@@ -186,6 +186,62 @@ impl Bundle {
     pub fn rootfs(&self) -> PathBuf {
         self.dir.path().join("rootfs")
     }
+
+    /// A container that waits, without using CPU, for an exit code written to the FIFO `/ctl`
+    /// in its rootfs, and exits with it: see [`Bundle::tell_exit`]. What tests and benchmarks
+    /// use to make many containers exit at chosen moments with chosen codes.
+    ///
+    /// ```no_run
+    /// let bundle = integration::bundle::Bundle::exit_on_demand()?;
+    /// // ... create and start it ...
+    /// bundle.tell_exit(42)?; // the container exits with 42
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn exit_on_demand() -> io::Result<Bundle> {
+        let bundle = BundleBuilder::new()
+            .args(["sh", "-c", "read code < /ctl; exit $code"])
+            .build()?;
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            bundle.rootfs().join("ctl"),
+            rustix::fs::FileType::Fifo,
+            rustix::fs::Mode::from_raw_mode(0o600),
+            0,
+        )?;
+        Ok(bundle)
+    }
+
+    /// Makes an [`exit_on_demand`](Bundle::exit_on_demand) container exit with `code`. The
+    /// open waits for the container to be reading (it is, once started).
+    pub fn tell_exit(&self, code: u8) -> io::Result<()> {
+        let mut fifo = std::fs::OpenOptions::new()
+            .write(true)
+            .open(self.rootfs().join("ctl"))?;
+        std::io::Write::write_all(&mut fifo, format!("{code}\n").as_bytes())
+    }
+}
+
+/// Force-deletes every container under a runtime root (`<runtime> --root <root> list -q`, then
+/// `delete --force` each), errors ignored: the cleanup of a test or benchmark that may have
+/// failed halfway.
+///
+/// ```no_run
+/// integration::bundle::delete_all("runc", std::path::Path::new("/run/test-runc"));
+/// ```
+pub fn delete_all(runtime: &str, root: &Path) {
+    let listed = std::process::Command::new(runtime)
+        .arg("--root")
+        .arg(root)
+        .args(["list", "-q"])
+        .output();
+    let Ok(listed) = listed else { return };
+    for id in String::from_utf8_lossy(&listed.stdout).lines() {
+        let _ = std::process::Command::new(runtime)
+            .arg("--root")
+            .arg(root)
+            .args(["delete", "--force", id])
+            .status();
+    }
 }
 
 /// Deletes a container from its runtime when dropped (`<runtime> --root <root> delete --force

@@ -9,6 +9,8 @@
 //!   test failure, so CI can never pass by skipping.
 //! - [`bundle`]: OCI bundles built from the host's static busybox, a guard that deletes a test's
 //!   container whatever happens, and the preparation crun needs on hybrid-cgroup machines;
+//! - [`daemon`]: a daemon under test as a child process, ready once it logs a marker, killed
+//!   when dropped;
 //! - [`raise_fd_limit`] for tests that hold thousands of descriptors;
 //! - later: a private containerd, Debian kernels under qemu, and the end-to-end suites.
 //!
@@ -23,6 +25,7 @@
 //! ```
 
 pub mod bundle;
+pub mod daemon;
 mod limits;
 mod require;
 

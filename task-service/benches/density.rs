@@ -8,10 +8,9 @@
 #[path = "peer/go_shim.rs"]
 mod go_shim;
 
-use integration::bundle::{Bundle, BundleBuilder};
-use std::io::Write;
+use integration::bundle::Bundle;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use task_service::api::containerd::task::v3::task_client::TaskClient;
@@ -35,60 +34,25 @@ async fn client(socket: &Path) -> TaskClient<Channel> {
     )
 }
 
-/// A container that waits, without CPU, for an exit code on its `/ctl` FIFO.
-fn controlled() -> Bundle {
-    let bundle = BundleBuilder::new()
-        .args(["sh", "-c", "read code < /ctl; exit $code"])
-        .build()
-        .unwrap();
-    rustix::fs::mknodat(
-        rustix::fs::CWD,
-        bundle.rootfs().join("ctl"),
-        rustix::fs::FileType::Fifo,
-        rustix::fs::Mode::from_raw_mode(0o600),
-        0,
-    )
-    .unwrap();
-    bundle
-}
-
-fn tell_exit(bundle: &Bundle, code: u8) {
-    let mut fifo = std::fs::OpenOptions::new()
-        .write(true)
-        .open(bundle.rootfs().join("ctl"))
-        .unwrap();
-    writeln!(fifo, "{code}").unwrap();
-}
-
-struct Daemon {
-    child: Child,
+/// `shimlessd` on private paths, and its containers force-removed whatever happens.
+struct Service {
+    daemon: integration::daemon::Daemon,
     dir: tempfile::TempDir,
 }
 
-impl Daemon {
-    fn start() -> Daemon {
+impl Service {
+    fn start() -> Service {
         let dir = tempfile::tempdir().unwrap();
-        let log = dir.path().join("shimlessd.log");
-        let child = Command::new(env!("CARGO_BIN_EXE_shimlessd"))
-            .args(["--config", "/nonexistent/x.toml", "--socket"])
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_shimlessd"));
+        cmd.args(["--config", "/nonexistent/x.toml", "--socket"])
             .arg(dir.path().join("s.sock"))
             .arg("--state-dir")
             .arg(dir.path().join("state"))
             .arg("--runc-root")
-            .arg(dir.path().join("runc"))
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while !std::fs::read_to_string(&log)
-            .unwrap_or_default()
-            .contains("serving on")
-        {
-            assert!(Instant::now() < deadline, "shimlessd did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Daemon { child, dir }
+            .arg(dir.path().join("runc"));
+        let log = dir.path().join("shimlessd.log");
+        let daemon = integration::daemon::Daemon::start(cmd, &log, "serving on").unwrap();
+        Service { daemon, dir }
     }
 
     fn socket(&self) -> PathBuf {
@@ -96,25 +60,10 @@ impl Daemon {
     }
 }
 
-impl Drop for Daemon {
+impl Drop for Service {
     fn drop(&mut self) {
-        let root = self.dir.path().join("runc").join(NS);
-        let out = Command::new("runc")
-            .arg("--root")
-            .arg(&root)
-            .args(["list", "-q"])
-            .output();
-        if let Ok(out) = out {
-            for id in String::from_utf8_lossy(&out.stdout).lines() {
-                let _ = Command::new("runc")
-                    .arg("--root")
-                    .arg(&root)
-                    .args(["delete", "--force", id])
-                    .status();
-            }
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        integration::bundle::delete_all("runc", &self.dir.path().join("runc").join(NS));
+        self.daemon.kill();
     }
 }
 
@@ -144,9 +93,9 @@ fn main() {
         .chain((![10, 100, 1000].contains(&max)).then_some(max))
         .collect();
 
-    let daemon = Daemon::start();
+    let daemon = Service::start();
     let socket = daemon.socket();
-    let empty = go_shim::memory_kib(daemon.child.id()).unwrap();
+    let empty = go_shim::memory_kib(daemon.daemon.pid()).unwrap();
     println!("shimlessd with 0 containers: PSS {:.2} MiB", mib(empty.0));
     let mut bundles: Vec<Bundle> = Vec::new();
     let mut rows = Vec::new();
@@ -156,7 +105,7 @@ fn main() {
         for &step in &steps {
             while bundles.len() < step {
                 let i = bundles.len();
-                let bundle = controlled();
+                let bundle = Bundle::exit_on_demand().unwrap();
                 c.create(req(CreateTaskRequest {
                     id: format!("d{i:05}"),
                     bundle: bundle.path().display().to_string(),
@@ -173,7 +122,7 @@ fn main() {
                 bundles.push(bundle);
             }
             std::thread::sleep(Duration::from_millis(500));
-            let (pss, private) = go_shim::memory_kib(daemon.child.id()).unwrap();
+            let (pss, private) = go_shim::memory_kib(daemon.daemon.pid()).unwrap();
             println!(
                 "shimlessd with {step} containers: PSS {:.2} MiB, private {:.2} MiB ({:.0} s)",
                 mib(pss),
@@ -278,7 +227,7 @@ fn main() {
     let mut told = vec![Instant::now(); live];
     for i in first..live {
         told[i] = Instant::now();
-        tell_exit(&bundles[i], 3);
+        bundles[i].tell_exit(3).unwrap();
     }
     waiter.join().unwrap();
     let mut latencies: Vec<Duration> = done

@@ -8,9 +8,10 @@
 mod go_shim;
 
 use integration::bundle::{Bundle, BundleBuilder};
+use integration::daemon::Daemon;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 use task_service::api::containerd::task::v3::task_client::TaskClient;
 use task_service::api::containerd::task::v3::*;
@@ -39,7 +40,7 @@ enum Kind {
 
 struct Demo {
     dir: tempfile::TempDir,
-    daemon: Option<Child>,
+    daemon: Option<Daemon>,
     log: PathBuf,
 }
 
@@ -56,76 +57,32 @@ impl Demo {
             .map(|d| d.join("shimlessd"))
             .filter(|p| p.exists())
             .ok_or("shimlessd is not built next to the demo: run scripts/demo")?;
-        let before = self.count("serving on");
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log)?;
-        let child = Command::new(bin)
-            .args(["--config", "/nonexistent/shimless-demo.toml", "--socket"])
+        let mut cmd = Command::new(bin);
+        cmd.args(["--config", "/nonexistent/shimless-demo.toml", "--socket"])
             .arg(self.socket())
             .arg("--state-dir")
             .arg(self.dir.path().join("state"))
             .arg("--runc-root")
-            .arg(self.dir.path().join("runc"))
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()?;
-        let pid = child.id();
-        self.daemon = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while self.count("serving on") == before {
-            if Instant::now() > deadline {
-                return Err(format!(
-                    "shimlessd did not start:\n{}",
-                    std::fs::read_to_string(&self.log)?
-                )
-                .into());
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+            .arg(self.dir.path().join("runc"));
+        let daemon = Daemon::start(cmd, &self.log, "serving on")?;
+        let pid = daemon.pid();
+        self.daemon = Some(daemon);
         Ok(pid)
     }
 
-    fn count(&self, what: &str) -> usize {
-        std::fs::read_to_string(&self.log)
-            .unwrap_or_default()
-            .matches(what)
-            .count()
-    }
-
     fn last_line(&self, what: &str) -> String {
-        std::fs::read_to_string(&self.log)
+        self.daemon
+            .as_ref()
+            .and_then(|d| d.last_line(what))
             .unwrap_or_default()
-            .lines()
-            .rfind(|l| l.contains(what))
-            .unwrap_or_default()
-            .to_string()
     }
 }
 
 impl Drop for Demo {
     fn drop(&mut self) {
-        if let Some(mut child) = self.daemon.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        self.daemon = None;
         // Whatever is left (an interrupted demo), force-removed so nothing leaks.
-        let root = self.dir.path().join("runc").join(NS);
-        let out = Command::new("runc")
-            .arg("--root")
-            .arg(&root)
-            .args(["list", "-q"])
-            .output();
-        if let Ok(out) = out {
-            for id in String::from_utf8_lossy(&out.stdout).lines() {
-                let _ = Command::new("runc")
-                    .arg("--root")
-                    .arg(&root)
-                    .args(["delete", "--force", id])
-                    .status();
-            }
-        }
+        integration::bundle::delete_all("runc", &self.dir.path().join("runc").join(NS));
         reap();
     }
 }
@@ -149,29 +106,16 @@ async fn client(socket: &Path) -> Result<TaskClient<Channel>> {
 }
 
 fn bundle(kind: Kind) -> Result<Bundle> {
-    let script = match kind {
-        Kind::Controlled => "read code < /ctl; exit $code",
-        Kind::Service => "trap 'exit 143' TERM; trap 'exit 130' INT; sleep 1000000 & wait",
-    };
-    let bundle = BundleBuilder::new().args(["sh", "-c", script]).build()?;
-    if kind == Kind::Controlled {
-        rustix::fs::mknodat(
-            rustix::fs::CWD,
-            bundle.rootfs().join("ctl"),
-            rustix::fs::FileType::Fifo,
-            rustix::fs::Mode::from_raw_mode(0o600),
-            0,
-        )?;
-    }
-    Ok(bundle)
-}
-
-fn tell_exit(bundle: &Bundle, code: u8) -> Result<()> {
-    let mut fifo = std::fs::OpenOptions::new()
-        .write(true)
-        .open(bundle.rootfs().join("ctl"))?;
-    writeln!(fifo, "{code}")?;
-    Ok(())
+    Ok(match kind {
+        Kind::Controlled => Bundle::exit_on_demand()?,
+        Kind::Service => BundleBuilder::new()
+            .args([
+                "sh",
+                "-c",
+                "trap 'exit 143' TERM; trap 'exit 130' INT; sleep 1000000 & wait",
+            ])
+            .build()?,
+    })
 }
 
 fn progress(done: usize, total: usize, started: Instant) {
@@ -319,7 +263,7 @@ fn run() -> Result<()> {
             println!("   {} got SIG{name:<4} -> exit {code}", id(i));
         }
         for &(i, code) in &codes {
-            tell_exit(&bundles[i], code)?;
+            bundles[i].tell_exit(code)?;
             let got = c
                 .wait(req(WaitRequest {
                     id: id(i),
@@ -334,9 +278,8 @@ fn run() -> Result<()> {
     })?;
 
     println!("\n4. kill -9 of the daemon; containers keep running.");
-    if let Some(mut child) = demo.daemon.take() {
-        child.kill()?;
-        child.wait()?;
+    if let Some(mut daemon) = demo.daemon.take() {
+        daemon.kill();
     }
     // While it is down: some containers exit by themselves, one is killed from outside.
     let down: Vec<(usize, u8)> = controlled[3..8]
@@ -345,7 +288,7 @@ fn run() -> Result<()> {
         .map(|(k, &i)| (i, 10 + k as u8))
         .collect();
     for &(i, code) in &down {
-        tell_exit(&bundles[i], code)?;
+        bundles[i].tell_exit(code)?;
         println!("   while down: {} exits with {code}", id(i));
     }
     let victim = services[3];

@@ -2,53 +2,37 @@
 //! and errors that name what was wrong.
 
 use integration::bundle::BundleBuilder;
+use integration::daemon::Daemon;
 use integration::{Need, require};
-use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Output, Stdio};
 
-struct Daemon {
-    child: Child,
+struct Running {
+    _daemon: Daemon,
     dir: tempfile::TempDir,
 }
 
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn daemon() -> Option<Daemon> {
+fn daemon() -> Option<Running> {
     require(&[
         Need::Root,
         Need::Program("runc"),
         Need::File("/bin/busybox"),
     ])?;
     let dir = tempfile::tempdir().unwrap();
-    let log = dir.path().join("d.log");
-    let child = Command::new(env!("CARGO_BIN_EXE_shimlessd"))
-        .args(["--config", "/nonexistent/x.toml", "--socket"])
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_shimlessd"));
+    cmd.args(["--config", "/nonexistent/x.toml", "--socket"])
         .arg(dir.path().join("s.sock"))
         .arg("--state-dir")
         .arg(dir.path().join("state"))
         .arg("--runc-root")
-        .arg(dir.path().join("runc"))
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !std::fs::read_to_string(&log)
-        .unwrap_or_default()
-        .contains("serving on")
-    {
-        assert!(Instant::now() < deadline, "shimlessd did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    Some(Daemon { child, dir })
+        .arg(dir.path().join("runc"));
+    let daemon = Daemon::start(cmd, &dir.path().join("d.log"), "serving on").unwrap();
+    Some(Running {
+        _daemon: daemon,
+        dir,
+    })
 }
 
-fn ctl(d: &Daemon, args: &[&str]) -> Output {
+fn ctl(d: &Running, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_shimlessctl"))
         .arg("--socket")
         .arg(d.dir.path().join("s.sock"))
@@ -187,5 +171,4 @@ fn a_missing_daemon_is_named_with_what_to_do() {
             && err.contains("--socket"),
         "{err}"
     );
-    let _ = Path::new("/");
 }

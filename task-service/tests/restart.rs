@@ -3,11 +3,11 @@
 //! must report every exit with its true code, adopt the live ones, finish an interrupted
 //! delete, remove an orphan, and leave no runtime container behind once all are deleted.
 
-use integration::bundle::{Bundle, BundleBuilder};
+use integration::bundle::Bundle;
+use integration::daemon::Daemon;
 use integration::{Need, require};
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 use task_service::api::containerd::task::v3::task_client::TaskClient;
 use task_service::api::containerd::task::v3::*;
@@ -33,44 +33,6 @@ impl Paths {
     }
 }
 
-/// Starts `shimlessd` and waits until it serves; returns it and its stderr so far.
-fn daemon(paths: &Paths, log: &Path) -> Child {
-    let before = serving_count(log);
-    let err = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(log)
-        .unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_shimlessd"))
-        .args(["--config", "/nonexistent/shimless.toml", "--socket"])
-        .arg(paths.socket())
-        .arg("--state-dir")
-        .arg(paths.state())
-        .arg("--runc-root")
-        .arg(paths.runc_root())
-        .stderr(err)
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while serving_count(log) == before {
-        let text = std::fs::read_to_string(log).unwrap_or_default();
-        assert!(
-            Instant::now() < deadline,
-            "shimlessd did not start:\n{text}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    child
-}
-
-fn serving_count(log: &Path) -> usize {
-    std::fs::read_to_string(log)
-        .unwrap_or_default()
-        .matches("serving on")
-        .count()
-}
-
 async fn client(socket: &Path) -> TaskClient<grpc::Channel> {
     TaskClient::with_origin(
         grpc::connect(socket).await.unwrap(),
@@ -83,32 +45,6 @@ fn ns<T>(msg: T) -> Request<T> {
     req.metadata_mut()
         .insert("containerd-namespace", NS.parse().unwrap());
     req
-}
-
-/// A container that blocks reading a FIFO in its rootfs and exits with the number written to it.
-fn controlled_bundle() -> Bundle {
-    let bundle = BundleBuilder::new()
-        .args(["sh", "-c", "read code < /ctl; exit $code"])
-        .build()
-        .unwrap();
-    rustix::fs::mknodat(
-        rustix::fs::CWD,
-        bundle.rootfs().join("ctl"),
-        rustix::fs::FileType::Fifo,
-        rustix::fs::Mode::from_raw_mode(0o600),
-        0,
-    )
-    .unwrap();
-    bundle
-}
-
-/// Makes a container exit with `code` (opening the FIFO waits for its reader: the container).
-fn tell_exit(bundle: &Bundle, code: u8) {
-    let mut fifo = std::fs::OpenOptions::new()
-        .write(true)
-        .open(bundle.rootfs().join("ctl"))
-        .unwrap();
-    writeln!(fifo, "{code}").unwrap();
 }
 
 /// Reaps every exited child (we are the subreaper the killed daemon's containers fall to, as
@@ -146,14 +82,20 @@ struct ForceDelete(PathBuf);
 
 impl Drop for ForceDelete {
     fn drop(&mut self) {
-        for id in runc_ids(&self.0) {
-            let _ = Command::new("runc")
-                .arg("--root")
-                .arg(&self.0)
-                .args(["delete", "--force", &id])
-                .status();
-        }
+        integration::bundle::delete_all("runc", &self.0);
     }
+}
+
+/// Starts `shimlessd` on the test's paths and waits until it serves.
+fn daemon(paths: &Paths, log: &Path) -> Daemon {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_shimlessd"));
+    cmd.args(["--config", "/nonexistent/shimless.toml", "--socket"])
+        .arg(paths.socket())
+        .arg("--state-dir")
+        .arg(paths.state())
+        .arg("--runc-root")
+        .arg(paths.runc_root());
+    Daemon::start(cmd, log, "serving on").unwrap()
 }
 
 #[test]
@@ -178,7 +120,9 @@ fn kill_9_of_the_daemon_loses_no_exit_and_leaks_no_container() {
 
     // 100 containers: 30 exit just as the daemon dies, 30 exit while it is down, 30 stay up,
     // 10 are created but not started.
-    let bundles: Vec<Bundle> = (0..100).map(|_| controlled_bundle()).collect();
+    let bundles: Vec<Bundle> = (0..100)
+        .map(|_| Bundle::exit_on_demand().unwrap())
+        .collect();
     let id = |i: usize| format!("c{i:03}");
     let mut pids = Vec::new();
     smol::block_on(async {
@@ -206,7 +150,7 @@ fn kill_9_of_the_daemon_loses_no_exit_and_leaks_no_container() {
         }
         // One stopped container whose delete will be "interrupted": the runtime forgets it
         // while the daemon is down, the record stays.
-        let gone = controlled_bundle();
+        let gone = Bundle::exit_on_demand().unwrap();
         c.create(ns(CreateTaskRequest {
             id: "deleting".into(),
             bundle: gone.path().display().to_string(),
@@ -220,7 +164,7 @@ fn kill_9_of_the_daemon_loses_no_exit_and_leaks_no_container() {
         }))
         .await
         .unwrap();
-        tell_exit(&gone, 3);
+        gone.tell_exit(3).unwrap();
         let waited = c
             .wait(ns(WaitRequest {
                 id: "deleting".into(),
@@ -235,15 +179,14 @@ fn kill_9_of_the_daemon_loses_no_exit_and_leaks_no_container() {
 
     // Exits racing the kill: codes 1..=30.
     for (i, bundle) in bundles.iter().enumerate().take(30) {
-        tell_exit(bundle, (i + 1) as u8);
+        bundle.tell_exit((i + 1) as u8).unwrap();
     }
-    first.kill().unwrap();
-    first.wait().unwrap();
+    first.kill();
 
     // While it is down: 30 more exit (codes 31..=60), one delete is finished by the runtime,
     // and an orphan appears (as if the daemon died between `runc create` and its record).
     for (i, bundle) in bundles.iter().enumerate().take(60).skip(30) {
-        tell_exit(bundle, (i + 1) as u8);
+        bundle.tell_exit((i + 1) as u8).unwrap();
     }
     let status = Command::new("runc")
         .arg("--root")
@@ -252,7 +195,7 @@ fn kill_9_of_the_daemon_loses_no_exit_and_leaks_no_container() {
         .status()
         .unwrap();
     assert!(status.success());
-    let orphan = controlled_bundle();
+    let orphan = Bundle::exit_on_demand().unwrap();
     let status = Command::new("runc")
         .arg("--root")
         .arg(&ns_root)
@@ -277,8 +220,7 @@ fn kill_9_of_the_daemon_loses_no_exit_and_leaks_no_container() {
     assert!(unreaped.is_empty(), "not reaped: {unreaped:?}");
 
     let mut second = daemon(&paths, &log);
-    let text = std::fs::read_to_string(&log).unwrap();
-    let recovered = text.lines().rfind(|l| l.contains("recovered:")).unwrap();
+    let recovered = second.last_line("recovered:").unwrap();
     assert!(
         recovered.contains("interrupted deletes finished (restart-test/deleting)"),
         "{recovered}"
@@ -320,7 +262,7 @@ fn kill_9_of_the_daemon_loses_no_exit_and_leaks_no_container() {
             );
         }
         for (i, bundle) in bundles.iter().enumerate().take(75).skip(60) {
-            tell_exit(bundle, (i + 1) as u8);
+            bundle.tell_exit((i + 1) as u8).unwrap();
         }
         for i in 75..90 {
             c.kill(ns(KillRequest {
@@ -352,7 +294,7 @@ fn kill_9_of_the_daemon_loses_no_exit_and_leaks_no_container() {
             }))
             .await
             .unwrap();
-            tell_exit(&bundles[i], 42);
+            bundles[i].tell_exit(42).unwrap();
             let waited = c
                 .wait(ns(WaitRequest {
                     id: id(i),
@@ -387,7 +329,6 @@ fn kill_9_of_the_daemon_loses_no_exit_and_leaks_no_container() {
     );
     let records = std::fs::read_dir(paths.state().join(NS)).unwrap().count();
     assert_eq!(records, 0, "leftover records");
-    second.kill().unwrap();
-    second.wait().unwrap();
+    second.kill();
     reap_children();
 }

@@ -405,18 +405,7 @@ impl Daemon {
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
         let opened = stdio::open([&endpoints[0], &endpoints[1], &endpoints[2]])
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
-        let [i, o, e] = opened.container;
-        let (stdio, for_console) = if pending.terminal {
-            (Stdio::default(), Some((i, o)))
-        } else {
-            let io = |fd: Option<OwnedFd>| fd.map_or(Io::Null, Io::Fd);
-            let stdio = Stdio {
-                stdin: io(i),
-                stdout: io(o),
-                stderr: io(e),
-            };
-            (stdio, None)
-        };
+        let (stdio, for_console) = split_stdio(opened.container, pending.terminal);
         let opts = runc_driver::ExecOpts {
             detach: true,
             console: pending.terminal,
@@ -774,6 +763,24 @@ fn key_of<T>(req: &Request<T>, id: &str) -> Result<Key, Status> {
     Ok((ns, id))
 }
 
+/// The process's stdio from the opened streams: the streams themselves, or with a terminal
+/// `/dev/null` (the process's stdio is the pty) and the stdin and stdout FIFOs for the copier.
+type ConsoleEnds = Option<(Option<OwnedFd>, Option<OwnedFd>)>;
+
+fn split_stdio(opened: [Option<OwnedFd>; 3], terminal: bool) -> (Stdio, ConsoleEnds) {
+    let [i, o, e] = opened;
+    if terminal {
+        return (Stdio::default(), Some((i, o)));
+    }
+    let io = |fd: Option<OwnedFd>| fd.map_or(Io::Null, Io::Fd);
+    let stdio = Stdio {
+        stdin: io(i),
+        stdout: io(o),
+        stderr: io(e),
+    };
+    (stdio, None)
+}
+
 fn timestamp(at: SystemTime) -> prost_types::Timestamp {
     let d = at
         .duration_since(SystemTime::UNIX_EPOCH)
@@ -859,19 +866,7 @@ impl Task for Daemon {
         let (stdin, stdout, stderr) = (stdin?, stdout?, stderr?);
         let opened = stdio::open([&stdin, &stdout, &stderr])
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
-        let [i, o, e] = opened.container;
-        // With a terminal the process's stdio is the pty; the FIFOs are the copier's.
-        let (stdio, for_console) = if r.terminal {
-            (Stdio::default(), Some((i, o)))
-        } else {
-            let io = |fd: Option<OwnedFd>| fd.map_or(Io::Null, Io::Fd);
-            let stdio = Stdio {
-                stdin: io(i),
-                stdout: io(o),
-                stderr: io(e),
-            };
-            (stdio, None)
-        };
+        let (stdio, for_console) = split_stdio(opened.container, r.terminal);
         let runtime_root = self.runtime_root(&key.0, &opts);
         let runc = self.runc(&runtime_root, &opts)?;
         let create = CreateOpts {
