@@ -64,6 +64,36 @@ fn ns<T>(msg: T) -> Request<T> {
     req
 }
 
+/// `Wait` for the init of `id`.
+async fn wait(c: &mut TaskClient<grpc::Channel>, id: impl Into<String>) -> WaitResponse {
+    c.wait(ns(WaitRequest {
+        id: id.into(),
+        ..Default::default()
+    }))
+    .await
+    .unwrap()
+    .into_inner()
+}
+
+/// SIGKILL, `Wait` and `Delete`: the end of a test's container.
+async fn kill_wait_delete(c: &mut TaskClient<grpc::Channel>, id: impl Into<String>) {
+    let id = id.into();
+    c.kill(ns(KillRequest {
+        id: id.clone(),
+        signal: 9,
+        ..Default::default()
+    }))
+    .await
+    .unwrap();
+    wait(c, id.clone()).await;
+    c.delete(ns(DeleteRequest {
+        id,
+        ..Default::default()
+    }))
+    .await
+    .unwrap();
+}
+
 #[test]
 fn a_container_runs_exits_and_is_deleted_with_its_true_code() {
     let Some(d) = start_daemon() else { return };
@@ -103,14 +133,7 @@ fn a_container_runs_exits_and_is_deleted_with_its_true_code() {
             .pid,
             pid
         );
-        let waited = c
-            .wait(ns(WaitRequest {
-                id: "c1".into(),
-                ..Default::default()
-            }))
-            .await
-            .unwrap()
-            .into_inner();
+        let waited = wait(&mut c, "c1").await;
         assert_eq!(waited.exit_status, 7);
         let state = c
             .state(ns(StateRequest {
@@ -269,14 +292,7 @@ fn a_killed_container_reports_128_plus_the_signal_and_bad_requests_get_their_cod
         }))
         .await
         .unwrap();
-        let waited = c
-            .wait(ns(WaitRequest {
-                id: "k1".into(),
-                ..Default::default()
-            }))
-            .await
-            .unwrap()
-            .into_inner();
+        let waited = wait(&mut c, "k1").await;
         assert_eq!(waited.exit_status, 137);
         c.delete(ns(DeleteRequest {
             id: "k1".into(),
@@ -423,14 +439,7 @@ fn an_exec_runs_with_its_own_output_and_exit_and_init_waits_for_it() {
         }))
         .await
         .unwrap();
-        let waited = c
-            .wait(ns(WaitRequest {
-                id: id(),
-                ..Default::default()
-            }))
-            .await
-            .unwrap()
-            .into_inner();
+        let waited = wait(&mut c, id()).await;
         assert_eq!(waited.exit_status, 137);
         c.delete(ns(DeleteRequest {
             id: id(),
@@ -511,14 +520,7 @@ fn a_terminal_container_gets_its_window_size_input_and_output_through_the_pty() 
             .open(&stdin)
             .unwrap();
         std::io::Write::write_all(&mut input, b"hello\n").unwrap();
-        let waited = c
-            .wait(ns(WaitRequest {
-                id: "tty1".into(),
-                ..Default::default()
-            }))
-            .await
-            .unwrap()
-            .into_inner();
+        let waited = wait(&mut c, "tty1").await;
         assert_eq!(waited.exit_status, 3);
     });
     // Everything the pty printed, up to the copier's end-of-file.
@@ -648,25 +650,7 @@ fn update_changes_the_containers_cgroup_and_bad_resources_are_refused() {
         );
         assert!(pids.current >= 1, "{pids:?}");
         assert!(metrics.memory.unwrap().usage.unwrap().usage > 0);
-        c.kill(ns(KillRequest {
-            id: "up1".into(),
-            signal: 9,
-            ..Default::default()
-        }))
-        .await
-        .unwrap();
-        c.wait(ns(WaitRequest {
-            id: "up1".into(),
-            ..Default::default()
-        }))
-        .await
-        .unwrap();
-        c.delete(ns(DeleteRequest {
-            id: "up1".into(),
-            ..Default::default()
-        }))
-        .await
-        .unwrap();
+        kill_wait_delete(&mut c, "up1").await;
     });
 }
 
@@ -835,14 +819,7 @@ fn rootfs_mounts_from_create_are_mounted_for_the_container_and_unmounted_on_dele
         }))
         .await
         .unwrap();
-        let waited = c
-            .wait(ns(WaitRequest {
-                id: "ov1".into(),
-                ..Default::default()
-            }))
-            .await
-            .unwrap()
-            .into_inner();
+        let waited = wait(&mut c, "ov1").await;
         assert_eq!(waited.exit_status, 6);
         c.delete(ns(DeleteRequest {
             id: "ov1".into(),

@@ -98,6 +98,17 @@ fn daemon(paths: &Paths, log: &Path) -> Daemon {
     Daemon::start(cmd, log, "serving on").unwrap()
 }
 
+/// `Wait` for the init of `id`.
+async fn wait(c: &mut TaskClient<grpc::Channel>, id: impl Into<String>) -> WaitResponse {
+    c.wait(ns(WaitRequest {
+        id: id.into(),
+        ..Default::default()
+    }))
+    .await
+    .unwrap()
+    .into_inner()
+}
+
 #[test]
 fn kill_9_of_the_daemon_loses_no_exit_and_leaks_no_container() {
     let Some(()) = require(&[
@@ -165,14 +176,7 @@ fn kill_9_of_the_daemon_loses_no_exit_and_leaks_no_container() {
         .await
         .unwrap();
         gone.tell_exit(3).unwrap();
-        let waited = c
-            .wait(ns(WaitRequest {
-                id: "deleting".into(),
-                ..Default::default()
-            }))
-            .await
-            .unwrap()
-            .into_inner();
+        let waited = wait(&mut c, "deleting").await;
         assert_eq!(waited.exit_status, 3);
     });
     let ns_root = paths.runc_root().join(NS);
@@ -235,14 +239,7 @@ fn kill_9_of_the_daemon_loses_no_exit_and_leaks_no_container() {
         let mut c = client(&paths.socket()).await;
         // Every exit, whenever it happened, with its true code.
         for i in 0..60 {
-            let waited = c
-                .wait(ns(WaitRequest {
-                    id: id(i),
-                    ..Default::default()
-                }))
-                .await
-                .unwrap()
-                .into_inner();
+            let waited = wait(&mut c, id(i)).await;
             assert_eq!(waited.exit_status, (i + 1) as u32, "{}", id(i));
         }
         // The live ones were adopted and still run; their exits are seen by the new daemon.
@@ -275,14 +272,7 @@ fn kill_9_of_the_daemon_loses_no_exit_and_leaks_no_container() {
         }
         for i in 60..90 {
             let want = if i < 75 { (i + 1) as u32 } else { 137 };
-            let waited = c
-                .wait(ns(WaitRequest {
-                    id: id(i),
-                    ..Default::default()
-                }))
-                .await
-                .unwrap()
-                .into_inner();
+            let waited = wait(&mut c, id(i)).await;
             assert_eq!(waited.exit_status, want, "{}", id(i));
         }
         // Created ones can still be started, and run.
@@ -295,14 +285,7 @@ fn kill_9_of_the_daemon_loses_no_exit_and_leaks_no_container() {
             .await
             .unwrap();
             bundles[i].tell_exit(42).unwrap();
-            let waited = c
-                .wait(ns(WaitRequest {
-                    id: id(i),
-                    ..Default::default()
-                }))
-                .await
-                .unwrap()
-                .into_inner();
+            let waited = wait(&mut c, id(i)).await;
             assert_eq!(waited.exit_status, 42);
         }
         let gone = c
