@@ -163,6 +163,10 @@ pub struct EventBus {
     sender: Sender<Envelope>,
     // Keeps the channel open while nobody subscribes, without holding events for anyone.
     _keep_open: InactiveReceiver<Envelope>,
+    // Until the first subscriber comes, an active receiver holds what is published (up to the
+    // capacity): the exits a restarted daemon recovers are published before anyone can
+    // subscribe, and the first subscriber (containerd's forwarder) must still see them.
+    backlog: std::sync::Arc<std::sync::Mutex<Option<async_broadcast::Receiver<Envelope>>>>,
 }
 
 impl EventBus {
@@ -172,6 +176,7 @@ impl EventBus {
         let (mut sender, receiver) = async_broadcast::broadcast(capacity.max(1));
         sender.set_overflow(true);
         EventBus {
+            backlog: std::sync::Arc::new(std::sync::Mutex::new(Some(receiver.clone()))),
             sender,
             _keep_open: receiver.deactivate(),
         }
@@ -188,10 +193,17 @@ impl EventBus {
         let _ = self.sender.try_broadcast(envelope);
     }
 
-    /// A new subscriber, which sees the events published from now on.
+    /// A new subscriber, which sees the events published from now on; the first subscriber
+    /// also gets what was published before it (up to the capacity), so nothing published at
+    /// start-up is lost.
     pub fn subscribe(&self) -> Subscription {
+        let backlog = self
+            .backlog
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
         Subscription {
-            receiver: self.sender.new_receiver(),
+            receiver: backlog.unwrap_or_else(|| self.sender.new_receiver()),
         }
     }
 }
@@ -304,7 +316,6 @@ mod tests {
     fn subscribers_see_events_in_order_and_a_slow_one_is_told_what_it_lost() {
         let bus = EventBus::new(4);
         let ns = Namespace::new("default").unwrap();
-        bus.publish(ns.clone(), paused("before-anyone-listened"));
         let mut fast = bus.subscribe();
         let mut slow = bus.subscribe();
         for i in 0..6 {
@@ -322,5 +333,25 @@ mod tests {
         })
         .collect();
         assert_eq!(rest, ["c2", "c3", "c4", "c5"]);
+    }
+
+    #[test]
+    fn the_first_subscriber_gets_what_was_published_before_it_and_later_ones_do_not() {
+        let bus = EventBus::new(8);
+        let ns = Namespace::new("default").unwrap();
+        bus.publish(ns.clone(), paused("early"));
+        let mut first = bus.subscribe();
+        let mut second = bus.subscribe();
+        bus.publish(ns, paused("late"));
+        let ids = |sub: &mut Subscription| {
+            std::iter::from_fn(|| sub.try_next())
+                .map(|r| match r {
+                    Received::Event(e) => e.event.container_id().to_string(),
+                    Received::Lagged(n) => format!("lagged {n}"),
+                })
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(ids(&mut first), ["early", "late"]);
+        assert_eq!(ids(&mut second), ["late"]);
     }
 }

@@ -843,3 +843,62 @@ fn rootfs_mounts_from_create_are_mounted_for_the_container_and_unmounted_on_dele
         "the lower layer is untouched"
     );
 }
+
+#[test]
+fn close_io_ends_a_terminal_process_input() {
+    let Some(d) = start_daemon() else { return };
+    let bundle = BundleBuilder::new()
+        .args(["sh", "-c", "cat > /dev/null; echo input-ended; exit 2"])
+        .terminal(true)
+        .build()
+        .unwrap();
+    let stdin = d.dir.path().join("in2");
+    mkfifo(&stdin);
+    smol::block_on(async {
+        let mut c = client(&d.socket).await;
+        c.create(ns(CreateTaskRequest {
+            id: "tty2".into(),
+            bundle: bundle.path().display().to_string(),
+            terminal: true,
+            stdin: stdin.display().to_string(),
+            ..Default::default()
+        }))
+        .await
+        .unwrap();
+        c.start(ns(StartRequest {
+            id: "tty2".into(),
+            ..Default::default()
+        }))
+        .await
+        .unwrap();
+        // containerd's writer stays open: only CloseIO can end the input.
+        let _writer = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&stdin)
+            .unwrap();
+        c.close_io(ns(CloseIoRequest {
+            id: "tty2".into(),
+            exec_id: String::new(),
+            stdin: true,
+        }))
+        .await
+        .unwrap();
+        assert_eq!(wait(&mut c, "tty2").await.exit_status, 2);
+        let no_tty = c
+            .resize_pty(ns(ResizePtyRequest {
+                id: "tty2".into(),
+                exec_id: "nope".into(),
+                width: 80,
+                height: 24,
+            }))
+            .await
+            .unwrap_err();
+        assert_eq!(no_tty.code(), Code::NotFound, "{no_tty:?}");
+        c.delete(ns(DeleteRequest {
+            id: "tty2".into(),
+            ..Default::default()
+        }))
+        .await
+        .unwrap();
+    });
+}

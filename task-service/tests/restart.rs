@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use task_service::api::containerd::task::v3::task_client::TaskClient;
 use task_service::api::containerd::task::v3::*;
 use task_service::api::containerd::v1::types::Status as TaskStatus;
+use task_service::events::TaskEvent;
 use task_service::grpc;
 use tonic::{Code, Request};
 
@@ -234,6 +235,67 @@ fn kill_9_of_the_daemon_loses_no_exit_and_leaks_no_container() {
         "{recovered}"
     );
     assert!(!recovered.contains("lost"), "{recovered}");
+
+    // The exits recovered were published before anyone could subscribe: the first subscriber
+    // (containerd's forwarder, in production) still gets each of them, once.
+    smol::block_on(async {
+        use task_service::api::containerd::services::events::v1::SubscribeRequest;
+        use task_service::api::containerd::services::events::v1::events_client::EventsClient;
+        let channel = grpc::connect(&paths.socket()).await.unwrap();
+        let mut events = EventsClient::with_origin(channel, "http://localhost".parse().unwrap());
+        let mut stream = events
+            .subscribe(SubscribeRequest {
+                filters: vec![format!("namespace=={NS}")],
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        // Those the report lists (exits racing the kill may have been reported by the first
+        // daemon already), e.g. "60 exited while down (restart-test/c000: 1, ...)".
+        let listed = recovered
+            .split_once(" exited while down (")
+            .map(|(_, rest)| rest.split_once(')').unwrap().0)
+            .unwrap_or("");
+        let mut want: Vec<(String, u32)> = listed
+            .split(", ")
+            .filter(|e| !e.is_empty())
+            .map(|e| {
+                let (name, code) = e.split_once(": ").unwrap();
+                let id = name.rsplit('/').next().unwrap().to_string();
+                (id, code.parse().unwrap())
+            })
+            .collect();
+        want.sort();
+        assert!(
+            want.len() >= 30,
+            "at least those exiting while down: {recovered}"
+        );
+        for (id, code) in &want {
+            let i: usize = id[1..].parse().unwrap();
+            assert_eq!(*code, (i + 1) as u32, "{id}");
+        }
+        let mut seen = Vec::new();
+        while seen.len() < want.len() {
+            let next = futures_lite::future::or(
+                async { Some(stream.message().await.unwrap().unwrap()) },
+                async {
+                    smol::Timer::after(Duration::from_secs(30)).await;
+                    None
+                },
+            );
+            let envelope = next.await.expect("a recovered exit was not published");
+            let event = envelope.event.as_ref().and_then(TaskEvent::from_any);
+            let Some(TaskEvent::Exit(exit)) = event else {
+                panic!("only exits are recovered, got {:?}", envelope.topic);
+            };
+            seen.push((exit.container_id, exit.exit_status));
+        }
+        seen.sort();
+        assert_eq!(
+            seen, want,
+            "each exit while down published once with its code"
+        );
+    });
 
     smol::block_on(async {
         let mut c = client(&paths.socket()).await;
