@@ -377,3 +377,137 @@ fn kill_9_of_the_daemon_loses_no_exit_and_leaks_no_container() {
     second.kill();
     reap_children();
 }
+
+/// Runs create → start → kill → wait → delete in a loop until the daemon goes away, and returns
+/// how many lifecycles completed.
+fn churn(socket: PathBuf, bundle: PathBuf, round: usize) -> std::thread::JoinHandle<usize> {
+    std::thread::spawn(move || {
+        smol::block_on(async {
+            let Ok(channel) = grpc::connect(&socket).await else {
+                return 0;
+            };
+            let mut c = TaskClient::with_origin(channel, "http://localhost".parse().unwrap());
+            let mut done = 0;
+            loop {
+                let id = format!("r{round}-{done}");
+                let step = async {
+                    c.create(ns(CreateTaskRequest {
+                        id: id.clone(),
+                        bundle: bundle.display().to_string(),
+                        ..Default::default()
+                    }))
+                    .await?;
+                    c.start(ns(StartRequest {
+                        id: id.clone(),
+                        ..Default::default()
+                    }))
+                    .await?;
+                    c.kill(ns(KillRequest {
+                        id: id.clone(),
+                        signal: 9,
+                        ..Default::default()
+                    }))
+                    .await?;
+                    c.wait(ns(WaitRequest {
+                        id: id.clone(),
+                        ..Default::default()
+                    }))
+                    .await?;
+                    c.delete(ns(DeleteRequest {
+                        id: id.clone(),
+                        ..Default::default()
+                    }))
+                    .await?;
+                    Ok::<(), tonic::Status>(())
+                };
+                if step.await.is_err() {
+                    return done;
+                }
+                done += 1;
+            }
+        })
+    })
+}
+
+#[test]
+fn kill_9_at_arbitrary_points_of_create_and_delete_leaks_nothing() {
+    let Some(()) = require(&[
+        Need::Root,
+        Need::Btf,
+        Need::Bpffs,
+        Need::Program("runc"),
+        Need::File("/bin/busybox"),
+    ]) else {
+        return;
+    };
+    rustix::process::set_child_subreaper(rustix::process::Pid::from_raw(1)).unwrap();
+    let paths = Paths {
+        dir: tempfile::tempdir().unwrap(),
+    };
+    let log = paths.dir.path().join("shimlessd.log");
+    let ns_root = paths.runc_root().join(NS);
+    let _cleanup = ForceDelete(ns_root.clone());
+    let bundle = integration::bundle::BundleBuilder::new()
+        .args(["sleep", "1000"])
+        .build()
+        .unwrap();
+    let mut completed = 0;
+    // Kill points spread over a lifecycle (runc create+start+delete takes ~100-200 ms here).
+    for (round, delay_ms) in [37u64, 71, 113, 151, 197, 239, 281, 331]
+        .into_iter()
+        .enumerate()
+    {
+        let mut d = daemon(&paths, &log);
+        let worker = churn(paths.socket(), bundle.path().to_owned(), round);
+        std::thread::sleep(Duration::from_millis(300 + delay_ms));
+        d.kill();
+        completed += worker.join().unwrap();
+        reap_children();
+    }
+    // A last daemon reconciles, and every container it knows is deleted through the API.
+    let _last = daemon(&paths, &log);
+    // Let runtime calls the killed daemons left running finish before looking.
+    std::thread::sleep(Duration::from_millis(500));
+    smol::block_on(async {
+        use task_service::api::shimless::v1::{ListRequest, admin_client::AdminClient};
+        let channel = grpc::connect(&paths.socket()).await.unwrap();
+        let mut admin = AdminClient::with_origin(channel, "http://localhost".parse().unwrap());
+        let tasks = admin
+            .list(ListRequest {
+                namespace: NS.into(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .tasks;
+        let mut c = client(&paths.socket()).await;
+        for t in tasks {
+            let _ = c
+                .kill(ns(KillRequest {
+                    id: t.id.clone(),
+                    signal: 9,
+                    ..Default::default()
+                }))
+                .await;
+            wait(&mut c, t.id.clone()).await;
+            c.delete(ns(DeleteRequest {
+                id: t.id.clone(),
+                ..Default::default()
+            }))
+            .await
+            .unwrap();
+        }
+    });
+    reap_children();
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(completed > 0, "no lifecycle completed at all:\n{text}");
+    assert_eq!(
+        runc_ids(&ns_root),
+        Vec::<String>::new(),
+        "leaked runtime containers; daemon log:\n{text}"
+    );
+    let records = std::fs::read_dir(paths.state().join(NS))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    assert_eq!(records, 0, "leftover records");
+}

@@ -44,6 +44,18 @@ struct Entry {
     execs: Mutex<HashMap<String, Arc<ExecSlot>>>,
     /// The init's terminal, if it has one.
     console: Mutex<Option<Console>>,
+    /// Orders saves of the record with each other and with `Delete`'s removal; holds the
+    /// sequence number of the last snapshot written, so an older snapshot never overwrites a
+    /// newer one.
+    save_lock: async_lock::Mutex<u64>,
+    /// Numbers snapshots of the record, taken under its lock.
+    snapshots: std::sync::atomic::AtomicU64,
+}
+
+/// A copy of a container's record, numbered in the order its changes were made.
+struct Snapshot {
+    seq: u64,
+    record: Record,
 }
 
 /// An exec between `Exec` and `Start`.
@@ -89,6 +101,20 @@ struct Inner {
     runtimes: Mutex<HashMap<(PathBuf, PathBuf, bool), Runc>>,
     exits: Exits,
     warnings: Vec<String>,
+    /// Keys with a `Create` in progress.
+    creating: Mutex<HashSet<Key>>,
+}
+
+/// A key claimed by a `Create` in progress; released when dropped.
+struct Reservation {
+    daemon: Daemon,
+    key: Key,
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        lock(&self.daemon.inner.creating).remove(&self.key);
+    }
 }
 
 impl Entry {
@@ -102,6 +128,8 @@ impl Entry {
             pending_execs: Mutex::new(HashMap::new()),
             execs: Mutex::new(HashMap::new()),
             console: Mutex::new(None),
+            save_lock: async_lock::Mutex::new(0),
+            snapshots: std::sync::atomic::AtomicU64::new(0),
         })
     }
 }
@@ -132,6 +160,7 @@ impl Daemon {
                 runtimes: Mutex::new(HashMap::new()),
                 exits,
                 warnings: warning.into_iter().collect(),
+                creating: Mutex::new(HashSet::new()),
             }),
         })
     }
@@ -242,6 +271,36 @@ impl Daemon {
             .map_err(|e| errors::internal("save the record", e))
     }
 
+    /// Takes a numbered copy of the record; call with its lock held (pass the guard's target).
+    fn snapshot(entry: &Entry, record: &Record) -> Snapshot {
+        Snapshot {
+            seq: entry
+                .snapshots
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+                + 1,
+            record: record.clone(),
+        }
+    }
+
+    /// Saves a snapshot unless a newer one was saved already or the container was deleted
+    /// meanwhile; on the blocking pool (a save fsyncs twice).
+    async fn persist(&self, key: &Key, entry: &Entry, snapshot: Snapshot) -> Result<bool, Status> {
+        let mut written = entry.save_lock.lock().await;
+        if !self.is_current(key, entry) || snapshot.seq <= *written {
+            return Ok(false);
+        }
+        self.save_off_executor(key, snapshot.record).await?;
+        *written = snapshot.seq;
+        Ok(true)
+    }
+
+    /// Whether `entry` is still the container under `key` (not deleted meanwhile).
+    fn is_current(&self, key: &Key, entry: &Entry) -> bool {
+        lock(&self.inner.containers)
+            .get(key)
+            .is_some_and(|e| std::ptr::eq(Arc::as_ptr(e), entry))
+    }
+
     /// Saves on the blocking pool: a save fsyncs twice, and a burst of exits must not queue
     /// behind each other's fsyncs on the executor's threads.
     async fn save_off_executor(&self, key: &Key, record: Record) -> Result<(), Status> {
@@ -293,20 +352,18 @@ impl Daemon {
     /// reports it again after the restart rather than never.
     async fn init_exited(&self, key: &Key, entry: &Entry, exit: Exit) {
         let _gate = entry.start_gate.lock().await;
-        let (reports, record) = {
+        let (reports, snapshot) = {
             let mut record = lock(&entry.record);
             let reports = record.container.init_exited(exit);
-            (reports, record.clone())
+            (reports, Self::snapshot(entry, &record))
         };
+        let pid = snapshot.record.container.init.pid;
         self.report_exits(key, entry, &reports).await;
-        // A created container deleted with --force exits after its record is gone: do not
-        // write it back.
-        let current = lock(&self.inner.containers)
-            .get(key)
-            .is_some_and(|e| std::ptr::eq(Arc::as_ptr(e), entry));
-        if current
-            && self.save_off_executor(key, record.clone()).await.is_ok()
-            && let Some(pid) = record.container.init.pid
+        // Waiters are released before the save (it fsyncs); a Delete may come in between, and
+        // a container deleted meanwhile (or a created one deleted with --force, which exits
+        // after its record is gone) is not written back.
+        if let Ok(true) = self.persist(key, entry, snapshot).await
+            && let Some(pid) = pid
         {
             self.inner.exits.forget(pid);
         }
@@ -337,17 +394,23 @@ impl Daemon {
     }
 
     async fn exec_exited(&self, key: &Key, entry: &Entry, exec_id: &str, exit: Exit) {
-        let (reports, record) = {
+        let (reports, snapshot) = {
             let mut record = lock(&entry.record);
             let reports = record
                 .container
                 .exec_exited(exec_id, exit)
                 .unwrap_or_default();
-            (reports, record.clone())
+            (reports, Self::snapshot(entry, &record))
         };
+        let pid = snapshot
+            .record
+            .container
+            .execs
+            .get(exec_id)
+            .and_then(|p| p.pid);
         self.report_exits(key, entry, &reports).await;
-        if self.save_off_executor(key, record.clone()).await.is_ok()
-            && let Some(pid) = record.container.execs.get(exec_id).and_then(|p| p.pid)
+        if let Ok(true) = self.persist(key, entry, snapshot).await
+            && let Some(pid) = pid
         {
             self.inner.exits.forget(pid);
         }
@@ -444,7 +507,7 @@ impl Daemon {
             .clone();
         *lock(&slot.keepalive) = opened.keepalive;
         *lock(&slot.console) = console;
-        {
+        let snapshot = {
             let mut record = lock(&entry.record);
             if let Ok(process) = record.container.execs.get_mut(exec_id).ok_or(()) {
                 process.pid = Some(pid);
@@ -456,8 +519,9 @@ impl Daemon {
             if let Some(identity) = identity {
                 record.exec_identities.insert(exec_id.to_string(), identity);
             }
-            self.save(key, &record)?;
-        }
+            Self::snapshot(entry, &record)
+        };
+        self.persist(key, entry, snapshot).await?;
         self.publish(
             &key.0,
             TaskEvent::ExecStarted(ev::TaskExecStarted {
@@ -468,6 +532,40 @@ impl Daemon {
         );
         self.watch_exec_exit(key.clone(), entry.clone(), exec_id.to_string(), pidfd);
         Ok(pid as u32)
+    }
+
+    /// Claims `key` for a `Create` in progress: refused if the container exists or another
+    /// `Create` of it is under way (whose undo must never remove this one's container).
+    fn reserve(&self, key: &Key) -> Result<Reservation, Status> {
+        let exists = || {
+            Status::already_exists(format!(
+                "container {:?} exists in namespace {:?}",
+                key.1.as_str(),
+                key.0.as_str()
+            ))
+        };
+        if lock(&self.inner.containers).contains_key(key) {
+            return Err(exists());
+        }
+        if !lock(&self.inner.creating).insert(key.clone()) {
+            return Err(exists());
+        }
+        Ok(Reservation {
+            daemon: self.clone(),
+            key: key.clone(),
+        })
+    }
+
+    /// Undoes a failed `Create`: the runtime's container (if it made one), the rootfs mounts,
+    /// the record.
+    async fn abort_create(&self, key: &Key, runc: &Runc, record: &Record, created: bool) {
+        if created {
+            let _ = runc.delete(key.1.as_str(), true).await;
+        }
+        if record.rootfs_mounted {
+            crate::rootfs::unmount_all(&record.bundle);
+        }
+        let _ = self.inner.store.remove(&key.0, &key.1);
     }
 
     /// Runs `f` on the terminal of the init (`exec_id` empty) or of an exec.
@@ -602,6 +700,22 @@ impl Daemon {
             // The binary that made the records is the one to list the root with.
             (root.0, root.1) = (record.runtime.clone(), record.systemd_cgroup);
             root.3.insert(id.to_string());
+            if record.creating {
+                // Killed during its Create: the runtime call it made may still be running.
+                wait_for_runtime_calls(&record.runtime_root, id.as_str()).await;
+                let _ = runc.delete(id.as_str(), true).await;
+                if record.rootfs_mounted {
+                    crate::rootfs::unmount_all(&record.bundle);
+                }
+                self.inner
+                    .store
+                    .remove(&ns, &id)
+                    .map_err(|e| errors::internal("remove the record", e))?;
+                report
+                    .orphans_removed
+                    .push(format!("{name} (create interrupted)"));
+                continue;
+            }
             let known = !matches!(
                 runc.state(id.as_str()).await,
                 Err(runc_driver::Error::NotFound { .. })
@@ -730,11 +844,12 @@ impl Daemon {
             entry.runc.resume(id).await
         };
         done.map_err(errors::runc)?;
-        {
+        let snapshot = {
             let mut record = lock(&entry.record);
             let _ = change(&mut record.container.init);
-            self.save(&key, &record)?;
-        }
+            Self::snapshot(&entry, &record)
+        };
+        self.persist(&key, &entry, snapshot).await?;
         let container_id = key.1.to_string();
         let event = if paused {
             TaskEvent::Paused(ev::TaskPaused { container_id })
@@ -761,6 +876,29 @@ fn key_of<T>(req: &Request<T>, id: &str) -> Result<Key, Status> {
     let ns = Namespace::new(ns).map_err(|e| Status::invalid_argument(e.to_string()))?;
     let id = ContainerId::new(id).map_err(|e| Status::invalid_argument(e.to_string()))?;
     Ok((ns, id))
+}
+
+/// Waits (up to 30 s) until no process runs the runtime on container `id` under `root`: a
+/// killed daemon's `runc create` goes on without it, and removing its container before it is
+/// done would leave a container made just after.
+async fn wait_for_runtime_calls(root: &std::path::Path, id: &str) {
+    let root = root.as_os_str().as_encoded_bytes().to_vec();
+    let id = id.as_bytes().to_vec();
+    let busy = move || {
+        std::fs::read_dir("/proc")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|entry| {
+                let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+                let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+                args.contains(&root.as_slice()) && args.contains(&id.as_slice())
+            })
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while busy() && std::time::Instant::now() < deadline {
+        async_io::Timer::after(std::time::Duration::from_millis(20)).await;
+    }
 }
 
 /// The process's stdio from the opened streams: the streams themselves, or with a terminal
@@ -847,13 +985,7 @@ impl Task for Daemon {
                 r.bundle, r.terminal, spec_terminal
             )));
         }
-        if lock(&self.inner.containers).contains_key(&key) {
-            return Err(Status::already_exists(format!(
-                "container {:?} exists in namespace {:?}",
-                key.1.as_str(),
-                key.0.as_str()
-            )));
-        }
+        let _reservation = self.reserve(&key)?;
         let opts = RuntimeOptions::from_any(r.options.as_ref(), host_has_systemd())
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
         let endpoints = [
@@ -877,53 +1009,9 @@ impl Task for Daemon {
             ..CreateOpts::default()
         };
         let rootfs_mounted = !r.rootfs.is_empty();
-        if rootfs_mounted {
-            crate::rootfs::mount_all(&bundle, &r.rootfs)
-                .map_err(|e| Status::invalid_argument(e.to_string()))?;
-        }
-        let mut created = match runc.create(key.1.as_str(), &bundle, create).await {
-            Ok(created) => created,
-            Err(e) => {
-                if rootfs_mounted {
-                    crate::rootfs::unmount_all(&bundle);
-                }
-                return Err(errors::runc(e));
-            }
-        };
-        let console = match (for_console, created.console.take()) {
-            (Some((stdin, stdout)), Some(master)) => {
-                match Console::attach(master, stdin, stdout, &self.inner.ex) {
-                    Ok(console) => Some(console),
-                    Err(e) => {
-                        let _ = runc.delete(key.1.as_str(), true).await;
-                        if rootfs_mounted {
-                            crate::rootfs::unmount_all(&bundle);
-                        }
-                        return Err(errors::internal("attach the terminal", e));
-                    }
-                }
-            }
-            _ => None,
-        };
-        let pidfd = PidFd::open(created.pid)
-            .map_err(|e| errors::internal("open a pidfd for the init", e))?;
-        let identity = pidfd.identity().ok();
-        let cookie = exits::cookie(key.0.as_str(), key.1.as_str(), None);
-        let tracked = match &identity {
-            Some(identity) => self.inner.exits.track(identity, cookie),
-            None => Err("the init is already gone".into()),
-        };
-        if let Err(e) = tracked {
-            let _ = runc.delete(key.1.as_str(), true).await;
-            if rootfs_mounted {
-                crate::rootfs::unmount_all(&bundle);
-            }
-            return Err(Status::resource_exhausted(format!(
-                "cannot record the exit of container {:?} in the kernel ({e}); it was removed",
-                key.1.as_str()
-            )));
-        }
-        let record = Record {
+        // The intent first: a daemon killed from here until the full record is saved leaves a
+        // `creating` record, and the next daemon removes whatever the runtime made of it.
+        let mut record = Record {
             bundle: bundle.clone(),
             stdin: r.stdin.clone(),
             stdout: r.stdout.clone(),
@@ -933,17 +1021,62 @@ impl Task for Daemon {
             runtime_root,
             rootfs_mounted,
             systemd_cgroup: opts.systemd_cgroup,
-            identity,
-            container: Container::new(Some(created.pid)),
+            creating: true,
+            identity: None,
+            container: Container::new(None),
             exec_identities: Default::default(),
             created_at: SystemTime::now(),
         };
+        self.save(&key, &record)?;
+        if rootfs_mounted && let Err(e) = crate::rootfs::mount_all(&bundle, &r.rootfs) {
+            self.abort_create(&key, &runc, &record, false).await;
+            return Err(Status::invalid_argument(e.to_string()));
+        }
+        let mut created = match runc.create(key.1.as_str(), &bundle, create).await {
+            Ok(created) => created,
+            Err(e) => {
+                self.abort_create(&key, &runc, &record, false).await;
+                return Err(errors::runc(e));
+            }
+        };
+        let console = match (for_console, created.console.take()) {
+            (Some((stdin, stdout)), Some(master)) => {
+                match Console::attach(master, stdin, stdout, &self.inner.ex) {
+                    Ok(console) => Some(console),
+                    Err(e) => {
+                        self.abort_create(&key, &runc, &record, true).await;
+                        return Err(errors::internal("attach the terminal", e));
+                    }
+                }
+            }
+            _ => None,
+        };
+        let pidfd = match PidFd::open(created.pid) {
+            Ok(pidfd) => pidfd,
+            Err(e) => {
+                self.abort_create(&key, &runc, &record, true).await;
+                return Err(errors::internal("open a pidfd for the init", e));
+            }
+        };
+        let identity = pidfd.identity().ok();
+        let cookie = exits::cookie(key.0.as_str(), key.1.as_str(), None);
+        let tracked = match &identity {
+            Some(identity) => self.inner.exits.track(identity, cookie),
+            None => Err("the init is already gone".into()),
+        };
+        if let Err(e) = tracked {
+            self.abort_create(&key, &runc, &record, true).await;
+            return Err(Status::resource_exhausted(format!(
+                "cannot record the exit of container {:?} in the kernel ({e}); it was removed",
+                key.1.as_str()
+            )));
+        }
+        record.creating = false;
+        record.identity = identity;
+        record.container = Container::new(Some(created.pid));
         if let Err(e) = self.save(&key, &record) {
             // Nothing may be left half-made: undo the create.
-            let _ = runc.delete(key.1.as_str(), true).await;
-            if rootfs_mounted {
-                crate::rootfs::unmount_all(&bundle);
-            }
+            self.abort_create(&key, &runc, &record, true).await;
             return Err(e);
         }
         let entry = Entry::new(record, runc, opened.keepalive);
@@ -992,14 +1125,15 @@ impl Task for Daemon {
             .start(key.1.as_str())
             .await
             .map_err(errors::runc)?;
-        {
+        let snapshot = {
             let mut record = lock(&entry.record);
             // The init may already have exited and been recorded; only a created one starts.
             if record.container.init.state == ProcessState::Created {
                 let _ = record.container.init.start();
             }
-            self.save(&key, &record)?;
-        }
+            Self::snapshot(&entry, &record)
+        };
+        self.persist(&key, &entry, snapshot).await?;
         self.publish(
             &key.0,
             TaskEvent::Start(ev::TaskStart {
@@ -1117,11 +1251,11 @@ impl Task for Daemon {
                     .delete_exec(&exec_id)
                     .map_err(errors::refused)?;
                 record.exec_identities.remove(&exec_id);
-                (process, record.clone())
+                (process, Self::snapshot(&entry, &record))
             };
             lock(&entry.pending_execs).remove(&exec_id);
             lock(&entry.execs).remove(&exec_id);
-            self.save(&key, &record)?;
+            self.persist(&key, &entry, record).await?;
             let exit = process.exit();
             return Ok(Response::new(DeleteResponse {
                 pid: process.pid.unwrap_or(0) as u32,
@@ -1155,11 +1289,14 @@ impl Task for Daemon {
         if rootfs_mounted {
             crate::rootfs::unmount_all(&bundle);
         }
-        self.inner
-            .store
-            .remove(&key.0, &key.1)
-            .map_err(|e| errors::internal("remove the record", e))?;
-        lock(&self.inner.containers).remove(&key);
+        {
+            let _saving = entry.save_lock.lock().await;
+            self.inner
+                .store
+                .remove(&key.0, &key.1)
+                .map_err(|e| errors::internal("remove the record", e))?;
+            lock(&self.inner.containers).remove(&key);
+        }
         if pid != 0 {
             self.inner.exits.forget(pid);
         }
@@ -1280,9 +1417,9 @@ impl Task for Daemon {
                 .container
                 .add_exec(&r.exec_id, None)
                 .map_err(errors::refused)?;
-            record.clone()
+            Self::snapshot(&entry, &record)
         };
-        if let Err(e) = self.save(&key, &record) {
+        if let Err(e) = self.persist(&key, &entry, record).await {
             let _ = lock(&entry.record).container.delete_exec(&r.exec_id);
             return Err(e);
         }

@@ -20,6 +20,10 @@ pub(crate) struct Record {
     /// unmount them on delete).
     #[serde(default)]
     pub rootfs_mounted: bool,
+    /// Saved before the runtime is asked to create the container and cleared once it has: a
+    /// record still `creating` after a restart is a `Create` the daemon died in.
+    #[serde(default)]
+    pub creating: bool,
     /// Whether the runtime manages its cgroup through systemd.
     #[serde(default)]
     pub systemd_cgroup: bool,

@@ -110,7 +110,13 @@ impl StateStore {
         let dir = self.root.join(ns.as_str());
         fs::create_dir_all(&dir).map_err(io_err("create", &dir))?;
         let path = self.path(ns, id);
-        let temp = dir.join(format!(".{id}{SUFFIX}{TEMP_MARK}{}", std::process::id()));
+        // Unique per save: two saves of one record may run at once on different threads.
+        static SAVES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = SAVES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let temp = dir.join(format!(
+            ".{id}{SUFFIX}{TEMP_MARK}{}-{n}",
+            std::process::id()
+        ));
         let bytes = serde_json::to_vec_pretty(record).map_err(|e| StateError::Io {
             op: "serialize",
             path: path.clone(),
