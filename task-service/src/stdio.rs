@@ -124,6 +124,24 @@ impl Endpoint {
             .map(Endpoint::Fifo)
             .ok_or_else(|| invalid("must be an absolute path"))
     }
+
+    /// Parses stdin, stdout and stderr as a request gives them, in that order.
+    ///
+    /// ```
+    /// use task_service::stdio::Endpoint;
+    /// let [i, o, e] = Endpoint::parse_all(["", "file:///tmp/out.log", ""])?;
+    /// assert_eq!((i, e), (Endpoint::None, Endpoint::None));
+    /// assert_eq!(o, Endpoint::File("/tmp/out.log".into()));
+    /// # Ok::<(), task_service::stdio::StdioError>(())
+    /// ```
+    pub fn parse_all(values: [&str; 3]) -> Result<[Endpoint; 3], StdioError> {
+        let [i, o, e] = values;
+        Ok([
+            Endpoint::parse(Stream::Stdin, i)?,
+            Endpoint::parse(Stream::Stdout, o)?,
+            Endpoint::parse(Stream::Stderr, e)?,
+        ])
+    }
 }
 
 fn absolute(path: &str) -> Option<PathBuf> {

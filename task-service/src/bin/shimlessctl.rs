@@ -192,7 +192,15 @@ async fn run(cli: Cli) -> Result<i32> {
             stdout,
             stderr,
         } => {
-            let pid = create(&mut ctl, &id, &bundle, uri(stdout), uri(stderr)).await?;
+            let pid = create(
+                &mut ctl,
+                &id,
+                &bundle,
+                String::new(),
+                uri(stdout),
+                uri(stderr),
+            )
+            .await?;
             ctl.print(
                 json!({"id": id, "pid": pid}),
                 format!("created {id} (pid {pid})"),
@@ -291,21 +299,24 @@ async fn run(cli: Cli) -> Result<i32> {
     }
 }
 
+/// A FIFO only we may open.
+fn mkfifo(path: &Path) -> std::io::Result<()> {
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        path,
+        rustix::fs::FileType::Fifo,
+        rustix::fs::Mode::from_raw_mode(0o600),
+        0,
+    )?;
+    Ok(())
+}
+
 fn uri(path: Option<PathBuf>) -> String {
     path.map(|p| p.display().to_string()).unwrap_or_default()
 }
 
+/// `Create` with the three stdio values as containerd passes them (empty: none).
 async fn create(
-    ctl: &mut Ctl,
-    id: &str,
-    bundle: &Path,
-    stdout: String,
-    stderr: String,
-) -> Result<u32> {
-    create_with_stdin(ctl, id, bundle, String::new(), stdout, stderr).await
-}
-
-async fn create_with_stdin(
     ctl: &mut Ctl,
     id: &str,
     bundle: &Path,
@@ -371,13 +382,7 @@ impl Attached {
         let err = dir.join("stderr");
         for path in [&out, &err] {
             let _ = std::fs::remove_file(path);
-            rustix::fs::mknodat(
-                rustix::fs::CWD,
-                path,
-                rustix::fs::FileType::Fifo,
-                rustix::fs::Mode::from_raw_mode(0o600),
-                0,
-            )?;
+            mkfifo(path)?;
         }
         let names = (out.display().to_string(), err.display().to_string());
         let mut readers = Vec::new();
@@ -437,7 +442,7 @@ async fn run_container(
     interactive: bool,
 ) -> Result<i32> {
     if detach {
-        let pid = create(ctl, id, bundle, String::new(), String::new()).await?;
+        let pid = create(ctl, id, bundle, String::new(), String::new(), String::new()).await?;
         start(ctl, id, "").await?;
         ctl.print(
             json!({"id": id, "pid": pid}),
@@ -449,19 +454,13 @@ async fn run_container(
     let stdin = if interactive {
         let path = attached.dir.join("stdin");
         let _ = std::fs::remove_file(&path);
-        rustix::fs::mknodat(
-            rustix::fs::CWD,
-            &path,
-            rustix::fs::FileType::Fifo,
-            rustix::fs::Mode::from_raw_mode(0o600),
-            0,
-        )?;
+        mkfifo(&path)?;
         path.display().to_string()
     } else {
         String::new()
     };
     // The daemon opens its own reader before the container's writer, so create never blocks.
-    create_with_stdin(ctl, id, bundle, stdin.clone(), out, err).await?;
+    create(ctl, id, bundle, stdin.clone(), out, err).await?;
     if interactive {
         // The container holds the read end now: this open does not wait.
         let mut fifo = std::fs::OpenOptions::new().write(true).open(&stdin)?;

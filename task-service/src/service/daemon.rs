@@ -15,7 +15,7 @@ use crate::ids::{ContainerId, Namespace};
 use crate::model::{Container, Exit, ProcessState};
 use crate::options::{RuntimeOptions, host_has_systemd};
 use crate::state::StateStore;
-use crate::stdio::{self, Endpoint, Stream};
+use crate::stdio::{self, Endpoint};
 use pidfd::PidFd;
 use runc_driver::{CreateOpts, Io, Runc, Stdio};
 use std::collections::{HashMap, HashSet};
@@ -176,16 +176,6 @@ impl Daemon {
         self.inner.exits.kernel_recording()
     }
 
-    /// The containers managed now, as (namespace, id).
-    pub fn containers(&self) -> Vec<(String, String)> {
-        let mut keys: Vec<_> = lock(&self.inner.containers)
-            .keys()
-            .map(|(ns, id)| (ns.to_string(), id.to_string()))
-            .collect();
-        keys.sort();
-        keys
-    }
-
     /// The daemon's event stream.
     pub fn events(&self) -> &EventBus {
         &self.inner.events
@@ -315,16 +305,22 @@ impl Daemon {
         self.inner.events.publish(ns.clone(), event);
     }
 
-    /// Waits for the init to exit, resolves its status through the exit pipeline, and
-    /// records and reports it.
-    fn watch_exit(&self, key: Key, entry: Arc<Entry>, pidfd: PidFd) {
+    /// Waits for a process (the init, or the exec `exec_id`) to exit, resolves its status
+    /// through the exit pipeline, and records and reports it.
+    fn watch_exit(&self, key: Key, entry: Arc<Entry>, exec_id: Option<String>, pidfd: PidFd) {
         let daemon = self.clone();
         self.inner
             .ex
             .spawn(async move {
                 let _ = pidfd.exited().await;
-                let identity = lock(&entry.record).identity;
-                let cookie = exits::cookie(key.0.as_str(), key.1.as_str(), None);
+                let identity = {
+                    let record = lock(&entry.record);
+                    match &exec_id {
+                        None => record.identity,
+                        Some(exec_id) => record.exec_identities.get(exec_id).copied(),
+                    }
+                };
+                let cookie = exits::cookie(key.0.as_str(), key.1.as_str(), exec_id.as_deref());
                 let (status, source) = daemon
                     .inner
                     .exits
@@ -332,9 +328,13 @@ impl Daemon {
                     .await;
                 if source == Source::Lost {
                     eprintln!(
-                        "shimless: the exit status of {}/{} (pid {}) is lost: reported as 255",
+                        "shimless: the exit status of {}/{}{} (pid {}) is lost: reported as 255",
                         key.0.as_str(),
                         key.1.as_str(),
+                        exec_id
+                            .as_deref()
+                            .map(|e| format!(" exec {e}"))
+                            .unwrap_or_default(),
                         pidfd.pid()
                     );
                 }
@@ -342,7 +342,10 @@ impl Daemon {
                     status,
                     at: SystemTime::now(),
                 };
-                daemon.init_exited(&key, &entry, exit).await;
+                match exec_id {
+                    None => daemon.init_exited(&key, &entry, exit).await,
+                    Some(exec_id) => daemon.exec_exited(&key, &entry, &exec_id, exit).await,
+                }
             })
             .detach();
     }
@@ -369,30 +372,8 @@ impl Daemon {
         }
     }
 
-    /// Waits for an exec to exit, resolves its status, and records and reports it (and the
-    /// container's held init exit, if this was the last exec).
-    fn watch_exec_exit(&self, key: Key, entry: Arc<Entry>, exec_id: String, pidfd: PidFd) {
-        let daemon = self.clone();
-        self.inner
-            .ex
-            .spawn(async move {
-                let _ = pidfd.exited().await;
-                let identity = lock(&entry.record).exec_identities.get(&exec_id).copied();
-                let cookie = exits::cookie(key.0.as_str(), key.1.as_str(), Some(&exec_id));
-                let (status, _) = daemon
-                    .inner
-                    .exits
-                    .resolve(&pidfd, identity.as_ref(), cookie)
-                    .await;
-                let exit = Exit {
-                    status,
-                    at: SystemTime::now(),
-                };
-                daemon.exec_exited(&key, &entry, &exec_id, exit).await;
-            })
-            .detach();
-    }
-
+    /// Records an exec exit and reports it (with the container's held init exit, if this was
+    /// the last live exec).
     async fn exec_exited(&self, key: &Key, entry: &Entry, exec_id: &str, exit: Exit) {
         let (reports, snapshot) = {
             let mut record = lock(&entry.record);
@@ -460,14 +441,10 @@ impl Daemon {
                 Status::not_found(format!("container has no exec process {exec_id:?}"))
             }
         })?;
-        let endpoints = [Stream::Stdin, Stream::Stdout, Stream::Stderr]
-            .into_iter()
-            .zip(&pending.stdio)
-            .map(|(s, v)| Endpoint::parse(s, v))
-            .collect::<Result<Vec<_>, _>>()
+        let [i, o, e] = Endpoint::parse_all(pending.stdio.each_ref().map(String::as_str))
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
-        let opened = stdio::open([&endpoints[0], &endpoints[1], &endpoints[2]])
-            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let opened =
+            stdio::open([&i, &o, &e]).map_err(|e| Status::invalid_argument(e.to_string()))?;
         let (stdio, for_console) = split_stdio(opened.container, pending.terminal);
         let opts = runc_driver::ExecOpts {
             detach: true,
@@ -530,7 +507,7 @@ impl Daemon {
                 pid: pid as u32,
             }),
         );
-        self.watch_exec_exit(key.clone(), entry.clone(), exec_id.to_string(), pidfd);
+        self.watch_exit(key.clone(), entry.clone(), Some(exec_id.to_string()), pidfd);
         Ok(pid as u32)
     }
 
@@ -617,23 +594,12 @@ impl Daemon {
                 ProcessState::Running | ProcessState::Paused => {
                     match identity.and_then(|i| PidFd::reopen(&i).ok()) {
                         Some(pidfd) => {
-                            self.watch_exec_exit(key.clone(), entry.clone(), exec_id, pidfd)
+                            self.watch_exit(key.clone(), entry.clone(), Some(exec_id), pidfd)
                         }
                         None => {
                             let cookie =
                                 exits::cookie(key.0.as_str(), key.1.as_str(), Some(&exec_id));
-                            let exit = identity
-                                .and_then(|i| self.inner.exits.recorded(&i, cookie))
-                                .map_or(
-                                    Exit {
-                                        status: exits::LOST,
-                                        at: SystemTime::now(),
-                                    },
-                                    |r| Exit {
-                                        status: r.status,
-                                        at: r.at,
-                                    },
-                                );
+                            let (exit, _) = self.inner.exits.while_down(identity.as_ref(), cookie);
                             self.exec_exited(key, entry, &exec_id, exit).await;
                         }
                     }
@@ -704,13 +670,7 @@ impl Daemon {
                 // Killed during its Create: the runtime call it made may still be running.
                 wait_for_runtime_calls(&record.runtime_root, id.as_str()).await;
                 let _ = runc.delete(id.as_str(), true).await;
-                if record.rootfs_mounted {
-                    crate::rootfs::unmount_all(&record.bundle);
-                }
-                self.inner
-                    .store
-                    .remove(&ns, &id)
-                    .map_err(|e| errors::internal("remove the record", e))?;
+                self.drop_record(&ns, &id, &record)?;
                 report
                     .orphans_removed
                     .push(format!("{name} (create interrupted)"));
@@ -730,25 +690,14 @@ impl Daemon {
                 && live.is_none()
                 && matches!(init.state, ProcessState::Stopped(_) | ProcessState::Created);
             if deleting {
-                if record.rootfs_mounted {
-                    crate::rootfs::unmount_all(&record.bundle);
-                }
-                self.inner
-                    .store
-                    .remove(&ns, &id)
-                    .map_err(|e| errors::internal("remove the record", e))?;
+                self.drop_record(&ns, &id, &record)?;
                 report.finished_deletes.push(name);
                 continue;
             }
-            let endpoints = [&record.stdin, &record.stdout, &record.stderr];
-            let streams = [Stream::Stdin, Stream::Stdout, Stream::Stderr];
-            let parsed: Vec<Endpoint> = streams
-                .into_iter()
-                .zip(endpoints)
-                .map(|(s, e)| Endpoint::parse(s, e).unwrap_or(Endpoint::None))
-                .collect();
-            let keepalive = match (&live, &parsed[..]) {
-                (Some(_), [i, o, e]) => stdio::keepalive([i, o, e]),
+            // Only a live process needs its output FIFOs kept open (they were valid at Create).
+            let endpoints = [&record.stdin, &record.stdout, &record.stderr].map(String::as_str);
+            let keepalive = match (&live, Endpoint::parse_all(endpoints)) {
+                (Some(_), Ok([i, o, e])) => stdio::keepalive([&i, &o, &e]),
                 _ => Vec::new(),
             };
             let identity = record.identity;
@@ -771,30 +720,18 @@ impl Daemon {
                 }
                 (_, Some(pidfd)) => {
                     report.adopted.push(name);
-                    self.watch_exit(key, entry, pidfd);
+                    self.watch_exit(key, entry, None, pidfd);
                 }
                 (_, None) => {
                     let cookie = exits::cookie(ns.as_str(), id.as_str(), None);
-                    let recorded = identity.and_then(|i| self.inner.exits.recorded(&i, cookie));
-                    let exit = match recorded {
-                        Some(recorded) => {
-                            let exit = Exit {
-                                status: recorded.status,
-                                at: recorded.at,
-                            };
-                            report
-                                .exited_while_down
-                                .push((name, exit.code_for_containerd()));
-                            exit
-                        }
-                        None => {
-                            report.lost.push(name);
-                            Exit {
-                                status: exits::LOST,
-                                at: SystemTime::now(),
-                            }
-                        }
-                    };
+                    let (exit, found) = self.inner.exits.while_down(identity.as_ref(), cookie);
+                    if found {
+                        report
+                            .exited_while_down
+                            .push((name, exit.code_for_containerd()));
+                    } else {
+                        report.lost.push(name);
+                    }
                     self.init_exited(&key, &entry, exit).await;
                 }
             }
@@ -826,6 +763,17 @@ impl Daemon {
         }
         report.exited_while_down.sort();
         Ok(report)
+    }
+
+    /// Forgets a container whose runtime side is gone: its rootfs mounts and its record.
+    fn drop_record(&self, ns: &Namespace, id: &ContainerId, record: &Record) -> Result<(), Status> {
+        if record.rootfs_mounted {
+            crate::rootfs::unmount_all(&record.bundle);
+        }
+        self.inner
+            .store
+            .remove(ns, id)
+            .map_err(|e| errors::internal("remove the record", e))
     }
 
     /// Pause or resume: checked against the model, done by the runtime, then recorded and
@@ -988,14 +936,9 @@ impl Task for Daemon {
         let _reservation = self.reserve(&key)?;
         let opts = RuntimeOptions::from_any(r.options.as_ref(), host_has_systemd())
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
-        let endpoints = [
-            Endpoint::parse(Stream::Stdin, &r.stdin),
-            Endpoint::parse(Stream::Stdout, &r.stdout),
-            Endpoint::parse(Stream::Stderr, &r.stderr),
-        ];
         let [stdin, stdout, stderr] =
-            endpoints.map(|e| e.map_err(|e| Status::invalid_argument(e.to_string())));
-        let (stdin, stdout, stderr) = (stdin?, stdout?, stderr?);
+            Endpoint::parse_all([r.stdin.as_str(), r.stdout.as_str(), r.stderr.as_str()])
+                .map_err(|e| Status::invalid_argument(e.to_string()))?;
         let opened = stdio::open([&stdin, &stdout, &stderr])
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
         let (stdio, for_console) = split_stdio(opened.container, r.terminal);
@@ -1099,7 +1042,7 @@ impl Task for Daemon {
             }),
         );
         // Only now, so that even an init that dies at once is reported after its create.
-        self.watch_exit(key.clone(), entry, pidfd);
+        self.watch_exit(key.clone(), entry, None, pidfd);
         Ok(Response::new(CreateTaskResponse {
             pid: created.pid as u32,
         }))
@@ -1404,13 +1347,8 @@ impl Task for Daemon {
                     spec.type_url
                 ))
             })?;
-        for (stream, value) in [
-            (Stream::Stdin, &r.stdin),
-            (Stream::Stdout, &r.stdout),
-            (Stream::Stderr, &r.stderr),
-        ] {
-            Endpoint::parse(stream, value).map_err(|e| Status::invalid_argument(e.to_string()))?;
-        }
+        Endpoint::parse_all([r.stdin.as_str(), r.stdout.as_str(), r.stderr.as_str()])
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
         let record = {
             let mut record = lock(&entry.record);
             record

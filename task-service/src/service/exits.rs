@@ -11,6 +11,7 @@
 //! exitwatch also covers processes that exit while no daemon runs: [`Exits::recorded`] is
 //! what recovery asks for a process that is gone.
 
+use crate::model::Exit;
 use exitwatch::ExitWatch;
 use pidfd::{ExitStatus, PidFd, ProcessIdentity};
 use std::sync::Mutex;
@@ -71,21 +72,40 @@ impl Exits {
 
     /// The exit the kernel recorded for this very process (same PID, start time and cookie), if
     /// any. Leaves the record in place: [`Exits::forget`] drops it once saved.
-    pub(crate) fn recorded(&self, identity: &ProcessIdentity, cookie: u64) -> Option<Recorded> {
+    pub(crate) fn recorded(&self, identity: &ProcessIdentity, cookie: u64) -> Option<Exit> {
         let watch = self.watch.as_ref()?;
         let pid = u32::try_from(identity.pid).ok()?;
         let mut watch = lock(watch);
         let exit = watch.take(pid).ok()??;
         // `take` removed it; a record of another process with this PID is not ours to drop,
         // but it cannot be put back either: it belonged to a process nobody tracks any more.
-        let ticks = exit.started_after_boot.as_nanos() / (1_000_000_000 / clock_ticks());
+        let ticks = exit.started_after_boot.as_nanos() / (1_000_000_000 / USER_HZ);
         if exit.cookie != cookie || ticks != u128::from(identity.start_time) {
             return None;
         }
-        Some(Recorded {
+        Some(Exit {
             status: ExitStatus::from_wait_status(exit.wait_status as i32)?,
             at: wall_clock(exit.exited_after_boot),
         })
+    }
+
+    /// How a process that is gone ended while no daemon watched it: exitwatch's record, else
+    /// [`LOST`] now. The flag says whether the record was found.
+    pub(crate) fn while_down(
+        &self,
+        identity: Option<&ProcessIdentity>,
+        cookie: u64,
+    ) -> (Exit, bool) {
+        match identity.and_then(|i| self.recorded(i, cookie)) {
+            Some(exit) => (exit, true),
+            None => (
+                Exit {
+                    status: LOST,
+                    at: SystemTime::now(),
+                },
+                false,
+            ),
+        }
     }
 
     /// Resolves the status of a process whose pidfd has become readable.
@@ -119,13 +139,6 @@ impl Exits {
     }
 }
 
-/// An exit exitwatch recorded.
-pub(crate) struct Recorded {
-    pub status: ExitStatus,
-    /// When it happened, on the wall clock.
-    pub at: SystemTime,
-}
-
 /// A `CLOCK_BOOTTIME` instant on the wall clock.
 fn wall_clock(after_boot: Duration) -> SystemTime {
     let now = SystemTime::now();
@@ -156,9 +169,7 @@ pub(crate) fn cookie(namespace: &str, id: &str, exec: Option<&str>) -> u64 {
 }
 
 /// `USER_HZ`, the unit of `/proc/<pid>/stat`'s start time: 100 on every Linux ABI.
-fn clock_ticks() -> u128 {
-    100
-}
+const USER_HZ: u128 = 100;
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
