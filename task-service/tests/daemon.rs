@@ -3,13 +3,21 @@
 use integration::bundle::BundleBuilder;
 use integration::{Need, require};
 use std::sync::Arc;
-use task_service::api::containerd::task::v3::task_client::TaskClient;
 use task_service::api::containerd::task::v3::*;
 use task_service::api::containerd::v1::types::Status as TaskStatus;
 use task_service::config::Config;
 use task_service::events::{Received, TaskEvent};
 use task_service::grpc;
 use task_service::service::Daemon;
+
+mod common;
+use common::client;
+
+const NS: &str = "shimless-test";
+
+fn ns<T>(msg: T) -> Request<T> {
+    common::request(NS, msg)
+}
 use tonic::{Code, Request};
 
 struct Running {
@@ -48,50 +56,6 @@ fn start_daemon() -> Option<Running> {
         dir,
         daemon,
     })
-}
-
-async fn client(socket: &std::path::Path) -> TaskClient<grpc::Channel> {
-    TaskClient::with_origin(
-        grpc::connect(socket).await.unwrap(),
-        "http://localhost".parse().unwrap(),
-    )
-}
-
-fn ns<T>(msg: T) -> Request<T> {
-    let mut req = Request::new(msg);
-    req.metadata_mut()
-        .insert("containerd-namespace", "shimless-test".parse().unwrap());
-    req
-}
-
-/// `Wait` for the init of `id`.
-async fn wait(c: &mut TaskClient<grpc::Channel>, id: impl Into<String>) -> WaitResponse {
-    c.wait(ns(WaitRequest {
-        id: id.into(),
-        ..Default::default()
-    }))
-    .await
-    .unwrap()
-    .into_inner()
-}
-
-/// SIGKILL, `Wait` and `Delete`: the end of a test's container.
-async fn kill_wait_delete(c: &mut TaskClient<grpc::Channel>, id: impl Into<String>) {
-    let id = id.into();
-    c.kill(ns(KillRequest {
-        id: id.clone(),
-        signal: 9,
-        ..Default::default()
-    }))
-    .await
-    .unwrap();
-    wait(c, id.clone()).await;
-    c.delete(ns(DeleteRequest {
-        id,
-        ..Default::default()
-    }))
-    .await
-    .unwrap();
 }
 
 #[test]
@@ -133,7 +97,7 @@ fn a_container_runs_exits_and_is_deleted_with_its_true_code() {
             .pid,
             pid
         );
-        let waited = wait(&mut c, "c1").await;
+        let waited = common::wait(&mut c, NS, "c1").await;
         assert_eq!(waited.exit_status, 7);
         let state = c
             .state(ns(StateRequest {
@@ -147,14 +111,7 @@ fn a_container_runs_exits_and_is_deleted_with_its_true_code() {
             (state.status, state.exit_status),
             (TaskStatus::Stopped as i32, 7)
         );
-        let deleted = c
-            .delete(ns(DeleteRequest {
-                id: "c1".into(),
-                ..Default::default()
-            }))
-            .await
-            .unwrap()
-            .into_inner();
+        let deleted = common::delete(&mut c, NS, "c1").await;
         assert_eq!((deleted.pid, deleted.exit_status), (pid, 7));
         let gone = c
             .state(ns(StateRequest {
@@ -239,12 +196,7 @@ fn a_killed_container_reports_128_plus_the_signal_and_bad_requests_get_their_cod
             .unwrap_err();
         assert_eq!(unknown.code(), Code::NotFound);
 
-        c.start(ns(StartRequest {
-            id: "k1".into(),
-            ..Default::default()
-        }))
-        .await
-        .unwrap();
+        common::start(&mut c, NS, "k1").await;
         let running = c
             .delete(ns(DeleteRequest {
                 id: "k1".into(),
@@ -292,14 +244,9 @@ fn a_killed_container_reports_128_plus_the_signal_and_bad_requests_get_their_cod
         }))
         .await
         .unwrap();
-        let waited = wait(&mut c, "k1").await;
+        let waited = common::wait(&mut c, NS, "k1").await;
         assert_eq!(waited.exit_status, 137);
-        c.delete(ns(DeleteRequest {
-            id: "k1".into(),
-            ..Default::default()
-        }))
-        .await
-        .unwrap();
+        common::delete(&mut c, NS, "k1").await;
         let exec = c
             .exec(ns(ExecProcessRequest {
                 id: "k1".into(),
@@ -333,19 +280,8 @@ fn an_exec_runs_with_its_own_output_and_exit_and_init_waits_for_it() {
     smol::block_on(async {
         let mut c = client(&d.socket).await;
         let id = || "ex1".to_string();
-        c.create(ns(CreateTaskRequest {
-            id: id(),
-            bundle: bundle.path().display().to_string(),
-            ..Default::default()
-        }))
-        .await
-        .unwrap();
-        c.start(ns(StartRequest {
-            id: id(),
-            ..Default::default()
-        }))
-        .await
-        .unwrap();
+        common::create(&mut c, NS, id(), bundle.path()).await;
+        common::start(&mut c, NS, id()).await;
         let process = oci_spec::runtime::ProcessBuilder::default()
             .args(vec![
                 "sh".to_string(),
@@ -439,14 +375,9 @@ fn an_exec_runs_with_its_own_output_and_exit_and_init_waits_for_it() {
         }))
         .await
         .unwrap();
-        let waited = wait(&mut c, id()).await;
+        let waited = common::wait(&mut c, NS, id()).await;
         assert_eq!(waited.exit_status, 137);
-        c.delete(ns(DeleteRequest {
-            id: id(),
-            ..Default::default()
-        }))
-        .await
-        .unwrap();
+        common::delete(&mut c, NS, id()).await;
     });
 }
 
@@ -509,18 +440,13 @@ fn a_terminal_container_gets_its_window_size_input_and_output_through_the_pty() 
         }))
         .await
         .unwrap();
-        c.start(ns(StartRequest {
-            id: "tty1".into(),
-            ..Default::default()
-        }))
-        .await
-        .unwrap();
+        common::start(&mut c, NS, "tty1").await;
         let mut input = std::fs::OpenOptions::new()
             .write(true)
             .open(&stdin)
             .unwrap();
         std::io::Write::write_all(&mut input, b"hello\n").unwrap();
-        let waited = wait(&mut c, "tty1").await;
+        let waited = common::wait(&mut c, NS, "tty1").await;
         assert_eq!(waited.exit_status, 3);
     });
     // Everything the pty printed, up to the copier's end-of-file.
@@ -538,12 +464,7 @@ fn a_terminal_container_gets_its_window_size_input_and_output_through_the_pty() 
     );
     smol::block_on(async {
         let mut c = client(&d.socket).await;
-        c.delete(ns(DeleteRequest {
-            id: "tty1".into(),
-            ..Default::default()
-        }))
-        .await
-        .unwrap();
+        common::delete(&mut c, NS, "tty1").await;
     });
 }
 
@@ -589,12 +510,7 @@ fn update_changes_the_containers_cgroup_and_bad_resources_are_refused() {
             .unwrap()
             .into_inner()
             .pid;
-        c.start(ns(StartRequest {
-            id: "up1".into(),
-            ..Default::default()
-        }))
-        .await
-        .unwrap();
+        common::start(&mut c, NS, "up1").await;
         let resources = |json: &str| UpdateTaskRequest {
             id: "up1".into(),
             resources: Some(prost_types::Any {
@@ -650,7 +566,7 @@ fn update_changes_the_containers_cgroup_and_bad_resources_are_refused() {
         );
         assert!(pids.current >= 1, "{pids:?}");
         assert!(metrics.memory.unwrap().usage.unwrap().usage > 0);
-        kill_wait_delete(&mut c, "up1").await;
+        common::kill_wait_delete(&mut c, NS, "up1").await;
     });
 }
 
@@ -735,12 +651,7 @@ fn connect_shutdown_checkpoint_and_bad_bundles() {
             .unwrap()
             .into_inner();
         assert_eq!(state.status, TaskStatus::Created as i32);
-        c.delete(ns(DeleteRequest {
-            id: "b1".into(),
-            ..Default::default()
-        }))
-        .await
-        .unwrap();
+        common::delete(&mut c, NS, "b1").await;
     });
 }
 
@@ -813,20 +724,10 @@ fn rootfs_mounts_from_create_are_mounted_for_the_container_and_unmounted_on_dele
             bundle.join("rootfs/bin/busybox").exists(),
             "the snapshot is mounted"
         );
-        c.start(ns(StartRequest {
-            id: "ov1".into(),
-            ..Default::default()
-        }))
-        .await
-        .unwrap();
-        let waited = wait(&mut c, "ov1").await;
+        common::start(&mut c, NS, "ov1").await;
+        let waited = common::wait(&mut c, NS, "ov1").await;
         assert_eq!(waited.exit_status, 6);
-        c.delete(ns(DeleteRequest {
-            id: "ov1".into(),
-            ..Default::default()
-        }))
-        .await
-        .unwrap();
+        common::delete(&mut c, NS, "ov1").await;
     });
     assert_eq!(
         std::fs::read_dir(bundle.join("rootfs")).unwrap().count(),
@@ -865,12 +766,7 @@ fn close_io_ends_a_terminal_process_input() {
         }))
         .await
         .unwrap();
-        c.start(ns(StartRequest {
-            id: "tty2".into(),
-            ..Default::default()
-        }))
-        .await
-        .unwrap();
+        common::start(&mut c, NS, "tty2").await;
         // containerd's writer stays open: only CloseIO can end the input.
         let _writer = std::fs::OpenOptions::new()
             .write(true)
@@ -883,7 +779,7 @@ fn close_io_ends_a_terminal_process_input() {
         }))
         .await
         .unwrap();
-        assert_eq!(wait(&mut c, "tty2").await.exit_status, 2);
+        assert_eq!(common::wait(&mut c, NS, "tty2").await.exit_status, 2);
         let no_tty = c
             .resize_pty(ns(ResizePtyRequest {
                 id: "tty2".into(),
@@ -894,11 +790,6 @@ fn close_io_ends_a_terminal_process_input() {
             .await
             .unwrap_err();
         assert_eq!(no_tty.code(), Code::NotFound, "{no_tty:?}");
-        c.delete(ns(DeleteRequest {
-            id: "tty2".into(),
-            ..Default::default()
-        }))
-        .await
-        .unwrap();
+        common::delete(&mut c, NS, "tty2").await;
     });
 }

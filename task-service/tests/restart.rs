@@ -16,7 +16,14 @@ use task_service::events::TaskEvent;
 use task_service::grpc;
 use tonic::{Code, Request};
 
+mod common;
+use common::client;
+
 const NS: &str = "restart-test";
+
+fn ns<T>(msg: T) -> Request<T> {
+    common::request(NS, msg)
+}
 
 struct Paths {
     dir: tempfile::TempDir,
@@ -32,20 +39,6 @@ impl Paths {
     fn state(&self) -> PathBuf {
         self.dir.path().join("state")
     }
-}
-
-async fn client(socket: &Path) -> TaskClient<grpc::Channel> {
-    TaskClient::with_origin(
-        grpc::connect(socket).await.unwrap(),
-        "http://localhost".parse().unwrap(),
-    )
-}
-
-fn ns<T>(msg: T) -> Request<T> {
-    let mut req = Request::new(msg);
-    req.metadata_mut()
-        .insert("containerd-namespace", NS.parse().unwrap());
-    req
 }
 
 /// Reaps every exited child (we are the subreaper the killed daemon's containers fall to, as
@@ -99,17 +92,6 @@ fn daemon(paths: &Paths, log: &Path) -> Daemon {
     Daemon::start(cmd, log, "serving on").unwrap()
 }
 
-/// `Wait` for the init of `id`.
-async fn wait(c: &mut TaskClient<grpc::Channel>, id: impl Into<String>) -> WaitResponse {
-    c.wait(ns(WaitRequest {
-        id: id.into(),
-        ..Default::default()
-    }))
-    .await
-    .unwrap()
-    .into_inner()
-}
-
 #[test]
 fn kill_9_of_the_daemon_loses_no_exit_and_leaks_no_container() {
     let Some(()) = require(&[
@@ -152,32 +134,16 @@ fn kill_9_of_the_daemon_loses_no_exit_and_leaks_no_container() {
                 .pid;
             pids.push(pid);
             if i < 90 {
-                c.start(ns(StartRequest {
-                    id: id(i),
-                    ..Default::default()
-                }))
-                .await
-                .unwrap();
+                common::start(&mut c, NS, id(i)).await;
             }
         }
         // One stopped container whose delete will be "interrupted": the runtime forgets it
         // while the daemon is down, the record stays.
         let gone = Bundle::exit_on_demand().unwrap();
-        c.create(ns(CreateTaskRequest {
-            id: "deleting".into(),
-            bundle: gone.path().display().to_string(),
-            ..Default::default()
-        }))
-        .await
-        .unwrap();
-        c.start(ns(StartRequest {
-            id: "deleting".into(),
-            ..Default::default()
-        }))
-        .await
-        .unwrap();
+        common::create(&mut c, NS, "deleting", gone.path()).await;
+        common::start(&mut c, NS, "deleting").await;
         gone.tell_exit(3).unwrap();
-        let waited = wait(&mut c, "deleting").await;
+        let waited = common::wait(&mut c, NS, "deleting").await;
         assert_eq!(waited.exit_status, 3);
     });
     let ns_root = paths.runc_root().join(NS);
@@ -301,7 +267,7 @@ fn kill_9_of_the_daemon_loses_no_exit_and_leaks_no_container() {
         let mut c = client(&paths.socket()).await;
         // Every exit, whenever it happened, with its true code.
         for i in 0..60 {
-            let waited = wait(&mut c, id(i)).await;
+            let waited = common::wait(&mut c, NS, id(i)).await;
             assert_eq!(waited.exit_status, (i + 1) as u32, "{}", id(i));
         }
         // The live ones were adopted and still run; their exits are seen by the new daemon.
@@ -334,20 +300,15 @@ fn kill_9_of_the_daemon_loses_no_exit_and_leaks_no_container() {
         }
         for i in 60..90 {
             let want = if i < 75 { (i + 1) as u32 } else { 137 };
-            let waited = wait(&mut c, id(i)).await;
+            let waited = common::wait(&mut c, NS, id(i)).await;
             assert_eq!(waited.exit_status, want, "{}", id(i));
         }
         // Created ones can still be started, and run.
         #[allow(clippy::needless_range_loop)]
         for i in 90..100 {
-            c.start(ns(StartRequest {
-                id: id(i),
-                ..Default::default()
-            }))
-            .await
-            .unwrap();
+            common::start(&mut c, NS, id(i)).await;
             bundles[i].tell_exit(42).unwrap();
-            let waited = wait(&mut c, id(i)).await;
+            let waited = common::wait(&mut c, NS, id(i)).await;
             assert_eq!(waited.exit_status, 42);
         }
         let gone = c
@@ -359,12 +320,7 @@ fn kill_9_of_the_daemon_loses_no_exit_and_leaks_no_container() {
             .unwrap_err();
         assert_eq!(gone.code(), Code::NotFound);
         for i in 0..100 {
-            c.delete(ns(DeleteRequest {
-                id: id(i),
-                ..Default::default()
-            }))
-            .await
-            .unwrap();
+            common::delete(&mut c, NS, id(i)).await;
         }
     });
     assert_eq!(
@@ -489,13 +445,8 @@ fn kill_9_at_arbitrary_points_of_create_and_delete_leaks_nothing() {
                     ..Default::default()
                 }))
                 .await;
-            wait(&mut c, t.id.clone()).await;
-            c.delete(ns(DeleteRequest {
-                id: t.id.clone(),
-                ..Default::default()
-            }))
-            .await
-            .unwrap();
+            common::wait(&mut c, NS, t.id.clone()).await;
+            common::delete(&mut c, NS, t.id.clone()).await;
         }
     });
     reap_children();

@@ -1,0 +1,104 @@
+//! What the task-service test binaries share: a client on the daemon's socket and the calls
+//! every test makes the same way, in a given containerd namespace.
+
+#![allow(dead_code)]
+
+use std::path::Path;
+use task_service::api::containerd::task::v3::task_client::TaskClient;
+use task_service::api::containerd::task::v3::*;
+use task_service::grpc;
+use tonic::Request;
+
+pub type Client = TaskClient<grpc::Channel>;
+
+/// A Task client on the daemon's socket.
+pub async fn client(socket: &Path) -> Client {
+    TaskClient::with_origin(
+        grpc::connect(socket).await.unwrap(),
+        "http://localhost".parse().unwrap(),
+    )
+}
+
+/// `msg` as a request in containerd namespace `ns`.
+pub fn request<T>(ns: &str, msg: T) -> Request<T> {
+    let mut req = Request::new(msg);
+    req.metadata_mut()
+        .insert("containerd-namespace", ns.parse().unwrap());
+    req
+}
+
+/// `Create` from `bundle` with no stdio; the init's PID.
+pub async fn create(c: &mut Client, ns: &str, id: impl Into<String>, bundle: &Path) -> u32 {
+    c.create(request(
+        ns,
+        CreateTaskRequest {
+            id: id.into(),
+            bundle: bundle.display().to_string(),
+            ..Default::default()
+        },
+    ))
+    .await
+    .unwrap()
+    .into_inner()
+    .pid
+}
+
+/// `Start` of the init.
+pub async fn start(c: &mut Client, ns: &str, id: impl Into<String>) -> u32 {
+    c.start(request(
+        ns,
+        StartRequest {
+            id: id.into(),
+            ..Default::default()
+        },
+    ))
+    .await
+    .unwrap()
+    .into_inner()
+    .pid
+}
+
+/// `Wait` for the init.
+pub async fn wait(c: &mut Client, ns: &str, id: impl Into<String>) -> WaitResponse {
+    c.wait(request(
+        ns,
+        WaitRequest {
+            id: id.into(),
+            ..Default::default()
+        },
+    ))
+    .await
+    .unwrap()
+    .into_inner()
+}
+
+/// `Delete` of the init.
+pub async fn delete(c: &mut Client, ns: &str, id: impl Into<String>) -> DeleteResponse {
+    c.delete(request(
+        ns,
+        DeleteRequest {
+            id: id.into(),
+            ..Default::default()
+        },
+    ))
+    .await
+    .unwrap()
+    .into_inner()
+}
+
+/// SIGKILL, `Wait` and `Delete`: the end of a test's container.
+pub async fn kill_wait_delete(c: &mut Client, ns: &str, id: impl Into<String>) {
+    let id = id.into();
+    c.kill(request(
+        ns,
+        KillRequest {
+            id: id.clone(),
+            signal: 9,
+            ..Default::default()
+        },
+    ))
+    .await
+    .unwrap();
+    wait(c, ns, id.clone()).await;
+    delete(c, ns, id).await;
+}
