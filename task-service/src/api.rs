@@ -59,6 +59,17 @@ pub mod containerd {
                 ));
             }
         }
+        /// Package `containerd.services.version`.
+        pub mod version {
+            /// Package `containerd.services.version.v1`: which containerd answers on a socket
+            /// (the shim's `start` picks its bootstrap version by it).
+            pub mod v1 {
+                include!(concat!(
+                    env!("OUT_DIR"),
+                    "/containerd.services.version.v1.rs"
+                ));
+            }
+        }
     }
 
     /// Package `containerd.events`: the task events a shim publishes.

@@ -12,6 +12,22 @@ use std::path::{Path, PathBuf};
 /// Where the configuration is read from by default.
 pub const DEFAULT_PATH: &str = "/etc/shimless/config.toml";
 
+/// The environment variable naming another configuration file for the binaries that containerd
+/// starts (`containerd-shim-shimless-v2` inherits containerd's environment).
+pub const PATH_ENV: &str = "SHIMLESS_CONFIG";
+
+/// The configuration file to read: `$SHIMLESS_CONFIG` if set, else [`DEFAULT_PATH`].
+///
+/// ```
+/// let path = task_service::config::default_path();
+/// assert!(path.is_absolute() || std::env::var_os("SHIMLESS_CONFIG").is_some());
+/// ```
+pub fn default_path() -> PathBuf {
+    std::env::var_os(PATH_ENV)
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_PATH))
+}
+
 /// Everything the daemon can be told.
 ///
 /// ```
@@ -44,6 +60,20 @@ pub struct Config {
     pub max_message_bytes: usize,
     /// How many events a slow event subscriber may fall behind before losing the oldest.
     pub event_capacity: usize,
+    /// The daemon's private socket when it runs behind the front (`shimless-front`), which then
+    /// owns `socket` and every containerd connection.
+    pub daemon_socket: PathBuf,
+    /// Where the front and the daemon that `containerd-shim-shimless-v2 start` launches write
+    /// their logs (`front.log`, `shimlessd.log`).
+    pub log_dir: PathBuf,
+    /// Whether the front starts `shimlessd` and starts it again whenever it exits. Turn it off
+    /// when something else (a systemd unit) runs the daemon on `daemon_socket`.
+    pub supervise: bool,
+    /// How long the front waits before starting an exited daemon again, in milliseconds.
+    pub restart_delay_ms: u64,
+    /// How long the front holds a call that has no deadline while the daemon is away, in
+    /// milliseconds, before answering `UNAVAILABLE`.
+    pub hold_ms: u64,
 }
 
 impl Default for Config {
@@ -57,6 +87,11 @@ impl Default for Config {
             allowed_uids: vec![0],
             max_message_bytes: 16 * 1024 * 1024,
             event_capacity: 4096,
+            daemon_socket: PathBuf::from("/run/shimless/daemon.sock"),
+            log_dir: PathBuf::from("/var/log/shimless"),
+            supervise: true,
+            restart_delay_ms: 200,
+            hold_ms: 60_000,
         }
     }
 }
@@ -141,6 +176,8 @@ impl Config {
             ("state_dir", &config.state_dir),
             ("runc_root", &config.runc_root),
             ("bpf_pin_dir", &config.bpf_pin_dir),
+            ("daemon_socket", &config.daemon_socket),
+            ("log_dir", &config.log_dir),
         ] {
             if !path.is_absolute() {
                 return invalid(key, "must be an absolute path");
@@ -163,6 +200,12 @@ impl Config {
         }
         if config.event_capacity == 0 {
             return invalid("event_capacity", "must be at least 1");
+        }
+        if config.daemon_socket == config.socket {
+            return invalid(
+                "daemon_socket",
+                "must differ from `socket` (the front listens there)",
+            );
         }
         Ok(config)
     }
@@ -206,6 +249,11 @@ mod tests {
                 "`max_message_bytes` must be at least 65536",
             ),
             ("event_capacity = 0", "`event_capacity` must be at least 1"),
+            (
+                "daemon_socket = \"/run/shimless/shimless.sock\"",
+                "`daemon_socket` must differ from `socket`",
+            ),
+            ("log_dir = \"logs\"", "`log_dir` must be an absolute path"),
         ];
         for (text, want) in cases {
             let err = Config::from_toml(text).unwrap_err().to_string();

@@ -7,7 +7,7 @@
 use clap::Parser;
 use std::path::PathBuf;
 use std::sync::Arc;
-use task_service::config::{Config, DEFAULT_PATH};
+use task_service::config::Config;
 use task_service::grpc;
 use task_service::service::Daemon;
 
@@ -20,8 +20,9 @@ use task_service::service::Daemon;
 )]
 struct Args {
     /// The configuration file (TOML; a missing file means built-in defaults).
-    #[arg(long, default_value = DEFAULT_PATH)]
-    config: PathBuf,
+    /// Default: $SHIMLESS_CONFIG, else /etc/shimless/config.toml.
+    #[arg(long)]
+    config: Option<PathBuf>,
     /// Overrides `socket`: the gRPC unix socket.
     #[arg(long)]
     socket: Option<PathBuf>,
@@ -48,7 +49,10 @@ fn main() {
 }
 
 fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
-    let mut config = Config::load(&args.config)?;
+    let mut config = Config::load(
+        args.config
+            .unwrap_or_else(task_service::config::default_path),
+    )?;
     let overrides = [
         (&mut config.socket, args.socket),
         (&mut config.state_dir, args.state_dir),
@@ -87,6 +91,8 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         let ex = ex.clone();
         std::thread::spawn(move || smol::block_on(ex.run(futures_lite::future::pending::<()>())));
     }
+    // The forwarder subscribes first, so the exits recovered below reach containerd as well.
+    daemon.forward_events();
     smol::block_on(ex.run(async {
         let recovery = daemon
             .recover()

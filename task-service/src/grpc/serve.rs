@@ -100,6 +100,9 @@ where
             // A client that goes away mid-call is normal; nothing to do about its error.
             let _ = hyper::server::conn::http2::Builder::new(exec)
                 .timer(SmolTimer::new())
+                // Behind the front, one connection carries every call of the node, including a
+                // `Wait` held open per task: hyper's default of 200 streams would starve it.
+                .max_concurrent_streams(1 << 20)
                 .serve_connection(FuturesIo::new(stream), per_call)
                 .await;
         })

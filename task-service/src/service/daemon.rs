@@ -103,6 +103,8 @@ struct Inner {
     warnings: Vec<String>,
     /// Keys with a `Create` in progress.
     creating: Mutex<HashSet<Key>>,
+    /// Where each container's events go (containerd's address, from the shim's `start`).
+    publishers: Arc<super::forward::Publishers>,
 }
 
 /// A key claimed by a `Create` in progress; released when dropped.
@@ -154,6 +156,7 @@ impl Daemon {
             inner: Arc::new(Inner {
                 store: StateStore::new(&config.state_dir),
                 events: EventBus::new(config.event_capacity),
+                publishers: Arc::new(super::forward::Publishers::open(&config.state_dir)),
                 config,
                 ex,
                 containers: Mutex::new(HashMap::new()),
@@ -179,6 +182,25 @@ impl Daemon {
     /// The daemon's event stream.
     pub fn events(&self) -> &EventBus {
         &self.inner.events
+    }
+
+    /// Starts forwarding task events to containerd (`Events/Forward` on the address each
+    /// container's shim `start` registered with `shimless.v1.Admin/RegisterPublisher`), in
+    /// order, retried while containerd is away. Call it before [`Daemon::recover`], so that the
+    /// exits recovered there reach containerd too.
+    ///
+    /// ```no_run
+    /// # async fn f(daemon: task_service::service::Daemon) -> Result<(), tonic::Status> {
+    /// daemon.forward_events();
+    /// println!("{}", daemon.recover().await?);
+    /// # Ok(()) }
+    /// ```
+    pub fn forward_events(&self) {
+        super::forward::spawn(
+            &self.inner.events,
+            self.inner.publishers.clone(),
+            &self.inner.ex,
+        );
     }
 
     /// The whole gRPC surface for [`grpc::serve`](crate::grpc::serve): the Task service with
@@ -1265,6 +1287,25 @@ impl Task for Daemon {
     async fn pids(&self, req: Request<PidsRequest>) -> Result<Response<PidsResponse>, Status> {
         let key = key_of(&req, &req.get_ref().id)?;
         let entry = self.entry(&key)?;
+        let (stopped, init_pid) = {
+            let record = lock(&entry.record);
+            let init = &record.container.init;
+            (
+                matches!(init.state, ProcessState::Stopped(_)),
+                init.pid.unwrap_or(0),
+            )
+        };
+        if stopped {
+            // A stopped task still lists its init: a restarted containerd 1.7 takes a task
+            // whose shim reports no process for one that was never created, and deletes it
+            // ("cleaning leaked shim process") before anyone could read its exit status.
+            return Ok(Response::new(PidsResponse {
+                processes: vec![ProcessInfo {
+                    pid: init_pid as u32,
+                    info: None,
+                }],
+            }));
+        }
         let pids = entry.runc.ps(key.1.as_str()).await.map_err(errors::runc)?;
         let processes = pids
             .into_iter()
@@ -1502,5 +1543,30 @@ impl crate::api::shimless::v1::admin_server::Admin for Daemon {
             .collect();
         tasks.sort_by(|a, b| (&a.namespace, &a.id).cmp(&(&b.namespace, &b.id)));
         Ok(Response::new(ListResponse { tasks }))
+    }
+
+    async fn register_publisher(
+        &self,
+        req: Request<crate::api::shimless::v1::RegisterPublisherRequest>,
+    ) -> Result<Response<()>, Status> {
+        let req = req.into_inner();
+        let ns = Namespace::new(req.namespace.clone())
+            .map_err(|e| Status::invalid_argument(format!("namespace {:?}: {e}", req.namespace)))?;
+        let id = ContainerId::new(req.id.clone())
+            .map_err(|e| Status::invalid_argument(format!("id {:?}: {e}", req.id)))?;
+        let path = req.address.strip_prefix("unix://").unwrap_or(&req.address);
+        if !path.starts_with('/') {
+            return Err(Status::invalid_argument(format!(
+                "publisher address {:?} is not an absolute unix socket path (containerd's \
+                 -address)",
+                req.address
+            )));
+        }
+        let publishers = self.inner.publishers.clone();
+        let address = path.to_string();
+        smol::unblock(move || publishers.register(&ns, &id, &address))
+            .await
+            .map_err(|e| errors::internal("save the publisher", e))?;
+        Ok(Response::new(()))
     }
 }

@@ -10,6 +10,7 @@
 mod daemon;
 mod errors;
 mod exits;
+mod forward;
 mod record;
 mod recovery;
 mod router;

@@ -1,0 +1,91 @@
+//! The front's one HTTP/2 connection to the daemon, made again whenever the daemon comes back.
+
+use smol_hyper::rt::{FuturesIo, SmolExecutor};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tonic::body::Body;
+
+type Sender = hyper::client::conn::http2::SendRequest<Body>;
+
+/// A shared connection to the daemon: every call is a stream on it.
+pub(super) struct Link {
+    path: PathBuf,
+    ex: Arc<smol::Executor<'static>>,
+    current: async_lock::Mutex<Option<Sender>>,
+}
+
+impl Link {
+    pub fn new(path: PathBuf, ex: Arc<smol::Executor<'static>>) -> Link {
+        Link {
+            path,
+            ex,
+            current: async_lock::Mutex::new(None),
+        }
+    }
+
+    /// A sender on a live connection, connecting (and waiting for the daemon, until `until`) if
+    /// there is none.
+    pub async fn sender(&self, until: Instant) -> Result<Sender, tonic::Status> {
+        let mut slot = futures_lite::future::or(async { Some(self.current.lock().await) }, async {
+            smol::Timer::at(until).await;
+            None
+        })
+        .await
+        .ok_or_else(|| self.absent("another call is already waiting for it"))?;
+        let mut pause = Duration::from_millis(10);
+        loop {
+            if let Some(sender) = slot.as_ref()
+                && !sender.is_closed()
+            {
+                return Ok(sender.clone());
+            }
+            *slot = None;
+            match self.connect().await {
+                Ok(sender) => {
+                    *slot = Some(sender.clone());
+                    return Ok(sender);
+                }
+                Err(e) => {
+                    if Instant::now() + pause >= until {
+                        return Err(self.absent(&e.to_string()));
+                    }
+                    smol::Timer::after(pause).await;
+                    pause = (pause * 2).min(Duration::from_millis(200));
+                }
+            }
+        }
+    }
+
+    /// Drops the current connection if it has closed (after a call on it failed).
+    pub async fn forget_if_closed(&self) {
+        let mut slot = self.current.lock().await;
+        if slot.as_ref().is_some_and(Sender::is_closed) {
+            *slot = None;
+        }
+    }
+
+    async fn connect(&self) -> std::io::Result<Sender> {
+        let stream = smol::net::unix::UnixStream::connect(&self.path).await?;
+        let (sender, connection) =
+            hyper::client::conn::http2::Builder::new(SmolExecutor::new(self.ex.clone()))
+                .timer(smol_hyper::rt::SmolTimer::new())
+                .handshake(FuturesIo::new(stream))
+                .await
+                .map_err(std::io::Error::other)?;
+        self.ex
+            .spawn(async move {
+                let _ = connection.await;
+            })
+            .detach();
+        Ok(sender)
+    }
+
+    fn absent(&self, why: &str) -> tonic::Status {
+        tonic::Status::unavailable(format!(
+            "shimlessd is not answering on {} ({why}); the front waited for it until the call's \
+             deadline",
+            self.path.display()
+        ))
+    }
+}

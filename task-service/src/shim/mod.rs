@@ -1,0 +1,95 @@
+//! `containerd-shim-shimless-v2`: the runtime v2 binary containerd runs, with no process left
+//! behind per container.
+//!
+//! - `start` (run by containerd in the bundle directory, once per task) makes sure the front
+//!   (`shimless-front`, which starts `shimlessd`) is serving — starting it detached if not, under
+//!   a lock so that concurrent `start`s start one — registers containerd's address as where the
+//!   container's events go, and prints the bootstrap JSON
+//!   `{"version":N,"address":"unix:///run/shimless/shimless.sock","protocol":"grpc"}` with N
+//!   asked of containerd's Version API: 2 for containerd 1.x (which refuses more, yet speaks
+//!   `containerd.task.v3.Task` over gRPC), 3 for 2.x (which speaks gRPC only to version 3).
+//! - `delete` (containerd's fallback when it believes the shim died) stops and deletes that one
+//!   container — through the daemon if it answers, with the runtime directly if not — and
+//!   prints a `DeleteResponse` protobuf.
+//!
+//! Everything but the answer goes to the bundle's `log` FIFO, which containerd copies to its own
+//! log: containerd reads `start`'s stdout and stderr together as the answer.
+//!
+//! ```no_run
+//! use task_service::shim::{self, flags::Flags};
+//! let flags = Flags::parse(std::env::args().skip(1))?;
+//! let config = task_service::config::Config::load(task_service::config::default_path())?;
+//! let answer = shim::run(&flags, &config, &task_service::config::default_path())?;
+//! std::io::Write::write_all(&mut std::io::stdout(), &answer)?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+mod delete;
+pub mod flags;
+mod start;
+
+use crate::config::Config;
+use flags::{Action, Flags};
+use std::path::Path;
+
+/// Why `start` or `delete` failed; containerd shows the message.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ShimError {
+    /// containerd left out something the action needs.
+    #[error("-{0} is required for this action")]
+    Missing(&'static str),
+    /// The front could not be started or reached.
+    #[error("cannot start shimless-front: {0}")]
+    Front(String),
+    /// The daemon refused or failed a call.
+    #[error("shimlessd: {0}")]
+    Daemon(String),
+    /// The container could not be cleaned up.
+    #[error("cannot clean up {id}: {why}")]
+    Cleanup {
+        /// The container.
+        id: String,
+        /// What failed.
+        why: String,
+    },
+}
+
+/// Runs `flags.action` and returns what to print on stdout.
+///
+/// See the [module docs](self) for an example.
+pub fn run(flags: &Flags, config: &Config, config_path: &Path) -> Result<Vec<u8>, ShimError> {
+    match flags.action {
+        Action::Version => Ok(format!(
+            "containerd-shim-shimless-v2 {}\n",
+            env!("CARGO_PKG_VERSION")
+        )
+        .into_bytes()),
+        Action::Start => start::start(flags, config, config_path),
+        Action::Delete => delete::delete(flags, config),
+    }
+}
+
+/// Writes one line to the bundle's `log` FIFO (in the current directory, which is the bundle),
+/// which containerd copies to its log; silently nothing if there is no reader.
+fn log(line: &str) {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let fifo = std::fs::OpenOptions::new()
+        .write(true)
+        .custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32)
+        .open("log");
+    if let Ok(mut fifo) = fifo {
+        let _ = writeln!(fifo, "shimless: {line}");
+    }
+}
+
+/// A namespaced request, as containerd sends them.
+fn namespaced<T>(ns: &str, msg: T, timeout: std::time::Duration) -> tonic::Request<T> {
+    let mut req = tonic::Request::new(msg);
+    if let Ok(value) = ns.parse() {
+        req.metadata_mut().insert("containerd-namespace", value);
+    }
+    req.set_timeout(timeout);
+    req
+}

@@ -1,0 +1,206 @@
+//! `start`: the front serving, containerd's address registered, the bootstrap JSON.
+
+use super::{ShimError, log};
+use crate::api::containerd::services::version::v1::version_client::VersionClient;
+use crate::api::shimless::v1::RegisterPublisherRequest;
+use crate::api::shimless::v1::admin_client::AdminClient;
+use crate::config::Config;
+use crate::front::supervise::find_binary;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// How long `start` waits for a front it started to listen.
+const FRONT_START: Duration = Duration::from_secs(20);
+/// How long registering may take (the front holds it until the daemon has recovered).
+const REGISTER: Duration = Duration::from_secs(60);
+
+pub(super) fn start(
+    flags: &super::Flags,
+    config: &Config,
+    config_path: &Path,
+) -> Result<Vec<u8>, ShimError> {
+    if flags.id.is_empty() {
+        return Err(ShimError::Missing("id"));
+    }
+    if flags.namespace.is_empty() {
+        return Err(ShimError::Missing("namespace"));
+    }
+    ensure_front(config, config_path)?;
+    let version = smol::block_on(async {
+        if !flags.address.is_empty() {
+            register(config, flags).await?;
+        }
+        Ok::<_, ShimError>(bootstrap_version(&flags.address).await)
+    })?;
+    log(&format!(
+        "task {}/{} is served by shimless at {} (bootstrap version {version})",
+        flags.namespace,
+        flags.id,
+        config.socket.display()
+    ));
+    let answer = serde_json::json!({
+        "version": version,
+        // A bare path: containerd 1.7 and 2.x dial it with net.Dial("unix", address) before
+        // adding the scheme themselves, so `unix://...` would fail with ENOENT.
+        "address": config.socket.display().to_string(),
+        "protocol": "grpc",
+    })
+    .to_string();
+    // What a restarted containerd reads to reconnect to the task (1.7: `address`, which may hold
+    // the bootstrap JSON; 2.x: `bootstrap.json`). Go shims write `address` themselves, and
+    // without it a restarted containerd takes every task for dead and deletes it.
+    for name in ["address", "bootstrap.json"] {
+        write_atomically(Path::new(name), answer.as_bytes())
+            .map_err(|e| ShimError::Front(format!("cannot write {name} in the bundle: {e}")))?;
+    }
+    Ok(answer.into_bytes())
+}
+
+/// Writes `path` (relative to the bundle, the working directory) through a temporary file, so
+/// a reader never sees half of it.
+fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let tmp = PathBuf::from(format!(".{}.shimless-tmp", path.display()));
+    std::fs::write(&tmp, bytes)?;
+    std::fs::rename(&tmp, path)
+}
+
+fn answers(socket: &Path) -> bool {
+    std::os::unix::net::UnixStream::connect(socket).is_ok()
+}
+
+/// Starts the front unless it answers on `config.socket`; concurrent callers serialize on a lock
+/// file beside the socket, and only the first one starts it.
+fn ensure_front(config: &Config, config_path: &Path) -> Result<(), ShimError> {
+    if answers(&config.socket) {
+        return Ok(());
+    }
+    let front_err = |what: &str, e: std::io::Error| ShimError::Front(format!("{what}: {e}"));
+    let run_dir = config.socket.parent().unwrap_or(Path::new("/"));
+    std::fs::create_dir_all(run_dir).map_err(|e| front_err("create the socket's directory", e))?;
+    std::fs::create_dir_all(&config.log_dir)
+        .map_err(|e| front_err("create the log directory", e))?;
+    let lock_path = run_dir.join(".shimless-start.lock");
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(|e| front_err("open the start lock", e))?;
+    rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive)
+        .map_err(|e| front_err("take the start lock", e.into()))?;
+    if answers(&config.socket) {
+        return Ok(());
+    }
+    let program = find_binary("shimless-front").ok_or_else(|| {
+        ShimError::Front(
+            "shimless-front is neither beside this binary nor on PATH: install it with \
+             containerd-shim-shimless-v2 and shimlessd"
+                .into(),
+        )
+    })?;
+    let log_path = config.log_dir.join("front.log");
+    let log_file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .map_err(|e| front_err("open front.log", e))?;
+    let mut child = std::process::Command::new(&program)
+        .arg("--config")
+        .arg(config_path)
+        .stdin(std::process::Stdio::null())
+        // Never containerd's pipe: containerd reads until every writer has closed it.
+        .stdout(std::process::Stdio::null())
+        .stderr(log_file)
+        .current_dir("/")
+        // Out of containerd's process group: a signal to it must not reach the front.
+        .process_group(0)
+        .spawn()
+        .map_err(|e| front_err(&format!("run {}", program.display()), e))?;
+    let deadline = Instant::now() + FRONT_START;
+    while !answers(&config.socket) {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Err(ShimError::Front(format!(
+                "it exited ({status}); see {}",
+                log_path.display()
+            )));
+        }
+        if Instant::now() > deadline {
+            return Err(ShimError::Front(format!(
+                "it did not listen on {} within {FRONT_START:?}; see {}",
+                config.socket.display(),
+                log_path.display()
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    log(&format!(
+        "started shimless-front (pid {}) on {}",
+        child.id(),
+        config.socket.display()
+    ));
+    Ok(())
+}
+
+/// Tells the daemon (through the front, which holds the call until the daemon answers) where
+/// this container's events go.
+async fn register(config: &Config, flags: &super::Flags) -> Result<(), ShimError> {
+    let channel = crate::grpc::connect(&config.socket)
+        .await
+        .map_err(|e| ShimError::Front(format!("connect to {}: {e}", config.socket.display())))?;
+    let mut admin = AdminClient::with_origin(channel, http::Uri::from_static("http://localhost"));
+    let mut req = tonic::Request::new(RegisterPublisherRequest {
+        namespace: flags.namespace.clone(),
+        id: flags.id.clone(),
+        address: flags.address.clone(),
+    });
+    req.set_timeout(REGISTER);
+    admin
+        .register_publisher(req)
+        .await
+        .map_err(|s| ShimError::Daemon(s.message().to_string()))?;
+    Ok(())
+}
+
+/// 2 for containerd 1.x, 3 for 2.x, asked of the containerd at `address`; 2 if it cannot be
+/// asked (containerd 1.7 refuses anything above 2, and is the one that runs here).
+async fn bootstrap_version(address: &str) -> u32 {
+    let path = address.strip_prefix("unix://").unwrap_or(address);
+    if path.is_empty() {
+        return 2;
+    }
+    let asked = async {
+        let channel = crate::grpc::connect(path).await.ok()?;
+        let mut client =
+            VersionClient::with_origin(channel, http::Uri::from_static("http://localhost"));
+        let mut req = tonic::Request::new(());
+        req.set_timeout(Duration::from_secs(5));
+        let reply = client.version(req).await.ok()?.into_inner();
+        Some(reply.version)
+    };
+    match asked.await {
+        Some(version) => {
+            let major = version
+                .trim_start_matches('v')
+                .split('.')
+                .next()
+                .and_then(|m| m.parse::<u32>().ok());
+            match major {
+                Some(m) if m >= 2 => 3,
+                Some(_) => 2,
+                None => {
+                    log(&format!(
+                        "containerd says its version is {version:?}; answering bootstrap version 2"
+                    ));
+                    2
+                }
+            }
+        }
+        None => {
+            log(&format!(
+                "cannot ask containerd at {address} for its version; answering bootstrap version 2"
+            ));
+            2
+        }
+    }
+}
