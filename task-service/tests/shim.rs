@@ -1,0 +1,240 @@
+//! `containerd-shim-shimless-v2` run the way containerd runs it, without containerd: `start`
+//! (in the bundle directory, with containerd's flags and environment) and `delete`.
+//!
+//! - eight concurrent `start`s start one front and one daemon and all print the same bootstrap
+//!   JSON, with `address` and `bootstrap.json` written in the bundle;
+//! - `delete` of a running container kills and deletes it and prints a `DeleteResponse` with
+//!   137; of an unknown container, prints 137 and touches nothing;
+//! - bad command lines exit 1 naming what is wrong.
+
+use integration::bundle::Bundle;
+use integration::{Need, require};
+use prost::Message;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use task_service::api::containerd::task::v3::DeleteResponse;
+
+mod common;
+
+const NS: &str = "shim-test";
+const SHIM: &str = env!("CARGO_BIN_EXE_containerd-shim-shimless-v2");
+
+struct Setup {
+    dir: tempfile::TempDir,
+}
+
+impl Setup {
+    fn new() -> Setup {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().display();
+        std::fs::write(
+            dir.path().join("shimless.toml"),
+            format!(
+                "socket = \"{d}/run/front.sock\"\ndaemon_socket = \"{d}/run/daemon.sock\"\n\
+                 state_dir = \"{d}/state\"\nrunc_root = \"{d}/runc\"\nlog_dir = \"{d}/logs\"\n"
+            ),
+        )
+        .unwrap();
+        Setup { dir }
+    }
+    fn config(&self) -> PathBuf {
+        self.dir.path().join("shimless.toml")
+    }
+    fn front_socket(&self) -> PathBuf {
+        self.dir.path().join("run/front.sock")
+    }
+    fn shim(&self, cwd: &Path, args: &[&str]) -> Output {
+        Command::new(SHIM)
+            .args(args)
+            .current_dir(cwd)
+            .env("SHIMLESS_CONFIG", self.config())
+            .env_remove("NAMESPACE")
+            .env_remove("GRPC_ADDRESS")
+            .output()
+            .unwrap()
+    }
+    /// PIDs of live processes whose command line names this setup's configuration.
+    fn processes(&self, name: &str) -> Vec<u32> {
+        let config = self.config().display().to_string();
+        let mut pids = Vec::new();
+        for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+                continue;
+            };
+            let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+            let zombie = stat
+                .rsplit_once(')')
+                .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'));
+            let first = cmdline.split(' ').next().unwrap_or("");
+            if !zombie && first.ends_with(name) && cmdline.contains(&config) {
+                pids.push(pid);
+            }
+        }
+        pids
+    }
+}
+
+impl Drop for Setup {
+    fn drop(&mut self) {
+        for name in ["shimless-front", "shimlessd"] {
+            for pid in self.processes(name) {
+                let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+            }
+        }
+        integration::bundle::delete_all("runc", &self.dir.path().join("runc").join(NS));
+    }
+}
+
+#[test]
+fn concurrent_starts_start_one_front_and_print_the_same_bootstrap() {
+    let Some(()) = require(&[
+        Need::Root,
+        Need::Btf,
+        Need::Bpffs,
+        Need::Program("runc"),
+        Need::File("/bin/busybox"),
+    ]) else {
+        return;
+    };
+    let setup = Setup::new();
+    let bundles: Vec<tempfile::TempDir> = (0..8).map(|_| tempfile::tempdir().unwrap()).collect();
+    let outputs: Vec<Output> = std::thread::scope(|s| {
+        let handles: Vec<_> = bundles
+            .iter()
+            .enumerate()
+            .map(|(i, b)| {
+                let setup = &setup;
+                let id = format!("c{i}");
+                s.spawn(move || {
+                    setup.shim(
+                        b.path(),
+                        &[
+                            "-namespace",
+                            NS,
+                            "-address",
+                            "/nonexistent/containerd.sock",
+                            "-publish-binary",
+                            "/usr/bin/containerd",
+                            "-id",
+                            &id,
+                            "start",
+                        ],
+                    )
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let want = format!(
+        "{{\"address\":\"{}\",\"protocol\":\"grpc\",\"version\":2}}",
+        setup.front_socket().display()
+    );
+    for (out, bundle) in outputs.iter().zip(&bundles) {
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(String::from_utf8_lossy(&out.stdout), want);
+        for file in ["address", "bootstrap.json"] {
+            assert_eq!(
+                std::fs::read_to_string(bundle.path().join(file)).unwrap(),
+                want
+            );
+        }
+    }
+    assert_eq!(setup.processes("shimless-front").len(), 1);
+    assert_eq!(setup.processes("shimlessd").len(), 1);
+}
+
+#[test]
+fn delete_kills_and_deletes_a_running_container_and_ignores_an_unknown_one() {
+    let Some(()) = require(&[
+        Need::Root,
+        Need::Btf,
+        Need::Bpffs,
+        Need::Program("runc"),
+        Need::File("/bin/busybox"),
+    ]) else {
+        return;
+    };
+    rustix::process::set_child_subreaper(rustix::process::Pid::from_raw(1)).unwrap();
+    let setup = Setup::new();
+    let bundle = Bundle::exit_on_demand().unwrap();
+    let start = setup.shim(bundle.path(), &["-namespace", NS, "-id", "victim", "start"]);
+    assert!(
+        start.status.success(),
+        "{}",
+        String::from_utf8_lossy(&start.stderr)
+    );
+    let pid = smol::block_on(async {
+        let mut c = common::client(&setup.front_socket()).await;
+        common::create(&mut c, NS, "victim", bundle.path()).await;
+        common::start(&mut c, NS, "victim").await
+    });
+    let bundle_arg = bundle.path().display().to_string();
+    let out = setup.shim(
+        Path::new("/"),
+        &[
+            "-namespace",
+            NS,
+            "-id",
+            "victim",
+            "-bundle",
+            &bundle_arg,
+            "delete",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let reply = DeleteResponse::decode(&out.stdout[..]).unwrap();
+    assert_eq!(reply.exit_status, 137);
+    assert_eq!(reply.pid, pid);
+    assert!(reply.exited_at.is_some());
+    let listed = Command::new("runc")
+        .arg("--root")
+        .arg(setup.dir.path().join("runc").join(NS))
+        .args(["list", "-q"])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&listed.stdout).trim(), "");
+
+    let out = setup.shim(
+        Path::new("/"),
+        &["-namespace", NS, "-id", "nobody", "delete"],
+    );
+    assert!(out.status.success());
+    let reply = DeleteResponse::decode(&out.stdout[..]).unwrap();
+    assert_eq!((reply.pid, reply.exit_status), (0, 137));
+}
+
+#[test]
+fn bad_command_lines_exit_1_naming_the_problem() {
+    let setup = Setup::new();
+    let cases: [(&[&str], &str); 4] = [
+        (
+            &["-bogus", "start"],
+            "flag provided but not defined: -bogus",
+        ),
+        (&["-id"], "flag needs an argument: -id"),
+        (
+            &["-id", "x", "stop"],
+            "action \"stop\" is not one of start, delete",
+        ),
+        (&["-namespace", "default", "start"], "-id is required"),
+    ];
+    for (args, want) in cases {
+        let out = setup.shim(setup.dir.path(), args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(want), "{args:?}: {err}");
+        assert!(out.stdout.is_empty(), "{args:?}");
+    }
+    let out = setup.shim(setup.dir.path(), &["-v"]);
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("containerd-shim-shimless-v2 "));
+}
