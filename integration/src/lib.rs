@@ -11,6 +11,7 @@
 //!   container whatever happens, and the preparation crun needs on hybrid-cgroup machines;
 //! - [`daemon`]: a daemon under test as a child process, ready once it logs a marker, killed
 //!   when dropped;
+//! - [`image`]: OCI image-layout tarballs of busybox (and a pause image) for `ctr images import`;
 //! - [`raise_fd_limit`] for tests that hold thousands of descriptors;
 //! - later: a private containerd, Debian kernels under qemu, and the end-to-end suites.
 //!
@@ -26,6 +27,7 @@
 
 pub mod bundle;
 pub mod daemon;
+pub mod image;
 mod limits;
 mod require;
 
