@@ -13,7 +13,9 @@
 //!   when dropped;
 //! - [`image`]: OCI image-layout tarballs of busybox (and a pause image) for `ctr images import`;
 //! - [`raise_fd_limit`] for tests that hold thousands of descriptors;
-//! - later: a private containerd, Debian kernels under qemu, and the end-to-end suites.
+//! - [`containerd`]: a private containerd (own root, state, sockets, config; CRI optional)
+//!   that leaves no task, shim, mount or file behind;
+//! - later: Debian kernels under qemu, and the end-to-end suites.
 //!
 //! # Example
 //!
@@ -26,6 +28,7 @@
 //! ```
 
 pub mod bundle;
+pub mod containerd;
 pub mod daemon;
 pub mod image;
 mod limits;
