@@ -290,3 +290,83 @@ fn cri_starts_without_cni_with_the_pause_image_and_extra_runtimes() {
         assert!(cri_config.contains(part), "{part} not in {cri_config}");
     }
 }
+
+#[test]
+fn ctr_finds_a_shim_named_by_runtime_type_on_the_prepended_path() {
+    let Some(()) = needs() else { return };
+    let ns = "shimless-path";
+    // The stock shim under another name, as containerd-shim-shimless-v2 will be found. A copy,
+    // not a symlink: the Go shim re-executes /proc/self/exe, which resolves links.
+    let bin = tempfile::tempdir().expect("tempdir");
+    std::fs::copy(
+        "/usr/bin/containerd-shim-runc-v2",
+        bin.path().join("containerd-shim-renamed-v2"),
+    )
+    .expect("copy");
+    let containerd =
+        Containerd::start(ContainerdConfig::new().path_prepend(bin.path())).expect("start");
+    let image = Image::busybox(BUSYBOX)
+        .write_tar(&containerd.dir().join("busybox.tar"))
+        .expect("write image");
+    containerd.import(ns, image.path()).expect("import");
+    containerd
+        .ctr_ok(
+            ns,
+            &[
+                "run",
+                "-d",
+                "--runtime",
+                "io.containerd.renamed.v2",
+                BUSYBOX,
+                "r",
+                "sleep",
+                "60",
+            ],
+        )
+        .expect("run with the renamed shim");
+    wait_for_status(&containerd, ns, "r", "RUNNING");
+    let shim = containerd.shim_pids();
+    assert_eq!(shim.len(), 1);
+    let exe = std::fs::read(format!("/proc/{}/cmdline", shim[0])).expect("cmdline");
+    assert!(
+        String::from_utf8_lossy(&exe).starts_with(&format!(
+            "{}/containerd-shim-renamed-v2\0",
+            bin.path().display()
+        )),
+        "{}",
+        String::from_utf8_lossy(&exe)
+    );
+    let containers = containerd
+        .ctr_ok(ns, &["containers", "ls"])
+        .expect("containers ls");
+    assert!(
+        containers.contains("io.containerd.renamed.v2"),
+        "{containers}"
+    );
+}
+
+#[test]
+fn a_test_that_panics_leaks_nothing() {
+    let Some(()) = needs() else { return };
+    let ns = "shimless-panic";
+    let seen = std::sync::Mutex::new(None);
+    let outcome = std::panic::catch_unwind(|| {
+        let containerd = containerd_with_busybox(ns);
+        containerd
+            .ctr_ok(ns, &["run", "-d", BUSYBOX, "doomed", "sleep", "3600"])
+            .expect("run -d");
+        wait_for_status(&containerd, ns, "doomed", "RUNNING");
+        *seen.lock().expect("lock") = Some((containerd.socket(), containerd.dir().to_owned()));
+        panic!("the test fails with the container running");
+    });
+    assert!(outcome.is_err());
+    let (socket, dir) = seen.lock().expect("lock").take().expect("ran");
+    assert_eq!(processes_naming(&socket), Vec::<u32>::new());
+    assert_eq!(mounts_under(&dir), Vec::<std::path::PathBuf>::new());
+    assert!(!dir.exists());
+    assert!(
+        !std::path::Path::new("/run/containerd/runc")
+            .join(ns)
+            .exists()
+    );
+}
