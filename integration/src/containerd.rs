@@ -55,6 +55,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::Need;
 use crate::image::{Image, ImageError};
 
 /// How long [`Containerd::start`] waits for `ctr version` to answer.
@@ -65,6 +66,22 @@ pub const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The containerd namespace CRI keeps its pods, containers and images in.
 pub const CRI_NAMESPACE: &str = "k8s.io";
+
+/// What a test of the private containerd needs: pass it to [`require`](crate::require).
+///
+/// ```
+/// use integration::containerd::NEEDS;
+/// // In a #[test]: skip (or fail under CI) without root, containerd, ctr, runc or busybox.
+/// let Some(()) = integration::require(NEEDS) else { return };
+/// ```
+pub const NEEDS: &[Need] = &[
+    Need::Root,
+    Need::Program("containerd"),
+    Need::Program("ctr"),
+    Need::Program("containerd-shim-runc-v2"),
+    Need::Program("runc"),
+    Need::File(crate::bundle::BUSYBOX),
+];
 
 /// The runc shim's default state directory; runc keeps `<namespace>/<id>` under it.
 const RUNC_ROOT: &str = "/run/containerd/runc";
@@ -736,8 +753,12 @@ impl Containerd {
 
     /// Starts containerd (when it is not running) and waits until it answers.
     pub fn start_daemon(&mut self) -> Result<(), ContainerdError> {
-        if self.child.is_some() {
-            return Ok(());
+        if let Some(child) = &mut self.child {
+            if child.try_wait().ok().flatten().is_none() {
+                return Ok(());
+            }
+            // It died by itself: start it again.
+            self.child = None;
         }
         let log_path = self.log_path();
         let io_err = |source| ContainerdError::Io {
@@ -918,21 +939,23 @@ impl Containerd {
 
     /// Kills and deletes every task, deletes every container of `ns`.
     fn delete_namespace_contents(&self, ns: &str) {
-        let quiet = |args: &[&str]| {
+        // Bounded: a containerd that hangs must not hang the clean-up (and the test) with it.
+        let bounded = |args: &[&str]| {
             let mut cmd = self.ctr(ns);
-            cmd.args(args).stdout(Stdio::null()).stderr(Stdio::null());
-            let _ = cmd.status();
+            cmd.args(["--timeout", "30s"])
+                .args(args)
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null());
+            cmd.output()
+                .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+                .unwrap_or_default()
         };
-        let tasks = self.ctr_ok(ns, &["task", "ls", "-q"]).unwrap_or_default();
-        for task in tasks.lines() {
-            quiet(&["task", "kill", "--all", "--signal", "KILL", task]);
-            quiet(&["task", "delete", "--force", task]);
+        for task in bounded(&["task", "ls", "-q"]).lines() {
+            bounded(&["task", "kill", "--all", "--signal", "KILL", task]);
+            bounded(&["task", "delete", "--force", task]);
         }
-        let containers = self
-            .ctr_ok(ns, &["containers", "ls", "-q"])
-            .unwrap_or_default();
-        for container in containers.lines() {
-            quiet(&["containers", "delete", container]);
+        for container in bounded(&["containers", "ls", "-q"]).lines() {
+            bounded(&["containers", "delete", container]);
         }
     }
 }

@@ -4,10 +4,10 @@
 //! are keyed by namespace and ID on the host, whatever the containerd).
 
 use integration::containerd::{
-    CRI_NAMESPACE, Containerd, ContainerdConfig, Runtime, mounts_under, processes_naming,
+    CRI_NAMESPACE, Containerd, ContainerdConfig, NEEDS, Runtime, mounts_under, processes_naming,
 };
 use integration::image::Image;
-use integration::{Need, require};
+use integration::require;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
@@ -15,14 +15,7 @@ const BUSYBOX: &str = "docker.io/shimless/busybox:test";
 const PAUSE: &str = "registry.k8s.io/pause:3.9";
 
 fn needs() -> Option<()> {
-    require(&[
-        Need::Root,
-        Need::Program("containerd"),
-        Need::Program("ctr"),
-        Need::Program("containerd-shim-runc-v2"),
-        Need::Program("runc"),
-        Need::File("/bin/busybox"),
-    ])
+    require(NEEDS)
 }
 
 /// A private containerd with the busybox image imported into `ns`.
@@ -75,6 +68,11 @@ fn an_imported_busybox_image_runs_under_the_stock_shim_and_exit_codes_propagate(
         .ctr_ok(ns, &["images", "ls", "-q"])
         .expect("images ls");
     assert_eq!(images.lines().collect::<Vec<_>>(), [BUSYBOX]);
+    assert!(containerd.ttrpc_socket().exists());
+    assert_eq!(
+        containerd.namespaces().expect("namespaces"),
+        [ns.to_string()]
+    );
 
     let hello = containerd
         .ctr(ns)
