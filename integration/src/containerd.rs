@@ -308,6 +308,7 @@ impl Runtime {
 pub struct ContainerdConfig {
     sandbox_image: Option<String>,
     import_sandbox_image: bool,
+    restrict_oom_score_adj: Option<bool>,
     default_runtime: String,
     runtimes: Vec<Runtime>,
     snapshotter: String,
@@ -321,6 +322,7 @@ impl Default for ContainerdConfig {
         ContainerdConfig {
             sandbox_image: None,
             import_sandbox_image: true,
+            restrict_oom_score_adj: None,
             default_runtime: "runc".into(),
             runtimes: Vec::new(),
             snapshotter: "overlayfs".into(),
@@ -350,6 +352,16 @@ impl ContainerdConfig {
     /// Whether `start` imports a pause image named as CRI's `sandbox_image` (default: yes).
     pub fn import_sandbox_image(mut self, import: bool) -> Self {
         self.import_sandbox_image = import;
+        self
+    }
+
+    /// CRI's `restrict_oom_score_adj`. By default it is set when this process lacks
+    /// `CAP_SYS_RESOURCE` (as in this workplace's sandbox): CRI gives pause containers
+    /// `oom_score_adj` -998, which only that capability may set, and runc then fails every
+    /// sandbox with "can't get final child's PID from pipe: EOF"; restricted, CRI keeps
+    /// containers at or above containerd's own score.
+    pub fn restrict_oom_score_adj(mut self, restrict: bool) -> Self {
+        self.restrict_oom_score_adj = Some(restrict);
         self
     }
 
@@ -432,6 +444,10 @@ impl ContainerdConfig {
             let _ = writeln!(out, "  disable_apparmor = true");
             let _ = writeln!(out, "  enable_selinux = false");
             let _ = writeln!(out, "  enable_cdi = false");
+            let restrict = self
+                .restrict_oom_score_adj
+                .unwrap_or_else(|| !has_cap_sys_resource());
+            let _ = writeln!(out, "  restrict_oom_score_adj = {restrict}");
             let _ = writeln!(out, "  stream_server_address = \"127.0.0.1\"");
             let _ = writeln!(out, "  stream_server_port = \"0\"");
             let _ = writeln!(out, "[{cri}.cni]");
@@ -456,6 +472,18 @@ impl ContainerdConfig {
         }
         out
     }
+}
+
+/// Whether this process may lower `oom_score_adj` (`CAP_SYS_RESOURCE` in its effective set).
+fn has_cap_sys_resource() -> bool {
+    const CAP_SYS_RESOURCE: u32 = 24;
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            let hex = status.lines().find_map(|l| l.strip_prefix("CapEff:"))?;
+            u64::from_str_radix(hex.trim(), 16).ok()
+        })
+        .is_some_and(|caps| caps & (1 << CAP_SYS_RESOURCE) != 0)
 }
 
 /// A TOML basic string.
@@ -1184,6 +1212,7 @@ mod tests {
     fn cri_config_points_cni_at_private_empty_directories() {
         let toml = ContainerdConfig::new()
             .cri("registry.k8s.io/pause:3.9")
+            .restrict_oom_score_adj(true)
             .snapshotter("native")
             .runtime(
                 Runtime::new("unified", "io.containerd.runc.v2")
@@ -1198,6 +1227,7 @@ mod tests {
             "  snapshotter = \"native\"",
             "  default_runtime_name = \"runc\"",
             "  enable_cdi = false",
+            "  restrict_oom_score_adj = true",
             "  BinaryName = \"crun\"",
             "  SystemdCgroup = false",
         ] {
