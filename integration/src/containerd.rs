@@ -16,9 +16,11 @@
 //! # What the containers share with the host
 //!
 //! Two things are keyed by namespace and container ID alone, not by containerd: runc's state
-//! (`/run/containerd/runc/<namespace>/<id>`, the stock shim's default) and `ctr run`'s cgroup
-//! (`/<namespace>/<id>`). Give each test a namespace no other running test uses; the clean-up
-//! removes those per-namespace directories once they are empty.
+//! (`/run/containerd/runc/<namespace>/<id>`, the stock shim's default) and the cgroup
+//! (`/<namespace>/<id>`) that `ctr run` and CRI give a container. Give each `ctr` test a
+//! namespace no other running test uses; the clean-up removes those per-namespace directories
+//! once they are empty (all but [`CRI_NAMESPACE`]'s, which CRI tests share and whose container
+//! IDs are random).
 //!
 //! # Runtimes
 //!
@@ -1161,9 +1163,11 @@ fn remove_shim_sockets(state: &Path) {
     }
 }
 
-/// Removes the per-namespace directories runc and `ctr run`'s cgroups leave once empty.
+/// Removes the per-namespace directories runc and `ctr run`'s cgroups leave once empty. Not
+/// for [`CRI_NAMESPACE`], which every CRI test shares: removing its directories while another
+/// test's runc creates a container under them could fail that create.
 fn remove_empty_namespace_dirs(ns: &str) {
-    if ns.is_empty() || ns.contains('/') || ns == "." || ns == ".." {
+    if ns.is_empty() || ns.contains('/') || ns == "." || ns == ".." || ns == CRI_NAMESPACE {
         return;
     }
     let _ = std::fs::remove_dir(Path::new(RUNC_ROOT).join(ns));

@@ -12,9 +12,9 @@
 //! - [`daemon`]: a daemon under test as a child process, ready once it logs a marker, killed
 //!   when dropped;
 //! - [`image`]: OCI image-layout tarballs of busybox (and a pause image) for `ctr images import`;
-//! - [`raise_fd_limit`] for tests that hold thousands of descriptors;
 //! - [`containerd`]: a private containerd (own root, state, sockets, config; CRI optional)
 //!   that leaves no task, shim, mount or file behind;
+//! - [`raise_fd_limit`] for tests that hold thousands of descriptors;
 //! - later: Debian kernels under qemu, and the end-to-end suites.
 //!
 //! # Example
