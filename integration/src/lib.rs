@@ -11,8 +11,11 @@
 //!   container whatever happens, and the preparation crun needs on hybrid-cgroup machines;
 //! - [`daemon`]: a daemon under test as a child process, ready once it logs a marker, killed
 //!   when dropped;
+//! - [`image`]: OCI image-layout tarballs of busybox (and a pause image) for `ctr images import`;
+//! - [`containerd`]: a private containerd (own root, state, sockets, config; CRI optional)
+//!   that leaves no task, shim, mount or file behind;
 //! - [`raise_fd_limit`] for tests that hold thousands of descriptors;
-//! - later: a private containerd, Debian kernels under qemu, and the end-to-end suites.
+//! - later: Debian kernels under qemu, and the end-to-end suites.
 //!
 //! # Example
 //!
@@ -25,7 +28,9 @@
 //! ```
 
 pub mod bundle;
+pub mod containerd;
 pub mod daemon;
+pub mod image;
 mod limits;
 mod require;
 
