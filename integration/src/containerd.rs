@@ -316,6 +316,7 @@ pub struct ContainerdConfig {
     snapshotter: String,
     log_level: String,
     path_prepend: Vec<PathBuf>,
+    env: Vec<(OsString, OsString)>,
     parent_dir: PathBuf,
 }
 
@@ -330,6 +331,7 @@ impl Default for ContainerdConfig {
             snapshotter: "overlayfs".into(),
             log_level: "info".into(),
             path_prepend: Vec::new(),
+            env: Vec::new(),
             parent_dir: PathBuf::from("/tmp"),
         }
     }
@@ -397,6 +399,21 @@ impl ContainerdConfig {
     /// io.containerd.<name>.v2` finds `containerd-shim-<name>-v2` there.
     pub fn path_prepend(mut self, dir: impl Into<PathBuf>) -> Self {
         self.path_prepend.push(dir.into());
+        self
+    }
+
+    /// Sets an environment variable for containerd, which its shims inherit (as
+    /// `containerd-shim-shimless-v2` reads `SHIMLESS_CONFIG`); the variables of this process
+    /// are inherited too, and a later call for the same key wins. `PATH` is better given with
+    /// [`path_prepend`](Self::path_prepend), which is applied after these.
+    ///
+    /// ```
+    /// use integration::containerd::ContainerdConfig;
+    /// let config = ContainerdConfig::new().env("SHIMLESS_CONFIG", "/tmp/shimless/config.toml");
+    /// assert_ne!(config, ContainerdConfig::new());
+    /// ```
+    pub fn env(mut self, key: impl Into<OsString>, value: impl Into<OsString>) -> Self {
+        self.env.push((key.into(), value.into()));
         self
     }
 
@@ -807,6 +824,9 @@ impl Containerd {
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(err);
+        for (key, value) in &self.config.env {
+            cmd.env(key, value);
+        }
         if !self.config.path_prepend.is_empty() {
             let inherited = std::env::var_os("PATH").unwrap_or_default();
             let dirs = self
