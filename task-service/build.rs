@@ -2,19 +2,24 @@
 //! types) from `proto/`, with tonic's codegen but without its transport (that would pull in a
 //! tokio runtime; the daemon serves HTTP/2 with hyper on smol instead).
 //!
+//! The containerd benchmark's client of containerd's own Containers and Tasks services
+//! (`benches/proto/`, a subset of containerd 1.7's) is generated too, client only, into
+//! `$OUT_DIR/bench/`: only `benches/containerd.rs` includes it.
+//!
 //! protoc comes from `protoc-bin-vendored` unless `PROTOC` names one.
 
 use std::path::PathBuf;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed=proto");
+    println!("cargo:rerun-if-changed=benches/proto");
     println!("cargo:rerun-if-env-changed=PROTOC");
     let protoc = match std::env::var_os("PROTOC") {
         Some(path) => PathBuf::from(path),
         None => protoc_bin_vendored::protoc_bin_path()?,
     };
     let mut config = prost_build::Config::new();
-    config.protoc_executable(protoc);
+    config.protoc_executable(&protoc);
     tonic_prost_build::configure()
         .build_transport(false)
         .compile_with_config(
@@ -29,6 +34,27 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 PathBuf::from("proto/containerd/services/version/v1/version.proto"),
             ],
             &[PathBuf::from("proto"), protoc_bin_vendored::include_path()?],
+        )?;
+
+    let bench_out =
+        PathBuf::from(std::env::var_os("OUT_DIR").ok_or("OUT_DIR is not set")?).join("bench");
+    std::fs::create_dir_all(&bench_out)?;
+    let mut config = prost_build::Config::new();
+    config.protoc_executable(&protoc);
+    tonic_prost_build::configure()
+        .build_transport(false)
+        .build_server(false)
+        .out_dir(&bench_out)
+        .compile_with_config(
+            config,
+            &[
+                PathBuf::from("benches/proto/containers.proto"),
+                PathBuf::from("benches/proto/tasks.proto"),
+            ],
+            &[
+                PathBuf::from("benches/proto"),
+                protoc_bin_vendored::include_path()?,
+            ],
         )?;
     Ok(())
 }
