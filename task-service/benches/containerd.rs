@@ -17,8 +17,14 @@
 //! 3. A plot of both (SVG) at `docs/shimless-vs-stock.svg` in the workspace.
 //!
 //! ```text
-//! cargo bench -p task-service --bench containerd -- --sizes 10,100,1000 --seq 50 --conc 160
+//! cargo bench -p task-service --bench containerd -- --sizes 10,100,1000 --seq 50 --conc 160 \
+//!     --rounds 2 --crun
 //! ```
+//!
+//! Every flag is optional (those values are the defaults, but for `--crun`, which adds the
+//! lifecycle with crun as the OCI runtime on both sides: runc options `BinaryName = "crun"`);
+//! `--svg <path>` writes the plot elsewhere (cargo runs benches in the crate's directory).
+//! Needs root, containerd 1.7, `ctr`, runc and `containerd-shim-runc-v2`; skips otherwise.
 //!
 //! Everything it started is removed when it ends, also on failure: tasks, containers and
 //! shims (by the containerd harness), then the front and the daemon (every process whose
@@ -124,7 +130,7 @@ fn mib(kib: u64) -> f64 {
 }
 
 /// Removes, when dropped, what shimless left: the front and the daemon (every process whose
-/// command line names `config`), the containers in its runc root, its eBPF pins.
+/// command line names `config`), the containers in its runc roots, its eBPF pins.
 struct ShimlessCleanup {
     config: PathBuf,
     runc_root: PathBuf,
@@ -152,7 +158,17 @@ impl ShimlessCleanup {
 impl Drop for ShimlessCleanup {
     fn drop(&mut self) {
         self.kill_processes();
-        integration::bundle::delete_all("runc", &self.runc_root.join(NS));
+        // Every namespace directory: shimless names them as containerd's calls say (with
+        // containerd 1.7 that is `default`, whatever the container's namespace is).
+        for entry in std::fs::read_dir(&self.runc_root)
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            for runtime in ["runc", "crun"] {
+                integration::bundle::delete_all(runtime, &entry.path());
+            }
+        }
         let _ = std::fs::remove_dir_all(&self.pin_dir);
     }
 }
@@ -659,8 +675,11 @@ fn plot(path: &Path, rows: &[MemoryRow], rates: &Rates) -> Result<(), Box<dyn st
             )?;
         chart
             .configure_mesh()
-            .x_desc("containers (N)")
-            .y_desc("MiB, log scale")
+            .light_line_style(WHITE)
+            .x_label_formatter(&|n| format!("{n:.0}"))
+            .y_label_formatter(&|m| format!("{m:.0}"))
+            .x_desc("running containers (N), log scale")
+            .y_desc("PSS, MiB, log scale")
             .draw()?;
         let series = [
             (
@@ -716,6 +735,7 @@ fn plot(path: &Path, rows: &[MemoryRow], rates: &Rates) -> Result<(), Box<dyn st
         chart
             .configure_mesh()
             .disable_x_mesh()
+            .light_line_style(WHITE)
             .x_labels(groups * 2 + 1)
             .x_label_formatter(&|x| {
                 let i = x.floor() as usize;
