@@ -28,7 +28,8 @@
 //!
 //! Everything it started is removed when it ends, also on failure: tasks, containers and
 //! shims (by the containerd harness), then the front and the daemon (every process whose
-//! command line names this run's shimless configuration), shimless's runc state and eBPF pins.
+//! command line names this run's shimless configuration), shimless's runc state and eBPF pins,
+//! the containers' empty cgroups.
 
 #[path = "peer/go_shim.rs"]
 mod go_shim;
@@ -130,7 +131,8 @@ fn mib(kib: u64) -> f64 {
 }
 
 /// Removes, when dropped, what shimless left: the front and the daemon (every process whose
-/// command line names `config`), the containers in its runc roots, its eBPF pins.
+/// command line names `config`), the containers in its runc roots, its eBPF pins, and the
+/// benchmark's empty cgroups.
 struct ShimlessCleanup {
     config: PathBuf,
     runc_root: PathBuf,
@@ -170,6 +172,41 @@ impl Drop for ShimlessCleanup {
             }
         }
         let _ = std::fs::remove_dir_all(&self.pin_dir);
+        remove_empty_cgroups();
+    }
+}
+
+/// Removes the benchmark's cgroups (`/<NS>/<id>` under `/sys/fs/cgroup/*`) that are empty, and
+/// what crun 1.8.1 makes under `/sys/fs/cgroup/hugetlb`, which on this machine is a plain
+/// directory rather than a mounted hierarchy (crun creates `<NS>/<id>/cgroup.procs` there as
+/// ordinary files and leaves them). On a real cgroup file system `rmdir` removes only cgroups
+/// without processes or children; elsewhere the whole `<NS>` directory goes.
+fn remove_empty_cgroups() {
+    const CGROUP_SUPER_MAGIC: i64 = 0x0027_e0eb;
+    const CGROUP2_SUPER_MAGIC: i64 = 0x6367_7270;
+    for hierarchy in std::fs::read_dir("/sys/fs/cgroup")
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let parent = hierarchy.path().join(NS);
+        if !parent.is_dir() {
+            continue;
+        }
+        let is_cgroupfs = rustix::fs::statfs(&parent).is_ok_and(|fs| {
+            let kind = fs.f_type;
+            kind == CGROUP_SUPER_MAGIC || kind == CGROUP2_SUPER_MAGIC
+        });
+        if !is_cgroupfs {
+            let _ = std::fs::remove_dir_all(&parent);
+            continue;
+        }
+        for child in std::fs::read_dir(&parent).into_iter().flatten().flatten() {
+            if child.file_type().is_ok_and(|t| t.is_dir()) {
+                let _ = std::fs::remove_dir(child.path());
+            }
+        }
+        let _ = std::fs::remove_dir(&parent);
     }
 }
 
