@@ -316,6 +316,7 @@ pub struct ContainerdConfig {
     snapshotter: String,
     log_level: String,
     path_prepend: Vec<PathBuf>,
+    env: Vec<(String, String)>,
     parent_dir: PathBuf,
 }
 
@@ -330,6 +331,7 @@ impl Default for ContainerdConfig {
             snapshotter: "overlayfs".into(),
             log_level: "info".into(),
             path_prepend: Vec::new(),
+            env: Vec::new(),
             parent_dir: PathBuf::from("/tmp"),
         }
     }
@@ -398,6 +400,24 @@ impl ContainerdConfig {
     pub fn path_prepend(mut self, dir: impl Into<PathBuf>) -> Self {
         self.path_prepend.push(dir.into());
         self
+    }
+
+    /// Sets an environment variable for containerd, and so for the shims it runs (they inherit
+    /// its environment): e.g. `SHIMLESS_CONFIG` for `containerd-shim-shimless-v2`.
+    ///
+    /// ```
+    /// let config = integration::containerd::ContainerdConfig::new()
+    ///     .env("SHIMLESS_CONFIG", "/tmp/shimless.toml");
+    /// assert_eq!(config.env_vars(), [("SHIMLESS_CONFIG".to_string(), "/tmp/shimless.toml".to_string())]);
+    /// ```
+    pub fn env(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.env.push((key.into(), value.into()));
+        self
+    }
+
+    /// The environment variables set with [`env`](Self::env).
+    pub fn env_vars(&self) -> &[(String, String)] {
+        &self.env
     }
 
     /// The directory the private directory is made in (default `/tmp`; overlayfs needs a
@@ -821,6 +841,7 @@ impl Containerd {
             })?;
             cmd.env("PATH", path);
         }
+        cmd.envs(self.config.env.iter().map(|(k, v)| (k, v)));
         let child = cmd.spawn().map_err(|source| ContainerdError::Spawn {
             program: "containerd".into(),
             source,

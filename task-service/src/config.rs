@@ -154,6 +154,16 @@ impl Config {
         }
     }
 
+    /// Where the front makes one socket per containerd namespace: `ns/` beside `socket`.
+    ///
+    /// ```
+    /// let config = task_service::config::Config::default();
+    /// assert_eq!(config.namespace_dir(), std::path::Path::new("/run/shimless/ns"));
+    /// ```
+    pub fn namespace_dir(&self) -> PathBuf {
+        self.socket.parent().unwrap_or(Path::new("/")).join("ns")
+    }
+
     /// Parses configuration text (keys not given keep their defaults).
     pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
         Self::parse(text, "<inline>")

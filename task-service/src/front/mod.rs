@@ -22,7 +22,7 @@
 //! use std::sync::Arc;
 //! use task_service::front::{self, FrontConfig};
 //! let ex = Arc::new(smol::Executor::new());
-//! let config = FrontConfig::new("/run/shimless/daemon.sock");
+//! let config = FrontConfig::new("/run/shimless/daemon.sock", "/run/shimless/ns");
 //! smol::block_on(ex.run(async {
 //!     let listener = task_service::grpc::listen::bind("/run/shimless/shimless.sock")?;
 //!     front::serve(listener, config, ex.clone()).await
@@ -34,8 +34,11 @@ mod link;
 pub mod replay;
 pub mod supervise;
 
+use crate::api::shimless::v1::front_server;
+use crate::api::shimless::v1::{ListenRequest, ListenResponse};
 use crate::grpc::deadline::parse_grpc_timeout;
 use crate::grpc::listen::Peer;
+use crate::ids::Namespace;
 use hyper::body::Incoming;
 use link::Link;
 use smol::net::unix::UnixListener;
@@ -49,7 +52,7 @@ use tonic::body::Body;
 /// What the front needs to know.
 ///
 /// ```
-/// let config = task_service::front::FrontConfig::new("/run/shimless/daemon.sock");
+/// let config = task_service::front::FrontConfig::new("/run/shimless/daemon.sock", "/run/shimless/ns");
 /// assert_eq!(config.hold, std::time::Duration::from_secs(60));
 /// assert_eq!(config.allowed_uids, vec![0]);
 /// ```
@@ -57,6 +60,8 @@ use tonic::body::Body;
 pub struct FrontConfig {
     /// The daemon's private socket.
     pub daemon_socket: PathBuf,
+    /// Where the per-namespace sockets are made (`<dir>/<namespace>.sock`).
+    pub namespace_dir: PathBuf,
     /// How long a call without a deadline waits for an absent daemon.
     pub hold: Duration,
     /// The uids allowed to connect (checked with `SO_PEERCRED`).
@@ -65,16 +70,64 @@ pub struct FrontConfig {
 
 impl FrontConfig {
     /// The defaults for a daemon on `daemon_socket`: hold calls 60 s, root only.
-    pub fn new(daemon_socket: impl Into<PathBuf>) -> FrontConfig {
+    pub fn new(
+        daemon_socket: impl Into<PathBuf>,
+        namespace_dir: impl Into<PathBuf>,
+    ) -> FrontConfig {
         FrontConfig {
             daemon_socket: daemon_socket.into(),
+            namespace_dir: namespace_dir.into(),
             hold: Duration::from_secs(60),
             allowed_uids: vec![0],
         }
     }
 }
 
-/// Serves `listener` until accepting fails, forwarding every call to the daemon.
+/// The socket of containerd namespace `namespace` under `namespace_dir`.
+///
+/// ```
+/// use task_service::front::namespace_socket;
+/// assert_eq!(
+///     namespace_socket("/run/shimless/ns".as_ref(), "k8s.io"),
+///     std::path::PathBuf::from("/run/shimless/ns/k8s.io.sock")
+/// );
+/// ```
+pub fn namespace_socket(namespace_dir: &std::path::Path, namespace: &str) -> PathBuf {
+    namespace_dir.join(format!("{namespace}.sock"))
+}
+
+/// What every accept loop shares.
+struct Shared {
+    link: Link,
+    config: FrontConfig,
+    ex: Arc<smol::Executor<'static>>,
+    /// The namespaces whose socket is being served.
+    bound: std::sync::Mutex<std::collections::HashSet<String>>,
+}
+
+impl Shared {
+    /// Serves `namespace`'s socket unless it already is; its path.
+    fn listen(self: &Arc<Self>, namespace: &Namespace) -> std::io::Result<PathBuf> {
+        let path = namespace_socket(&self.config.namespace_dir, namespace.as_str());
+        let mut bound = self
+            .bound
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if bound.contains(namespace.as_str()) {
+            return Ok(path);
+        }
+        let listener = crate::grpc::listen::bind(&path)?;
+        bound.insert(namespace.to_string());
+        self.ex
+            .spawn(accept(listener, Some(namespace.clone()), self.clone()))
+            .detach();
+        Ok(path)
+    }
+}
+
+/// Serves `listener` (the public socket) and the per-namespace sockets until accepting on the
+/// public one fails, forwarding every call to the daemon. Namespace sockets left by a previous
+/// front are served again at once, so a containerd that reconnects finds them.
 ///
 /// See the [module docs](self) for an example.
 pub async fn serve(
@@ -82,50 +135,121 @@ pub async fn serve(
     config: FrontConfig,
     ex: Arc<smol::Executor<'static>>,
 ) -> std::io::Result<()> {
-    let link = Arc::new(Link::new(config.daemon_socket.clone(), ex.clone()));
-    let config = Arc::new(config);
+    let shared = Arc::new(Shared {
+        link: Link::new(config.daemon_socket.clone(), ex.clone()),
+        config,
+        ex,
+        bound: Default::default(),
+    });
+    for entry in std::fs::read_dir(&shared.config.namespace_dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if let Some(ns) = name
+            .strip_suffix(".sock")
+            .and_then(|ns| Namespace::new(ns).ok())
+        {
+            shared.listen(&ns)?;
+        }
+    }
+    accept(listener, None, shared).await
+}
+
+/// The front's own service on the public socket: namespace sockets on request.
+#[derive(Clone)]
+struct FrontService {
+    shared: Arc<Shared>,
+}
+
+#[tonic::async_trait]
+impl front_server::Front for FrontService {
+    async fn listen(
+        &self,
+        req: tonic::Request<ListenRequest>,
+    ) -> Result<tonic::Response<ListenResponse>, tonic::Status> {
+        let name = req.into_inner().namespace;
+        let ns = Namespace::new(name.clone())
+            .map_err(|e| tonic::Status::invalid_argument(format!("namespace {name:?}: {e}")))?;
+        let socket = self.shared.listen(&ns).map_err(|e| {
+            tonic::Status::internal(format!("cannot serve namespace {ns}'s socket: {e}"))
+        })?;
+        Ok(tonic::Response::new(ListenResponse {
+            socket: socket.display().to_string(),
+        }))
+    }
+}
+
+const FRONT_PREFIX: &str = "/shimless.v1.Front/";
+
+/// Accepts on one socket; on a namespace's socket, every call is marked with that namespace.
+async fn accept(
+    listener: UnixListener,
+    namespace: Option<Namespace>,
+    shared: Arc<Shared>,
+) -> std::io::Result<()> {
+    let header = namespace
+        .as_ref()
+        .and_then(|ns| http::HeaderValue::from_str(ns.as_str()).ok());
+    let own = front_server::FrontServer::new(FrontService {
+        shared: shared.clone(),
+    });
     loop {
         let (stream, _) = listener.accept().await?;
         let denied = match Peer::of(&stream) {
-            Ok(peer) if config.allowed_uids.contains(&peer.uid) => None,
+            Ok(peer) if shared.config.allowed_uids.contains(&peer.uid) => None,
             Ok(peer) => Some(format!(
                 "uid {} may not use this socket (allowed: {:?})",
-                peer.uid, config.allowed_uids
+                peer.uid, shared.config.allowed_uids
             )),
             Err(e) => Some(format!("cannot read the caller's credentials: {e}")),
         };
-        let link = link.clone();
-        let config = config.clone();
-        let per_call = hyper::service::service_fn(move |req: http::Request<Incoming>| {
-            let link = link.clone();
-            let config = config.clone();
+        let shared2 = shared.clone();
+        let header = header.clone();
+        let own = own.clone();
+        let per_call = hyper::service::service_fn(move |mut req: http::Request<Incoming>| {
+            let shared = shared2.clone();
             let denied = denied.clone();
+            let header = header.clone();
+            let mut own = own.clone();
             async move {
                 if let Some(why) = denied {
                     return Ok::<_, Infallible>(tonic::Status::permission_denied(why).into_http());
                 }
-                Ok(forward(&link, &config, req).await)
+                match &header {
+                    Some(ns) => {
+                        req.headers_mut().insert("containerd-namespace", ns.clone());
+                    }
+                    None if req.uri().path().starts_with(FRONT_PREFIX) => {
+                        return tower_service::Service::call(&mut own, req).await;
+                    }
+                    None => {}
+                }
+                Ok(forward(&shared.link, &shared.config, req).await)
             }
         });
-        let exec = SmolExecutor::new(ex.clone());
-        ex.spawn(async move {
-            let mut builder = hyper::server::conn::http2::Builder::new(exec);
-            // containerd opens one connection per task, so what an idle connection costs is
-            // multiplied by the number of containers: small windows and buffers (the calls are
-            // small protobufs), the default frame size.
-            builder
-                .timer(SmolTimer::new())
-                .initial_stream_window_size(64 * 1024)
-                .initial_connection_window_size(64 * 1024)
-                .max_send_buf_size(64 * 1024)
-                .max_header_list_size(64 * 1024)
-                .max_concurrent_streams(1024);
-            // A client that goes away mid-call is normal; nothing to do about its error.
-            let _ = builder
-                .serve_connection(FuturesIo::new(stream), per_call)
-                .await;
-        })
-        .detach();
+        let exec = SmolExecutor::new(shared.ex.clone());
+        shared
+            .ex
+            .spawn(async move {
+                let mut builder = hyper::server::conn::http2::Builder::new(exec);
+                // containerd opens one connection per task, so what an idle connection costs
+                // is multiplied by the number of containers: small windows and buffers (the
+                // calls are small protobufs), the default frame size.
+                builder
+                    .timer(SmolTimer::new())
+                    .initial_stream_window_size(64 * 1024)
+                    .initial_connection_window_size(64 * 1024)
+                    .max_send_buf_size(64 * 1024)
+                    .max_header_list_size(64 * 1024)
+                    .max_concurrent_streams(1024);
+                // A client that goes away mid-call is normal; nothing to do about its error.
+                let _ = builder
+                    .serve_connection(FuturesIo::new(stream), per_call)
+                    .await;
+            })
+            .detach();
     }
 }
 
