@@ -8,8 +8,10 @@
 //!   stock containers each add a shim, and keep working beside them;
 //! - `kill -9` of the daemon with 20 running and 5 exiting while it is down: containerd still
 //!   lists 15 RUNNING, gets the 5 true exit codes, and no 255;
-//! - a restart of containerd: it reconnects and a container that exited meanwhile is reported
-//!   with its true code.
+//! - a restart of containerd: it reconnects, the exit that happened meanwhile is forwarded to it
+//!   once it is back and reported with its true code;
+//! - runtime options (`containerd.runc.v1.Options`): `BinaryName` picks the runtime binary,
+//!   `SystemdCgroup` without systemd is refused with a message naming it.
 
 use integration::containerd::{Containerd, ContainerdConfig, NEEDS};
 use integration::image::Image;
@@ -34,13 +36,17 @@ struct Rig {
 
 impl Rig {
     fn new(ns: &str, shimless_extra: &str) -> Option<Rig> {
+        Rig::with(ns, shimless_extra, ContainerdConfig::new())
+    }
+
+    fn with(ns: &str, shimless_extra: &str, config: ContainerdConfig) -> Option<Rig> {
         let mut needs = NEEDS.to_vec();
         needs.extend([Need::Btf, Need::Bpffs]);
         require(&needs)?;
         rustix::process::set_child_subreaper(rustix::process::Pid::from_raw(1)).unwrap();
         let shimless = Shimless::new(shimless_extra).cleans(ns);
         let containerd = Containerd::start(
-            ContainerdConfig::new()
+            config
                 .path_prepend(Shimless::bin_dir())
                 .env("SHIMLESS_CONFIG", shimless.config().display().to_string()),
         )
@@ -433,7 +439,9 @@ fn kill_9_of_the_daemon_with_20_running_is_invisible_to_containerd() {
 
 #[test]
 fn a_restarted_containerd_reconnects_and_learns_an_exit_that_happened_meanwhile() {
-    let Some(mut rig) = Rig::new("shimless-ctrd-restart", "") else {
+    // At trace level containerd logs every event forwarded to it.
+    let config = ContainerdConfig::new().log_level("trace");
+    let Some(mut rig) = Rig::with("shimless-ctrd-restart", "", config) else {
         return;
     };
     let triggers = Triggers::new();
@@ -473,4 +481,88 @@ fn a_restarted_containerd_reconnects_and_learns_an_exit_that_happened_meanwhile(
         .output()
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout), "still here\n");
+}
+
+#[test]
+fn runtime_options_pick_the_runtime_binary_and_refuse_what_cannot_be_honoured() {
+    // The seed's configuration registers shimless with `runtime_type = "io.containerd.runc.v2"`
+    // and a `runtime_path`, so containerd hands it `containerd.runc.v1.Options`. `ctr` sets
+    // those options only for that runtime name, so here containerd finds shimless under the
+    // runc shim's name.
+    let alias = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink(
+        Shimless::bin_dir().join("containerd-shim-shimless-v2"),
+        alias.path().join("containerd-shim-runc-v2"),
+    )
+    .unwrap();
+    let config = ContainerdConfig::new().path_prepend(alias.path());
+    let Some(rig) = Rig::with("shimless-options", "", config) else {
+        return;
+    };
+    let run = |flags: &[&str], id: &str| {
+        rig.ctr()
+            .args(["run", "-d"])
+            .args(flags)
+            .args([BUSYBOX, id, "sleep", "100000"])
+            .output()
+            .unwrap()
+    };
+    // BinaryName: a runtime of the test's own, which notes each call and runs runc.
+    let calls = alias.path().join("calls");
+    let wrapper = alias.path().join("noting-runc");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\necho \"$*\" >> {}\nexec runc \"$@\"\n",
+            calls.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        &wrapper,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let out = run(
+        &["--runc-binary", &wrapper.display().to_string()],
+        "wrapped",
+    );
+    assert!(out.status.success(), "{out:?}");
+    let noted = std::fs::read_to_string(&calls).unwrap_or_default();
+    assert!(
+        noted
+            .lines()
+            .any(|l| l.contains("create") && l.contains("wrapped")),
+        "{noted}"
+    );
+    assert_eq!(
+        rig.tasks().get("wrapped").map(String::as_str),
+        Some("RUNNING")
+    );
+    assert_eq!(
+        rig.shimless.processes("shimlessd").len(),
+        1,
+        "served by shimless"
+    );
+
+    // SystemdCgroup without systemd as init: refused, saying why, and nothing left running.
+    if !task_service::options::host_has_systemd() {
+        let out = run(
+            &[
+                "--runc-systemd-cgroup",
+                "--cgroup",
+                "system.slice:shimless:sd",
+            ],
+            "sd",
+        );
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("SystemdCgroup"), "{err}");
+        assert_ne!(
+            rig.tasks().get("sd").map(String::as_str),
+            Some("RUNNING"),
+            "{:?}",
+            rig.tasks()
+        );
+    }
 }
