@@ -205,3 +205,67 @@ fn bad_command_lines_exit_1_naming_the_problem() {
     let out = setup.shim(setup.shimless.dir.path(), &["-v"]);
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("containerd-shim-shimless-v2 "));
 }
+
+#[test]
+fn delete_without_front_or_daemon_cleans_up_with_the_runtime_directly() {
+    let Some(()) = require(&[
+        Need::Root,
+        Need::Btf,
+        Need::Bpffs,
+        Need::Program("runc"),
+        Need::File("/bin/busybox"),
+    ]) else {
+        return;
+    };
+    rustix::process::set_child_subreaper(rustix::process::Pid::from_raw(1)).unwrap();
+    let setup = Setup::new();
+    let bundle = Bundle::exit_on_demand().unwrap();
+    let start = setup.shim(bundle.path(), &["-namespace", NS, "-id", "orphan", "start"]);
+    assert!(start.status.success(), "{start:?}");
+    let pid = smol::block_on(async {
+        let mut c = common::client(&setup.front_socket()).await;
+        common::create(&mut c, NS, "orphan", bundle.path()).await;
+        common::start(&mut c, NS, "orphan").await
+    });
+    for name in ["shimless-front", "shimlessd"] {
+        for p in setup.processes(name) {
+            Command::new("kill")
+                .args(["-9", &p.to_string()])
+                .status()
+                .unwrap();
+        }
+    }
+    let record = setup
+        .shimless
+        .dir
+        .path()
+        .join("state")
+        .join(NS)
+        .join("orphan.json");
+    assert!(record.exists());
+    let out = setup.shim(
+        Path::new("/"),
+        &["-namespace", NS, "-id", "orphan", "delete"],
+    );
+    assert!(out.status.success(), "{out:?}");
+    let reply = DeleteResponse::decode(&out.stdout[..]).unwrap();
+    assert_eq!(reply.exit_status, 137);
+    let listed = Command::new("runc")
+        .arg("--root")
+        .arg(setup.shimless.runc_root(NS))
+        .args(["list", "-q"])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&listed.stdout).trim(), "");
+    assert!(!record.exists(), "the record is removed");
+    // The container's init is gone (reaped here: we are its subreaper).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let _ = rustix::process::wait(rustix::process::WaitOptions::NOHANG);
+        if !Path::new(&format!("/proc/{pid}")).exists() {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{pid} still runs");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
