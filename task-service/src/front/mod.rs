@@ -15,6 +15,11 @@
 //! answered `UNAVAILABLE` otherwise (it may have taken effect). The connection stays up either
 //! way.
 //!
+//! containerd sends no namespace with its calls to a gRPC shim, so the front serves one socket
+//! per containerd namespace (made on request, `shimless.v1.Front/Listen`, which the shim's
+//! `start` calls and prints as the bootstrap address) and sets `containerd-namespace` on every
+//! call that arrives there.
+//!
 //! [`supervise`] is the other half: the front starts `shimlessd` and starts it again when it
 //! exits, and reaps the containers orphaned by a daemon that died.
 //!
