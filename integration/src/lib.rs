@@ -12,7 +12,8 @@
 //! - [`daemon`]: a daemon under test as a child process, ready once it logs a marker, killed
 //!   when dropped;
 //! - [`raise_fd_limit`] for tests that hold thousands of descriptors;
-//! - later: a private containerd, Debian kernels under qemu, and the end-to-end suites.
+//! - [`vm`]: one program run inside a Debian kernel under qemu (pure cgroup v2, other kernels);
+//! - later: a private containerd and the end-to-end suites.
 //!
 //! # Example
 //!
@@ -28,6 +29,7 @@ pub mod bundle;
 pub mod daemon;
 mod limits;
 mod require;
+pub mod vm;
 
 pub use limits::raise_fd_limit;
 
