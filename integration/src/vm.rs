@@ -136,7 +136,7 @@ impl fmt::Display for VmError {
             ),
             VmError::BadArgument { value } => write!(
                 f,
-                "{value:?} cannot be passed to the guest: arguments and environment must be free of NUL and newline, and names plain [A-Za-z0-9_]"
+                "{value:?} cannot be passed to the guest: arguments and environment values must be free of NUL, and names plain [A-Za-z0-9_]"
             ),
             VmError::TimedOut { after, output } => write!(
                 f,
@@ -441,9 +441,9 @@ fn read_console(out: impl Read, console: &Mutex<Console>, booted_line: &str, sta
     }
 }
 
-/// Quotes `s` for the guest's shell, refusing what a one-line script cannot carry.
+/// Quotes `s` for the guest's shell (single quotes carry anything, newlines included, but NUL).
 fn quote(s: &str) -> Result<String, VmError> {
-    if s.contains(['\0', '\n', '\r']) {
+    if s.contains('\0') {
         return Err(VmError::BadArgument {
             value: s.to_owned(),
         });
@@ -689,7 +689,8 @@ mod tests {
     #[test]
     fn arguments_are_quoted_for_the_guest_shell() {
         assert_eq!(quote("it's").unwrap(), r"'it'\''s'");
-        assert!(quote("a\nb").is_err());
+        assert_eq!(quote("a\nb").unwrap(), "'a\nb'");
+        assert!(quote("a\0b").is_err());
         let s = init_script(
             "m",
             "/opt/vm/p",
