@@ -241,11 +241,20 @@ impl Cgroups {
         }
     }
 
-    /// SIGKILLs every process in `path` and waits until it is empty.
+    /// SIGKILLs every process in `path` and waits until it is empty. A frozen cgroup is killed
+    /// too (on hybrid hosts its v1 freezer is thawed so that the kills land; a frozen v1
+    /// *ancestor* must be thawed by the caller).
     pub fn kill_all(&self, path: &str) -> Result<(), FsError> {
         let rel = self.rel(path)?;
         match &self.v2 {
-            Some(v2) if v2.has_kill(&rel) => v2.kill_all(&rel),
+            Some(v2) if v2.has_kill(&rel) => {
+                v2.kill(&rel)?;
+                if self.mode == Mode::Hybrid {
+                    // v1-frozen tasks do not act on SIGKILL until thawed (v2-frozen ones do).
+                    self.v1.thaw_now(&rel)?;
+                }
+                v2.wait_empty(&rel)
+            }
             Some(v2) if self.mode == Mode::V2 => {
                 // Kernels before 5.14: freeze so nothing forks, kill each, thaw.
                 let dir = v2.mount.join(&rel);

@@ -95,6 +95,15 @@ impl V1 {
         )
     }
 
+    /// Writes `THAWED` without waiting for the state to settle (a frozen ancestor keeps it
+    /// frozen); no freezer hierarchy is nothing to thaw.
+    pub(crate) fn thaw_now(&self, rel: &Path) -> Result<(), FsError> {
+        match self.mount("freezer", rel) {
+            Ok(d) => files::write(&d, "freezer.state", "THAWED"),
+            Err(_) => Ok(()),
+        }
+    }
+
     /// Freezes the cgroup so nothing in it can fork, SIGKILLs every process, thaws so the kills
     /// land, and repeats until the cgroup is empty.
     pub(crate) fn kill_all(&self, rel: &Path) -> Result<(), FsError> {
