@@ -6,8 +6,9 @@
 //!
 //! - v1: one directory per mounted controller hierarchy (`cpu`, `cpuacct`, `memory`, `pids`,
 //!   `freezer`); freeze through `freezer.state`; kill-all by freeze → SIGKILL each → thaw.
-//! - v2: one directory; controllers delegated down through `cgroup.subtree_control`; freeze
-//!   through `cgroup.freeze`; kill-all through `cgroup.kill`.
+//! - v2: one directory; controllers delegated down through `cgroup.subtree_control`, so only
+//!   leaf cgroups hold processes; freeze through `cgroup.freeze`; kill-all through
+//!   `cgroup.kill`.
 //! - hybrid (v1 controllers plus a controller-less cgroup2 at `unified`, as systemd's hybrid
 //!   mode mounts it): settings, stats and freezing on v1, and the directory mirrored in the
 //!   unified hierarchy so that kill-all can use its atomic `cgroup.kill`.
@@ -180,7 +181,9 @@ impl Cgroups {
         Ok(self.root.join(check(path)?))
     }
 
-    /// Creates `path` (and missing parents) in every hierarchy.
+    /// Creates `path` (and missing parents) in every hierarchy. On v2, controllers are
+    /// delegated to the children of each ancestor, which a populated ancestor refuses
+    /// ([`FsError::NotALeaf`]).
     pub fn create(&self, path: &str) -> Result<(), FsError> {
         let rel = self.rel(path)?;
         if self.mode != Mode::V2 {
@@ -201,7 +204,8 @@ impl Cgroups {
         }
     }
 
-    /// Moves process `pid` (all its threads) into `path`.
+    /// Moves process `pid` (all its threads) into `path`. On v2 a cgroup that delegates
+    /// controllers to child cgroups takes no process ([`FsError::NotALeaf`]).
     pub fn add_pid(&self, path: &str, pid: u32) -> Result<(), FsError> {
         let rel = self.rel(path)?;
         if self.mode != Mode::V2 {
