@@ -84,6 +84,11 @@ pub fn kernel() -> PathBuf {
 /// ```
 #[derive(Debug)]
 pub enum VmError {
+    /// No kernel image at the path [`Vm`] was given.
+    NoKernel {
+        /// Where it looked.
+        path: PathBuf,
+    },
     /// A file could not be read or written, or a program not started.
     Io {
         /// What was being done.
@@ -124,11 +129,18 @@ pub enum VmError {
 impl fmt::Display for VmError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            VmError::Io { what, path, source } => write!(
+            VmError::NoKernel { path } => write!(
                 f,
-                "{what} {}: {source} (is the kernel at {KERNEL_ENV} or {DEFAULT_KERNEL}? run scripts/install-deps)",
+                "no kernel image at {} (set {KERNEL_ENV}, or run scripts/install-deps for {DEFAULT_KERNEL})",
                 path.display()
             ),
+            VmError::Io { what, path, source } => {
+                write!(f, "{what} {}: {source}", path.display())?;
+                if path == Path::new(QEMU) {
+                    f.write_str(" (install qemu-system-x86: scripts/install-deps)")?;
+                }
+                Ok(())
+            }
             VmError::Libraries { program, ldd } => write!(
                 f,
                 "cannot list the shared libraries of {}: ldd said {ldd:?}",
@@ -274,6 +286,11 @@ impl Vm {
         I: IntoIterator<Item = S>,
         S: AsRef<str>,
     {
+        if !self.kernel.is_file() {
+            return Err(VmError::NoKernel {
+                path: self.kernel.clone(),
+            });
+        }
         let args: Vec<String> = args.into_iter().map(|a| a.as_ref().to_owned()).collect();
         let marker = format!(
             "shimless-vm-{}-{}",
@@ -320,13 +337,6 @@ impl Vm {
         for a in &self.kernel_args {
             append.push(' ');
             append.push_str(a);
-        }
-        if !self.kernel.is_file() {
-            return Err(VmError::Io {
-                what: "read the kernel image",
-                path: self.kernel.clone(),
-                source: io::ErrorKind::NotFound.into(),
-            });
         }
         let started = Instant::now();
         let mut child = Command::new(QEMU)

@@ -55,4 +55,14 @@ fn a_dynamic_program_gets_its_libraries_and_a_hung_guest_times_out() {
         .run("/bin/busybox".as_ref(), ["sleep", "1000"])
         .unwrap_err();
     assert!(matches!(err, VmError::TimedOut { .. }), "{err}");
+
+    let err = Vm::new()
+        .kernel("/no/such/vmlinuz")
+        .run("/bin/busybox".as_ref(), ["true"])
+        .unwrap_err();
+    assert!(
+        matches!(&err, VmError::NoKernel { path } if path.ends_with("vmlinuz")),
+        "{err}"
+    );
+    assert!(err.to_string().contains("SHIMLESS_VM_KERNEL"), "{err}");
 }
