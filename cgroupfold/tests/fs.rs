@@ -322,6 +322,25 @@ fn kill_all_reaches_forked_children(mode: Option<Mode>, name: &str) {
     assert!(s.cg.dirs("pod").unwrap().iter().all(|d| !d.exists()));
 }
 
+/// Processes only in child cgroups (as v2 wants: the pod delegates, containers are leaves).
+fn kill_all_reaches_child_cgroups(mode: Option<Mode>, name: &str) {
+    let mut s = Scratch::new(name, mode);
+    s.cg.create("pod/a").unwrap();
+    s.cg.create("pod/b/deep").unwrap();
+    let a = s.spawn("exec sleep 30");
+    let b = s.spawn("exec sleep 30");
+    s.cg.add_pid("pod/a", a).unwrap();
+    s.cg.add_pid("pod/b/deep", b).unwrap();
+    s.cg.kill_all("pod").unwrap();
+    assert_eq!(s.cg.pids("pod/a").unwrap(), Vec::<u32>::new());
+    assert_eq!(s.cg.pids("pod/b/deep").unwrap(), Vec::<u32>::new());
+    use std::os::unix::process::ExitStatusExt;
+    for child in &mut s.children {
+        assert_eq!(child.wait().unwrap().signal(), Some(9));
+    }
+    s.cg.remove("pod").unwrap();
+}
+
 fn files_wait(mut f: impl FnMut() -> bool) {
     for _ in 0..500 {
         if f() {
@@ -338,6 +357,7 @@ fn kill_all_reaches_forked_children_with_the_detected_driver() {
         return;
     };
     kill_all_reaches_forked_children(None, "kill");
+    kill_all_reaches_child_cgroups(None, "kill-tree");
 }
 
 #[test]
@@ -350,6 +370,7 @@ fn kill_all_reaches_forked_children_with_v1_freeze_and_signal() {
         return;
     }
     kill_all_reaches_forked_children(Some(Mode::V1), "kill-v1");
+    kill_all_reaches_child_cgroups(Some(Mode::V1), "kill-v1-tree");
 }
 
 #[test]

@@ -245,7 +245,9 @@ impl Cgroups {
         }
     }
 
-    /// SIGKILLs every process in `path` and waits until it is empty. A frozen cgroup is killed
+    /// SIGKILLs every process in `path` and in the cgroups below it, and waits until they are
+    /// all gone (v2 `cgroup.kill` reaches the subtree; v1 and old v2 kernels are made to
+    /// match). A frozen cgroup is killed
     /// too (on hybrid hosts its v1 freezer is thawed so that the kills land; a frozen v1
     /// *ancestor* must be thawed by the caller).
     pub fn kill_all(&self, path: &str) -> Result<(), FsError> {
@@ -260,13 +262,13 @@ impl Cgroups {
                 v2.wait_empty(&rel)
             }
             Some(v2) if self.mode == Mode::V2 => {
-                // Kernels before 5.14: freeze so nothing forks, kill each, thaw.
+                // Kernels before 5.14: freeze the subtree so nothing forks, kill each, thaw.
                 let dir = v2.mount.join(&rel);
                 files::wait_until(&dir, KILL_TIMEOUT, "processes survived SIGKILL", || {
                     v2.freeze(&rel, true)?;
-                    v2.pids(&rel)?.into_iter().for_each(sigkill);
+                    files::read_pids_tree(&dir)?.into_iter().for_each(sigkill);
                     v2.freeze(&rel, false)?;
-                    Ok(v2.pids(&rel)?.is_empty())
+                    Ok(files::read_pids_tree(&dir)?.is_empty())
                 })
             }
             _ => self.v1.kill_all(&rel),

@@ -104,8 +104,8 @@ impl V1 {
         }
     }
 
-    /// Freezes the cgroup so nothing in it can fork, SIGKILLs every process, thaws so the kills
-    /// land, and repeats until the cgroup is empty.
+    /// Freezes the cgroup (and so its descendants) so nothing in it can fork, SIGKILLs every
+    /// process of the subtree, thaws so the kills land, and repeats until the subtree is empty.
     pub(crate) fn kill_all(&self, rel: &Path) -> Result<(), FsError> {
         let has_freezer = self.mount("freezer", rel).is_ok();
         let dir = self
@@ -116,20 +116,19 @@ impl V1 {
             super::KILL_TIMEOUT,
             "processes survived SIGKILL",
             || {
-                let pids = files::read_pids(&dir)?;
-                if pids.is_empty() {
+                if files::read_pids_tree(&dir)?.is_empty() {
                     return Ok(true);
                 }
                 if has_freezer {
                     self.freeze(rel, true)?;
                 }
-                for pid in files::read_pids(&dir)? {
+                for pid in files::read_pids_tree(&dir)? {
                     super::sigkill(pid);
                 }
                 if has_freezer {
                     self.freeze(rel, false)?;
                 }
-                Ok(files::read_pids(&dir)?.is_empty())
+                Ok(files::read_pids_tree(&dir)?.is_empty())
             },
         )
     }
