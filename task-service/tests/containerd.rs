@@ -1,6 +1,7 @@
 //! shimless under a real containerd 1.7 (private, started by the test), driven with `ctr` as a
 //! user would: `--runtime io.containerd.shimless.v2` finds `containerd-shim-shimless-v2` on
 //! containerd's PATH, or `--runtime <path of the binary>` (the seed's `runtime_path` form).
+//! containerd talks ttrpc to the front (the default) and, in the `_over_grpc` tests, gRPC.
 //!
 //! - every `ctr` flow: attached with stdout captured, `-t`, `--rm` with the exit code,
 //!   detached, `task exec`, `kill -s`, `pause`/`resume`, `ps`, `metrics`, `rm`;
@@ -208,6 +209,18 @@ fn ctr_runs_containers_through_shimless_in_every_way() {
     let Some(rig) = Rig::new("shimless-ctr", "") else {
         return;
     };
+    every_ctr_flow(&rig);
+}
+
+#[test]
+fn ctr_runs_containers_through_shimless_in_every_way_over_grpc() {
+    let Some(rig) = Rig::new("shimless-ctr-grpc", "containerd_protocol = \"grpc\"") else {
+        return;
+    };
+    every_ctr_flow(&rig);
+}
+
+fn every_ctr_flow(rig: &Rig) {
     // Attached, stdout captured; --rm passes the exit code on.
     let out = rig.run(&["--rm"], "hello", &["echo", "hello from shimless"]);
     assert_eq!(
@@ -360,6 +373,19 @@ fn kill_9_of_the_daemon_with_20_running_is_invisible_to_containerd() {
     let Some(rig) = Rig::new("shimless-kill9", "restart_delay_ms = 3000") else {
         return;
     };
+    kill_9_with_20_running(&rig);
+}
+
+#[test]
+fn kill_9_of_the_daemon_with_20_running_is_invisible_to_containerd_over_grpc() {
+    let extra = "restart_delay_ms = 3000\ncontainerd_protocol = \"grpc\"";
+    let Some(rig) = Rig::new("shimless-kill9-grpc", extra) else {
+        return;
+    };
+    kill_9_with_20_running(&rig);
+}
+
+fn kill_9_with_20_running(rig: &Rig) {
     let triggers = Triggers::new();
     let events = rig.events();
     let ids: Vec<String> = (0..20).map(|i| format!("k{i:02}")).collect();

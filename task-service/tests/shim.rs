@@ -91,11 +91,11 @@ fn concurrent_starts_start_one_front_and_print_the_same_bootstrap() {
         handles.into_iter().map(|h| h.join().unwrap()).collect()
     });
     let want = format!(
-        "{{\"address\":\"{}\",\"protocol\":\"grpc\",\"version\":2}}",
+        "{{\"address\":\"unix://{}\",\"protocol\":\"ttrpc\",\"version\":2}}",
         setup
             .front_socket()
             .with_file_name("ns")
-            .join(format!("{NS}.sock"))
+            .join(format!("{NS}.ttrpc.sock"))
             .display()
     );
     for (out, bundle) in outputs.iter().zip(&bundles) {

@@ -38,6 +38,7 @@
 mod link;
 pub mod replay;
 pub mod supervise;
+mod ttrpc;
 
 use crate::api::shimless::v1::front_server;
 use crate::api::shimless::v1::{ListenRequest, ListenResponse};
@@ -88,17 +89,67 @@ impl FrontConfig {
     }
 }
 
-/// The socket of containerd namespace `namespace` under `namespace_dir`.
+/// What containerd speaks on a namespace's socket.
 ///
 /// ```
-/// use task_service::front::namespace_socket;
+/// use task_service::front::Protocol;
+/// assert_eq!("ttrpc".parse::<Protocol>(), Ok(Protocol::Ttrpc));
+/// assert_eq!(Protocol::Grpc.as_str(), "grpc");
+/// assert!("http".parse::<Protocol>().is_err());
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    /// containerd's ttrpc (what its own Go shims speak): no idle timeout on the client side.
+    Ttrpc,
+    /// gRPC (`containerd.task.v3.Task`); containerd 1.7's gRPC client gives up a connection
+    /// that sees no call for 30 minutes, and takes the shim for dead.
+    Grpc,
+}
+
+impl Protocol {
+    /// The name containerd's bootstrap JSON uses.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Ttrpc => "ttrpc",
+            Protocol::Grpc => "grpc",
+        }
+    }
+}
+
+impl std::str::FromStr for Protocol {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "ttrpc" | "" => Ok(Protocol::Ttrpc),
+            "grpc" => Ok(Protocol::Grpc),
+            other => Err(format!("protocol {other:?} is not ttrpc or grpc")),
+        }
+    }
+}
+
+/// The socket of containerd namespace `namespace` under `namespace_dir`, for `protocol`.
+///
+/// ```
+/// use task_service::front::{namespace_socket, Protocol};
 /// assert_eq!(
-///     namespace_socket("/run/shimless/ns".as_ref(), "k8s.io"),
+///     namespace_socket("/run/shimless/ns".as_ref(), "k8s.io", Protocol::Grpc),
 ///     std::path::PathBuf::from("/run/shimless/ns/k8s.io.sock")
 /// );
+/// assert_eq!(
+///     namespace_socket("/run/shimless/ns".as_ref(), "k8s.io", Protocol::Ttrpc),
+///     std::path::PathBuf::from("/run/shimless/ns/k8s.io.ttrpc.sock")
+/// );
 /// ```
-pub fn namespace_socket(namespace_dir: &std::path::Path, namespace: &str) -> PathBuf {
-    namespace_dir.join(format!("{namespace}.sock"))
+pub fn namespace_socket(
+    namespace_dir: &std::path::Path,
+    namespace: &str,
+    protocol: Protocol,
+) -> PathBuf {
+    match protocol {
+        Protocol::Grpc => namespace_dir.join(format!("{namespace}.sock")),
+        Protocol::Ttrpc => namespace_dir.join(format!("{namespace}.ttrpc.sock")),
+    }
 }
 
 /// What every accept loop shares.
@@ -106,27 +157,52 @@ struct Shared {
     link: Link,
     config: FrontConfig,
     ex: Arc<smol::Executor<'static>>,
-    /// The namespaces whose socket is being served.
-    bound: std::sync::Mutex<std::collections::HashSet<String>>,
+    /// The namespace sockets being served.
+    bound: std::sync::Mutex<std::collections::HashSet<(String, Protocol)>>,
 }
 
 impl Shared {
-    /// Serves `namespace`'s socket unless it already is; its path.
-    fn listen(self: &Arc<Self>, namespace: &Namespace) -> std::io::Result<PathBuf> {
-        let path = namespace_socket(&self.config.namespace_dir, namespace.as_str());
+    /// Serves `namespace`'s socket for `protocol` unless it already is; its path.
+    fn listen(
+        self: &Arc<Self>,
+        namespace: &Namespace,
+        protocol: Protocol,
+    ) -> std::io::Result<PathBuf> {
+        let path = namespace_socket(&self.config.namespace_dir, namespace.as_str(), protocol);
         let mut bound = self
             .bound
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if bound.contains(namespace.as_str()) {
+        let key = (namespace.to_string(), protocol);
+        if bound.contains(&key) {
             return Ok(path);
         }
         let listener = crate::grpc::listen::bind(&path)?;
-        bound.insert(namespace.to_string());
-        self.ex
-            .spawn(accept(listener, Some(namespace.clone()), self.clone()))
-            .detach();
+        bound.insert(key);
+        let task = match protocol {
+            Protocol::Grpc => {
+                self.ex
+                    .spawn(accept(listener, Some(namespace.clone()), self.clone()))
+            }
+            Protocol::Ttrpc => {
+                self.ex
+                    .spawn(ttrpc::accept(listener, namespace.clone(), self.clone()))
+            }
+        };
+        task.detach();
         Ok(path)
+    }
+
+    /// Why a peer may not connect, if it may not.
+    fn refuse(&self, stream: &smol::net::unix::UnixStream) -> Option<String> {
+        match Peer::of(stream) {
+            Ok(peer) if self.config.allowed_uids.contains(&peer.uid) => None,
+            Ok(peer) => Some(format!(
+                "uid {} may not use this socket (allowed: {:?})",
+                peer.uid, self.config.allowed_uids
+            )),
+            Err(e) => Some(format!("cannot read the caller's credentials: {e}")),
+        }
     }
 }
 
@@ -152,11 +228,15 @@ pub async fn serve(
         .flatten()
     {
         let name = entry.file_name().to_string_lossy().into_owned();
-        if let Some(ns) = name
-            .strip_suffix(".sock")
-            .and_then(|ns| Namespace::new(ns).ok())
-        {
-            shared.listen(&ns)?;
+        let (ns, protocol) = match name.strip_suffix(".ttrpc.sock") {
+            Some(ns) => (ns, Protocol::Ttrpc),
+            None => match name.strip_suffix(".sock") {
+                Some(ns) => (ns, Protocol::Grpc),
+                None => continue,
+            },
+        };
+        if let Ok(ns) = Namespace::new(ns) {
+            shared.listen(&ns, protocol)?;
         }
     }
     accept(listener, None, shared).await
@@ -174,10 +254,15 @@ impl front_server::Front for FrontService {
         &self,
         req: tonic::Request<ListenRequest>,
     ) -> Result<tonic::Response<ListenResponse>, tonic::Status> {
-        let name = req.into_inner().namespace;
+        let req = req.into_inner();
+        let name = req.namespace;
         let ns = Namespace::new(name.clone())
             .map_err(|e| tonic::Status::invalid_argument(format!("namespace {name:?}: {e}")))?;
-        let socket = self.shared.listen(&ns).map_err(|e| {
+        let protocol: Protocol = req
+            .protocol
+            .parse()
+            .map_err(tonic::Status::invalid_argument)?;
+        let socket = self.shared.listen(&ns, protocol).map_err(|e| {
             tonic::Status::internal(format!("cannot serve namespace {ns}'s socket: {e}"))
         })?;
         Ok(tonic::Response::new(ListenResponse {
@@ -202,14 +287,7 @@ async fn accept(
     });
     loop {
         let (stream, _) = listener.accept().await?;
-        let denied = match Peer::of(&stream) {
-            Ok(peer) if shared.config.allowed_uids.contains(&peer.uid) => None,
-            Ok(peer) => Some(format!(
-                "uid {} may not use this socket (allowed: {:?})",
-                peer.uid, shared.config.allowed_uids
-            )),
-            Err(e) => Some(format!("cannot read the caller's credentials: {e}")),
-        };
+        let denied = shared.refuse(&stream);
         let shared2 = shared.clone();
         let header = header.clone();
         let own = own.clone();
@@ -264,52 +342,23 @@ async fn forward(
     config: &FrontConfig,
     req: http::Request<Incoming>,
 ) -> http::Response<Body> {
-    let started = Instant::now();
     let deadline = req
         .headers()
         .get("grpc-timeout")
         .and_then(|v| v.to_str().ok())
         .and_then(parse_grpc_timeout);
-    let until = started + deadline.unwrap_or(config.hold);
     let path = req.uri().path().to_string();
     let (parts, body) = req.into_parts();
-    let with_deadline = |mut parts: http::request::Parts| {
-        if deadline.is_some() {
-            let left = until.saturating_duration_since(Instant::now()).as_millis();
-            if let Ok(value) = http::HeaderValue::from_str(&format!("{}m", left.max(1))) {
-                parts.headers.insert("grpc-timeout", value);
-            }
-        }
-        parts
-    };
     if replay::is_replayable(&path) {
         let bytes = match replay::collect(body, replay::MAX_REPLAY_BYTES).await {
             Ok(bytes) => bytes,
             Err(status) => return status.into_http(),
         };
-        loop {
-            let mut sender = match link.sender(until).await {
-                Ok(sender) => sender,
-                Err(status) => return status.into_http(),
-            };
-            let req = http::Request::from_parts(
-                with_deadline(parts.clone()),
-                Body::new(http_body_util::Full::new(bytes.clone())),
-            );
-            match sender.send_request(req).await {
-                Ok(response) => return response.map(Body::new),
-                Err(_) => {
-                    // The daemon went away with the call; the next daemon answers it again.
-                    link.forget_if_closed().await;
-                    if Instant::now() >= until {
-                        return gone(&path, deadline.is_some()).into_http();
-                    }
-                    smol::Timer::after(Duration::from_millis(20)).await;
-                }
-            }
-        }
+        return forward_buffered(link, config, parts, bytes, deadline).await;
     }
-    let mut req = http::Request::from_parts(with_deadline(parts), Body::new(body));
+    let started = Instant::now();
+    let until = started + deadline.unwrap_or(config.hold);
+    let mut req = http::Request::from_parts(with_deadline(parts, deadline, until), Body::new(body));
     loop {
         let mut sender = match link.sender(until).await {
             Ok(sender) => sender,
@@ -322,17 +371,72 @@ async fn forward(
                 match e.take_message() {
                     // Never reached the daemon: safe to send to the next one.
                     Some(unsent) => req = unsent,
-                    None => {
-                        return tonic::Status::unavailable(format!(
-                            "shimlessd went away while handling {path}; it is not sent again \
-                             because it may have taken effect: check the task's state and retry"
-                        ))
-                        .into_http();
-                    }
+                    None => return in_flight(&path).into_http(),
                 }
             }
         }
     }
+}
+
+/// Sends a call whose whole body is at hand: again to the next daemon if it never reached the
+/// dying one, or if it only reads.
+async fn forward_buffered(
+    link: &Link,
+    config: &FrontConfig,
+    parts: http::request::Parts,
+    bytes: bytes::Bytes,
+    deadline: Option<Duration>,
+) -> http::Response<Body> {
+    let until = Instant::now() + deadline.unwrap_or(config.hold);
+    let path = parts.uri.path().to_string();
+    let replayable = replay::is_replayable(&path);
+    loop {
+        let mut sender = match link.sender(until).await {
+            Ok(sender) => sender,
+            Err(status) => return status.into_http(),
+        };
+        let req = http::Request::from_parts(
+            with_deadline(parts.clone(), deadline, until),
+            Body::new(http_body_util::Full::new(bytes.clone())),
+        );
+        match sender.try_send_request(req).await {
+            Ok(response) => return response.map(Body::new),
+            Err(mut e) => {
+                link.forget_if_closed().await;
+                let sent = e.take_message().is_none();
+                if sent && !replayable {
+                    return in_flight(&path).into_http();
+                }
+                // Never sent, or a read: the next daemon answers it.
+                if Instant::now() >= until {
+                    return gone(&path, deadline.is_some()).into_http();
+                }
+                smol::Timer::after(Duration::from_millis(20)).await;
+            }
+        }
+    }
+}
+
+/// The call's headers with `grpc-timeout` set to what is left of its deadline.
+fn with_deadline(
+    mut parts: http::request::Parts,
+    deadline: Option<Duration>,
+    until: Instant,
+) -> http::request::Parts {
+    if deadline.is_some() {
+        let left = until.saturating_duration_since(Instant::now()).as_millis();
+        if let Ok(value) = http::HeaderValue::from_str(&format!("{}m", left.max(1))) {
+            parts.headers.insert("grpc-timeout", value);
+        }
+    }
+    parts
+}
+
+fn in_flight(path: &str) -> tonic::Status {
+    tonic::Status::unavailable(format!(
+        "shimlessd went away while handling {path}; it is not sent again because it may have \
+         taken effect: check the task's state and retry"
+    ))
 }
 
 fn gone(path: &str, had_deadline: bool) -> tonic::Status {

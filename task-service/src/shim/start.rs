@@ -6,6 +6,7 @@ use crate::api::shimless::v1::admin_client::AdminClient;
 use crate::api::shimless::v1::front_client::FrontClient;
 use crate::api::shimless::v1::{ListenRequest, RegisterPublisherRequest};
 use crate::config::Config;
+use crate::front::Protocol;
 use crate::front::supervise::find_binary;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -39,12 +40,18 @@ pub(super) fn start(
         "task {}/{} is served by shimless at {socket} (bootstrap version {version})",
         flags.namespace, flags.id,
     ));
+    let address = match config.containerd_protocol {
+        // A bare path for gRPC: containerd 1.7 and 2.x dial it with net.Dial("unix", address)
+        // before adding the scheme themselves, so `unix://...` would fail with ENOENT.
+        Protocol::Grpc => socket.clone(),
+        // The scheme for ttrpc: containerd's ttrpc dialer takes a bare path for an abstract
+        // socket (`\0/run/...`).
+        Protocol::Ttrpc => format!("unix://{socket}"),
+    };
     let answer = serde_json::json!({
         "version": version,
-        // A bare path: containerd 1.7 and 2.x dial it with net.Dial("unix", address) before
-        // adding the scheme themselves, so `unix://...` would fail with ENOENT.
-        "address": socket,
-        "protocol": "grpc",
+        "address": address,
+        "protocol": config.containerd_protocol.as_str(),
     })
     .to_string();
     // What a restarted containerd reads to reconnect to the task (1.7: `address`, which may hold
@@ -151,6 +158,7 @@ async fn namespace_socket(config: &Config, namespace: &str) -> Result<String, Sh
     let mut front = FrontClient::with_origin(channel, http::Uri::from_static("http://localhost"));
     let mut req = tonic::Request::new(ListenRequest {
         namespace: namespace.to_string(),
+        protocol: config.containerd_protocol.as_str().to_string(),
     });
     req.set_timeout(Duration::from_secs(10));
     let reply = front
