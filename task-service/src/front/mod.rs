@@ -15,7 +15,9 @@
 //! answered `UNAVAILABLE` otherwise (it may have taken effect). The connection stays up either
 //! way.
 //!
-//! containerd sends no namespace with its calls to a gRPC shim, so the front serves one socket
+//! containerd speaks ttrpc to the front by default (the [`Protocol`] of each namespace socket):
+//! each ttrpc request is sent to the daemon as the same gRPC call, through the same waiting and
+//! replaying. containerd sends no namespace with its calls to a shim, so the front serves one socket
 //! per containerd namespace (made on request, `shimless.v1.Front/Listen`, which the shim's
 //! `start` calls and prints as the bootstrap address) and sets `containerd-namespace` on every
 //! call that arrives there.
