@@ -32,6 +32,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 PathBuf::from("proto/shimless/v1/admin.proto"),
                 PathBuf::from("proto/containerd/cgroups/v1/metrics.proto"),
                 PathBuf::from("proto/containerd/services/version/v1/version.proto"),
+                PathBuf::from("proto/ttrpc/ttrpc.proto"),
             ],
             &[PathBuf::from("proto"), protoc_bin_vendored::include_path()?],
         )?;

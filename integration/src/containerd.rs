@@ -316,7 +316,7 @@ pub struct ContainerdConfig {
     snapshotter: String,
     log_level: String,
     path_prepend: Vec<PathBuf>,
-    env: Vec<(OsString, OsString)>,
+    env: Vec<(String, String)>,
     parent_dir: PathBuf,
 }
 
@@ -402,19 +402,22 @@ impl ContainerdConfig {
         self
     }
 
-    /// Sets an environment variable for containerd, which its shims inherit (as
-    /// `containerd-shim-shimless-v2` reads `SHIMLESS_CONFIG`); the variables of this process
-    /// are inherited too, and a later call for the same key wins. `PATH` is better given with
-    /// [`path_prepend`](Self::path_prepend), which is applied after these.
+    /// Sets an environment variable for containerd, and so for the shims it runs (they inherit
+    /// its environment): e.g. `SHIMLESS_CONFIG` for `containerd-shim-shimless-v2`.
     ///
     /// ```
-    /// use integration::containerd::ContainerdConfig;
-    /// let config = ContainerdConfig::new().env("SHIMLESS_CONFIG", "/tmp/shimless/config.toml");
-    /// assert_ne!(config, ContainerdConfig::new());
+    /// let config = integration::containerd::ContainerdConfig::new()
+    ///     .env("SHIMLESS_CONFIG", "/tmp/shimless.toml");
+    /// assert_eq!(config.env_vars(), [("SHIMLESS_CONFIG".to_string(), "/tmp/shimless.toml".to_string())]);
     /// ```
-    pub fn env(mut self, key: impl Into<OsString>, value: impl Into<OsString>) -> Self {
+    pub fn env(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
         self.env.push((key.into(), value.into()));
         self
+    }
+
+    /// The environment variables set with [`env`](Self::env).
+    pub fn env_vars(&self) -> &[(String, String)] {
+        &self.env
     }
 
     /// The directory the private directory is made in (default `/tmp`; overlayfs needs a
@@ -824,9 +827,6 @@ impl Containerd {
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(err);
-        for (key, value) in &self.config.env {
-            cmd.env(key, value);
-        }
         if !self.config.path_prepend.is_empty() {
             let inherited = std::env::var_os("PATH").unwrap_or_default();
             let dirs = self
@@ -841,6 +841,7 @@ impl Containerd {
             })?;
             cmd.env("PATH", path);
         }
+        cmd.envs(self.config.env.iter().map(|(k, v)| (k, v)));
         let child = cmd.spawn().map_err(|source| ContainerdError::Spawn {
             program: "containerd".into(),
             source,

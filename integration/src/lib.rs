@@ -15,7 +15,7 @@
 //! - [`containerd`]: a private containerd (own root, state, sockets, config; CRI optional)
 //!   that leaves no task, shim, mount or file behind;
 //! - [`raise_fd_limit`] for tests that hold thousands of descriptors;
-//! - later: Debian kernels under qemu, and the end-to-end suites.
+//! - [`vm`]: one program run inside a Debian kernel under qemu (pure cgroup v2, other kernels).
 //!
 //! # Example
 //!
@@ -33,6 +33,7 @@ pub mod daemon;
 pub mod image;
 mod limits;
 mod require;
+pub mod vm;
 
 pub use limits::raise_fd_limit;
 

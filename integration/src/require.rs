@@ -24,6 +24,9 @@ pub enum Need {
     Program(&'static str),
     /// A file that must exist, such as `/bin/busybox`.
     File(&'static str),
+    /// A kernel image for [`crate::vm`]: `$SHIMLESS_VM_KERNEL`, else the one
+    /// `scripts/install-deps` puts at `/var/cache/shimless/kernels/vmlinuz-bookworm`.
+    VmKernel,
 }
 
 impl fmt::Display for Need {
@@ -34,6 +37,12 @@ impl fmt::Display for Need {
             Need::Bpffs => f.write_str("bpffs at /sys/fs/bpf (or root to mount it)"),
             Need::Program(name) => write!(f, "the `{name}` program on PATH"),
             Need::File(path) => write!(f, "the file {path}"),
+            Need::VmKernel => write!(
+                f,
+                "a kernel image for VMs at ${} or {} (scripts/install-deps fetches it)",
+                crate::vm::KERNEL_ENV,
+                crate::vm::DEFAULT_KERNEL
+            ),
         }
     }
 }
@@ -78,6 +87,7 @@ impl Need {
             }
             Need::Program(name) => find_program(name).is_some(),
             Need::File(path) => Path::new(path).exists(),
+            Need::VmKernel => crate::vm::kernel().is_file(),
         }
     }
 }

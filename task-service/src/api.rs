@@ -78,6 +78,12 @@ pub mod containerd {
     }
 }
 
+/// Package `ttrpc`: the envelope of containerd's ttrpc protocol (request, response, status).
+#[allow(missing_docs)] // generated code: proto/ttrpc/ttrpc.proto documents it
+pub mod ttrpc {
+    include!(concat!(env!("OUT_DIR"), "/ttrpc.rs"));
+}
+
 /// The `shimless.*` protobuf packages: the daemon's own calls beside containerd's.
 #[allow(missing_docs)] // generated code: proto/shimless/v1/admin.proto documents it
 pub mod shimless {

@@ -74,6 +74,10 @@ pub struct Config {
     /// How long the front holds a call that has no deadline while the daemon is away, in
     /// milliseconds, before answering `UNAVAILABLE`.
     pub hold_ms: u64,
+    /// What containerd speaks to the front: `ttrpc` (default; what containerd's own shims
+    /// speak) or `grpc` (containerd 1.7's gRPC client drops a connection that sees no call for
+    /// 30 minutes and then takes the task's shim for dead).
+    pub containerd_protocol: crate::front::Protocol,
 }
 
 impl Default for Config {
@@ -92,6 +96,7 @@ impl Default for Config {
             supervise: true,
             restart_delay_ms: 200,
             hold_ms: 60_000,
+            containerd_protocol: crate::front::Protocol::Ttrpc,
         }
     }
 }
@@ -152,6 +157,16 @@ impl Config {
                 source,
             }),
         }
+    }
+
+    /// Where the front makes one socket per containerd namespace: `ns/` beside `socket`.
+    ///
+    /// ```
+    /// let config = task_service::config::Config::default();
+    /// assert_eq!(config.namespace_dir(), std::path::Path::new("/run/shimless/ns"));
+    /// ```
+    pub fn namespace_dir(&self) -> PathBuf {
+        self.socket.parent().unwrap_or(Path::new("/")).join("ns")
     }
 
     /// Parses configuration text (keys not given keep their defaults).

@@ -2,7 +2,8 @@
 //! (in the bundle directory, with containerd's flags and environment) and `delete`.
 //!
 //! - eight concurrent `start`s start one front and one daemon and all print the same bootstrap
-//!   JSON, with `address` and `bootstrap.json` written in the bundle;
+//!   JSON (naming the namespace's socket), with `address` and `bootstrap.json` written in the
+//!   bundle;
 //! - `delete` of a running container kills and deletes it and prints a `DeleteResponse` with
 //!   137; of an unknown container, prints 137 and touches nothing;
 //! - bad command lines exit 1 naming what is wrong.
@@ -15,75 +16,37 @@ use std::process::{Command, Output};
 use task_service::api::containerd::task::v3::DeleteResponse;
 
 mod common;
+use common::shimless::Shimless;
 
 const NS: &str = "shim-test";
 const SHIM: &str = env!("CARGO_BIN_EXE_containerd-shim-shimless-v2");
 
+/// A private shimless whose shim binary is run as containerd runs it.
 struct Setup {
-    dir: tempfile::TempDir,
+    shimless: Shimless,
 }
 
 impl Setup {
     fn new() -> Setup {
-        let dir = tempfile::tempdir().unwrap();
-        let d = dir.path().display();
-        std::fs::write(
-            dir.path().join("shimless.toml"),
-            format!(
-                "socket = \"{d}/run/front.sock\"\ndaemon_socket = \"{d}/run/daemon.sock\"\n\
-                 state_dir = \"{d}/state\"\nrunc_root = \"{d}/runc\"\nlog_dir = \"{d}/logs\"\n"
-            ),
-        )
-        .unwrap();
-        Setup { dir }
-    }
-    fn config(&self) -> PathBuf {
-        self.dir.path().join("shimless.toml")
+        Setup {
+            shimless: Shimless::new("").cleans(NS),
+        }
     }
     fn front_socket(&self) -> PathBuf {
-        self.dir.path().join("run/front.sock")
+        self.shimless.front_socket()
+    }
+    fn processes(&self, name: &str) -> Vec<u32> {
+        self.shimless.processes(name)
     }
     fn shim(&self, cwd: &Path, args: &[&str]) -> Output {
         Command::new(SHIM)
             .args(args)
             .current_dir(cwd)
-            .env("SHIMLESS_CONFIG", self.config())
+            .env("SHIMLESS_CONFIG", self.shimless.config())
             .env_remove("NAMESPACE")
             .env_remove("GRPC_ADDRESS")
             .output()
             .unwrap()
-    }
-    /// PIDs of live processes whose command line names this setup's configuration.
-    fn processes(&self, name: &str) -> Vec<u32> {
-        let config = self.config().display().to_string();
-        let mut pids = Vec::new();
-        for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-            let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
-                continue;
-            };
-            let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
-            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
-            let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
-            let zombie = stat
-                .rsplit_once(')')
-                .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'));
-            let first = cmdline.split(' ').next().unwrap_or("");
-            if !zombie && first.ends_with(name) && cmdline.contains(&config) {
-                pids.push(pid);
-            }
-        }
-        pids
-    }
-}
-
-impl Drop for Setup {
-    fn drop(&mut self) {
-        for name in ["shimless-front", "shimlessd"] {
-            for pid in self.processes(name) {
-                let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
-            }
-        }
-        integration::bundle::delete_all("runc", &self.dir.path().join("runc").join(NS));
     }
 }
 
@@ -128,8 +91,12 @@ fn concurrent_starts_start_one_front_and_print_the_same_bootstrap() {
         handles.into_iter().map(|h| h.join().unwrap()).collect()
     });
     let want = format!(
-        "{{\"address\":\"{}\",\"protocol\":\"grpc\",\"version\":2}}",
-        setup.front_socket().display()
+        "{{\"address\":\"unix://{}\",\"protocol\":\"ttrpc\",\"version\":2}}",
+        setup
+            .front_socket()
+            .with_file_name("ns")
+            .join(format!("{NS}.ttrpc.sock"))
+            .display()
     );
     for (out, bundle) in outputs.iter().zip(&bundles) {
         assert!(
@@ -198,7 +165,7 @@ fn delete_kills_and_deletes_a_running_container_and_ignores_an_unknown_one() {
     assert!(reply.exited_at.is_some());
     let listed = Command::new("runc")
         .arg("--root")
-        .arg(setup.dir.path().join("runc").join(NS))
+        .arg(setup.shimless.runc_root(NS))
         .args(["list", "-q"])
         .output()
         .unwrap();
@@ -229,12 +196,76 @@ fn bad_command_lines_exit_1_naming_the_problem() {
         (&["-namespace", "default", "start"], "-id is required"),
     ];
     for (args, want) in cases {
-        let out = setup.shim(setup.dir.path(), args);
+        let out = setup.shim(setup.shimless.dir.path(), args);
         assert_eq!(out.status.code(), Some(1), "{args:?}");
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains(want), "{args:?}: {err}");
         assert!(out.stdout.is_empty(), "{args:?}");
     }
-    let out = setup.shim(setup.dir.path(), &["-v"]);
+    let out = setup.shim(setup.shimless.dir.path(), &["-v"]);
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("containerd-shim-shimless-v2 "));
+}
+
+#[test]
+fn delete_without_front_or_daemon_cleans_up_with_the_runtime_directly() {
+    let Some(()) = require(&[
+        Need::Root,
+        Need::Btf,
+        Need::Bpffs,
+        Need::Program("runc"),
+        Need::File("/bin/busybox"),
+    ]) else {
+        return;
+    };
+    rustix::process::set_child_subreaper(rustix::process::Pid::from_raw(1)).unwrap();
+    let setup = Setup::new();
+    let bundle = Bundle::exit_on_demand().unwrap();
+    let start = setup.shim(bundle.path(), &["-namespace", NS, "-id", "orphan", "start"]);
+    assert!(start.status.success(), "{start:?}");
+    let pid = smol::block_on(async {
+        let mut c = common::client(&setup.front_socket()).await;
+        common::create(&mut c, NS, "orphan", bundle.path()).await;
+        common::start(&mut c, NS, "orphan").await
+    });
+    for name in ["shimless-front", "shimlessd"] {
+        for p in setup.processes(name) {
+            Command::new("kill")
+                .args(["-9", &p.to_string()])
+                .status()
+                .unwrap();
+        }
+    }
+    let record = setup
+        .shimless
+        .dir
+        .path()
+        .join("state")
+        .join(NS)
+        .join("orphan.json");
+    assert!(record.exists());
+    let out = setup.shim(
+        Path::new("/"),
+        &["-namespace", NS, "-id", "orphan", "delete"],
+    );
+    assert!(out.status.success(), "{out:?}");
+    let reply = DeleteResponse::decode(&out.stdout[..]).unwrap();
+    assert_eq!(reply.exit_status, 137);
+    let listed = Command::new("runc")
+        .arg("--root")
+        .arg(setup.shimless.runc_root(NS))
+        .args(["list", "-q"])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&listed.stdout).trim(), "");
+    assert!(!record.exists(), "the record is removed");
+    // The container's init is gone (reaped here: we are its subreaper).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let _ = rustix::process::wait(rustix::process::WaitOptions::NOHANG);
+        if !Path::new(&format!("/proc/{pid}")).exists() {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{pid} still runs");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
 }

@@ -35,6 +35,23 @@ pub enum FsError {
         /// The cgroup directory.
         path: PathBuf,
     },
+    /// cgroup v2's "no internal processes" rule: below the root, a cgroup either holds
+    /// processes or delegates controllers to child cgroups (v1 allows both).
+    ///
+    /// ```
+    /// use cgroupfold::fs::FsError;
+    /// let e = FsError::NotALeaf { path: "/sys/fs/cgroup/pod".into(), what: "it holds processes" };
+    /// assert!(e.to_string().contains("/sys/fs/cgroup/pod"));
+    /// ```
+    #[error(
+        "cgroup v2 lets {path} hold processes or delegate controllers to child cgroups, not both ({what}): keep processes in leaf cgroups (move them into a child first, or remove the children)"
+    )]
+    NotALeaf {
+        /// The cgroup directory.
+        path: PathBuf,
+        /// Which of the two it already does.
+        what: &'static str,
+    },
     /// A file or directory operation failed.
     #[error("{op} {path}: {source}")]
     Io {

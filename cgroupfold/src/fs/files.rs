@@ -68,6 +68,22 @@ pub(crate) fn read_pids(dir: &Path) -> Result<Vec<u32>, FsError> {
         .collect()
 }
 
+/// The processes in `dir` and in every cgroup below it (what v2's `cgroup.kill` reaches).
+pub(crate) fn read_pids_tree(dir: &Path) -> Result<Vec<u32>, FsError> {
+    let mut pids = read_pids(dir)?;
+    let entries = std::fs::read_dir(dir).map_err(|source| FsError::Io {
+        op: "readdir",
+        path: dir.to_owned(),
+        source,
+    })?;
+    for entry in entries.flatten() {
+        if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            pids.extend(read_pids_tree(&entry.path())?);
+        }
+    }
+    Ok(pids)
+}
+
 pub(crate) fn mkdir_all(dir: &Path) -> Result<(), FsError> {
     std::fs::create_dir_all(dir).map_err(|source| FsError::Io {
         op: "mkdir",

@@ -6,8 +6,9 @@
 //!
 //! - v1: one directory per mounted controller hierarchy (`cpu`, `cpuacct`, `memory`, `pids`,
 //!   `freezer`); freeze through `freezer.state`; kill-all by freeze → SIGKILL each → thaw.
-//! - v2: one directory; controllers delegated down through `cgroup.subtree_control`; freeze
-//!   through `cgroup.freeze`; kill-all through `cgroup.kill`.
+//! - v2: one directory; controllers delegated down through `cgroup.subtree_control`, so only
+//!   leaf cgroups hold processes; freeze through `cgroup.freeze`; kill-all through
+//!   `cgroup.kill`.
 //! - hybrid (v1 controllers plus a controller-less cgroup2 at `unified`, as systemd's hybrid
 //!   mode mounts it): settings, stats and freezing on v1, and the directory mirrored in the
 //!   unified hierarchy so that kill-all can use its atomic `cgroup.kill`.
@@ -180,7 +181,9 @@ impl Cgroups {
         Ok(self.root.join(check(path)?))
     }
 
-    /// Creates `path` (and missing parents) in every hierarchy.
+    /// Creates `path` (and missing parents) in every hierarchy. On v2, controllers are
+    /// delegated to the children of each ancestor, which a populated ancestor refuses
+    /// ([`FsError::NotALeaf`]).
     pub fn create(&self, path: &str) -> Result<(), FsError> {
         let rel = self.rel(path)?;
         if self.mode != Mode::V2 {
@@ -201,7 +204,8 @@ impl Cgroups {
         }
     }
 
-    /// Moves process `pid` (all its threads) into `path`.
+    /// Moves process `pid` (all its threads) into `path`. On v2 a cgroup that delegates
+    /// controllers to child cgroups takes no process ([`FsError::NotALeaf`]).
     pub fn add_pid(&self, path: &str, pid: u32) -> Result<(), FsError> {
         let rel = self.rel(path)?;
         if self.mode != Mode::V2 {
@@ -241,19 +245,30 @@ impl Cgroups {
         }
     }
 
-    /// SIGKILLs every process in `path` and waits until it is empty.
+    /// SIGKILLs every process in `path` and in the cgroups below it, and waits until they are
+    /// all gone (v2 `cgroup.kill` reaches the subtree; v1 and old v2 kernels are made to
+    /// match). A frozen cgroup is killed
+    /// too (on hybrid hosts its v1 freezer is thawed so that the kills land; a frozen v1
+    /// *ancestor* must be thawed by the caller).
     pub fn kill_all(&self, path: &str) -> Result<(), FsError> {
         let rel = self.rel(path)?;
         match &self.v2 {
-            Some(v2) if v2.has_kill(&rel) => v2.kill_all(&rel),
+            Some(v2) if v2.has_kill(&rel) => {
+                v2.kill(&rel)?;
+                if self.mode == Mode::Hybrid {
+                    // v1-frozen tasks do not act on SIGKILL until thawed (v2-frozen ones do).
+                    self.v1.thaw_now(&rel)?;
+                }
+                v2.wait_empty(&rel)
+            }
             Some(v2) if self.mode == Mode::V2 => {
-                // Kernels before 5.14: freeze so nothing forks, kill each, thaw.
+                // Kernels before 5.14: freeze the subtree so nothing forks, kill each, thaw.
                 let dir = v2.mount.join(&rel);
                 files::wait_until(&dir, KILL_TIMEOUT, "processes survived SIGKILL", || {
                     v2.freeze(&rel, true)?;
-                    v2.pids(&rel)?.into_iter().for_each(sigkill);
+                    files::read_pids_tree(&dir)?.into_iter().for_each(sigkill);
                     v2.freeze(&rel, false)?;
-                    Ok(v2.pids(&rel)?.is_empty())
+                    Ok(files::read_pids_tree(&dir)?.is_empty())
                 })
             }
             _ => self.v1.kill_all(&rel),

@@ -95,8 +95,17 @@ impl V1 {
         )
     }
 
-    /// Freezes the cgroup so nothing in it can fork, SIGKILLs every process, thaws so the kills
-    /// land, and repeats until the cgroup is empty.
+    /// Writes `THAWED` without waiting for the state to settle (a frozen ancestor keeps it
+    /// frozen); no freezer hierarchy is nothing to thaw.
+    pub(crate) fn thaw_now(&self, rel: &Path) -> Result<(), FsError> {
+        match self.mount("freezer", rel) {
+            Ok(d) => files::write(&d, "freezer.state", "THAWED"),
+            Err(_) => Ok(()),
+        }
+    }
+
+    /// Freezes the cgroup (and so its descendants) so nothing in it can fork, SIGKILLs every
+    /// process of the subtree, thaws so the kills land, and repeats until the subtree is empty.
     pub(crate) fn kill_all(&self, rel: &Path) -> Result<(), FsError> {
         let has_freezer = self.mount("freezer", rel).is_ok();
         let dir = self
@@ -107,20 +116,19 @@ impl V1 {
             super::KILL_TIMEOUT,
             "processes survived SIGKILL",
             || {
-                let pids = files::read_pids(&dir)?;
-                if pids.is_empty() {
+                if files::read_pids_tree(&dir)?.is_empty() {
                     return Ok(true);
                 }
                 if has_freezer {
                     self.freeze(rel, true)?;
                 }
-                for pid in files::read_pids(&dir)? {
+                for pid in files::read_pids_tree(&dir)? {
                     super::sigkill(pid);
                 }
                 if has_freezer {
                     self.freeze(rel, false)?;
                 }
-                Ok(files::read_pids(&dir)?.is_empty())
+                Ok(files::read_pids_tree(&dir)?.is_empty())
             },
         )
     }

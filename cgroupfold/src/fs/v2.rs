@@ -21,19 +21,45 @@ fn optional<T>(r: Result<T, FsError>) -> Result<Option<T>, FsError> {
     }
 }
 
+/// Turns the kernel's EBUSY for a mixed internal/leaf cgroup into [`FsError::NotALeaf`].
+fn leaf_only(r: Result<(), FsError>, dir: &Path, what: &'static str) -> Result<(), FsError> {
+    match r {
+        Err(FsError::Io { source, .. })
+            if source.raw_os_error() == Some(rustix::io::Errno::BUSY.raw_os_error()) =>
+        {
+            Err(FsError::NotALeaf {
+                path: dir.to_owned(),
+                what,
+            })
+        }
+        r => r,
+    }
+}
+
 impl V2 {
     /// Creates the cgroup, first delegating to each ancestor's children every controller we use
     /// that the ancestor has (v2 only lets a child use what its parent's subtree_control names).
+    /// An ancestor holding processes cannot delegate ([`FsError::NotALeaf`]), except the root.
     pub(crate) fn create(&self, rel: &Path) -> Result<(), FsError> {
         let mut dir = self.mount.clone();
         for part in rel.iter() {
             let have = files::read(&dir, "cgroup.controllers")?;
             let on = files::read(&dir, "cgroup.subtree_control")?;
-            for c in DELEGATED {
-                let has = |s: &str| s.split_whitespace().any(|x| x == c);
-                if has(&have) && !has(&on) {
-                    files::write(&dir, "cgroup.subtree_control", &format!("+{c}"))?;
-                }
+            let has = |s: &str, c: &str| s.split_whitespace().any(|x| x == c);
+            let missing: Vec<String> = DELEGATED
+                .iter()
+                .filter(|c| has(&have, c) && !has(&on, c))
+                .map(|c| format!("+{c}"))
+                .collect();
+            if !missing.is_empty() {
+                // One write, which the kernel applies all or nothing: one controller at a time,
+                // a populated cgroup would take the threaded `cpu` (turning it into a thread
+                // root) and then refuse `memory` with EOPNOTSUPP.
+                leaf_only(
+                    files::write(&dir, "cgroup.subtree_control", &missing.join(" ")),
+                    &dir,
+                    "it holds processes, so it cannot delegate controllers to a child",
+                )?;
             }
             dir.push(part);
             if !dir.exists() {
@@ -66,7 +92,12 @@ impl V2 {
     }
 
     pub(crate) fn add_pid(&self, rel: &Path, pid: u32) -> Result<(), FsError> {
-        files::write(&self.mount.join(rel), "cgroup.procs", &pid.to_string())
+        let dir = self.mount.join(rel);
+        leaf_only(
+            files::write(&dir, "cgroup.procs", &pid.to_string()),
+            &dir,
+            "it delegates controllers to child cgroups, so it cannot take a process",
+        )
     }
 
     pub(crate) fn pids(&self, rel: &Path) -> Result<Vec<u32>, FsError> {
@@ -113,10 +144,15 @@ impl V2 {
         self.mount.join(rel).join("cgroup.kill").exists()
     }
 
-    /// `cgroup.kill` SIGKILLs every process in the subtree atomically, forks included.
-    pub(crate) fn kill_all(&self, rel: &Path) -> Result<(), FsError> {
+    /// `cgroup.kill` SIGKILLs every process in the subtree atomically, forks included, frozen
+    /// ones too (they die without a thaw).
+    pub(crate) fn kill(&self, rel: &Path) -> Result<(), FsError> {
+        files::write(&self.mount.join(rel), "cgroup.kill", "1")
+    }
+
+    /// Waits until no process is left in the subtree.
+    pub(crate) fn wait_empty(&self, rel: &Path) -> Result<(), FsError> {
         let d = self.mount.join(rel);
-        files::write(&d, "cgroup.kill", "1")?;
         files::wait_until(
             &d,
             super::KILL_TIMEOUT,

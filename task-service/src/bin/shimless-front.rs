@@ -70,6 +70,7 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let ex = Arc::new(smol::Executor::new());
     let front = FrontConfig {
         daemon_socket: config.daemon_socket.clone(),
+        namespace_dir: config.namespace_dir(),
         hold: Duration::from_millis(config.hold_ms),
         allowed_uids: config.allowed_uids.clone(),
     };

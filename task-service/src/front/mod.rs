@@ -15,6 +15,13 @@
 //! answered `UNAVAILABLE` otherwise (it may have taken effect). The connection stays up either
 //! way.
 //!
+//! containerd speaks ttrpc to the front by default (the [`Protocol`] of each namespace socket):
+//! each ttrpc request is sent to the daemon as the same gRPC call, through the same waiting and
+//! replaying. containerd sends no namespace with its calls to a shim, so the front serves one socket
+//! per containerd namespace (made on request, `shimless.v1.Front/Listen`, which the shim's
+//! `start` calls and prints as the bootstrap address) and sets `containerd-namespace` on every
+//! call that arrives there.
+//!
 //! [`supervise`] is the other half: the front starts `shimlessd` and starts it again when it
 //! exits, and reaps the containers orphaned by a daemon that died.
 //!
@@ -22,7 +29,7 @@
 //! use std::sync::Arc;
 //! use task_service::front::{self, FrontConfig};
 //! let ex = Arc::new(smol::Executor::new());
-//! let config = FrontConfig::new("/run/shimless/daemon.sock");
+//! let config = FrontConfig::new("/run/shimless/daemon.sock", "/run/shimless/ns");
 //! smol::block_on(ex.run(async {
 //!     let listener = task_service::grpc::listen::bind("/run/shimless/shimless.sock")?;
 //!     front::serve(listener, config, ex.clone()).await
@@ -33,9 +40,13 @@
 mod link;
 pub mod replay;
 pub mod supervise;
+mod ttrpc;
 
+use crate::api::shimless::v1::front_server;
+use crate::api::shimless::v1::{ListenRequest, ListenResponse};
 use crate::grpc::deadline::parse_grpc_timeout;
 use crate::grpc::listen::Peer;
+use crate::ids::Namespace;
 use hyper::body::Incoming;
 use link::Link;
 use smol::net::unix::UnixListener;
@@ -49,7 +60,7 @@ use tonic::body::Body;
 /// What the front needs to know.
 ///
 /// ```
-/// let config = task_service::front::FrontConfig::new("/run/shimless/daemon.sock");
+/// let config = task_service::front::FrontConfig::new("/run/shimless/daemon.sock", "/run/shimless/ns");
 /// assert_eq!(config.hold, std::time::Duration::from_secs(60));
 /// assert_eq!(config.allowed_uids, vec![0]);
 /// ```
@@ -57,6 +68,8 @@ use tonic::body::Body;
 pub struct FrontConfig {
     /// The daemon's private socket.
     pub daemon_socket: PathBuf,
+    /// Where the per-namespace sockets are made (`<dir>/<namespace>.sock`).
+    pub namespace_dir: PathBuf,
     /// How long a call without a deadline waits for an absent daemon.
     pub hold: Duration,
     /// The uids allowed to connect (checked with `SO_PEERCRED`).
@@ -65,16 +78,139 @@ pub struct FrontConfig {
 
 impl FrontConfig {
     /// The defaults for a daemon on `daemon_socket`: hold calls 60 s, root only.
-    pub fn new(daemon_socket: impl Into<PathBuf>) -> FrontConfig {
+    pub fn new(
+        daemon_socket: impl Into<PathBuf>,
+        namespace_dir: impl Into<PathBuf>,
+    ) -> FrontConfig {
         FrontConfig {
             daemon_socket: daemon_socket.into(),
+            namespace_dir: namespace_dir.into(),
             hold: Duration::from_secs(60),
             allowed_uids: vec![0],
         }
     }
 }
 
-/// Serves `listener` until accepting fails, forwarding every call to the daemon.
+/// What containerd speaks on a namespace's socket.
+///
+/// ```
+/// use task_service::front::Protocol;
+/// assert_eq!("ttrpc".parse::<Protocol>(), Ok(Protocol::Ttrpc));
+/// assert_eq!(Protocol::Grpc.as_str(), "grpc");
+/// assert!("http".parse::<Protocol>().is_err());
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    /// containerd's ttrpc (what its own Go shims speak): no idle timeout on the client side.
+    Ttrpc,
+    /// gRPC (`containerd.task.v3.Task`); containerd 1.7's gRPC client gives up a connection
+    /// that sees no call for 30 minutes, and takes the shim for dead.
+    Grpc,
+}
+
+impl Protocol {
+    /// The name containerd's bootstrap JSON uses.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Ttrpc => "ttrpc",
+            Protocol::Grpc => "grpc",
+        }
+    }
+}
+
+impl std::str::FromStr for Protocol {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "ttrpc" | "" => Ok(Protocol::Ttrpc),
+            "grpc" => Ok(Protocol::Grpc),
+            other => Err(format!("protocol {other:?} is not ttrpc or grpc")),
+        }
+    }
+}
+
+/// The socket of containerd namespace `namespace` under `namespace_dir`, for `protocol`.
+///
+/// ```
+/// use task_service::front::{namespace_socket, Protocol};
+/// assert_eq!(
+///     namespace_socket("/run/shimless/ns".as_ref(), "k8s.io", Protocol::Grpc),
+///     std::path::PathBuf::from("/run/shimless/ns/k8s.io.sock")
+/// );
+/// assert_eq!(
+///     namespace_socket("/run/shimless/ns".as_ref(), "k8s.io", Protocol::Ttrpc),
+///     std::path::PathBuf::from("/run/shimless/ns/k8s.io.ttrpc.sock")
+/// );
+/// ```
+pub fn namespace_socket(
+    namespace_dir: &std::path::Path,
+    namespace: &str,
+    protocol: Protocol,
+) -> PathBuf {
+    match protocol {
+        Protocol::Grpc => namespace_dir.join(format!("{namespace}.sock")),
+        Protocol::Ttrpc => namespace_dir.join(format!("{namespace}.ttrpc.sock")),
+    }
+}
+
+/// What every accept loop shares.
+struct Shared {
+    link: Link,
+    config: FrontConfig,
+    ex: Arc<smol::Executor<'static>>,
+    /// The namespace sockets being served.
+    bound: std::sync::Mutex<std::collections::HashSet<(String, Protocol)>>,
+}
+
+impl Shared {
+    /// Serves `namespace`'s socket for `protocol` unless it already is; its path.
+    fn listen(
+        self: &Arc<Self>,
+        namespace: &Namespace,
+        protocol: Protocol,
+    ) -> std::io::Result<PathBuf> {
+        let path = namespace_socket(&self.config.namespace_dir, namespace.as_str(), protocol);
+        let mut bound = self
+            .bound
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let key = (namespace.to_string(), protocol);
+        if bound.contains(&key) {
+            return Ok(path);
+        }
+        let listener = crate::grpc::listen::bind(&path)?;
+        bound.insert(key);
+        let task = match protocol {
+            Protocol::Grpc => {
+                self.ex
+                    .spawn(accept(listener, Some(namespace.clone()), self.clone()))
+            }
+            Protocol::Ttrpc => {
+                self.ex
+                    .spawn(ttrpc::accept(listener, namespace.clone(), self.clone()))
+            }
+        };
+        task.detach();
+        Ok(path)
+    }
+
+    /// Why a peer may not connect, if it may not.
+    fn refuse(&self, stream: &smol::net::unix::UnixStream) -> Option<String> {
+        match Peer::of(stream) {
+            Ok(peer) if self.config.allowed_uids.contains(&peer.uid) => None,
+            Ok(peer) => Some(format!(
+                "uid {} may not use this socket (allowed: {:?})",
+                peer.uid, self.config.allowed_uids
+            )),
+            Err(e) => Some(format!("cannot read the caller's credentials: {e}")),
+        }
+    }
+}
+
+/// Serves `listener` (the public socket) and the per-namespace sockets until accepting on the
+/// public one fails, forwarding every call to the daemon. Namespace sockets left by a previous
+/// front are served again at once, so a containerd that reconnects finds them.
 ///
 /// See the [module docs](self) for an example.
 pub async fn serve(
@@ -82,50 +218,123 @@ pub async fn serve(
     config: FrontConfig,
     ex: Arc<smol::Executor<'static>>,
 ) -> std::io::Result<()> {
-    let link = Arc::new(Link::new(config.daemon_socket.clone(), ex.clone()));
-    let config = Arc::new(config);
+    let shared = Arc::new(Shared {
+        link: Link::new(config.daemon_socket.clone(), ex.clone()),
+        config,
+        ex,
+        bound: Default::default(),
+    });
+    for entry in std::fs::read_dir(&shared.config.namespace_dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let (ns, protocol) = match name.strip_suffix(".ttrpc.sock") {
+            Some(ns) => (ns, Protocol::Ttrpc),
+            None => match name.strip_suffix(".sock") {
+                Some(ns) => (ns, Protocol::Grpc),
+                None => continue,
+            },
+        };
+        if let Ok(ns) = Namespace::new(ns) {
+            shared.listen(&ns, protocol)?;
+        }
+    }
+    accept(listener, None, shared).await
+}
+
+/// The front's own service on the public socket: namespace sockets on request.
+#[derive(Clone)]
+struct FrontService {
+    shared: Arc<Shared>,
+}
+
+#[tonic::async_trait]
+impl front_server::Front for FrontService {
+    async fn listen(
+        &self,
+        req: tonic::Request<ListenRequest>,
+    ) -> Result<tonic::Response<ListenResponse>, tonic::Status> {
+        let req = req.into_inner();
+        let name = req.namespace;
+        let ns = Namespace::new(name.clone())
+            .map_err(|e| tonic::Status::invalid_argument(format!("namespace {name:?}: {e}")))?;
+        let protocol: Protocol = req
+            .protocol
+            .parse()
+            .map_err(tonic::Status::invalid_argument)?;
+        let socket = self.shared.listen(&ns, protocol).map_err(|e| {
+            tonic::Status::internal(format!("cannot serve namespace {ns}'s socket: {e}"))
+        })?;
+        Ok(tonic::Response::new(ListenResponse {
+            socket: socket.display().to_string(),
+        }))
+    }
+}
+
+const FRONT_PREFIX: &str = "/shimless.v1.Front/";
+
+/// Accepts on one socket; on a namespace's socket, every call is marked with that namespace.
+async fn accept(
+    listener: UnixListener,
+    namespace: Option<Namespace>,
+    shared: Arc<Shared>,
+) -> std::io::Result<()> {
+    let header = namespace
+        .as_ref()
+        .and_then(|ns| http::HeaderValue::from_str(ns.as_str()).ok());
+    let own = front_server::FrontServer::new(FrontService {
+        shared: shared.clone(),
+    });
     loop {
         let (stream, _) = listener.accept().await?;
-        let denied = match Peer::of(&stream) {
-            Ok(peer) if config.allowed_uids.contains(&peer.uid) => None,
-            Ok(peer) => Some(format!(
-                "uid {} may not use this socket (allowed: {:?})",
-                peer.uid, config.allowed_uids
-            )),
-            Err(e) => Some(format!("cannot read the caller's credentials: {e}")),
-        };
-        let link = link.clone();
-        let config = config.clone();
-        let per_call = hyper::service::service_fn(move |req: http::Request<Incoming>| {
-            let link = link.clone();
-            let config = config.clone();
+        let denied = shared.refuse(&stream);
+        let shared2 = shared.clone();
+        let header = header.clone();
+        let own = own.clone();
+        let per_call = hyper::service::service_fn(move |mut req: http::Request<Incoming>| {
+            let shared = shared2.clone();
             let denied = denied.clone();
+            let header = header.clone();
+            let mut own = own.clone();
             async move {
                 if let Some(why) = denied {
                     return Ok::<_, Infallible>(tonic::Status::permission_denied(why).into_http());
                 }
-                Ok(forward(&link, &config, req).await)
+                match &header {
+                    Some(ns) => {
+                        req.headers_mut().insert("containerd-namespace", ns.clone());
+                    }
+                    None if req.uri().path().starts_with(FRONT_PREFIX) => {
+                        return tower_service::Service::call(&mut own, req).await;
+                    }
+                    None => {}
+                }
+                Ok(forward(&shared.link, &shared.config, req).await)
             }
         });
-        let exec = SmolExecutor::new(ex.clone());
-        ex.spawn(async move {
-            let mut builder = hyper::server::conn::http2::Builder::new(exec);
-            // containerd opens one connection per task, so what an idle connection costs is
-            // multiplied by the number of containers: small windows and buffers (the calls are
-            // small protobufs), the default frame size.
-            builder
-                .timer(SmolTimer::new())
-                .initial_stream_window_size(64 * 1024)
-                .initial_connection_window_size(64 * 1024)
-                .max_send_buf_size(64 * 1024)
-                .max_header_list_size(64 * 1024)
-                .max_concurrent_streams(1024);
-            // A client that goes away mid-call is normal; nothing to do about its error.
-            let _ = builder
-                .serve_connection(FuturesIo::new(stream), per_call)
-                .await;
-        })
-        .detach();
+        let exec = SmolExecutor::new(shared.ex.clone());
+        shared
+            .ex
+            .spawn(async move {
+                let mut builder = hyper::server::conn::http2::Builder::new(exec);
+                // containerd opens one connection per task, so what an idle connection costs
+                // is multiplied by the number of containers: small windows and buffers (the
+                // calls are small protobufs), the default frame size.
+                builder
+                    .timer(SmolTimer::new())
+                    .initial_stream_window_size(64 * 1024)
+                    .initial_connection_window_size(64 * 1024)
+                    .max_send_buf_size(64 * 1024)
+                    .max_header_list_size(64 * 1024)
+                    .max_concurrent_streams(1024);
+                // A client that goes away mid-call is normal; nothing to do about its error.
+                let _ = builder
+                    .serve_connection(FuturesIo::new(stream), per_call)
+                    .await;
+            })
+            .detach();
     }
 }
 
@@ -135,52 +344,23 @@ async fn forward(
     config: &FrontConfig,
     req: http::Request<Incoming>,
 ) -> http::Response<Body> {
-    let started = Instant::now();
     let deadline = req
         .headers()
         .get("grpc-timeout")
         .and_then(|v| v.to_str().ok())
         .and_then(parse_grpc_timeout);
-    let until = started + deadline.unwrap_or(config.hold);
     let path = req.uri().path().to_string();
     let (parts, body) = req.into_parts();
-    let with_deadline = |mut parts: http::request::Parts| {
-        if deadline.is_some() {
-            let left = until.saturating_duration_since(Instant::now()).as_millis();
-            if let Ok(value) = http::HeaderValue::from_str(&format!("{}m", left.max(1))) {
-                parts.headers.insert("grpc-timeout", value);
-            }
-        }
-        parts
-    };
     if replay::is_replayable(&path) {
         let bytes = match replay::collect(body, replay::MAX_REPLAY_BYTES).await {
             Ok(bytes) => bytes,
             Err(status) => return status.into_http(),
         };
-        loop {
-            let mut sender = match link.sender(until).await {
-                Ok(sender) => sender,
-                Err(status) => return status.into_http(),
-            };
-            let req = http::Request::from_parts(
-                with_deadline(parts.clone()),
-                Body::new(http_body_util::Full::new(bytes.clone())),
-            );
-            match sender.send_request(req).await {
-                Ok(response) => return response.map(Body::new),
-                Err(_) => {
-                    // The daemon went away with the call; the next daemon answers it again.
-                    link.forget_if_closed().await;
-                    if Instant::now() >= until {
-                        return gone(&path, deadline.is_some()).into_http();
-                    }
-                    smol::Timer::after(Duration::from_millis(20)).await;
-                }
-            }
-        }
+        return forward_buffered(link, config, parts, bytes, deadline).await;
     }
-    let mut req = http::Request::from_parts(with_deadline(parts), Body::new(body));
+    let started = Instant::now();
+    let until = started + deadline.unwrap_or(config.hold);
+    let mut req = http::Request::from_parts(with_deadline(parts, deadline, until), Body::new(body));
     loop {
         let mut sender = match link.sender(until).await {
             Ok(sender) => sender,
@@ -193,17 +373,72 @@ async fn forward(
                 match e.take_message() {
                     // Never reached the daemon: safe to send to the next one.
                     Some(unsent) => req = unsent,
-                    None => {
-                        return tonic::Status::unavailable(format!(
-                            "shimlessd went away while handling {path}; it is not sent again \
-                             because it may have taken effect: check the task's state and retry"
-                        ))
-                        .into_http();
-                    }
+                    None => return in_flight(&path).into_http(),
                 }
             }
         }
     }
+}
+
+/// Sends a call whose whole body is at hand: again to the next daemon if it never reached the
+/// dying one, or if it only reads.
+async fn forward_buffered(
+    link: &Link,
+    config: &FrontConfig,
+    parts: http::request::Parts,
+    bytes: bytes::Bytes,
+    deadline: Option<Duration>,
+) -> http::Response<Body> {
+    let until = Instant::now() + deadline.unwrap_or(config.hold);
+    let path = parts.uri.path().to_string();
+    let replayable = replay::is_replayable(&path);
+    loop {
+        let mut sender = match link.sender(until).await {
+            Ok(sender) => sender,
+            Err(status) => return status.into_http(),
+        };
+        let req = http::Request::from_parts(
+            with_deadline(parts.clone(), deadline, until),
+            Body::new(http_body_util::Full::new(bytes.clone())),
+        );
+        match sender.try_send_request(req).await {
+            Ok(response) => return response.map(Body::new),
+            Err(mut e) => {
+                link.forget_if_closed().await;
+                let sent = e.take_message().is_none();
+                if sent && !replayable {
+                    return in_flight(&path).into_http();
+                }
+                // Never sent, or a read: the next daemon answers it.
+                if Instant::now() >= until {
+                    return gone(&path, deadline.is_some()).into_http();
+                }
+                smol::Timer::after(Duration::from_millis(20)).await;
+            }
+        }
+    }
+}
+
+/// The call's headers with `grpc-timeout` set to what is left of its deadline.
+fn with_deadline(
+    mut parts: http::request::Parts,
+    deadline: Option<Duration>,
+    until: Instant,
+) -> http::request::Parts {
+    if deadline.is_some() {
+        let left = until.saturating_duration_since(Instant::now()).as_millis();
+        if let Ok(value) = http::HeaderValue::from_str(&format!("{}m", left.max(1))) {
+            parts.headers.insert("grpc-timeout", value);
+        }
+    }
+    parts
+}
+
+fn in_flight(path: &str) -> tonic::Status {
+    tonic::Status::unavailable(format!(
+        "shimlessd went away while handling {path}; it is not sent again because it may have \
+         taken effect: check the task's state and retry"
+    ))
 }
 
 fn gone(path: &str, had_deadline: bool) -> tonic::Status {

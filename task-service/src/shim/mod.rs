@@ -3,11 +3,17 @@
 //!
 //! - `start` (run by containerd in the bundle directory, once per task) makes sure the front
 //!   (`shimless-front`, which starts `shimlessd`) is serving — starting it detached if not, under
-//!   a lock so that concurrent `start`s start one — registers containerd's address as where the
-//!   container's events go, and prints the bootstrap JSON
-//!   `{"version":N,"address":"unix:///run/shimless/shimless.sock","protocol":"grpc"}` with N
-//!   asked of containerd's Version API: 2 for containerd 1.x (which refuses more, yet speaks
-//!   `containerd.task.v3.Task` over gRPC), 3 for 2.x (which speaks gRPC only to version 3).
+//!   a lock so that concurrent `start`s start one — asks the front for the socket of the task's
+//!   namespace (containerd sends no namespace with its calls to a gRPC shim, so the socket
+//!   carries it), registers containerd's address as where the container's events go, writes
+//!   `address` and `bootstrap.json` in the bundle (what a restarted containerd reconnects by),
+//!   and prints the bootstrap JSON
+//!   `{"address":"unix:///run/shimless/ns/<namespace>.ttrpc.sock","protocol":"ttrpc","version":N}`
+//!   with N asked of containerd's Version API: 2 for containerd 1.x (which refuses more), 3 for
+//!   2.x. With `containerd_protocol = "grpc"` the protocol is `grpc` and the address a bare path
+//!   (containerd dials a gRPC address before adding `unix://` itself, and a ttrpc address without
+//!   the scheme as an abstract socket). ttrpc is the default because containerd 1.7's gRPC client
+//!   gives up a connection after 30 minutes without a call and then deletes the task.
 //! - `delete` (containerd's fallback when it believes the shim died) stops and deletes that one
 //!   container — through the daemon if it answers, with the runtime directly if not — and
 //!   prints a `DeleteResponse` protobuf.

@@ -2,9 +2,11 @@
 
 use super::{ShimError, log};
 use crate::api::containerd::services::version::v1::version_client::VersionClient;
-use crate::api::shimless::v1::RegisterPublisherRequest;
 use crate::api::shimless::v1::admin_client::AdminClient;
+use crate::api::shimless::v1::front_client::FrontClient;
+use crate::api::shimless::v1::{ListenRequest, RegisterPublisherRequest};
 use crate::config::Config;
+use crate::front::Protocol;
 use crate::front::supervise::find_binary;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -27,24 +29,29 @@ pub(super) fn start(
         return Err(ShimError::Missing("namespace"));
     }
     ensure_front(config, config_path)?;
-    let version = smol::block_on(async {
+    let (socket, version) = smol::block_on(async {
+        let socket = namespace_socket(config, &flags.namespace).await?;
         if !flags.address.is_empty() {
             register(config, flags).await?;
         }
-        Ok::<_, ShimError>(bootstrap_version(&flags.address).await)
+        Ok::<_, ShimError>((socket, bootstrap_version(&flags.address).await))
     })?;
     log(&format!(
-        "task {}/{} is served by shimless at {} (bootstrap version {version})",
-        flags.namespace,
-        flags.id,
-        config.socket.display()
+        "task {}/{} is served by shimless at {socket} (bootstrap version {version})",
+        flags.namespace, flags.id,
     ));
+    let address = match config.containerd_protocol {
+        // A bare path for gRPC: containerd 1.7 and 2.x dial it with net.Dial("unix", address)
+        // before adding the scheme themselves, so `unix://...` would fail with ENOENT.
+        Protocol::Grpc => socket.clone(),
+        // The scheme for ttrpc: containerd's ttrpc dialer takes a bare path for an abstract
+        // socket (`\0/run/...`).
+        Protocol::Ttrpc => format!("unix://{socket}"),
+    };
     let answer = serde_json::json!({
         "version": version,
-        // A bare path: containerd 1.7 and 2.x dial it with net.Dial("unix", address) before
-        // adding the scheme themselves, so `unix://...` would fail with ENOENT.
-        "address": config.socket.display().to_string(),
-        "protocol": "grpc",
+        "address": address,
+        "protocol": config.containerd_protocol.as_str(),
     })
     .to_string();
     // What a restarted containerd reads to reconnect to the task (1.7: `address`, which may hold
@@ -140,6 +147,25 @@ fn ensure_front(config: &Config, config_path: &Path) -> Result<(), ShimError> {
         config.socket.display()
     ));
     Ok(())
+}
+
+/// The socket of the task's namespace, served by the front: containerd sends no namespace with
+/// its calls to a gRPC shim, so the socket says it.
+async fn namespace_socket(config: &Config, namespace: &str) -> Result<String, ShimError> {
+    let channel = crate::grpc::connect(&config.socket)
+        .await
+        .map_err(|e| ShimError::Front(format!("connect to {}: {e}", config.socket.display())))?;
+    let mut front = FrontClient::with_origin(channel, http::Uri::from_static("http://localhost"));
+    let mut req = tonic::Request::new(ListenRequest {
+        namespace: namespace.to_string(),
+        protocol: config.containerd_protocol.as_str().to_string(),
+    });
+    req.set_timeout(Duration::from_secs(10));
+    let reply = front
+        .listen(req)
+        .await
+        .map_err(|s| ShimError::Front(s.message().to_string()))?;
+    Ok(reply.into_inner().socket)
 }
 
 /// Tells the daemon (through the front, which holds the call until the daemon answers) where

@@ -3,6 +3,9 @@
 
 #![allow(dead_code)]
 
+pub mod shimless;
+pub mod sink;
+
 use std::path::Path;
 use task_service::api::containerd::task::v3::task_client::TaskClient;
 use task_service::api::containerd::task::v3::*;
