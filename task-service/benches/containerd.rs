@@ -23,6 +23,7 @@
 //!
 //! Every flag is optional (those values are the defaults, but for `--crun`, which adds the
 //! lifecycle with crun as the OCI runtime on both sides: runc options `BinaryName = "crun"`);
+//! `--containerd-protocol grpc` sets shimless's `containerd_protocol` (ttrpc by default);
 //! `--svg <path>` writes the plot elsewhere (cargo runs benches in the crate's directory).
 //! Needs root, containerd 1.7, `ctr`, runc and `containerd-shim-runc-v2`; skips otherwise.
 //!
@@ -80,6 +81,8 @@ struct Args {
     conc: usize,
     rounds: usize,
     crun: bool,
+    /// shimless's `containerd_protocol` (`ttrpc` or `grpc`), when given.
+    protocol: Option<String>,
     svg: PathBuf,
 }
 
@@ -94,6 +97,7 @@ fn parse_args() -> Result<Args, String> {
         conc: 160,
         rounds: 2,
         crun: false,
+        protocol: None,
         svg: workspace.join("docs/shimless-vs-stock.svg"),
     };
     let mut it = std::env::args().skip(1);
@@ -118,6 +122,7 @@ fn parse_args() -> Result<Args, String> {
             "--conc" => args.conc = number("--conc", value("--conc")?)?,
             "--rounds" => args.rounds = number("--rounds", value("--rounds")?)?.max(1),
             "--crun" => args.crun = true,
+            "--containerd-protocol" => args.protocol = Some(value("--containerd-protocol")?),
             "--svg" => args.svg = PathBuf::from(value("--svg")?),
             // cargo bench passes `--bench`; libtest-style flags are not ours.
             _ => {}
@@ -160,8 +165,7 @@ impl ShimlessCleanup {
 impl Drop for ShimlessCleanup {
     fn drop(&mut self) {
         self.kill_processes();
-        // Every namespace directory: shimless names them as containerd's calls say (with
-        // containerd 1.7 that is `default`, whatever the container's namespace is).
+        // Every namespace directory, whichever namespace shimless filed the containers under.
         for entry in std::fs::read_dir(&self.runc_root)
             .into_iter()
             .flatten()
@@ -861,9 +865,13 @@ fn run(args: &Args) -> Result<(), String> {
         format!(
             "socket = \"{0}/run/front.sock\"\ndaemon_socket = \"{0}/run/daemon.sock\"\n\
              state_dir = \"{0}/state\"\nrunc_root = \"{0}/runc\"\nlog_dir = \"{0}/logs\"\n\
-             bpf_pin_dir = \"{1}\"\n",
+             bpf_pin_dir = \"{1}\"\n{2}",
             d.display(),
-            cleanup.pin_dir.display()
+            cleanup.pin_dir.display(),
+            args.protocol
+                .as_ref()
+                .map(|p| format!("containerd_protocol = \"{p}\"\n"))
+                .unwrap_or_default()
         ),
     )
     .map_err(|e| format!("write {}: {e}", config.display()))?;
@@ -879,7 +887,7 @@ fn run(args: &Args) -> Result<(), String> {
     let containerd = Containerd::start(
         ContainerdConfig::new()
             .path_prepend(&bin_dir)
-            .env(task_service::config::PATH_ENV, &config),
+            .env(task_service::config::PATH_ENV, config.display().to_string()),
     )
     .map_err(|e| format!("start containerd: {e}"))?;
     println!(
