@@ -43,6 +43,7 @@ mod clock;
 mod config;
 mod prober;
 mod state;
+mod watch;
 
 pub use check::{
     CachedPath, ProbeFailure, check, check_at, mtime_at, open_container_root, open_root,
@@ -51,3 +52,4 @@ pub use clock::ManualClock;
 pub use config::{ConfigError, FileAction, FileProbe, ProbeKind, ProbeSpec};
 pub use prober::{Counters, ProbeEvent, Prober, ProberHandle, Target};
 pub use state::{Machine, ProbeResult, Skip, first_due};
+pub use watch::{ChangeWatch, WatchStats};

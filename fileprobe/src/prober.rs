@@ -44,7 +44,8 @@ use futures_lite::{FutureExt, Stream};
 
 use crate::clock::Clock;
 use crate::{
-    CachedPath, FileProbe, Machine, ManualClock, ProbeFailure, ProbeKind, ProbeResult, first_due,
+    CachedPath, ChangeWatch, FileProbe, Machine, ManualClock, ProbeFailure, ProbeKind, ProbeResult,
+    WatchStats, first_due,
 };
 
 /// Due times are rounded up to a multiple of this since the prober started; one tick, one batch.
@@ -106,6 +107,25 @@ pub struct Counters {
     pub events: u64,
     /// Checks abandoned because they hung past their timeout.
     pub hung: u64,
+    /// Checks that asked the kernel (a `statx`, or `openat2` + `statx`); see
+    /// [`crate::WatchStats`].
+    pub statx_calls: u64,
+    /// Checks answered from a cached mtime that no inotify event had voided (no syscall).
+    pub cached_checks: u64,
+    /// Directories watched with inotify now.
+    pub watches: u64,
+    /// Times a probe directory could not be watched (its probes then `statx` every check).
+    pub unwatched: u64,
+}
+
+impl Counters {
+    fn with_watch(mut self, w: WatchStats) -> Self {
+        self.statx_calls = w.statx_calls;
+        self.cached_checks = w.cached_checks;
+        self.watches = w.watches;
+        self.unwatched = w.unwatched;
+        self
+    }
 }
 
 const KINDS: [ProbeKind; 3] = [
@@ -252,7 +272,9 @@ enum Wall {
 
 /// The worker: runs the jobs in order, publishing the current one, until none are left or the
 /// prober abandoned this thread.
-fn run_batch(progress: Arc<Mutex<Progress>>, wall: Wall, check: CheckFn) {
+fn run_batch(progress: Arc<Mutex<Progress>>, wall: Wall, check: CheckFn, watch: &ChangeWatch) {
+    // Every change made before this point is seen by the checks below.
+    watch.drain();
     let mut finished: Option<Done> = None;
     let mut started = Instant::now();
     loop {
@@ -347,6 +369,7 @@ pub struct Prober {
     hang_armed: Option<Instant>,
     in_flight: Option<InFlight>,
     check: CheckFn,
+    watch: Arc<ChangeWatch>,
 }
 
 impl Default for Prober {
@@ -408,7 +431,21 @@ impl Prober {
             hang_armed: None,
             in_flight: None,
             check: real_check,
+            watch: Arc::new(ChangeWatch::new()),
         }
+    }
+
+    /// Uses `watch` for the probes added from now on, instead of the prober's own
+    /// [`ChangeWatch::new`]: [`ChangeWatch::disabled`] makes every check a `statx` (the
+    /// fallback), [`ChangeWatch::with_limit`] caps the inotify watches.
+    ///
+    /// ```
+    /// let prober = fileprobe::Prober::new().with_watch(fileprobe::ChangeWatch::disabled());
+    /// assert_eq!(prober.counters().watches, 0);
+    /// ```
+    pub fn with_watch(mut self, watch: ChangeWatch) -> Self {
+        self.watch = Arc::new(watch);
+        self
     }
 
     /// Seeds the random jitter of first runs, for reproducible schedules: the `k`-th probe
@@ -463,7 +500,7 @@ impl Prober {
     /// assert_eq!(fileprobe::Prober::new().counters().events, 0);
     /// ```
     pub fn counters(&self) -> Counters {
-        self.counters
+        self.counters.with_watch(self.watch.stats())
     }
 
     /// Adds (or replaces) the probe of `probe.kind` for `container`. O(log n).
@@ -513,7 +550,7 @@ impl Prober {
         let k = kind_index(probe.kind);
         let machine = Machine::new(&probe, &target.id, target.started_at);
         let entry = Entry {
-            path: CachedPath::new(&probe.path).map(Box::new),
+            path: CachedPath::with_watch(&probe.path, self.watch.clone()).map(Box::new),
             probe,
             machine,
             target,
@@ -690,7 +727,8 @@ impl Prober {
     }
 
     fn publish_counters(&self) {
-        self.shared.lock().counters = self.counters;
+        let c = self.counters();
+        self.shared.lock().counters = c;
     }
 
     fn entry(&self, slot: u32, k: u8) -> Option<&Entry> {
@@ -783,7 +821,8 @@ impl Prober {
                     continue;
                 }
             }
-            let fresh = || CachedPath::new(&e.probe.path).map(Box::new);
+            let watch = &self.watch;
+            let fresh = || CachedPath::with_watch(&e.probe.path, watch.clone()).map(Box::new);
             let Some(path) = e.path.take().or_else(fresh) else {
                 // Unreachable for validated probes (no NUL byte); report it rather than panic.
                 self.counters.runs += 1;
@@ -839,7 +878,8 @@ impl Prober {
         };
         let worker = progress.clone();
         let check = self.check;
-        let task = blocking::unblock(move || run_batch(worker, wall, check));
+        let watch = self.watch.clone();
+        let task = blocking::unblock(move || run_batch(worker, wall, check, &watch));
         self.in_flight = Some(InFlight { progress, task });
         self.hang_armed = None;
     }
