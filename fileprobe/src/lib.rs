@@ -10,7 +10,9 @@
 //!   root** with `openat2(RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS)` and reading the mtime with
 //!   `statx`; [`check`] runs it off the executor with a timeout (runtime-agnostic: `blocking` +
 //!   `async-io`). [`CachedPath`] does the same check as one `statx` through a cached in-root fd
-//!   of the parent directory, falling back to the full resolution whenever in doubt.
+//!   of the parent directory, falling back to the full resolution whenever in doubt; with a
+//!   [`ChangeWatch`] (one inotify instance, a watch per directory) a check of a file that has
+//!   not changed since its last `statx` needs no syscall at all.
 //! - [`Machine`]: kubelet's per-probe state machine (initial results, startup gating, thresholds,
 //!   hold after a liveness/startup failure until a new container id), pure on an injected clock;
 //! - [`Prober`]: every probe of a node on one `async-io` timer (a heap keyed by due time), due
