@@ -448,15 +448,16 @@ impl CachedPath {
         validity: Duration,
         now: SystemTime,
     ) -> Result<Duration, ProbeFailure> {
-        if let Some(age) = self.cached_check(validity, now) {
+        if let Some(age) = self.cached(validity, now) {
             return Ok(age);
         }
         let mtime = self.mtime(root)?;
         verdict(&self.path, mtime, validity, now)
     }
 
-    /// The check from the cached mtime, when nothing has voided it and it gives a success.
-    fn cached_check(&mut self, validity: Duration, now: SystemTime) -> Option<Duration> {
+    /// The check from the cached mtime, when nothing has voided it and it gives a success
+    /// (no syscall); `None` when [`CachedPath::check`] must ask the kernel.
+    pub(crate) fn cached(&mut self, validity: Duration, now: SystemTime) -> Option<Duration> {
         let w = self.watched.as_ref()?;
         let (mtime, epoch) = w.mtime?;
         if self.uses >= REVALIDATE_EVERY

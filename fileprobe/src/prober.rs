@@ -274,9 +274,7 @@ enum Wall {
 
 /// The worker: runs the jobs in order, publishing the current one, until none are left or the
 /// prober abandoned this thread.
-fn run_batch(progress: Arc<Mutex<Progress>>, wall: Wall, check: CheckFn, watch: &ChangeWatch) {
-    // Every change made before this point is seen by the checks below.
-    watch.drain();
+fn run_batch(progress: Arc<Mutex<Progress>>, wall: Wall, check: CheckFn) {
     let mut finished: Option<Done> = None;
     let mut started = Instant::now();
     loop {
@@ -787,8 +785,13 @@ impl Prober {
                 self.recycle(v);
             }
         }
-        let mut jobs = VecDeque::with_capacity(due_runs.len());
+        // Every change made before this point is seen by this batch's checks. A read of an
+        // inotify fd never waits for a file system, so this is safe on the caller's executor.
+        self.watch.drain();
+        let wall_now = self.clock.wall().unwrap_or_else(SystemTime::now);
+        let mut jobs = VecDeque::new();
         let mut stuck_now = Vec::new();
+        let mut answered = Vec::new();
         let mut again = Vec::with_capacity(due_runs.len());
         for &(due, generation, slot, k) in &due_runs {
             let next_generation = self.next_generation + 1;
@@ -823,6 +826,23 @@ impl Prober {
                     continue;
                 }
             }
+            // Answered from the cached mtime: no syscall, so it cannot hang; run it here
+            // instead of handing it to the pool.
+            if let Some(p) = e.path.as_mut()
+                && let Some(_age) = p.cached(e.probe.validity, wall_now)
+            {
+                answered.push(Done {
+                    slot,
+                    kind: k,
+                    generation: next_generation,
+                    root_id: Arc::as_ptr(&e.target.root) as usize,
+                    _root: None,
+                    path: None,
+                    result: Ok(()),
+                    stuck: None,
+                });
+                continue;
+            }
             let watch = &self.watch;
             let fresh = || CachedPath::with_watch(&e.probe.path, watch.clone()).map(Box::new);
             let Some(path) = e.path.take().or_else(fresh) else {
@@ -844,6 +864,9 @@ impl Prober {
         self.recycle(due_runs);
         for run in again {
             self.schedule(run);
+        }
+        if !answered.is_empty() {
+            self.apply(answered);
         }
         if !stuck_now.is_empty() {
             let done = stuck_now
@@ -880,8 +903,7 @@ impl Prober {
         };
         let worker = progress.clone();
         let check = self.check;
-        let watch = self.watch.clone();
-        let task = blocking::unblock(move || run_batch(worker, wall, check, &watch));
+        let task = blocking::unblock(move || run_batch(worker, wall, check));
         self.in_flight = Some(InFlight { progress, task });
         self.hang_armed = None;
     }
@@ -971,7 +993,10 @@ impl Prober {
             if e.generation != d.generation || Arc::as_ptr(&e.target.root) as usize != d.root_id {
                 continue;
             }
-            e.path = d.path;
+            // An answer from the cache leaves the path where it is.
+            if let Some(p) = d.path {
+                e.path = Some(p);
+            }
             if d.stuck.is_some() {
                 e.stuck = d.stuck;
             }

@@ -543,3 +543,49 @@ fn a_prober_gives_the_same_events_with_and_without_inotify_and_fewer_statx_with(
         (101, 101, 0, 0)
     );
 }
+
+#[test]
+fn a_prober_sees_a_back_dating_touch_at_the_next_run_after_cached_successes() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("probe");
+    fs::write(&file, b"").unwrap();
+    let root = Arc::new(root_of(dir.path()));
+    let yaml = "file: {path: /probe, validity: 3600}\nperiodSeconds: 1\nfailureThreshold: 1";
+    let p = ProbeSpec::from_yaml(yaml)
+        .unwrap()
+        .validate(ProbeKind::Readiness)
+        .unwrap();
+    let mut prober = Prober::new();
+    prober.add(
+        "c",
+        p,
+        Target {
+            id: "c1".into(),
+            root,
+            started_at: std::time::Instant::now(),
+        },
+    );
+    let first = futures_lite::future::block_on(prober.next_event()).unwrap();
+    assert_eq!(first.result, ProbeResult::Success);
+    // Let a few runs be answered from the cache.
+    while prober.counters().runs < 3 {
+        let waker = std::task::Waker::noop();
+        let mut cx = std::task::Context::from_waker(waker);
+        assert!(prober.poll_event(&mut cx).is_pending());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let before = prober.counters();
+    assert_eq!((before.statx_calls, before.watches), (1, 1));
+    assert!(before.cached_checks >= 2);
+    // Two hours old: the next run fails.
+    set_mtime(&file, SystemTime::now() - Duration::from_secs(7200));
+    let ev = futures_lite::future::block_on(prober.next_event()).unwrap();
+    assert_eq!(ev.result, ProbeResult::Failure);
+    match ev.reason {
+        Some(ProbeFailure::Stale { age, .. }) => assert!(age > Duration::from_secs(7200)),
+        other => panic!("not a Stale failure: {other:?}"),
+    }
+    let after = prober.counters();
+    assert_eq!(after.statx_calls, 2);
+    assert_eq!(after.runs, before.runs + 1);
+}
