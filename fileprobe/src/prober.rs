@@ -791,7 +791,7 @@ impl Prober {
         let wall_now = self.clock.wall().unwrap_or_else(SystemTime::now);
         let mut jobs = VecDeque::new();
         let mut stuck_now = Vec::new();
-        let mut answered = Vec::new();
+        let mut startup_done = Vec::new();
         let mut again = Vec::with_capacity(due_runs.len());
         for &(due, generation, slot, k) in &due_runs {
             let next_generation = self.next_generation + 1;
@@ -829,18 +829,25 @@ impl Prober {
             // Answered from the cached mtime: no syscall, so it cannot hang; run it here
             // instead of handing it to the pool.
             if let Some(p) = e.path.as_mut()
-                && let Some(_age) = p.cached(e.probe.validity, wall_now)
+                && p.cached(e.probe.validity, wall_now).is_some()
             {
-                answered.push(Done {
-                    slot,
-                    kind: k,
-                    generation: next_generation,
-                    root_id: Arc::as_ptr(&e.target.root) as usize,
-                    _root: None,
-                    path: None,
-                    result: Ok(()),
-                    stuck: None,
-                });
+                if usize::from(k) == kind_index(ProbeKind::Startup) {
+                    // Gates the other probes: applied after this batch's gating, as a result
+                    // from the pool would be.
+                    startup_done.push(Done {
+                        slot,
+                        kind: k,
+                        generation: next_generation,
+                        root_id: Arc::as_ptr(&e.target.root) as usize,
+                        _root: None,
+                        path: None,
+                        result: Ok(()),
+                        stuck: None,
+                    });
+                } else {
+                    self.counters.runs += 1;
+                    record(e, &s.name, k, Ok(()), &mut self.pending);
+                }
                 continue;
             }
             let watch = &self.watch;
@@ -865,8 +872,8 @@ impl Prober {
         for run in again {
             self.schedule(run);
         }
-        if !answered.is_empty() {
-            self.apply(answered);
+        if !startup_done.is_empty() {
+            self.apply(startup_done);
         }
         if !stuck_now.is_empty() {
             let done = stuck_now
@@ -993,30 +1000,14 @@ impl Prober {
             if e.generation != d.generation || Arc::as_ptr(&e.target.root) as usize != d.root_id {
                 continue;
             }
-            // An answer from the cache leaves the path where it is.
-            if let Some(p) = d.path {
-                e.path = Some(p);
+            // An answer from the cache left the path where it is.
+            if d.path.is_some() {
+                e.path = d.path;
             }
             if d.stuck.is_some() {
                 e.stuck = d.stuck;
             }
-            let success = d.result.is_ok();
-            if let Err(f) = d.result {
-                e.last_failure = Some(f);
-            }
-            if let Some(result) = e.machine.record(success) {
-                let reason = if result == ProbeResult::Failure {
-                    e.last_failure.clone()
-                } else {
-                    None
-                };
-                self.pending.push_back(ProbeEvent {
-                    container: s.name.clone(),
-                    kind: KINDS[usize::from(d.kind)],
-                    result,
-                    reason,
-                });
-            }
+            record(e, &s.name, d.kind, d.result, &mut self.pending);
         }
     }
 
@@ -1033,6 +1024,33 @@ impl Prober {
                 .any(|&(_, g, slot, k)| self.entry(slot, k).is_some_and(|e| e.generation == g))
         })?;
         Some(self.tick_time(*tick).saturating_duration_since(now))
+    }
+}
+
+/// Feeds one check's result to its probe's state machine and queues the change, if any.
+fn record(
+    e: &mut Entry,
+    name: &str,
+    kind: u8,
+    result: Result<(), ProbeFailure>,
+    pending: &mut VecDeque<ProbeEvent>,
+) {
+    let success = result.is_ok();
+    if let Err(f) = result {
+        e.last_failure = Some(f);
+    }
+    if let Some(result) = e.machine.record(success) {
+        let reason = if result == ProbeResult::Failure {
+            e.last_failure.clone()
+        } else {
+            None
+        };
+        pending.push_back(ProbeEvent {
+            container: name.to_owned(),
+            kind: KINDS[usize::from(kind)],
+            result,
+            reason,
+        });
     }
 }
 
