@@ -12,13 +12,13 @@
 use std::ffi::{CStr, CString};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime};
 
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, ResolveFlags, StatxAttributes, StatxFlags};
 use rustix::io::Errno;
 
-use crate::watch::{ChangeWatch, DIR_CHANGED};
+use crate::watch::{ChangeWatch, DIR_CHANGED, Flag};
 
 /// Why a check failed; every reason is a probe Failure.
 ///
@@ -222,7 +222,7 @@ pub struct CachedPath {
 struct Watched {
     watch: Arc<ChangeWatch>,
     /// Set by the watch when an event concerns this path (see [`crate::watch`]).
-    flag: Arc<AtomicU8>,
+    flag: Flag,
     /// The inotify watch the basename is registered under, if the directory is watched.
     wd: Option<i32>,
     /// The last mtime read while watched and the watch's epoch before that read.
@@ -286,8 +286,8 @@ impl CachedPath {
     pub fn with_watch(path: &str, watch: Arc<ChangeWatch>) -> Option<Self> {
         let mut p = Self::new(path)?;
         p.watched = Some(Watched {
+            flag: watch.new_flag(),
             watch,
-            flag: Arc::new(AtomicU8::new(0)),
             wd: None,
             mtime: None,
         });
@@ -359,7 +359,7 @@ impl CachedPath {
             Some(w) => {
                 w.mtime = None;
                 // Cleared before the statx: an event after this point voids what it reads.
-                if w.flag.swap(0, Ordering::AcqRel) & DIR_CHANGED != 0 {
+                if w.flag.get().swap(0, Ordering::AcqRel) & DIR_CHANGED != 0 {
                     self.dir = None;
                 }
                 w.watch.count_statx();
@@ -461,7 +461,7 @@ impl CachedPath {
         let w = self.watched.as_ref()?;
         let (mtime, epoch) = w.mtime?;
         if self.uses >= REVALIDATE_EVERY
-            || w.flag.load(Ordering::Acquire) != 0
+            || w.flag.get().load(Ordering::Acquire) != 0
             || w.watch.epoch() != epoch
         {
             return None;
@@ -475,13 +475,17 @@ impl CachedPath {
 
 impl Drop for CachedPath {
     fn drop(&mut self) {
-        if let (Some(w), Some((_, start))) = (&self.watched, &self.split)
+        let Some(w) = self.watched.take() else {
+            return;
+        };
+        if let Some((_, start)) = &self.split
             && let Some(wd) = w.wd
             && let Some(tail) = self.full.as_bytes_with_nul().get(*start..)
             && let Ok(base) = CStr::from_bytes_with_nul(tail)
         {
             w.watch.unregister(wd, base, &w.flag);
         }
+        w.watch.release_flag(w.flag);
     }
 }
 

@@ -81,10 +81,42 @@ pub struct WatchStats {
     pub overflows: u64,
 }
 
+/// Flags are bytes in shared chunks of this many, so that the flags of many paths sit together
+/// in memory: a check reads its path's flag, and a flag per allocation meant a cache miss per
+/// check.
+const FLAG_CHUNK: usize = 4096;
+
+/// A path's change flag: one byte in a chunk shared with other paths of the same watch.
+#[derive(Debug, Clone)]
+pub(crate) struct Flag {
+    chunk: Arc<[AtomicU8]>,
+    index: usize,
+}
+
+impl Flag {
+    pub(crate) fn get(&self) -> &AtomicU8 {
+        // `index < FLAG_CHUNK` by construction; a bad index would panic here, never read
+        // another byte.
+        &self.chunk[self.index]
+    }
+
+    fn same(&self, other: &Flag) -> bool {
+        Arc::ptr_eq(&self.chunk, &other.chunk) && self.index == other.index
+    }
+}
+
+#[derive(Debug, Default)]
+struct Flags {
+    /// Flags handed back by dropped paths.
+    free: Vec<Flag>,
+    /// The newest chunk and how many of its flags have been handed out.
+    chunk: Option<(Arc<[AtomicU8]>, usize)>,
+}
+
 #[derive(Debug, Default)]
 struct Dir {
     /// Basename → the flags of the paths registered under it.
-    names: HashMap<Box<[u8]>, Vec<Arc<AtomicU8>>>,
+    names: HashMap<Box<[u8]>, Vec<Flag>>,
 }
 
 #[derive(Debug)]
@@ -129,6 +161,7 @@ pub struct ChangeWatch {
     epoch: AtomicU64,
     statx_calls: AtomicU64,
     cached_checks: AtomicU64,
+    flags: Mutex<Flags>,
 }
 
 impl Default for ChangeWatch {
@@ -185,6 +218,7 @@ impl ChangeWatch {
             epoch: AtomicU64::new(0),
             statx_calls: AtomicU64::new(0),
             cached_checks: AtomicU64::new(0),
+            flags: Mutex::new(Flags::default()),
         }
     }
 
@@ -259,6 +293,39 @@ impl ChangeWatch {
         }
     }
 
+    /// A cleared flag for a new path.
+    pub(crate) fn new_flag(&self) -> Flag {
+        let mut f = self.flags.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(flag) = f.free.pop() {
+            flag.get().store(0, Ordering::Release);
+            return flag;
+        }
+        match &mut f.chunk {
+            Some((chunk, used)) if *used < FLAG_CHUNK => {
+                let flag = Flag {
+                    chunk: chunk.clone(),
+                    index: *used,
+                };
+                *used += 1;
+                flag
+            }
+            _ => {
+                let chunk: Arc<[AtomicU8]> = (0..FLAG_CHUNK).map(|_| AtomicU8::new(0)).collect();
+                f.chunk = Some((chunk.clone(), 1));
+                Flag { chunk, index: 0 }
+            }
+        }
+    }
+
+    /// Takes back the flag of a dropped path.
+    pub(crate) fn release_flag(&self, flag: Flag) {
+        self.flags
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .free
+            .push(flag);
+    }
+
     /// Whether a mtime read at `epoch` may still be used.
     pub(crate) fn epoch(&self) -> u64 {
         self.epoch.load(Ordering::Acquire)
@@ -279,7 +346,7 @@ impl ChangeWatch {
         &self,
         dir: BorrowedFd<'_>,
         base: &CStr,
-        flag: &Arc<AtomicU8>,
+        flag: &Flag,
         prev: Option<i32>,
     ) -> Option<i32> {
         let wd = self.add_watch(dir);
@@ -303,7 +370,7 @@ impl ChangeWatch {
         }
         let names = &mut state.dirs.entry(wd).or_default().names;
         let flags = names.entry(base.to_bytes().into()).or_default();
-        if !flags.iter().any(|f| Arc::ptr_eq(f, flag)) {
+        if !flags.iter().any(|f| f.same(flag)) {
             flags.push(flag.clone());
         }
         Some(wd)
@@ -333,7 +400,7 @@ impl ChangeWatch {
 
     /// Drops the registration of `flag` under `base` in watch `wd` (removing the watch when it
     /// was the last one).
-    pub(crate) fn unregister(&self, wd: i32, base: &CStr, flag: &Arc<AtomicU8>) {
+    pub(crate) fn unregister(&self, wd: i32, base: &CStr, flag: &Flag) {
         let mut state = self.lock();
         unregister(&mut state, self.inotify.as_ref(), wd, base, flag);
     }
@@ -354,18 +421,12 @@ impl ChangeWatch {
     }
 }
 
-fn unregister(
-    state: &mut State,
-    inotify: Option<&OwnedFd>,
-    wd: i32,
-    base: &CStr,
-    flag: &Arc<AtomicU8>,
-) {
+fn unregister(state: &mut State, inotify: Option<&OwnedFd>, wd: i32, base: &CStr, flag: &Flag) {
     let Some(dir) = state.dirs.get_mut(&wd) else {
         return;
     };
     if let Some(flags) = dir.names.get_mut(base.to_bytes()) {
-        flags.retain(|f| !Arc::ptr_eq(f, flag));
+        flags.retain(|f| !f.same(flag));
         if flags.is_empty() {
             dir.names.remove(base.to_bytes());
         }
@@ -399,14 +460,15 @@ fn apply_event(
         Some(name) if !name.is_empty() => {
             if let Some(flags) = dir.names.get(name.to_bytes()) {
                 for f in flags {
-                    f.fetch_or(FILE_CHANGED, Ordering::AcqRel);
+                    f.get().fetch_or(FILE_CHANGED, Ordering::AcqRel);
                 }
             }
         }
         // About the directory itself: everything in it, and resolve it again.
         _ => {
             for f in dir.names.values().flatten() {
-                f.fetch_or(FILE_CHANGED | DIR_CHANGED, Ordering::AcqRel);
+                f.get()
+                    .fetch_or(FILE_CHANGED | DIR_CHANGED, Ordering::AcqRel);
             }
             if events.contains(ReadFlags::IGNORED) {
                 dirs.remove(&wd);
@@ -483,6 +545,22 @@ mod tests {
         watch.inject(wd, ReadFlags::ATTRIB, Some(c"probe"));
         assert!(p.check(&root, Duration::from_secs(30), now).is_ok());
         assert_eq!(watch.stats().statx_calls, 2);
+    }
+
+    #[test]
+    fn flags_are_packed_and_a_released_flag_comes_back_cleared() {
+        let w = ChangeWatch::disabled();
+        let a = w.new_flag();
+        let b = w.new_flag();
+        assert!(Arc::ptr_eq(&a.chunk, &b.chunk));
+        assert_eq!((a.index, b.index), (0, 1));
+        a.get().store(FILE_CHANGED | DIR_CHANGED, Ordering::Release);
+        w.release_flag(a.clone());
+        let c = w.new_flag();
+        assert!(c.same(&a));
+        assert_eq!(c.get().load(Ordering::Acquire), 0);
+        let more: Vec<Flag> = (0..FLAG_CHUNK).map(|_| w.new_flag()).collect();
+        assert!(!Arc::ptr_eq(&more[FLAG_CHUNK - 1].chunk, &a.chunk));
     }
 
     #[test]
