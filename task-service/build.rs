@@ -1,5 +1,5 @@
 //! Generates the gRPC server and client code for containerd's shim Task API (and the task event
-//! types) from `proto/`, with tonic's codegen but without its transport (that would pull in a
+//! types) from `proto/`, and the client of Kubernetes' CRI for the CRI tests, with tonic's codegen but without its transport (that would pull in a
 //! tokio runtime; the daemon serves HTTP/2 with hyper on smol instead).
 //!
 //! protoc comes from `protoc-bin-vendored` unless `PROTOC` names one.
@@ -27,6 +27,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 PathBuf::from("proto/shimless/v1/admin.proto"),
                 PathBuf::from("proto/containerd/cgroups/v1/metrics.proto"),
                 PathBuf::from("proto/containerd/services/version/v1/version.proto"),
+                // Kubernetes' CRI (the part the CRI tests send): only `tests/common/cri.rs`
+                // includes it.
+                PathBuf::from("proto/k8s/cri/runtime_v1.proto"),
             ],
             &[PathBuf::from("proto"), protoc_bin_vendored::include_path()?],
         )?;
