@@ -1,6 +1,7 @@
 //! Generates the gRPC server and client code for containerd's shim Task API (and the task event
-//! types) from `proto/`, and the client of Kubernetes' CRI for the CRI tests, with tonic's codegen but without its transport (that would pull in a
-//! tokio runtime; the daemon serves HTTP/2 with hyper on smol instead).
+//! types) from `proto/`, and Kubernetes' CRI (`runtime.v1`, used by the CRI tests only), with
+//! tonic's codegen but without its transport (that would pull in a tokio runtime; the daemon
+//! serves HTTP/2 with hyper on smol instead).
 //!
 //! protoc comes from `protoc-bin-vendored` unless `PROTOC` names one.
 

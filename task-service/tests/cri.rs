@@ -640,3 +640,46 @@ fn systemd_cgroup_without_systemd_fails_the_sandbox_naming_it() {
         remove_pod(&mut cri, &pod).await;
     });
 }
+
+#[test]
+fn a_container_over_its_memory_limit_is_reported_oom_killed() {
+    let Some(rig) = Rig::new() else {
+        return;
+    };
+    smol::block_on(async {
+        let mut cri = rig.cri().await;
+        let config = rig.pod_config("oom");
+        let pod = run_pod(&mut cri, config.clone(), UNIFIED)
+            .await
+            .expect("RunPodSandbox");
+        // 16 MiB of memory (and no more with swap); the shell then holds 64 MiB in a variable.
+        let mut container = Rig::container_config(
+            "oom",
+            &[
+                "sh",
+                "-c",
+                "echo filling; x=$(dd if=/dev/zero bs=1048576 count=64 2>/dev/null | tr '\\0' a); \
+                 echo survived",
+            ],
+        );
+        container.linux = Some(LinuxContainerConfig {
+            resources: Some(LinuxContainerResources {
+                memory_limit_in_bytes: 16 << 20,
+                memory_swap_limit_in_bytes: 16 << 20,
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        let id = create_container(&mut cri, &pod, &config, container).await;
+        start_container(&mut cri, &id).await;
+        let status = wait_state(&rig, &mut cri, &id, ContainerState::ContainerExited).await;
+        let log = rig.log_dir("oom").join("oom.log");
+        assert_eq!(
+            (status.reason.as_str(), status.exit_code),
+            ("OOMKilled", 137),
+            "{status:?}\nlog: {:?}",
+            log_messages(&log, "stdout")
+        );
+        assert_eq!(log_messages(&log, "stdout"), ["filling"]);
+    });
+}
