@@ -1,6 +1,7 @@
 //! Generates the gRPC server and client code for containerd's shim Task API (and the task event
-//! types) from `proto/`, with tonic's codegen but without its transport (that would pull in a
-//! tokio runtime; the daemon serves HTTP/2 with hyper on smol instead).
+//! types) from `proto/`, and Kubernetes' CRI (`runtime.v1`, used by the CRI tests and bench
+//! only), with tonic's codegen but without its transport (that would pull in a tokio runtime;
+//! the daemon serves HTTP/2 with hyper on smol instead).
 //!
 //! The containerd benchmark's client of containerd's own Containers and Tasks services
 //! (`benches/proto/`, a subset of containerd 1.7's) is generated too, client only, into
@@ -33,6 +34,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 PathBuf::from("proto/containerd/cgroups/v1/metrics.proto"),
                 PathBuf::from("proto/containerd/services/version/v1/version.proto"),
                 PathBuf::from("proto/ttrpc/ttrpc.proto"),
+                // Kubernetes' CRI (the part the CRI tests send): only `tests/cri.rs` and
+                // `benches/cri.rs` include it.
+                PathBuf::from("proto/k8s/cri/runtime_v1.proto"),
             ],
             &[PathBuf::from("proto"), protoc_bin_vendored::include_path()?],
         )?;

@@ -2,8 +2,11 @@
 //! side; then 10,000 file probes at a 1 s period on one `Prober` for 30 s.
 //!
 //! Run as root (the exec probe needs runc and a real container):
-//! `cargo bench -p fileprobe --bench probes`; `FILEPROBE_BENCH=load` runs only the two
-//! 10,000-probe loads (for profiling), `FILEPROBE_SPREAD=true|false` only one of them.
+//! `cargo bench -p fileprobe --bench probes`; `FILEPROBE_BENCH=load` runs only the
+//! 10,000-probe loads, `FILEPROBE_SPREAD=true|false` only those of one first-run pattern, and
+//! `FILEPROBE_LOAD=<spread>,<inotify>` (e.g. `false,true`) one load in this process (for
+//! profiling). Each load of the table runs in a child process (this binary again with
+//! `FILEPROBE_LOAD` set), so its RSS is its own; inotify and the statx fallback alternate.
 //!
 //! CPU is read from `/proc/self/stat` (utime + stime + cutime + cstime, in clock ticks), so
 //! the exec probe's cost includes the runc processes it waits for and the HTTP probe's includes
@@ -143,18 +146,71 @@ fn distinct_files() -> f64 {
     })
 }
 
-/// 10,000 probes on one prober for 30 s. `spread`: the containers started before the prober
-/// (as after a kubelet restart), so first runs are jittered over the period and the probes are
-/// spread over ~100 batches a second; otherwise all are due at the same instant (one batch).
-fn scheduler_load(spread: bool) -> (f64, u64, u64, fileprobe::Counters) {
-    const N: usize = 10_000;
+/// Own CPU seconds of the calling thread.
+fn thread_cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/thread-self/stat").unwrap_or_default();
+    let Some((_, rest)) = stat.rsplit_once(") ") else {
+        return 0.0;
+    };
+    let f: Vec<u64> = rest
+        .split(' ')
+        .skip(11)
+        .take(2)
+        .map(|s| s.parse().unwrap_or(0))
+        .collect();
+    f.iter().sum::<u64>() as f64 * TICK
+}
+
+/// How many containers, how often each touches its file.
+const N: usize = 10_000;
+const TOUCH_EVERY: Duration = Duration::from_secs(20);
+/// 30 s, or `FILEPROBE_LOAD_SECS` (a longer run shows the steady state of the directory
+/// revalidation, every 64 checks, which a 30 s run at a 1 s period never reaches).
+fn load_for() -> Duration {
+    let secs = std::env::var("FILEPROBE_LOAD_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(30);
+    Duration::from_secs(secs)
+}
+
+/// One 10,000-probe load, as measured in its own process (so each load's RSS is its own).
+#[derive(Debug, Clone, Copy, Default)]
+struct Load {
+    cpu: f64,
+    rss_added: u64,
+    rss_end: u64,
+    toucher_cpu: f64,
+    touches: u64,
+    c: fileprobe::Counters,
+}
+
+/// 10,000 probes on one prober for 30 s, each container's file `/c<i>/probe` in its own
+/// directory, touched every 20 s by a thread playing the 10,000 containers (500 touches a
+/// second, spread evenly; its CPU is the containers', not the prober's, and is subtracted).
+/// `spread`: the containers started before the prober (as after a kubelet restart), so first
+/// runs are jittered over the period (~10 batches a second); otherwise all are due at the same
+/// instant (one batch). `inotify`: the prober's own `ChangeWatch`, else
+/// `ChangeWatch::disabled()` (a statx per check).
+fn scheduler_load(spread: bool, inotify: bool) -> Load {
     let dir = tempfile::tempdir().unwrap();
-    for i in 0..N {
-        std::fs::write(dir.path().join(format!("p{i}")), b"").unwrap();
-    }
+    let files: Vec<std::path::PathBuf> = (0..N)
+        .map(|i| {
+            let d = dir.path().join(format!("c{i}"));
+            std::fs::create_dir(&d).unwrap();
+            let f = d.join("probe");
+            std::fs::write(&f, b"").unwrap();
+            f
+        })
+        .collect();
     let root = Arc::new(fileprobe::open_root(dir.path().to_str().unwrap()).unwrap());
     let rss0 = rss_kib();
-    let mut prober = Prober::new();
+    let watch = if inotify {
+        fileprobe::ChangeWatch::new()
+    } else {
+        fileprobe::ChangeWatch::disabled()
+    };
+    let mut prober = Prober::new().with_watch(watch);
     // Started before the prober: jittered first runs; at or after it: due at once.
     let started_at = if spread {
         Instant::now()
@@ -164,7 +220,7 @@ fn scheduler_load(spread: bool) -> (f64, u64, u64, fileprobe::Counters) {
         Instant::now()
     };
     for i in 0..N {
-        let yaml = format!("file: {{path: /p{i}, validity: 3600}}\nperiodSeconds: 1");
+        let yaml = format!("file: {{path: /c{i}/probe, validity: 3600}}\nperiodSeconds: 1");
         let probe = ProbeSpec::from_yaml(&yaml)
             .unwrap()
             .validate(ProbeKind::Readiness)
@@ -177,10 +233,30 @@ fn scheduler_load(spread: bool) -> (f64, u64, u64, fileprobe::Counters) {
         prober.add(&format!("pod{i}/c"), probe, target);
     }
     let rss_added = rss_kib();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let toucher = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let t0 = Instant::now();
+            let mut touched = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let due =
+                    (t0.elapsed().as_secs_f64() / TOUCH_EVERY.as_secs_f64() * N as f64) as u64;
+                while touched < due {
+                    let f = &files[(touched % N as u64) as usize];
+                    let file = std::fs::File::options().write(true).open(f).unwrap();
+                    file.set_modified(SystemTime::now()).unwrap();
+                    touched += 1;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            (thread_cpu_seconds(), touched)
+        })
+    };
     let c0 = cpu_seconds();
     let t0 = Instant::now();
     async_io::block_on(async {
-        let end = async_io::Timer::after(Duration::from_secs(30));
+        let end = async_io::Timer::after(load_for());
         futures_lite::pin!(end);
         loop {
             let next = async { prober.next_event().await.is_some() };
@@ -193,16 +269,126 @@ fn scheduler_load(spread: bool) -> (f64, u64, u64, fileprobe::Counters) {
             }
         }
     });
-    let cpu = (cpu_seconds() - c0) / t0.elapsed().as_secs_f64() * 100.0;
-    (
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (toucher_cpu, touches) = toucher.join().unwrap();
+    let elapsed = t0.elapsed().as_secs_f64();
+    let cpu = (cpu_seconds() - c0 - toucher_cpu) / elapsed * 100.0;
+    Load {
         cpu,
-        rss_added.saturating_sub(rss0),
-        rss_kib().saturating_sub(rss0),
-        prober.counters(),
-    )
+        rss_added: rss_added.saturating_sub(rss0),
+        rss_end: rss_kib().saturating_sub(rss0),
+        toucher_cpu: toucher_cpu / elapsed * 100.0,
+        touches,
+        c: prober.counters(),
+    }
+}
+
+/// Runs one load in a child process (`FILEPROBE_LOAD=<spread>,<inotify>`), so that its RSS is
+/// not the memory an earlier load freed.
+fn load_in_child(spread: bool, inotify: bool) -> Load {
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .env("FILEPROBE_LOAD", format!("{spread},{inotify}"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text
+        .lines()
+        .find_map(|l| l.strip_prefix("LOAD "))
+        .unwrap_or_else(|| {
+            panic!(
+                "child load failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+    let v: Vec<f64> = line.split(' ').map(|x| x.parse().unwrap_or(0.0)).collect();
+    let u = |i: usize| v.get(i).copied().unwrap_or(0.0) as u64;
+    Load {
+        cpu: v[0],
+        rss_added: u(1),
+        rss_end: u(2),
+        toucher_cpu: v[3],
+        touches: u(4),
+        c: fileprobe::Counters {
+            runs: u(5),
+            failures: u(6),
+            statx_calls: u(7),
+            cached_checks: u(8),
+            watches: u(9),
+            unwatched: u(10),
+            ..Default::default()
+        },
+    }
+}
+
+fn child_load(spec: &str) {
+    let (spread, inotify) = spec.split_once(',').unwrap_or(("false", "true"));
+    let l = scheduler_load(spread == "true", inotify == "true");
+    let c = l.c;
+    println!(
+        "LOAD {} {} {} {} {} {} {} {} {} {} {}",
+        l.cpu,
+        l.rss_added,
+        l.rss_end,
+        l.toucher_cpu,
+        l.touches,
+        c.runs,
+        c.failures,
+        c.statx_calls,
+        c.cached_checks,
+        c.watches,
+        c.unwatched
+    );
+}
+
+fn print_loads(only: Option<&str>) {
+    println!();
+    println!(
+        "10,000 file probes, period 1 s, one Prober, {} s, each file touched every 20 s (one process per row):",
+        load_for().as_secs()
+    );
+    println!(
+        "| first runs | checks | CPU (% of one core) | RSS after adding | RSS at the end | checks run | statx | from cache | watches | failures | toucher CPU (touches) |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|---|");
+    for spread in [false, true] {
+        if only.is_some_and(|o| o != spread.to_string()) {
+            continue;
+        }
+        for inotify in [true, false] {
+            let l = load_in_child(spread, inotify);
+            let how = if spread {
+                "jittered over the period"
+            } else {
+                "all due together"
+            };
+            let mode = if inotify {
+                "inotify (`ChangeWatch::new()`)"
+            } else {
+                "statx per check (`ChangeWatch::disabled()`)"
+            };
+            println!(
+                "| {how} | {mode} | {:.2} % | +{} KiB | +{} KiB | {} | {} | {} | {} | {} | {:.2} % ({}) |",
+                l.cpu,
+                l.rss_added,
+                l.rss_end,
+                l.c.runs,
+                l.c.statx_calls,
+                l.c.cached_checks,
+                l.c.watches,
+                l.c.failures,
+                l.toucher_cpu,
+                l.touches
+            );
+        }
+    }
 }
 
 fn main() {
+    // One load, in a child process started by `print_loads`.
+    if let Ok(spec) = std::env::var("FILEPROBE_LOAD") {
+        child_load(&spec);
+        return;
+    }
     // For profiling the scheduler alone: `FILEPROBE_BENCH=load`.
     if std::env::var("FILEPROBE_BENCH").as_deref() == Ok("load") {
         let distinct = distinct_files();
@@ -211,13 +397,7 @@ fn main() {
             distinct * 1e6
         );
         let only = std::env::var("FILEPROBE_SPREAD").ok();
-        for spread in [false, true] {
-            if only.as_deref().is_some_and(|o| o != spread.to_string()) {
-                continue;
-            }
-            let (cpu, _, _, c) = scheduler_load(spread);
-            println!("scheduler only (spread {spread}): {cpu:.2} % of one core, {c:?}");
-        }
+        print_loads(only.as_deref());
         return;
     }
     let (full, file) = file_probe();
@@ -253,30 +433,5 @@ fn main() {
         distinct * 1e6,
         distinct / file
     );
-    println!();
-    println!("10,000 file probes, period 1 s, one Prober, 30 s:");
-    println!(
-        "| first runs | CPU (% of one core) | RSS after adding | RSS after 30 s | checks run | failures |"
-    );
-    println!("|---|---|---|---|---|---|");
-    for spread in [false, true] {
-        let (cpu, rss_added, rss_end, c) = scheduler_load(spread);
-        let how = if spread {
-            "jittered over the period"
-        } else {
-            "all due together"
-        };
-        if spread {
-            // The allocator reuses what the first load freed: its RSS says nothing here.
-            println!(
-                "| {how} | {cpu:.2} % | (memory reused) | (memory reused) | {} | {} |",
-                c.runs, c.failures
-            );
-        } else {
-            println!(
-                "| {how} | {cpu:.2} % | +{rss_added} KiB | +{rss_end} KiB | {} | {} |",
-                c.runs, c.failures
-            );
-        }
-    }
+    print_loads(None);
 }

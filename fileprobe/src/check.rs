@@ -12,10 +12,13 @@
 use std::ffi::{CStr, CString};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime};
 
-use rustix::fs::{AtFlags, FileType, Mode, OFlags, ResolveFlags, StatxFlags};
+use rustix::fs::{AtFlags, FileType, Mode, OFlags, ResolveFlags, StatxAttributes, StatxFlags};
 use rustix::io::Errno;
+
+use crate::watch::{ChangeWatch, DIR_CHANGED, Flag};
 
 /// Why a check failed; every reason is a probe Failure.
 ///
@@ -210,6 +213,20 @@ pub struct CachedPath {
     split: Option<(CString, usize)>,
     dir: Option<OwnedFd>,
     uses: u32,
+    /// Change tracking, for paths made with [`CachedPath::with_watch`].
+    watched: Option<Watched>,
+}
+
+/// A [`CachedPath`]'s share of a [`ChangeWatch`].
+#[derive(Debug)]
+struct Watched {
+    watch: Arc<ChangeWatch>,
+    /// Set by the watch when an event concerns this path (see [`crate::watch`]).
+    flag: Flag,
+    /// The inotify watch the basename is registered under, if the directory is watched.
+    wd: Option<i32>,
+    /// The last mtime read while watched and the watch's epoch before that read.
+    mtime: Option<(SystemTime, u64)>,
 }
 
 impl CachedPath {
@@ -236,7 +253,61 @@ impl CachedPath {
             split,
             dir: None,
             uses: 0,
+            watched: None,
         })
+    }
+
+    /// Like [`CachedPath::new`], with checks of an unchanged file answered without a `statx`:
+    /// the parent directory is watched through `watch` (see [`ChangeWatch`] for when it cannot
+    /// be, and then every check is a `statx` as with [`CachedPath::new`]). The verdict is the
+    /// same as without the watch; call [`ChangeWatch::drain`] before checks so that changes
+    /// are seen.
+    ///
+    /// A mtime is reused only if it came from a `statx` through the watched directory of a
+    /// regular entry (not a symlink) with one link that is not a mount point of its own, and
+    /// only while the check it gives is a success: a check that would fail (`Stale`) always
+    /// asks the kernel again, and every 64th check does too (with the directory resolved
+    /// again), so even a change inotify cannot report (a bind mount over the file, a write
+    /// through a shared `mmap`) is followed within 64 checks, as a renamed directory is.
+    ///
+    /// ```
+    /// use std::{sync::Arc, time::{Duration, SystemTime}};
+    /// let dir = tempfile::tempdir().unwrap();
+    /// std::fs::write(dir.path().join("probe"), b"").unwrap();
+    /// let root = fileprobe::open_root(dir.path().to_str().unwrap()).unwrap();
+    /// let watch = Arc::new(fileprobe::ChangeWatch::new());
+    /// let mut p = fileprobe::CachedPath::with_watch("/probe", watch.clone()).unwrap();
+    /// assert!(p.check(&root, Duration::from_secs(30), SystemTime::now()).is_ok());
+    /// std::fs::remove_file(dir.path().join("probe")).unwrap();
+    /// watch.drain();
+    /// let r = p.check(&root, Duration::from_secs(30), SystemTime::now());
+    /// assert!(matches!(r, Err(fileprobe::ProbeFailure::Missing { .. })));
+    /// ```
+    pub fn with_watch(path: &str, watch: Arc<ChangeWatch>) -> Option<Self> {
+        let mut p = Self::new(path)?;
+        p.watched = Some(Watched {
+            flag: watch.new_flag(),
+            watch,
+            wd: None,
+            mtime: None,
+        });
+        Some(p)
+    }
+
+    /// The inotify watch descriptor the path is registered under (unit tests).
+    #[cfg(test)]
+    pub(crate) fn wd(&self) -> Option<i32> {
+        self.watched.as_ref().and_then(|w| w.wd)
+    }
+
+    /// Whether the parent directory is currently watched (checks of an unchanged file then
+    /// need no `statx`).
+    ///
+    /// ```
+    /// assert!(!fileprobe::CachedPath::new("/p").unwrap().is_watched());
+    /// ```
+    pub fn is_watched(&self) -> bool {
+        self.watched.as_ref().is_some_and(|w| w.wd.is_some())
     }
 
     /// The probe path.
@@ -266,6 +337,9 @@ impl CachedPath {
     /// ```
     pub fn forget(&mut self) {
         self.dir = None;
+        if let Some(w) = &mut self.watched {
+            w.mtime = None;
+        }
     }
 
     /// The mtime of the path inside `root`: like [`mtime_at`], through the cached directory
@@ -281,6 +355,18 @@ impl CachedPath {
     /// ```
     pub fn mtime(&mut self, root: impl AsFd) -> Result<SystemTime, ProbeFailure> {
         let root = root.as_fd();
+        let epoch = match &mut self.watched {
+            Some(w) => {
+                w.mtime = None;
+                // Cleared before the statx: an event after this point voids what it reads.
+                if w.flag.get().swap(0, Ordering::AcqRel) & DIR_CHANGED != 0 {
+                    self.dir = None;
+                }
+                w.watch.count_statx();
+                Some(w.watch.epoch())
+            }
+            None => None,
+        };
         let Some((parent, start)) = &self.split else {
             return self.full_mtime(root);
         };
@@ -301,6 +387,9 @@ impl CachedPath {
             let flags = OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC;
             match rustix::fs::openat2(root, parent.as_c_str(), flags, Mode::empty(), resolve) {
                 Ok(fd) => {
+                    if let Some(w) = &mut self.watched {
+                        w.wd = w.watch.watch(fd.as_fd(), base, &w.flag, w.wd);
+                    }
                     self.dir = Some(fd);
                     self.uses = 0;
                 }
@@ -313,9 +402,23 @@ impl CachedPath {
         };
         self.uses += 1;
         let at = AtFlags::SYMLINK_NOFOLLOW | AtFlags::NO_AUTOMOUNT;
-        match rustix::fs::statx(dir, base, at, StatxFlags::MTIME | StatxFlags::TYPE) {
+        let mask = StatxFlags::MTIME | StatxFlags::TYPE | StatxFlags::NLINK;
+        match rustix::fs::statx(dir, base, at, mask) {
             Ok(st) if FileType::from_raw_mode(st.stx_mode.into()) != FileType::Symlink => {
-                Ok(system_time(st.stx_mtime))
+                let mtime = system_time(st.stx_mtime);
+                if let (Some(w), Some(epoch)) = (&mut self.watched, epoch) {
+                    // A second link could be changed through another directory, and a file
+                    // that is a mount point of its own (a bind-mounted file) reports its
+                    // changes to its source's directory: neither is seen by this watch.
+                    let own_mount = StatxAttributes::MOUNT_ROOT;
+                    let one_link = st.stx_mask & StatxFlags::NLINK.bits() != 0 && st.stx_nlink == 1;
+                    let not_mounted = st.stx_attributes_mask.contains(own_mount)
+                        && !st.stx_attributes.contains(own_mount);
+                    if w.wd.is_some() && one_link && not_mounted {
+                        w.mtime = Some((mtime, epoch));
+                    }
+                }
+                Ok(mtime)
             }
             // A symlink: let the kernel resolve it inside the root; the directory is still good.
             Ok(_) => self.full_mtime(root),
@@ -345,8 +448,44 @@ impl CachedPath {
         validity: Duration,
         now: SystemTime,
     ) -> Result<Duration, ProbeFailure> {
+        if let Some(age) = self.cached(validity, now) {
+            return Ok(age);
+        }
         let mtime = self.mtime(root)?;
         verdict(&self.path, mtime, validity, now)
+    }
+
+    /// The check from the cached mtime, when nothing has voided it and it gives a success
+    /// (no syscall); `None` when [`CachedPath::check`] must ask the kernel.
+    pub(crate) fn cached(&mut self, validity: Duration, now: SystemTime) -> Option<Duration> {
+        let w = self.watched.as_ref()?;
+        let (mtime, epoch) = w.mtime?;
+        if self.uses >= REVALIDATE_EVERY
+            || w.flag.get().load(Ordering::Acquire) != 0
+            || w.watch.epoch() != epoch
+        {
+            return None;
+        }
+        let age = verdict(&self.path, mtime, validity, now).ok()?;
+        self.uses += 1;
+        w.watch.count_cached();
+        Some(age)
+    }
+}
+
+impl Drop for CachedPath {
+    fn drop(&mut self) {
+        let Some(w) = self.watched.take() else {
+            return;
+        };
+        if let Some((_, start)) = &self.split
+            && let Some(wd) = w.wd
+            && let Some(tail) = self.full.as_bytes_with_nul().get(*start..)
+            && let Ok(base) = CStr::from_bytes_with_nul(tail)
+        {
+            w.watch.unregister(wd, base, &w.flag);
+        }
+        w.watch.release_flag(w.flag);
     }
 }
 

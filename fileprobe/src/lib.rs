@@ -10,7 +10,9 @@
 //!   root** with `openat2(RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS)` and reading the mtime with
 //!   `statx`; [`check`] runs it off the executor with a timeout (runtime-agnostic: `blocking` +
 //!   `async-io`). [`CachedPath`] does the same check as one `statx` through a cached in-root fd
-//!   of the parent directory, falling back to the full resolution whenever in doubt.
+//!   of the parent directory, falling back to the full resolution whenever in doubt; with a
+//!   [`ChangeWatch`] (one inotify instance, a watch per directory) a check of a file that has
+//!   not changed since its last `statx` needs no syscall at all.
 //! - [`Machine`]: kubelet's per-probe state machine (initial results, startup gating, thresholds,
 //!   hold after a liveness/startup failure until a new container id), pure on an injected clock;
 //! - [`Prober`]: every probe of a node on one `async-io` timer (a heap keyed by due time), due
@@ -43,6 +45,7 @@ mod clock;
 mod config;
 mod prober;
 mod state;
+mod watch;
 
 pub use check::{
     CachedPath, ProbeFailure, check, check_at, mtime_at, open_container_root, open_root,
@@ -51,3 +54,4 @@ pub use clock::ManualClock;
 pub use config::{ConfigError, FileAction, FileProbe, ProbeKind, ProbeSpec};
 pub use prober::{Counters, ProbeEvent, Prober, ProberHandle, Target};
 pub use state::{Machine, ProbeResult, Skip, first_due};
+pub use watch::{ChangeWatch, WatchStats};

@@ -12,7 +12,9 @@
 //!
 //! The prober sleeps on a single `async-io` timer until the earliest occupied tick, then takes
 //! every probe of the ticks that have come and runs their checks as one batch on the `blocking`
-//! pool; each check is one `statx` through a [`CachedPath`]. So a probe runs at most 100 ms after
+//! pool; each check is one `statx` through a [`CachedPath`], or none when the prober's inotify
+//! [`ChangeWatch`] (drained by the worker right before the batch) has seen no change of the file
+//! since its last `statx`. So a probe runs at most 100 ms after
 //! its due time and never before it; the next run is due one period after the previous due
 //! time, so the rounding does not accumulate. Why 100 ms: each batch costs a timer wake-up and
 //! a hand-off to a pool thread (~100 µs of CPU on the test VM); with jittered probes a 10 ms
@@ -44,7 +46,8 @@ use futures_lite::{FutureExt, Stream};
 
 use crate::clock::Clock;
 use crate::{
-    CachedPath, FileProbe, Machine, ManualClock, ProbeFailure, ProbeKind, ProbeResult, first_due,
+    CachedPath, ChangeWatch, FileProbe, Machine, ManualClock, ProbeFailure, ProbeKind, ProbeResult,
+    WatchStats, first_due,
 };
 
 /// Due times are rounded up to a multiple of this since the prober started; one tick, one batch.
@@ -106,6 +109,25 @@ pub struct Counters {
     pub events: u64,
     /// Checks abandoned because they hung past their timeout.
     pub hung: u64,
+    /// Checks that asked the kernel (a `statx`, or `openat2` + `statx`); see
+    /// [`crate::WatchStats`].
+    pub statx_calls: u64,
+    /// Checks answered from a cached mtime that no inotify event had voided (no syscall).
+    pub cached_checks: u64,
+    /// Directories watched with inotify now.
+    pub watches: u64,
+    /// Times a probe directory could not be watched (its probes then `statx` every check).
+    pub unwatched: u64,
+}
+
+impl Counters {
+    fn with_watch(mut self, w: WatchStats) -> Self {
+        self.statx_calls = w.statx_calls;
+        self.cached_checks = w.cached_checks;
+        self.watches = w.watches;
+        self.unwatched = w.unwatched;
+        self
+    }
 }
 
 const KINDS: [ProbeKind; 3] = [
@@ -347,6 +369,7 @@ pub struct Prober {
     hang_armed: Option<Instant>,
     in_flight: Option<InFlight>,
     check: CheckFn,
+    watch: Arc<ChangeWatch>,
 }
 
 impl Default for Prober {
@@ -408,7 +431,21 @@ impl Prober {
             hang_armed: None,
             in_flight: None,
             check: real_check,
+            watch: Arc::new(ChangeWatch::new()),
         }
+    }
+
+    /// Uses `watch` for the probes added from now on, instead of the prober's own
+    /// [`ChangeWatch::new`]: [`ChangeWatch::disabled`] makes every check a `statx` (the
+    /// fallback), [`ChangeWatch::with_limit`] caps the inotify watches.
+    ///
+    /// ```
+    /// let prober = fileprobe::Prober::new().with_watch(fileprobe::ChangeWatch::disabled());
+    /// assert_eq!(prober.counters().watches, 0);
+    /// ```
+    pub fn with_watch(mut self, watch: ChangeWatch) -> Self {
+        self.watch = Arc::new(watch);
+        self
     }
 
     /// Seeds the random jitter of first runs, for reproducible schedules: the `k`-th probe
@@ -463,7 +500,7 @@ impl Prober {
     /// assert_eq!(fileprobe::Prober::new().counters().events, 0);
     /// ```
     pub fn counters(&self) -> Counters {
-        self.counters
+        self.counters.with_watch(self.watch.stats())
     }
 
     /// Adds (or replaces) the probe of `probe.kind` for `container`. O(log n).
@@ -513,7 +550,7 @@ impl Prober {
         let k = kind_index(probe.kind);
         let machine = Machine::new(&probe, &target.id, target.started_at);
         let entry = Entry {
-            path: CachedPath::new(&probe.path).map(Box::new),
+            path: CachedPath::with_watch(&probe.path, self.watch.clone()).map(Box::new),
             probe,
             machine,
             target,
@@ -690,7 +727,8 @@ impl Prober {
     }
 
     fn publish_counters(&self) {
-        self.shared.lock().counters = self.counters;
+        let c = self.counters();
+        self.shared.lock().counters = c;
     }
 
     fn entry(&self, slot: u32, k: u8) -> Option<&Entry> {
@@ -747,8 +785,13 @@ impl Prober {
                 self.recycle(v);
             }
         }
-        let mut jobs = VecDeque::with_capacity(due_runs.len());
+        // Every change made before this point is seen by this batch's checks. A read of an
+        // inotify fd never waits for a file system, so this is safe on the caller's executor.
+        self.watch.drain();
+        let wall_now = self.clock.wall().unwrap_or_else(SystemTime::now);
+        let mut jobs = VecDeque::new();
         let mut stuck_now = Vec::new();
+        let mut startup_done = Vec::new();
         let mut again = Vec::with_capacity(due_runs.len());
         for &(due, generation, slot, k) in &due_runs {
             let next_generation = self.next_generation + 1;
@@ -783,7 +826,32 @@ impl Prober {
                     continue;
                 }
             }
-            let fresh = || CachedPath::new(&e.probe.path).map(Box::new);
+            // Answered from the cached mtime: no syscall, so it cannot hang; run it here
+            // instead of handing it to the pool.
+            if let Some(p) = e.path.as_mut()
+                && p.cached(e.probe.validity, wall_now).is_some()
+            {
+                if usize::from(k) == kind_index(ProbeKind::Startup) {
+                    // Gates the other probes: applied after this batch's gating, as a result
+                    // from the pool would be.
+                    startup_done.push(Done {
+                        slot,
+                        kind: k,
+                        generation: next_generation,
+                        root_id: Arc::as_ptr(&e.target.root) as usize,
+                        _root: None,
+                        path: None,
+                        result: Ok(()),
+                        stuck: None,
+                    });
+                } else {
+                    self.counters.runs += 1;
+                    record(e, &s.name, k, Ok(()), &mut self.pending);
+                }
+                continue;
+            }
+            let watch = &self.watch;
+            let fresh = || CachedPath::with_watch(&e.probe.path, watch.clone()).map(Box::new);
             let Some(path) = e.path.take().or_else(fresh) else {
                 // Unreachable for validated probes (no NUL byte); report it rather than panic.
                 self.counters.runs += 1;
@@ -803,6 +871,9 @@ impl Prober {
         self.recycle(due_runs);
         for run in again {
             self.schedule(run);
+        }
+        if !startup_done.is_empty() {
+            self.apply(startup_done);
         }
         if !stuck_now.is_empty() {
             let done = stuck_now
@@ -929,27 +1000,14 @@ impl Prober {
             if e.generation != d.generation || Arc::as_ptr(&e.target.root) as usize != d.root_id {
                 continue;
             }
-            e.path = d.path;
+            // An answer from the cache left the path where it is.
+            if d.path.is_some() {
+                e.path = d.path;
+            }
             if d.stuck.is_some() {
                 e.stuck = d.stuck;
             }
-            let success = d.result.is_ok();
-            if let Err(f) = d.result {
-                e.last_failure = Some(f);
-            }
-            if let Some(result) = e.machine.record(success) {
-                let reason = if result == ProbeResult::Failure {
-                    e.last_failure.clone()
-                } else {
-                    None
-                };
-                self.pending.push_back(ProbeEvent {
-                    container: s.name.clone(),
-                    kind: KINDS[usize::from(d.kind)],
-                    result,
-                    reason,
-                });
-            }
+            record(e, &s.name, d.kind, d.result, &mut self.pending);
         }
     }
 
@@ -966,6 +1024,33 @@ impl Prober {
                 .any(|&(_, g, slot, k)| self.entry(slot, k).is_some_and(|e| e.generation == g))
         })?;
         Some(self.tick_time(*tick).saturating_duration_since(now))
+    }
+}
+
+/// Feeds one check's result to its probe's state machine and queues the change, if any.
+fn record(
+    e: &mut Entry,
+    name: &str,
+    kind: u8,
+    result: Result<(), ProbeFailure>,
+    pending: &mut VecDeque<ProbeEvent>,
+) {
+    let success = result.is_ok();
+    if let Err(f) = result {
+        e.last_failure = Some(f);
+    }
+    if let Some(result) = e.machine.record(success) {
+        let reason = if result == ProbeResult::Failure {
+            e.last_failure.clone()
+        } else {
+            None
+        };
+        pending.push_back(ProbeEvent {
+            container: name.to_owned(),
+            kind: KINDS[usize::from(kind)],
+            result,
+            reason,
+        });
     }
 }
 

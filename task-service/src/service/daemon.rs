@@ -50,6 +50,8 @@ struct Entry {
     save_lock: async_lock::Mutex<u64>,
     /// Numbers snapshots of the record, taken under its lock.
     snapshots: std::sync::atomic::AtomicU64,
+    /// The init's memory cgroup, read when its exit is reported (`TaskOOM`).
+    memory_cgroup: Option<super::oom::MemoryCgroup>,
 }
 
 /// A copy of a container's record, numbered in the order its changes were made.
@@ -120,7 +122,12 @@ impl Drop for Reservation {
 }
 
 impl Entry {
-    fn new(record: Record, runc: Runc, keepalive: Vec<OwnedFd>) -> Arc<Entry> {
+    fn new(
+        record: Record,
+        runc: Runc,
+        keepalive: Vec<OwnedFd>,
+        memory_cgroup: Option<super::oom::MemoryCgroup>,
+    ) -> Arc<Entry> {
         Arc::new(Entry {
             record: Mutex::new(record),
             runc,
@@ -132,6 +139,7 @@ impl Entry {
             console: Mutex::new(None),
             save_lock: async_lock::Mutex::new(0),
             snapshots: std::sync::atomic::AtomicU64::new(0),
+            memory_cgroup,
         })
     }
 }
@@ -383,6 +391,18 @@ impl Daemon {
             (reports, Self::snapshot(entry, &record))
         };
         let pid = snapshot.record.container.init.pid;
+        // Before the exit is published (containerd deletes the task, and runc its cgroup, on
+        // it): OOM kills in the container's cgroup make it `OOMKilled` for CRI.
+        if let Some(kills) = entry.memory_cgroup.as_ref().and_then(|m| m.oom_kills())
+            && kills > 0
+        {
+            self.publish(
+                &key.0,
+                TaskEvent::Oom(ev::TaskOom {
+                    container_id: key.1.to_string(),
+                }),
+            );
+        }
         self.report_exits(key, entry, &reports).await;
         // Waiters are released before the save (it fsyncs); a Delete may come in between, and
         // a container deleted meanwhile (or a created one deleted with --force, which exits
@@ -732,7 +752,10 @@ impl Daemon {
                     (exec_id.clone(), p.state, identity)
                 })
                 .collect();
-            let entry = Entry::new(record, runc, keepalive);
+            let memory_cgroup = live
+                .as_ref()
+                .and_then(|pidfd| super::oom::MemoryCgroup::of(pidfd.pid()));
+            let entry = Entry::new(record, runc, keepalive, memory_cgroup);
             lock(&self.inner.containers).insert(key.clone(), entry.clone());
             self.recover_execs(&key, &entry, execs).await;
             match (init.state, live) {
@@ -1044,7 +1067,8 @@ impl Task for Daemon {
             self.abort_create(&key, &runc, &record, true).await;
             return Err(e);
         }
-        let entry = Entry::new(record, runc, opened.keepalive);
+        let memory_cgroup = super::oom::MemoryCgroup::of(created.pid);
+        let entry = Entry::new(record, runc, opened.keepalive, memory_cgroup);
         *lock(&entry.console) = console;
         lock(&self.inner.containers).insert(key.clone(), entry.clone());
         self.publish(

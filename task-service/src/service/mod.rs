@@ -6,11 +6,14 @@
 //! the child subreaper, exitwatch's kernel record, `PIDFD_INFO_EXIT`, in that order.
 //! [`Daemon::recover`] takes back the containers of a previous run; [`Recovery`] says what it
 //! found. `Create`'s rootfs mounts are mounted on `<bundle>/rootfs` (see [`crate::rootfs`]).
+//! An init that exits after OOM kills in its memory cgroup is reported with `TaskOOM` before
+//! its `TaskExit` (what containerd's CRI needs to say `OOMKilled`; see `oom.rs`).
 
 mod daemon;
 mod errors;
 mod exits;
 mod forward;
+mod oom;
 mod record;
 mod recovery;
 mod router;

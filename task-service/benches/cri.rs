@@ -1,0 +1,239 @@
+//! CRI benchmark (not a timed test): N pods (sandbox + one busybox container each, host
+//! network) through containerd 1.7's CRI plugin with the runtime handler `unified` (shimless)
+//! and N with the default runtime (one `containerd-shim-runc-v2` per pod), interleaved on one
+//! private containerd in the same run. Prints the pod start latency (RunPodSandbox through
+//! StartContainer) p50/p99 of each, and, with all 2N pods running, the PSS of shimless's front
+//! and daemon next to the total PSS of the runc shims.
+//!
+//! `cargo bench -p task-service --bench cri [-- N]` (as root; N defaults to 50).
+
+#[path = "../tests/common/shimless.rs"]
+#[allow(dead_code)] // the tests' private shimless installation; the bench uses part of it
+mod shimless;
+
+/// Kubernetes' CRI, package `runtime.v1` (the subset in `proto/k8s/cri/runtime_v1.proto`).
+mod runtime {
+    pub mod v1 {
+        #![allow(dead_code, clippy::all)]
+        include!(concat!(env!("OUT_DIR"), "/runtime.v1.rs"));
+    }
+}
+
+use integration::containerd::{CRI_NAMESPACE, Containerd, ContainerdConfig, Runtime};
+use integration::image::Image;
+use runtime::v1::runtime_service_client::RuntimeServiceClient;
+use runtime::v1::*;
+use shimless::Shimless;
+use std::time::{Duration, Instant};
+
+type Cri = RuntimeServiceClient<task_service::grpc::Channel>;
+
+const BUSYBOX: &str = "docker.io/shimless/busybox:test";
+const PAUSE: &str = "registry.k8s.io/pause:3.9";
+
+/// RunPodSandbox, CreateContainer, StartContainer of a host-network pod; the time they took.
+async fn start_pod(cri: &mut Cri, logs: &std::path::Path, name: &str, handler: &str) -> Duration {
+    let log_dir = logs.join(name);
+    std::fs::create_dir_all(&log_dir).unwrap();
+    let config = PodSandboxConfig {
+        metadata: Some(PodSandboxMetadata {
+            name: name.into(),
+            uid: format!("uid-{name}"),
+            namespace: "bench".into(),
+            attempt: 0,
+        }),
+        log_directory: log_dir.display().to_string(),
+        linux: Some(LinuxPodSandboxConfig {
+            security_context: Some(LinuxSandboxSecurityContext {
+                namespace_options: Some(NamespaceOption {
+                    network: NamespaceMode::Node as i32,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let container = ContainerConfig {
+        metadata: Some(ContainerMetadata {
+            name: name.into(),
+            attempt: 0,
+        }),
+        image: Some(ImageSpec {
+            image: BUSYBOX.into(),
+            ..Default::default()
+        }),
+        command: vec!["sleep".into(), "1000000".into()],
+        log_path: format!("{name}.log"),
+        ..Default::default()
+    };
+    let t0 = Instant::now();
+    let pod = cri
+        .run_pod_sandbox(RunPodSandboxRequest {
+            config: Some(config.clone()),
+            runtime_handler: handler.into(),
+        })
+        .await
+        .unwrap_or_else(|e| panic!("RunPodSandbox {name}: {e}"))
+        .into_inner()
+        .pod_sandbox_id;
+    let id = cri
+        .create_container(CreateContainerRequest {
+            pod_sandbox_id: pod,
+            config: Some(container),
+            sandbox_config: Some(config),
+        })
+        .await
+        .unwrap_or_else(|e| panic!("CreateContainer {name}: {e}"))
+        .into_inner()
+        .container_id;
+    cri.start_container(StartContainerRequest { container_id: id })
+        .await
+        .unwrap_or_else(|e| panic!("StartContainer {name}: {e}"));
+    t0.elapsed()
+}
+
+/// A process's proportional set size, in KiB (`Pss:` of `/proc/<pid>/smaps_rollup`).
+fn pss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("Pss:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+fn main() {
+    let n: usize = std::env::args()
+        .skip(1)
+        .find_map(|a| a.parse().ok())
+        .unwrap_or(50);
+    let mut needs = integration::containerd::NEEDS.to_vec();
+    needs.extend([integration::Need::Btf, integration::Need::Bpffs]);
+    if integration::require(&needs).is_none() {
+        eprintln!("cri bench: needs root, containerd 1.7 and runc; skipped");
+        return;
+    }
+    rustix::process::set_child_subreaper(rustix::process::Pid::from_raw(1)).unwrap();
+    let shimless = Shimless::new("").cleans(CRI_NAMESPACE);
+    let containerd = Containerd::start(
+        ContainerdConfig::new()
+            .cri(PAUSE)
+            .runtime(
+                Runtime::new("unified", "io.containerd.runc.v2")
+                    .path(Shimless::bin_dir().join("containerd-shim-shimless-v2"))
+                    .sandbox_mode("podsandbox")
+                    .option("SystemdCgroup", false),
+            )
+            .path_prepend(Shimless::bin_dir())
+            .env("SHIMLESS_CONFIG", shimless.config().display().to_string()),
+    )
+    .expect("start containerd with CRI");
+    let image = Image::busybox(BUSYBOX)
+        .write_tar(&containerd.dir().join("busybox.tar"))
+        .unwrap();
+    containerd.import(CRI_NAMESPACE, image.path()).unwrap();
+    containerd.wait_cri_knows(&image).unwrap();
+    let logs = tempfile::tempdir().unwrap();
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    println!(
+        "{n} pods per runtime, interleaved; {cores} cores; load average before: {}",
+        load.split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+
+    let (mut unified, mut stock) = (Vec::new(), Vec::new());
+    smol::block_on(async {
+        let mut cri = RuntimeServiceClient::with_origin(
+            task_service::grpc::connect(&containerd.socket())
+                .await
+                .unwrap(),
+            "http://localhost".parse().unwrap(),
+        );
+        // One pod of each first, untimed: the first unified pod starts the front and daemon,
+        // and both runtimes' first pod warms containerd's caches.
+        start_pod(&mut cri, logs.path(), "warm-u", "unified").await;
+        start_pod(&mut cri, logs.path(), "warm-s", "").await;
+        for i in 0..n {
+            unified.push(start_pod(&mut cri, logs.path(), &format!("u{i}"), "unified").await);
+            stock.push(start_pod(&mut cri, logs.path(), &format!("s{i}"), "").await);
+        }
+    });
+    // Every container RUNNING: the tasks containerd lists (sandboxes and containers).
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let tasks = containerd.tasks(CRI_NAMESPACE).unwrap();
+        let running = tasks.values().filter(|s| *s == "RUNNING").count();
+        if running == 4 * (n + 1) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "only {running} tasks running");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_secs(2));
+
+    let shimless_pids: Vec<u32> = ["shimless-front", "shimlessd"]
+        .iter()
+        .flat_map(|name| shimless.processes(name))
+        .collect();
+    let shimless_kib: u64 = shimless_pids.iter().map(|&p| pss_kib(p)).sum();
+    let runc_shims: Vec<u32> = containerd
+        .shim_pids()
+        .into_iter()
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| String::from_utf8_lossy(&c).contains("containerd-shim-runc-v2"))
+        })
+        .collect();
+    let runc_kib: u64 = runc_shims.iter().map(|&p| pss_kib(p)).sum();
+
+    unified.sort();
+    stock.sort();
+    let pods = n + 1;
+    println!("\n| runtime | pods | shim processes | their PSS | per pod | start p50 | start p99 |");
+    println!("|---|---:|---:|---:|---:|---:|---:|");
+    println!(
+        "| `unified` (shimless) | {pods} | {} (front + daemon) | {:.1} MiB | {:.2} MiB | {:.0} ms | {:.0} ms |",
+        shimless_pids.len(),
+        shimless_kib as f64 / 1024.0,
+        shimless_kib as f64 / 1024.0 / pods as f64,
+        ms(percentile(&unified, 0.5)),
+        ms(percentile(&unified, 0.99)),
+    );
+    println!(
+        "| default (runc shim) | {pods} | {} | {:.1} MiB | {:.2} MiB | {:.0} ms | {:.0} ms |",
+        runc_shims.len(),
+        runc_kib as f64 / 1024.0,
+        runc_kib as f64 / 1024.0 / pods as f64,
+        ms(percentile(&stock, 0.5)),
+        ms(percentile(&stock, 0.99)),
+    );
+    println!(
+        "\nmemory: runc shims / shimless = {:.1}x; start p50: unified / default = {:.2}",
+        runc_kib as f64 / shimless_kib.max(1) as f64,
+        percentile(&unified, 0.5).as_secs_f64() / percentile(&stock, 0.5).as_secs_f64()
+    );
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    println!(
+        "load average after: {}",
+        load.split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    // containerd's clean-up deletes every task and container; then shimless's processes go.
+    drop(containerd);
+    drop(shimless);
+}

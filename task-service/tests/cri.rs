@@ -1,0 +1,685 @@
+//! shimless under containerd 1.7's CRI plugin, driven the way kubelet drives it: the tests play
+//! kubelet over CRI (`runtime.v1`, compiled from `proto/k8s/cri/runtime_v1.proto` and spoken
+//! over our own HTTP/2-on-smol channel) against a private containerd whose CRI knows shimless as
+//! the runtime handler `unified`, configured exactly as the seed writes it
+//! (`runtime_type = "io.containerd.runc.v2"`, `runtime_path` = `containerd-shim-shimless-v2`,
+//! `sandbox_mode = "podsandbox"`, `options.SystemdCgroup = false`).
+//!
+//! - one pod end to end: RunPodSandbox (host network: no CNI needed), CreateContainer,
+//!   StartContainer, ContainerStatus, ExecSync, the CRI log file, ReopenContainerLog,
+//!   StopContainer (the exit code), RemoveContainer, StopPodSandbox, RemovePodSandbox — and the
+//!   tasks are served by shimless (no runc shim for them; runc state in shimless's root);
+//! - ten pods: no shim process added from the first to the tenth, all containers RUNNING;
+//!   pods of the default runtime (the stock runc shim) run beside them;
+//! - a handler whose options say `SystemdCgroup = true` on this machine (no systemd as init):
+//!   RunPodSandbox fails naming SystemdCgroup;
+//! - a container over its memory limit is reported `OOMKilled`.
+
+use integration::containerd::{CRI_NAMESPACE, Containerd, ContainerdConfig, NEEDS, Runtime};
+use integration::image::Image;
+use integration::{Need, require};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+mod common;
+use common::shimless::Shimless;
+
+/// Kubernetes' CRI, package `runtime.v1` (the subset in `proto/k8s/cri/runtime_v1.proto`).
+mod runtime {
+    pub mod v1 {
+        #![allow(dead_code, clippy::all)]
+        include!(concat!(env!("OUT_DIR"), "/runtime.v1.rs"));
+    }
+}
+
+use runtime::v1::runtime_service_client::RuntimeServiceClient;
+use runtime::v1::*;
+
+type Cri = RuntimeServiceClient<task_service::grpc::Channel>;
+
+const BUSYBOX: &str = "docker.io/shimless/busybox:test";
+const PAUSE: &str = "registry.k8s.io/pause:3.9";
+/// The seed's handler: shimless.
+const UNIFIED: &str = "unified";
+/// A handler like `unified` whose options ask for systemd cgroups.
+const UNIFIED_SYSTEMD: &str = "unified-systemd";
+/// CRI's default runtime: the stock runc shim.
+const DEFAULT: &str = "";
+/// How long a state change may take before a test gives up (a bound, not a speed claim).
+const PATIENCE: Duration = Duration::from_secs(60);
+
+/// A private containerd with CRI, the `unified` runtime (shimless) and busybox known to CRI.
+/// Dropped in field order: containerd (its tasks) first, then shimless's processes, then the
+/// pods' log directory.
+struct Rig {
+    containerd: Containerd,
+    shimless: Shimless,
+    logs: tempfile::TempDir,
+}
+
+impl Rig {
+    fn new() -> Option<Rig> {
+        let mut needs = NEEDS.to_vec();
+        needs.extend([Need::Btf, Need::Bpffs]);
+        require(&needs)?;
+        rustix::process::set_child_subreaper(rustix::process::Pid::from_raw(1)).unwrap();
+        let shimless = Shimless::new("").cleans(CRI_NAMESPACE);
+        let shim = Shimless::bin_dir().join("containerd-shim-shimless-v2");
+        let containerd = Containerd::start(
+            ContainerdConfig::new()
+                .cri(PAUSE)
+                .runtime(
+                    Runtime::new(UNIFIED, "io.containerd.runc.v2")
+                        .path(&shim)
+                        .sandbox_mode("podsandbox")
+                        .option("SystemdCgroup", false),
+                )
+                .runtime(
+                    Runtime::new(UNIFIED_SYSTEMD, "io.containerd.runc.v2")
+                        .path(&shim)
+                        .sandbox_mode("podsandbox")
+                        .option("SystemdCgroup", true),
+                )
+                .path_prepend(Shimless::bin_dir())
+                .env("SHIMLESS_CONFIG", shimless.config().display().to_string()),
+        )
+        .expect("start containerd with CRI");
+        let image = Image::busybox(BUSYBOX)
+            .write_tar(&containerd.dir().join("busybox.tar"))
+            .expect("write the image");
+        containerd
+            .import(CRI_NAMESPACE, image.path())
+            .expect("import busybox");
+        containerd
+            .wait_cri_knows(&image)
+            .expect("CRI knows busybox");
+        Some(Rig {
+            containerd,
+            shimless,
+            logs: tempfile::tempdir().unwrap(),
+        })
+    }
+
+    /// A CRI client on containerd's socket.
+    async fn cri(&self) -> Cri {
+        RuntimeServiceClient::with_origin(
+            task_service::grpc::connect(&self.containerd.socket())
+                .await
+                .expect("connect to containerd"),
+            "http://localhost".parse().unwrap(),
+        )
+    }
+
+    /// Where pod `name` keeps its containers' logs.
+    fn log_dir(&self, name: &str) -> PathBuf {
+        self.logs.path().join(name)
+    }
+
+    /// What kubelet sends for a host-network pod `name`.
+    fn pod_config(&self, name: &str) -> PodSandboxConfig {
+        let log_dir = self.log_dir(name);
+        std::fs::create_dir_all(&log_dir).unwrap();
+        PodSandboxConfig {
+            metadata: Some(PodSandboxMetadata {
+                name: name.into(),
+                uid: format!("uid-{name}"),
+                namespace: "default".into(),
+                attempt: 0,
+            }),
+            // Left empty as kubelet does for host-network pods (they share the node's UTS
+            // namespace, where runc refuses to set a hostname).
+            log_directory: log_dir.display().to_string(),
+            linux: Some(LinuxPodSandboxConfig {
+                security_context: Some(LinuxSandboxSecurityContext {
+                    namespace_options: Some(NamespaceOption {
+                        network: NamespaceMode::Node as i32,
+                        pid: NamespaceMode::Container as i32,
+                        ipc: NamespaceMode::Pod as i32,
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    /// A busybox container `name` running `cmd`, logging to `<name>.log` in its pod's log
+    /// directory.
+    fn container_config(name: &str, cmd: &[&str]) -> ContainerConfig {
+        ContainerConfig {
+            metadata: Some(ContainerMetadata {
+                name: name.into(),
+                attempt: 0,
+            }),
+            image: Some(ImageSpec {
+                image: BUSYBOX.into(),
+                ..Default::default()
+            }),
+            command: cmd.iter().map(|s| s.to_string()).collect(),
+            log_path: format!("{name}.log"),
+            linux: Some(LinuxContainerConfig::default()),
+            ..Default::default()
+        }
+    }
+
+    /// The diagnostics a failed assertion shows.
+    fn logs_tail(&self) -> String {
+        format!(
+            "containerd: {}\nshimlessd: {}\nfront: {}",
+            self.containerd.log_tail(30),
+            self.shimless.log("shimlessd.log"),
+            self.shimless.log("front.log")
+        )
+    }
+}
+
+/// A pod as kubelet makes it: RunPodSandbox, CreateContainer, StartContainer.
+struct Pod {
+    id: String,
+    config: PodSandboxConfig,
+    container: String,
+}
+
+async fn run_pod(
+    cri: &mut Cri,
+    config: PodSandboxConfig,
+    handler: &str,
+) -> Result<String, tonic::Status> {
+    Ok(cri
+        .run_pod_sandbox(RunPodSandboxRequest {
+            config: Some(config),
+            runtime_handler: handler.into(),
+        })
+        .await?
+        .into_inner()
+        .pod_sandbox_id)
+}
+
+async fn create_container(
+    cri: &mut Cri,
+    pod: &str,
+    pod_config: &PodSandboxConfig,
+    config: ContainerConfig,
+) -> String {
+    cri.create_container(CreateContainerRequest {
+        pod_sandbox_id: pod.into(),
+        config: Some(config),
+        sandbox_config: Some(pod_config.clone()),
+    })
+    .await
+    .expect("CreateContainer")
+    .into_inner()
+    .container_id
+}
+
+async fn start_container(cri: &mut Cri, id: &str) {
+    cri.start_container(StartContainerRequest {
+        container_id: id.into(),
+    })
+    .await
+    .expect("StartContainer");
+}
+
+/// A pod of `handler` with one container `name` running `cmd`, started.
+async fn start_pod(rig: &Rig, cri: &mut Cri, handler: &str, name: &str, cmd: &[&str]) -> Pod {
+    let config = rig.pod_config(name);
+    let id = run_pod(cri, config.clone(), handler)
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "RunPodSandbox {name} ({handler:?}): {e}\n{}",
+                rig.logs_tail()
+            )
+        });
+    let container = create_container(cri, &id, &config, Rig::container_config(name, cmd)).await;
+    start_container(cri, &container).await;
+    Pod {
+        id,
+        config,
+        container,
+    }
+}
+
+/// StopContainer, RemoveContainer, StopPodSandbox, RemovePodSandbox.
+async fn remove_pod(cri: &mut Cri, pod: &Pod) {
+    cri.stop_container(StopContainerRequest {
+        container_id: pod.container.clone(),
+        timeout: 10,
+    })
+    .await
+    .expect("StopContainer");
+    cri.remove_container(RemoveContainerRequest {
+        container_id: pod.container.clone(),
+    })
+    .await
+    .expect("RemoveContainer");
+    cri.stop_pod_sandbox(StopPodSandboxRequest {
+        pod_sandbox_id: pod.id.clone(),
+    })
+    .await
+    .expect("StopPodSandbox");
+    cri.remove_pod_sandbox(RemovePodSandboxRequest {
+        pod_sandbox_id: pod.id.clone(),
+    })
+    .await
+    .expect("RemovePodSandbox");
+}
+
+async fn container_status(cri: &mut Cri, id: &str) -> runtime::v1::ContainerStatus {
+    cri.container_status(ContainerStatusRequest {
+        container_id: id.into(),
+        verbose: false,
+    })
+    .await
+    .expect("ContainerStatus")
+    .into_inner()
+    .status
+    .expect("a status")
+}
+
+/// Polls ContainerStatus (bounded) until the container is in `state`.
+async fn wait_state(
+    rig: &Rig,
+    cri: &mut Cri,
+    id: &str,
+    state: runtime::v1::ContainerState,
+) -> runtime::v1::ContainerStatus {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let status = container_status(cri, id).await;
+        if status.state == state as i32 {
+            return status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "container {id} never got to {state:?}: {status:?}\n{}",
+            rig.logs_tail()
+        );
+        async_io::Timer::after(Duration::from_millis(50)).await;
+    }
+}
+
+/// The messages of a CRI log file (`<RFC 3339 time> <stream> <F|P> <message>` per line) for
+/// `stream`, checking each line's shape.
+fn log_messages(path: &Path, stream: &str) -> Vec<String> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    text.lines()
+        .filter_map(|line| {
+            let mut fields = line.splitn(4, ' ');
+            let (time, s, tag, msg) = (
+                fields.next()?,
+                fields.next()?,
+                fields.next()?,
+                fields.next().unwrap_or(""),
+            );
+            assert!(
+                time.len() > 20 && time.as_bytes()[4] == b'-' && time.contains('T'),
+                "a CRI log line starts with an RFC 3339 time: {line:?}"
+            );
+            assert!(tag == "F" || tag == "P", "{line:?}");
+            (s == stream).then(|| msg.to_string())
+        })
+        .collect()
+}
+
+/// Waits (bounded) until `path`'s stdout messages include `want`; returns them.
+async fn wait_log(rig: &Rig, path: &Path, want: &str) -> Vec<String> {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let messages = log_messages(path, "stdout");
+        if messages.iter().any(|m| m == want) {
+            return messages;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{want:?} never reached {}: {messages:?}\n{}",
+            path.display(),
+            rig.logs_tail()
+        );
+        async_io::Timer::after(Duration::from_millis(50)).await;
+    }
+}
+
+/// Processes mentioning "shim" on their command line (the seed's `ps -ef | grep shim`) that
+/// belong to this test: shims naming its containerd's socket, and its shimless front and daemon.
+fn shim_processes(rig: &Rig) -> Vec<u32> {
+    let mut pids = rig.containerd.shim_pids();
+    pids.extend(rig.shimless.processes("shimless-front"));
+    pids.extend(rig.shimless.processes("shimlessd"));
+    pids.retain(|pid| {
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        String::from_utf8_lossy(&cmdline).contains("shim")
+    });
+    pids.sort();
+    pids.dedup();
+    pids
+}
+
+/// The command lines of this containerd's stock runc shims.
+fn runc_shims(rig: &Rig) -> Vec<String> {
+    rig.containerd
+        .shim_pids()
+        .into_iter()
+        .filter_map(|pid| {
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            cmdline
+                .contains("containerd-shim-runc-v2")
+                .then_some(cmdline)
+        })
+        .collect()
+}
+
+#[test]
+fn one_pod_through_cri_like_kubelet_with_runtime_class_unified() {
+    let Some(rig) = Rig::new() else {
+        return;
+    };
+    smol::block_on(async {
+        let mut cri = rig.cri().await;
+        let version = cri
+            .version(VersionRequest::default())
+            .await
+            .expect("Version")
+            .into_inner();
+        assert_eq!(version.runtime_name, "containerd");
+        assert_eq!(version.runtime_api_version, "v1");
+
+        let pod = start_pod(
+            &rig,
+            &mut cri,
+            UNIFIED,
+            "web",
+            &[
+                "sh",
+                "-c",
+                "trap 'echo bye; exit 7' TERM; echo one; echo two; \
+                 while :; do sleep 0.1; done",
+            ],
+        )
+        .await;
+        let sandbox = cri
+            .pod_sandbox_status(PodSandboxStatusRequest {
+                pod_sandbox_id: pod.id.clone(),
+                verbose: false,
+            })
+            .await
+            .expect("PodSandboxStatus")
+            .into_inner()
+            .status
+            .unwrap();
+        assert_eq!(sandbox.state, PodSandboxState::SandboxReady as i32);
+        assert_eq!(sandbox.runtime_handler, UNIFIED);
+
+        let status = wait_state(
+            &rig,
+            &mut cri,
+            &pod.container,
+            ContainerState::ContainerRunning,
+        )
+        .await;
+        let log = rig.log_dir("web").join("web.log");
+        assert_eq!(status.log_path, log.display().to_string());
+        assert_eq!(status.image.unwrap().image, BUSYBOX);
+
+        // Served by shimless: its daemon runs, runc's state for the pause and the container is
+        // in shimless's runc root, and containerd started no runc shim for them.
+        assert!(!rig.shimless.processes("shimlessd").is_empty());
+        let runc_root = rig.shimless.runc_root(CRI_NAMESPACE);
+        for id in [&pod.id, &pod.container] {
+            assert!(
+                runc_root.join(id).join("state.json").exists(),
+                "{id} in {}",
+                runc_root.display()
+            );
+        }
+        assert_eq!(runc_shims(&rig), Vec::<String>::new());
+
+        // ExecSync: exit code and both streams.
+        let exec = cri
+            .exec_sync(ExecSyncRequest {
+                container_id: pod.container.clone(),
+                cmd: vec![
+                    "sh".into(),
+                    "-c".into(),
+                    "echo out; echo err >&2; exit 3".into(),
+                ],
+                timeout: 30,
+            })
+            .await
+            .expect("ExecSync")
+            .into_inner();
+        assert_eq!(exec.exit_code, 3);
+        assert_eq!(String::from_utf8_lossy(&exec.stdout), "out\n");
+        assert_eq!(String::from_utf8_lossy(&exec.stderr), "err\n");
+
+        // The log file, in CRI's format, written by containerd from shimless's fifos.
+        let messages = wait_log(&rig, &log, "two").await;
+        assert_eq!(messages, ["one", "two"]);
+
+        // Log rotation as kubelet does it: rename, then ReopenContainerLog; what the container
+        // writes next goes to a new file of the old name.
+        let rotated = log.with_extension("log.1");
+        std::fs::rename(&log, &rotated).unwrap();
+        cri.reopen_container_log(ReopenContainerLogRequest {
+            container_id: pod.container.clone(),
+        })
+        .await
+        .expect("ReopenContainerLog");
+        assert!(log.exists(), "ReopenContainerLog makes {}", log.display());
+
+        // StopContainer: SIGTERM, which the container traps and exits 7 on.
+        cri.stop_container(StopContainerRequest {
+            container_id: pod.container.clone(),
+            timeout: 30,
+        })
+        .await
+        .expect("StopContainer");
+        let status = wait_state(
+            &rig,
+            &mut cri,
+            &pod.container,
+            ContainerState::ContainerExited,
+        )
+        .await;
+        assert_eq!(status.exit_code, 7);
+        assert_eq!(status.reason, "Error");
+        assert!(status.finished_at >= status.started_at && status.started_at > 0);
+        assert_eq!(wait_log(&rig, &log, "bye").await, ["bye"]);
+        assert_eq!(log_messages(&rotated, "stdout"), ["one", "two"]);
+
+        cri.remove_container(RemoveContainerRequest {
+            container_id: pod.container.clone(),
+        })
+        .await
+        .expect("RemoveContainer");
+        let gone = cri
+            .container_status(ContainerStatusRequest {
+                container_id: pod.container.clone(),
+                verbose: false,
+            })
+            .await
+            .expect_err("a removed container has no status");
+        assert_eq!(gone.code(), tonic::Code::NotFound, "{gone:?}");
+        cri.stop_pod_sandbox(StopPodSandboxRequest {
+            pod_sandbox_id: pod.id.clone(),
+        })
+        .await
+        .expect("StopPodSandbox");
+        cri.remove_pod_sandbox(RemovePodSandboxRequest {
+            pod_sandbox_id: pod.id.clone(),
+        })
+        .await
+        .expect("RemovePodSandbox");
+        assert!(!runc_root.join(&pod.id).exists());
+        assert!(!runc_root.join(&pod.container).exists());
+        assert_eq!(rig.containerd.tasks(CRI_NAMESPACE).unwrap().len(), 0);
+    });
+}
+
+#[test]
+fn ten_pods_add_no_shim_and_default_runtime_pods_work_beside() {
+    let Some(rig) = Rig::new() else {
+        return;
+    };
+    smol::block_on(async {
+        let mut cri = rig.cri().await;
+        let cmd = ["sh", "-c", "echo ready; exec sleep 100000"];
+        let mut pods = vec![start_pod(&rig, &mut cri, UNIFIED, "pod-0", &cmd).await];
+        wait_state(
+            &rig,
+            &mut cri,
+            &pods[0].container,
+            ContainerState::ContainerRunning,
+        )
+        .await;
+        let with_one = shim_processes(&rig);
+        assert_eq!(with_one.len(), 2, "the front and the daemon: {with_one:?}");
+        for i in 1..10 {
+            pods.push(start_pod(&rig, &mut cri, UNIFIED, &format!("pod-{i}"), &cmd).await);
+        }
+        for pod in &pods {
+            wait_state(
+                &rig,
+                &mut cri,
+                &pod.container,
+                ContainerState::ContainerRunning,
+            )
+            .await;
+        }
+        assert_eq!(
+            shim_processes(&rig),
+            with_one,
+            "ten pods, still the same two processes"
+        );
+        assert_eq!(runc_shims(&rig), Vec::<String>::new());
+        let tasks = rig.containerd.tasks(CRI_NAMESPACE).unwrap();
+        assert_eq!(
+            tasks.values().filter(|s| *s == "RUNNING").count(),
+            20,
+            "ten sandboxes and ten containers: {tasks:?}"
+        );
+
+        // Pods of the default runtime: each brings the stock runc shim, and works.
+        let mut stock = Vec::new();
+        for i in 0..2 {
+            stock.push(start_pod(&rig, &mut cri, DEFAULT, &format!("stock-{i}"), &cmd).await);
+        }
+        for pod in &stock {
+            wait_state(
+                &rig,
+                &mut cri,
+                &pod.container,
+                ContainerState::ContainerRunning,
+            )
+            .await;
+            let log = rig
+                .log_dir(&pod.config.metadata.as_ref().unwrap().name)
+                .join(format!(
+                    "{}.log",
+                    pod.config.metadata.as_ref().unwrap().name
+                ));
+            wait_log(&rig, &log, "ready").await;
+        }
+        assert_eq!(runc_shims(&rig).len(), 2, "a runc shim per stock pod");
+        let exec = cri
+            .exec_sync(ExecSyncRequest {
+                container_id: stock[0].container.clone(),
+                cmd: vec!["sh".into(), "-c".into(), "echo stock; exit 4".into()],
+                timeout: 30,
+            })
+            .await
+            .expect("ExecSync in a stock pod")
+            .into_inner();
+        assert_eq!(
+            (exec.exit_code, exec.stdout.as_slice()),
+            (4, &b"stock\n"[..])
+        );
+
+        // The shimless pods are unaffected, and all go away cleanly.
+        for pod in &pods {
+            let status = container_status(&mut cri, &pod.container).await;
+            assert_eq!(status.state, ContainerState::ContainerRunning as i32);
+        }
+        for pod in stock.iter().chain(&pods) {
+            remove_pod(&mut cri, pod).await;
+        }
+        assert_eq!(rig.containerd.tasks(CRI_NAMESPACE).unwrap().len(), 0);
+    });
+}
+
+#[test]
+fn systemd_cgroup_without_systemd_fails_the_sandbox_naming_it() {
+    if task_service::options::host_has_systemd() {
+        eprintln!("systemd runs this machine: SystemdCgroup = true is honoured, nothing to refuse");
+        return;
+    }
+    let Some(rig) = Rig::new() else {
+        return;
+    };
+    smol::block_on(async {
+        let mut cri = rig.cri().await;
+        let err = run_pod(&mut cri, rig.pod_config("sd"), UNIFIED_SYSTEMD)
+            .await
+            .expect_err("SystemdCgroup = true with no systemd must fail");
+        assert!(err.message().contains("SystemdCgroup"), "{err:?}");
+        // Nothing of it left running.
+        let tasks = rig.containerd.tasks(CRI_NAMESPACE).unwrap();
+        assert!(!tasks.values().any(|s| s == "RUNNING"), "{tasks:?}");
+        // The runtime still serves pods of the other handler.
+        let pod = start_pod(&rig, &mut cri, UNIFIED, "after", &["sleep", "100000"]).await;
+        wait_state(
+            &rig,
+            &mut cri,
+            &pod.container,
+            ContainerState::ContainerRunning,
+        )
+        .await;
+        remove_pod(&mut cri, &pod).await;
+    });
+}
+
+#[test]
+fn a_container_over_its_memory_limit_is_reported_oom_killed() {
+    let Some(rig) = Rig::new() else {
+        return;
+    };
+    smol::block_on(async {
+        let mut cri = rig.cri().await;
+        let config = rig.pod_config("oom");
+        let pod = run_pod(&mut cri, config.clone(), UNIFIED)
+            .await
+            .expect("RunPodSandbox");
+        // 16 MiB of memory (and no more with swap); the shell then holds 64 MiB in a variable.
+        let mut container = Rig::container_config(
+            "oom",
+            &[
+                "sh",
+                "-c",
+                "echo filling; x=$(dd if=/dev/zero bs=1048576 count=64 2>/dev/null | tr '\\0' a); \
+                 echo survived",
+            ],
+        );
+        container.linux = Some(LinuxContainerConfig {
+            resources: Some(LinuxContainerResources {
+                memory_limit_in_bytes: 16 << 20,
+                memory_swap_limit_in_bytes: 16 << 20,
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        let id = create_container(&mut cri, &pod, &config, container).await;
+        start_container(&mut cri, &id).await;
+        let status = wait_state(&rig, &mut cri, &id, ContainerState::ContainerExited).await;
+        let log = rig.log_dir("oom").join("oom.log");
+        assert_eq!(
+            (status.reason.as_str(), status.exit_code),
+            ("OOMKilled", 137),
+            "{status:?}\nlog: {:?}",
+            log_messages(&log, "stdout")
+        );
+        assert_eq!(log_messages(&log, "stdout"), ["filling"]);
+    });
+}
