@@ -24,7 +24,9 @@
 //! Every flag is optional (those values are the defaults, but for `--crun`, which adds the
 //! lifecycle with crun as the OCI runtime on both sides: runc options `BinaryName = "crun"`);
 //! `--containerd-protocol grpc` sets shimless's `containerd_protocol` (ttrpc by default);
-//! `--svg <path>` writes the plot elsewhere (cargo runs benches in the crate's directory).
+//! `--svg <path>` writes the plot elsewhere (cargo runs benches in the crate's directory);
+//! `--state-in /dev/shm` keeps shimless's records on a tmpfs, as a node's `/run` is (here `/run`
+//! is on the disk); `--sizes ""` skips the memory part.
 //! Needs root, containerd 1.7, `ctr`, runc and `containerd-shim-runc-v2`; skips otherwise.
 //!
 //! Everything it started is removed when it ends, also on failure: tasks, containers and
@@ -83,6 +85,8 @@ struct Args {
     crun: bool,
     /// shimless's `containerd_protocol` (`ttrpc` or `grpc`), when given.
     protocol: Option<String>,
+    /// A directory (a tmpfs, as a node's `/run`) for shimless's records, else the bench's own.
+    state_in: Option<PathBuf>,
     svg: PathBuf,
 }
 
@@ -98,6 +102,7 @@ fn parse_args() -> Result<Args, String> {
         rounds: 2,
         crun: false,
         protocol: None,
+        state_in: None,
         svg: workspace.join("docs/shimless-vs-stock.svg"),
     };
     let mut it = std::env::args().skip(1);
@@ -115,6 +120,7 @@ fn parse_args() -> Result<Args, String> {
                 let v = value("--sizes")?;
                 args.sizes = v
                     .split(',')
+                    .filter(|n| !n.trim().is_empty())
                     .map(|n| number("--sizes", n.trim().to_string()))
                     .collect::<Result<_, _>>()?;
             }
@@ -124,6 +130,7 @@ fn parse_args() -> Result<Args, String> {
             "--crun" => args.crun = true,
             "--containerd-protocol" => args.protocol = Some(value("--containerd-protocol")?),
             "--svg" => args.svg = PathBuf::from(value("--svg")?),
+            "--state-in" => args.state_in = Some(PathBuf::from(value("--state-in")?)),
             // cargo bench passes `--bench`; libtest-style flags are not ours.
             _ => {}
         }
@@ -854,6 +861,20 @@ fn run(args: &Args) -> Result<(), String> {
         .tempdir()
         .map_err(|e| format!("create a temporary directory: {e}"))?;
     let d = dir.path();
+    // shimless's records where a node keeps them: `/run` is a tmpfs on a systemd node (here it
+    // is on the ext4 disk, where each record's fsync waits for the journal).
+    let state_dir = match &args.state_in {
+        Some(parent) => Some(
+            tempfile::Builder::new()
+                .prefix("shimless-bench-state-")
+                .tempdir_in(parent)
+                .map_err(|e| format!("create a directory in {}: {e}", parent.display()))?,
+        ),
+        None => None,
+    };
+    let state = state_dir
+        .as_ref()
+        .map_or_else(|| d.join("state"), |s| s.path().to_owned());
     let config = d.join("shimless.toml");
     let cleanup = ShimlessCleanup {
         config: config.clone(),
@@ -864,14 +885,15 @@ fn run(args: &Args) -> Result<(), String> {
         &config,
         format!(
             "socket = \"{0}/run/front.sock\"\ndaemon_socket = \"{0}/run/daemon.sock\"\n\
-             state_dir = \"{0}/state\"\nrunc_root = \"{0}/runc\"\nlog_dir = \"{0}/logs\"\n\
+             state_dir = \"{3}\"\nrunc_root = \"{0}/runc\"\nlog_dir = \"{0}/logs\"\n\
              bpf_pin_dir = \"{1}\"\n{2}",
             d.display(),
             cleanup.pin_dir.display(),
             args.protocol
                 .as_ref()
                 .map(|p| format!("containerd_protocol = \"{p}\"\n"))
-                .unwrap_or_default()
+                .unwrap_or_default(),
+            state.display()
         ),
     )
     .map_err(|e| format!("write {}: {e}", config.display()))?;
