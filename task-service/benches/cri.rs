@@ -7,6 +7,8 @@
 //!
 //! `cargo bench -p task-service --bench cri [-- N]` (as root; N defaults to 50).
 
+#[path = "peer/go_shim.rs"]
+mod go_shim;
 #[path = "../tests/common/shimless.rs"]
 #[allow(dead_code)] // the tests' private shimless installation; the bench uses part of it
 mod shimless;
@@ -96,12 +98,7 @@ async fn start_pod(cri: &mut Cri, logs: &std::path::Path, name: &str, handler: &
 
 /// A process's proportional set size, in KiB (`Pss:` of `/proc/<pid>/smaps_rollup`).
 fn pss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("Pss:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0)
+    go_shim::memory_kib(pid).map_or(0, |(pss, _)| pss)
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {

@@ -196,14 +196,6 @@ impl Triggers {
     }
 }
 
-fn pid_alive(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
-        !stat
-            .rsplit_once(')')
-            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'))
-    })
-}
-
 #[test]
 fn ctr_runs_containers_through_shimless_in_every_way() {
     let Some(rig) = Rig::new("shimless-ctr", "") else {
@@ -415,7 +407,7 @@ fn kill_9_with_20_running(rig: &Rig) {
         triggers.fire(id, 20 + i as u8);
     }
     let deadline = Instant::now() + Duration::from_secs(2);
-    while ids.iter().take(5).any(|id| pid_alive(pids[id])) {
+    while ids.iter().take(5).any(|id| common::alive(pids[id])) {
         assert!(Instant::now() < deadline, "the five did not exit");
         std::thread::sleep(Duration::from_millis(20));
     }

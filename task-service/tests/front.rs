@@ -12,8 +12,7 @@
 
 use integration::bundle::Bundle;
 use integration::daemon::Daemon;
-use integration::{Need, require};
-use std::path::{Path, PathBuf};
+
 use std::process::Command;
 use std::time::{Duration, Instant};
 use task_service::api::containerd::task::v3::*;
@@ -21,94 +20,51 @@ use task_service::api::containerd::v1::types::Status as TaskStatus;
 use tonic::Code;
 
 mod common;
+use common::shimless::Shimless;
 use common::{client, request};
 
 const NS: &str = "front-test";
 
-struct Paths {
-    dir: tempfile::TempDir,
+/// A shimless configuration for both binaries, the front not supervising unless asked.
+fn setup(supervise: bool) -> Shimless {
+    Shimless::new(&format!(
+        "supervise = {supervise}\nrestart_delay_ms = 100\nhold_ms = 30000"
+    ))
+    .cleans(NS)
 }
 
-impl Paths {
-    fn new() -> Paths {
-        Paths {
-            dir: tempfile::tempdir().unwrap(),
-        }
-    }
-    fn front(&self) -> PathBuf {
-        self.dir.path().join("front.sock")
-    }
-    fn daemon(&self) -> PathBuf {
-        self.dir.path().join("daemon.sock")
-    }
-    fn runc_root(&self) -> PathBuf {
-        self.dir.path().join("runc")
-    }
-    /// A configuration file for both binaries.
-    fn config(&self, supervise: bool) -> PathBuf {
-        let d = self.dir.path().display();
-        let text = format!(
-            "socket = \"{d}/front.sock\"\ndaemon_socket = \"{d}/daemon.sock\"\n\
-             state_dir = \"{d}/state\"\nrunc_root = \"{d}/runc\"\nlog_dir = \"{d}/logs\"\n\
-             supervise = {supervise}\nrestart_delay_ms = 100\nhold_ms = 30000\n"
-        );
-        let path = self.dir.path().join("shimless.toml");
-        std::fs::write(&path, text).unwrap();
-        path
-    }
-}
-
-/// Removes whatever a failed run left in the runtime root.
-struct ForceDelete(PathBuf);
-
-impl Drop for ForceDelete {
-    fn drop(&mut self) {
-        integration::bundle::delete_all("runc", &self.0);
-    }
-}
-
-fn daemon(paths: &Paths, config: &Path) -> Daemon {
+fn daemon(s: &Shimless) -> Daemon {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_shimlessd"));
     cmd.arg("--config")
-        .arg(config)
+        .arg(s.config())
         .arg("--socket")
-        .arg(paths.daemon());
-    let log = paths.dir.path().join("shimlessd.log");
+        .arg(s.daemon_socket());
+    let log = s.dir.path().join("shimlessd.log");
     Daemon::start(cmd, &log, "serving on").unwrap()
 }
 
-fn front(paths: &Paths, config: &Path) -> Daemon {
+fn front(s: &Shimless) -> Daemon {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_shimless-front"));
-    cmd.arg("--config").arg(config);
-    let log = paths.dir.path().join("front.log");
+    cmd.arg("--config").arg(s.config());
+    let log = s.dir.path().join("front.log");
     Daemon::start(cmd, &log, "serving on").unwrap()
-}
-
-fn needs() -> Option<()> {
-    require(&[
-        Need::Root,
-        Need::Btf,
-        Need::Bpffs,
-        Need::Program("runc"),
-        Need::File("/bin/busybox"),
-    ])
 }
 
 #[test]
 fn a_daemon_killed_behind_the_front_is_invisible_to_a_held_connection() {
-    let Some(()) = needs() else { return };
+    let Some(()) = common::needs_daemon() else {
+        return;
+    };
     rustix::process::set_child_subreaper(rustix::process::Pid::from_raw(1)).unwrap();
-    let paths = Paths::new();
-    let config = paths.config(false);
-    let _cleanup = ForceDelete(paths.runc_root().join(NS));
-    let mut first = daemon(&paths, &config);
-    let _front = front(&paths, &config);
+    let s = setup(false);
+    let mut first = daemon(&s);
+    let _front = front(&s);
     let exits = Bundle::exit_on_demand().unwrap();
     let stays = Bundle::exit_on_demand().unwrap();
 
     smol::block_on(async {
         // One connection for the whole test, as containerd holds one per task.
-        let mut c = client(&paths.front()).await;
+        let mut c = client(&s.front_socket()).await;
         common::create(&mut c, NS, "exits", exits.path()).await;
         common::start(&mut c, NS, "exits").await;
         common::create(&mut c, NS, "stays", stays.path()).await;
@@ -151,7 +107,7 @@ fn a_daemon_killed_behind_the_front_is_invisible_to_a_held_connection() {
             hurried.message()
         );
 
-        let _second = daemon(&paths, &config);
+        let _second = daemon(&s);
         let waited = wait.await;
         assert_eq!(
             waited.exit_status, 42,
@@ -179,13 +135,13 @@ fn a_daemon_killed_behind_the_front_is_invisible_to_a_held_connection() {
 
 #[test]
 fn a_create_inside_a_dying_daemon_is_unavailable_and_never_sent_twice() {
-    let Some(()) = needs() else { return };
+    let Some(()) = common::needs_daemon() else {
+        return;
+    };
     rustix::process::set_child_subreaper(rustix::process::Pid::from_raw(1)).unwrap();
-    let paths = Paths::new();
-    let config = paths.config(false);
-    let _cleanup = ForceDelete(paths.runc_root().join(NS));
-    let mut first = daemon(&paths, &config);
-    let _front = front(&paths, &config);
+    let s = setup(false);
+    let mut first = daemon(&s);
+    let _front = front(&s);
     // A createRuntime hook that takes 5 s keeps `runc create`, so the Create, in the daemon.
     let slow = Bundle::exit_on_demand().unwrap();
     let spec_path = slow.path().join("config.json");
@@ -197,7 +153,7 @@ fn a_create_inside_a_dying_daemon_is_unavailable_and_never_sent_twice() {
     std::fs::write(&spec_path, spec.to_string()).unwrap();
 
     smol::block_on(async {
-        let mut c = client(&paths.front()).await;
+        let mut c = client(&s.front_socket()).await;
         let mut creator = c.clone();
         let bundle = slow.path().to_owned();
         let create = smol::spawn(async move {
@@ -224,7 +180,7 @@ fn a_create_inside_a_dying_daemon_is_unavailable_and_never_sent_twice() {
 
         // The next daemon finds the interrupted create and removes it; the connection is the
         // same one.
-        let _second = daemon(&paths, &config);
+        let _second = daemon(&s);
         let listed = c
             .state(request(
                 NS,
@@ -243,56 +199,22 @@ fn a_create_inside_a_dying_daemon_is_unavailable_and_never_sent_twice() {
     });
 }
 
-/// PIDs of the `shimlessd`s started with `config`.
-fn daemons_of(config: &Path) -> Vec<u32> {
-    let mut pids = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
-        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
-        if cmdline.contains("shimlessd") && cmdline.contains(&*config.to_string_lossy()) {
-            let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
-            let zombie = stat
-                .rsplit_once(')')
-                .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'));
-            if !zombie {
-                pids.push(pid);
-            }
-        }
-    }
-    pids
-}
-
-/// Kills the daemons a test's front started (the front's own kill leaves them orphaned).
-struct KillDaemons(PathBuf);
-
-impl Drop for KillDaemons {
-    fn drop(&mut self) {
-        for pid in daemons_of(&self.0) {
-            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
-        }
-    }
-}
-
 #[test]
 fn a_supervising_front_starts_the_daemon_and_starts_it_again_after_kill_9() {
-    let Some(()) = needs() else { return };
+    let Some(()) = common::needs_daemon() else {
+        return;
+    };
     rustix::process::set_child_subreaper(rustix::process::Pid::from_raw(1)).unwrap();
-    let paths = Paths::new();
-    let config = paths.config(true);
-    let _cleanup = ForceDelete(paths.runc_root().join(NS));
-    let _front = front(&paths, &config);
-    let _daemons = KillDaemons(config.clone());
+    let s = setup(true);
+    let _front = front(&s);
     let bundle = Bundle::exit_on_demand().unwrap();
 
     smol::block_on(async {
-        let mut c = client(&paths.front()).await;
+        let mut c = client(&s.front_socket()).await;
         // Held by the front until the daemon it started has recovered and serves.
         common::create(&mut c, NS, "sup", bundle.path()).await;
         common::start(&mut c, NS, "sup").await;
-        let first = daemons_of(&config);
+        let first = s.processes("shimlessd");
         assert_eq!(first.len(), 1, "one daemon: {first:?}");
         Command::new("kill")
             .args(["-9", &first[0].to_string()])
@@ -302,7 +224,7 @@ fn a_supervising_front_starts_the_daemon_and_starts_it_again_after_kill_9() {
         assert_eq!(common::wait(&mut c, NS, "sup").await.exit_status, 7);
         let deadline = Instant::now() + Duration::from_secs(20);
         let second = loop {
-            let now = daemons_of(&config);
+            let now = s.processes("shimlessd");
             if now.len() == 1 && now != first {
                 break now;
             }
@@ -310,9 +232,8 @@ fn a_supervising_front_starts_the_daemon_and_starts_it_again_after_kill_9() {
             smol::Timer::after(Duration::from_millis(50)).await;
         };
         assert_ne!(second, first);
-        let log = std::fs::read_to_string(paths.dir.path().join("logs/front.log"))
-            .unwrap_or_default()
-            + &std::fs::read_to_string(paths.dir.path().join("front.log")).unwrap_or_default();
+        let log = s.log("front.log")
+            + &std::fs::read_to_string(s.dir.path().join("front.log")).unwrap_or_default();
         assert!(log.contains("was killed by signal 9"), "{log}");
         common::delete(&mut c, NS, "sup").await;
     });

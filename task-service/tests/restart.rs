@@ -5,7 +5,6 @@
 
 use integration::bundle::Bundle;
 use integration::daemon::Daemon;
-use integration::{Need, require};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -62,15 +61,6 @@ fn runc_ids(root: &Path) -> Vec<String> {
     ids
 }
 
-fn process_gone(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Err(_) => true,
-        Ok(stat) => stat
-            .rsplit_once(')')
-            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
-    }
-}
-
 /// Removes whatever a failed run left in the runtime root, so a failure leaks nothing.
 struct ForceDelete(PathBuf);
 
@@ -94,13 +84,7 @@ fn daemon(paths: &Paths, log: &Path) -> Daemon {
 
 #[test]
 fn kill_9_of_the_daemon_loses_no_exit_and_leaks_no_container() {
-    let Some(()) = require(&[
-        Need::Root,
-        Need::Btf,
-        Need::Bpffs,
-        Need::Program("runc"),
-        Need::File("/bin/busybox"),
-    ]) else {
+    let Some(()) = common::needs_daemon() else {
         return;
     };
     integration::raise_fd_limit(8192);
@@ -196,7 +180,7 @@ fn kill_9_of_the_daemon_loses_no_exit_and_leaks_no_container() {
         .unwrap();
     assert!(status.success());
     let deadline = Instant::now() + Duration::from_secs(60);
-    while !pids[..60].iter().all(|&p| process_gone(p)) {
+    while !pids[..60].iter().all(|&p| !common::alive(p)) {
         assert!(Instant::now() < deadline, "containers did not exit");
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -405,13 +389,7 @@ fn churn(socket: PathBuf, bundle: PathBuf, round: usize) -> std::thread::JoinHan
 
 #[test]
 fn kill_9_at_arbitrary_points_of_create_and_delete_leaks_nothing() {
-    let Some(()) = require(&[
-        Need::Root,
-        Need::Btf,
-        Need::Bpffs,
-        Need::Program("runc"),
-        Need::File("/bin/busybox"),
-    ]) else {
+    let Some(()) = common::needs_daemon() else {
         return;
     };
     rustix::process::set_child_subreaper(rustix::process::Pid::from_raw(1)).unwrap();

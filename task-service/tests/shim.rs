@@ -9,7 +9,6 @@
 //! - bad command lines exit 1 naming what is wrong.
 
 use integration::bundle::Bundle;
-use integration::{Need, require};
 use prost::Message;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -52,13 +51,7 @@ impl Setup {
 
 #[test]
 fn concurrent_starts_start_one_front_and_print_the_same_bootstrap() {
-    let Some(()) = require(&[
-        Need::Root,
-        Need::Btf,
-        Need::Bpffs,
-        Need::Program("runc"),
-        Need::File("/bin/busybox"),
-    ]) else {
+    let Some(()) = common::needs_daemon() else {
         return;
     };
     let setup = Setup::new();
@@ -118,13 +111,7 @@ fn concurrent_starts_start_one_front_and_print_the_same_bootstrap() {
 
 #[test]
 fn delete_kills_and_deletes_a_running_container_and_ignores_an_unknown_one() {
-    let Some(()) = require(&[
-        Need::Root,
-        Need::Btf,
-        Need::Bpffs,
-        Need::Program("runc"),
-        Need::File("/bin/busybox"),
-    ]) else {
+    let Some(()) = common::needs_daemon() else {
         return;
     };
     rustix::process::set_child_subreaper(rustix::process::Pid::from_raw(1)).unwrap();
@@ -208,13 +195,7 @@ fn bad_command_lines_exit_1_naming_the_problem() {
 
 #[test]
 fn delete_without_front_or_daemon_cleans_up_with_the_runtime_directly() {
-    let Some(()) = require(&[
-        Need::Root,
-        Need::Btf,
-        Need::Bpffs,
-        Need::Program("runc"),
-        Need::File("/bin/busybox"),
-    ]) else {
+    let Some(()) = common::needs_daemon() else {
         return;
     };
     rustix::process::set_child_subreaper(rustix::process::Pid::from_raw(1)).unwrap();

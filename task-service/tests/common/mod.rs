@@ -4,6 +4,8 @@
 #![allow(dead_code)]
 
 pub mod shimless;
+#[allow(unused_imports)] // not every test binary uses it
+pub use shimless::alive;
 pub mod sink;
 
 use std::path::Path;
@@ -13,6 +15,19 @@ use task_service::grpc;
 use tonic::Request;
 
 pub type Client = TaskClient<grpc::Channel>;
+
+/// What a test that runs `shimlessd` with real containers needs (skipped by hand, a failure
+/// under `SHIMLESS_REQUIRE_PRIVILEGED=1`).
+pub fn needs_daemon() -> Option<()> {
+    use integration::Need;
+    integration::require(&[
+        Need::Root,
+        Need::Btf,
+        Need::Bpffs,
+        Need::Program("runc"),
+        Need::File("/bin/busybox"),
+    ])
+}
 
 /// A Task client on the daemon's socket.
 pub async fn client(socket: &Path) -> Client {

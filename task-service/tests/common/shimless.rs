@@ -45,6 +45,10 @@ impl Shimless {
         self.dir.path().join("run/front.sock")
     }
 
+    pub fn daemon_socket(&self) -> PathBuf {
+        self.dir.path().join("run/daemon.sock")
+    }
+
     pub fn runc_root(&self, ns: &str) -> PathBuf {
         self.dir.path().join("runc").join(ns)
     }
@@ -72,12 +76,8 @@ impl Shimless {
             };
             let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
             let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
-            let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
-            let zombie = stat
-                .rsplit_once(')')
-                .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'));
             let first = cmdline.split(' ').next().unwrap_or("");
-            if !zombie && first.ends_with(name) && cmdline.contains(&config) {
+            if first.ends_with(name) && cmdline.contains(&config) && alive(pid) {
                 pids.push(pid);
             }
         }
@@ -96,4 +96,13 @@ impl Drop for Shimless {
             integration::bundle::delete_all("runc", &self.runc_root(ns));
         }
     }
+}
+
+/// Whether process `pid` runs (exists and is not a zombie).
+pub fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        !stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'))
+    })
 }
