@@ -108,3 +108,17 @@ pub mod io {
         }
     }
 }
+
+/// A time as protobuf's `Timestamp` (times before 1970 become the epoch).
+///
+/// ```
+/// let t = task_service::api::timestamp(std::time::UNIX_EPOCH + std::time::Duration::from_millis(1500));
+/// assert_eq!((t.seconds, t.nanos), (1, 500_000_000));
+/// ```
+pub fn timestamp(at: std::time::SystemTime) -> prost_types::Timestamp {
+    let d = at.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    prost_types::Timestamp {
+        seconds: d.as_secs() as i64,
+        nanos: d.subsec_nanos() as i32,
+    }
+}

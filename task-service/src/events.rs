@@ -135,6 +135,31 @@ pub struct Envelope {
     pub event: TaskEvent,
 }
 
+impl Envelope {
+    /// containerd's `Envelope`, as `Subscribe` streams it and `Forward` sends it.
+    ///
+    /// ```
+    /// use task_service::api::containerd::events::TaskPaused;
+    /// use task_service::events::{Envelope, TaskEvent};
+    /// let envelope = Envelope {
+    ///     timestamp: std::time::SystemTime::now(),
+    ///     namespace: task_service::ids::Namespace::new("default")?,
+    ///     event: TaskEvent::Paused(TaskPaused { container_id: "web".into() }),
+    /// };
+    /// let wire = envelope.to_wire();
+    /// assert_eq!((wire.namespace.as_str(), wire.topic.as_str()), ("default", "/tasks/paused"));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn to_wire(&self) -> crate::api::containerd::services::events::v1::Envelope {
+        crate::api::containerd::services::events::v1::Envelope {
+            timestamp: Some(crate::api::timestamp(self.timestamp)),
+            namespace: self.namespace.to_string(),
+            topic: self.event.topic().to_string(),
+            event: Some(self.event.to_any()),
+        }
+    }
+}
+
 /// What a subscriber reads next.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Received {

@@ -45,7 +45,6 @@ mod ttrpc;
 use crate::api::shimless::v1::front_server;
 use crate::api::shimless::v1::{ListenRequest, ListenResponse};
 use crate::grpc::deadline::parse_grpc_timeout;
-use crate::grpc::listen::Peer;
 use crate::ids::Namespace;
 use hyper::body::Incoming;
 use link::Link;
@@ -197,14 +196,7 @@ impl Shared {
 
     /// Why a peer may not connect, if it may not.
     fn refuse(&self, stream: &smol::net::unix::UnixStream) -> Option<String> {
-        match Peer::of(stream) {
-            Ok(peer) if self.config.allowed_uids.contains(&peer.uid) => None,
-            Ok(peer) => Some(format!(
-                "uid {} may not use this socket (allowed: {:?})",
-                peer.uid, self.config.allowed_uids
-            )),
-            Err(e) => Some(format!("cannot read the caller's credentials: {e}")),
-        }
+        crate::grpc::listen::refusal(stream, &self.config.allowed_uids)
     }
 }
 

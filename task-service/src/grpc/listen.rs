@@ -79,3 +79,24 @@ impl Peer {
         })
     }
 }
+
+/// Why the peer on `socket` may not call, or `None` if its uid is in `allowed_uids`.
+///
+/// ```
+/// let (a, _b) = std::os::unix::net::UnixStream::pair()?;
+/// let me = rustix::process::geteuid().as_raw();
+/// assert_eq!(task_service::grpc::listen::refusal(&a, &[me]), None);
+/// assert!(task_service::grpc::listen::refusal(&a, &[me + 1]).unwrap().contains("may not use"));
+/// # Ok::<(), std::io::Error>(())
+/// ```
+pub fn refusal(socket: impl AsFd, allowed_uids: &[u32]) -> Option<String> {
+    match Peer::of(socket) {
+        Ok(peer) if allowed_uids.contains(&peer.uid) => None,
+        Ok(peer) => Some(format!(
+            "uid {} may not use this socket (allowed: {allowed_uids:?}); run as an allowed user \
+             or add the uid to the configuration's allowed_uids",
+            peer.uid
+        )),
+        Err(e) => Some(format!("cannot read the caller's credentials: {e}")),
+    }
+}

@@ -1,7 +1,6 @@
 //! The accept loop: one HTTP/2 connection task per client on a smol executor.
 
 use super::deadline::parse_grpc_timeout;
-use super::listen::Peer;
 use futures_lite::future;
 use hyper::body::Incoming;
 use smol::net::unix::UnixListener;
@@ -56,14 +55,9 @@ where
     let config = Arc::new(config);
     loop {
         let (stream, _) = listener.accept().await?;
-        let allowed = match Peer::of(&stream) {
-            Ok(peer) if config.allowed_uids.contains(&peer.uid) => Ok(()),
-            Ok(peer) => Err(format!(
-                "uid {} may not use this socket (allowed: {:?}); run as an allowed user or add \
-                 the uid to the daemon's configuration",
-                peer.uid, config.allowed_uids
-            )),
-            Err(e) => Err(format!("cannot read the caller's credentials: {e}")),
+        let allowed = match super::listen::refusal(&stream, &config.allowed_uids) {
+            None => Ok(()),
+            Some(why) => Err(why),
         };
         let service = service.clone();
         let per_call = hyper::service::service_fn(move |req: http::Request<Incoming>| {

@@ -8,6 +8,7 @@ use crate::api::containerd::events as ev;
 use crate::api::containerd::task::v3::task_server::Task;
 use crate::api::containerd::task::v3::*;
 use crate::api::containerd::v1::types::{ProcessInfo, Status as TaskStatus};
+use crate::api::timestamp;
 use crate::config::Config;
 use crate::console::Console;
 use crate::events::{EventBus, TaskEvent};
@@ -856,7 +857,7 @@ impl Daemon {
 
 /// Locks a mutex; a panic while it was held leaves the data usable (every critical section here
 /// is a plain read or write), so poisoning is not an error.
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(super) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
@@ -910,16 +911,6 @@ fn split_stdio(opened: [Option<OwnedFd>; 3], terminal: bool) -> (Stdio, ConsoleE
         stderr: io(e),
     };
     (stdio, None)
-}
-
-fn timestamp(at: SystemTime) -> prost_types::Timestamp {
-    let d = at
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .unwrap_or_default();
-    prost_types::Timestamp {
-        seconds: d.as_secs() as i64,
-        nanos: d.subsec_nanos() as i32,
-    }
 }
 
 fn task_status(state: &ProcessState) -> TaskStatus {

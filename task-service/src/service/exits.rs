@@ -11,6 +11,7 @@
 //! exitwatch also covers processes that exit while no daemon runs: [`Exits::recorded`] is
 //! what recovery asks for a process that is gone.
 
+use super::daemon::lock;
 use crate::model::Exit;
 use exitwatch::ExitWatch;
 use pidfd::{ExitStatus, PidFd, ProcessIdentity};
@@ -170,10 +171,6 @@ pub(crate) fn cookie(namespace: &str, id: &str, exec: Option<&str>) -> u64 {
 
 /// `USER_HZ`, the unit of `/proc/<pid>/stat`'s start time: 100 on every Linux ABI.
 const USER_HZ: u128 = 100;
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
 
 #[cfg(test)]
 mod tests {

@@ -7,8 +7,9 @@
 //! back. Registrations are kept in small files beside the state directory, so a restarted daemon
 //! still knows where each container's events go.
 
+use super::daemon::lock;
 use crate::api::containerd::services::events::v1 as pb;
-use crate::events::{Envelope, EventBus, Received, TaskEvent};
+use crate::events::{EventBus, Received, TaskEvent};
 use crate::ids::{ContainerId, Namespace};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -77,10 +78,6 @@ impl Publishers {
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
 /// Subscribes to `bus` (call it before anything is published that must reach containerd: the
 /// bus keeps what is published before its first subscriber) and forwards every event of a
 /// container with a registered publisher, for as long as the bus lives.
@@ -114,26 +111,10 @@ pub(crate) fn spawn(
                 ex2.spawn(drain(address.clone(), rx)).detach();
                 tx
             });
-            let _ = queue.try_send(to_wire(&envelope));
+            let _ = queue.try_send(envelope.to_wire());
         }
     })
     .detach();
-}
-
-fn to_wire(envelope: &Envelope) -> pb::Envelope {
-    let since = envelope
-        .timestamp
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    pb::Envelope {
-        timestamp: Some(prost_types::Timestamp {
-            seconds: since.as_secs() as i64,
-            nanos: since.subsec_nanos() as i32,
-        }),
-        namespace: envelope.namespace.to_string(),
-        topic: envelope.event.topic().to_string(),
-        event: Some(envelope.event.to_any()),
-    }
 }
 
 /// Sends the events of `queue` to containerd at `address`, oldest first, each until it is taken.

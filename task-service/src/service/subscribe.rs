@@ -114,19 +114,7 @@ impl pb::events_server::Events for Events {
                             {
                                 continue;
                             }
-                            let d = envelope
-                                .timestamp
-                                .duration_since(std::time::UNIX_EPOCH)
-                                .unwrap_or_default();
-                            let out = pb::Envelope {
-                                timestamp: Some(prost_types::Timestamp {
-                                    seconds: d.as_secs() as i64,
-                                    nanos: d.subsec_nanos() as i32,
-                                }),
-                                namespace: ns.to_string(),
-                                topic: topic.to_string(),
-                                event: Some(envelope.event.to_any()),
-                            };
+                            let out = envelope.to_wire();
                             return Some((Ok(out), (sub, filters)));
                         }
                     }

@@ -102,15 +102,9 @@ fn directly(config: &Config, ns: &str, id: &str) -> Result<DeleteResponse, ShimE
 
 /// The answer containerd's own shims give for a container they killed: 137, now.
 fn killed_now() -> DeleteResponse {
-    let now = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .unwrap_or_default();
     DeleteResponse {
         pid: 0,
         exit_status: 128 + 9,
-        exited_at: Some(prost_types::Timestamp {
-            seconds: now.as_secs() as i64,
-            nanos: now.subsec_nanos() as i32,
-        }),
+        exited_at: Some(crate::api::timestamp(SystemTime::now())),
     }
 }
