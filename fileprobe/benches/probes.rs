@@ -406,7 +406,7 @@ fn main() {
     println!("| probe | CPU per probe | vs file probe |");
     println!("|---|---|---|");
     println!(
-        "| file, cached directory (statx), as `Prober` runs it | {:.2} µs | 1× |",
+        "| file, cached directory (statx), as `Prober` runs it without inotify | {:.2} µs | 1× |",
         file * 1e6
     );
     println!(

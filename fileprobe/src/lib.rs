@@ -15,7 +15,7 @@
 //!   not changed since its last `statx` needs no syscall at all.
 //! - [`Machine`]: kubelet's per-probe state machine (initial results, startup gating, thresholds,
 //!   hold after a liveness/startup failure until a new container id), pure on an injected clock;
-//! - [`Prober`]: every probe of a node on one `async-io` timer (a heap keyed by due time), due
+//! - [`Prober`]: every probe of a node on one `async-io` timer (100 ms ticks in an ordered map), due
 //!   checks run as one batch on the `blocking` pool, result changes out as a `Stream` of
 //!   [`ProbeEvent`]s; [`ProberHandle`] adds and removes probes from anywhere while a consumer
 //!   awaits; [`ManualClock`] makes schedules deterministic in tests.

@@ -13,7 +13,7 @@
 //! The prober sleeps on a single `async-io` timer until the earliest occupied tick, then takes
 //! every probe of the ticks that have come and runs their checks as one batch on the `blocking`
 //! pool; each check is one `statx` through a [`CachedPath`], or none when the prober's inotify
-//! [`ChangeWatch`] (drained by the worker right before the batch) has seen no change of the file
+//! [`ChangeWatch`] (drained on the prober's thread at each tick) has seen no change of the file
 //! since its last `statx`. So a probe runs at most 100 ms after
 //! its due time and never before it; the next run is due one period after the previous due
 //! time, so the rounding does not accumulate. Why 100 ms: each batch costs a timer wake-up and

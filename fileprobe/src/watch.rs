@@ -18,9 +18,9 @@
 //! `IN_CLOSE_WRITE` is not watched: a write already gave `IN_MODIFY` when it changed the mtime,
 //! and a close changes nothing a check reads.
 //!
-//! Events are read by [`ChangeWatch::drain`], non-blocking; [`crate::Prober`] drains right
-//! before each batch of checks, on the batch's worker, so a change made before a batch starts
-//! is seen by that batch.
+//! Events are read by [`ChangeWatch::drain`], non-blocking; [`crate::Prober`] drains on its own
+//! thread at each tick, before that tick's checks, so a change made before a tick is seen by
+//! its checks.
 
 use std::collections::HashMap;
 use std::ffi::{CStr, CString};
@@ -150,7 +150,7 @@ struct State {
 /// }
 /// // On a local file system (a tmpfs or ext4 /tmp): one statx, nine answers from the cache.
 /// let s = watch.stats();
-/// assert_eq!(s.statx_calls + s.cached_checks, 10);
+/// assert_eq!((s.statx_calls, s.cached_checks), (1, 9));
 /// ```
 #[derive(Debug)]
 pub struct ChangeWatch {
@@ -361,11 +361,11 @@ impl ChangeWatch {
             return None;
         };
         if !state.dirs.contains_key(&wd) && state.dirs.len() >= self.limit {
+            state.unwatched += 1;
             drop(state);
             if let Some(fd) = &self.inotify {
                 let _ = inotify::remove_watch(fd, wd);
             }
-            self.lock().unwatched += 1;
             return None;
         }
         let names = &mut state.dirs.entry(wd).or_default().names;

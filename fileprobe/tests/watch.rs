@@ -97,6 +97,15 @@ impl Fixture {
     }
 }
 
+/// Unmounts (lazily) when dropped, so a failed assertion leaves no mount behind.
+struct Unmount<'a>(&'a Path);
+
+impl Drop for Unmount<'_> {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(self.0).status();
+    }
+}
+
 #[test]
 fn a_hundred_checks_of_an_unchanged_file_do_two_statx() {
     let mut f = Fixture::new();
@@ -374,12 +383,6 @@ fn a_touch_through_an_overlay_mount_and_through_a_bind_mount_is_seen() {
     run(Command::new("mount")
         .args(["-t", "overlay", "overlay", "-o", &opts])
         .arg(&merged));
-    struct Unmount<'a>(&'a Path);
-    impl Drop for Unmount<'_> {
-        fn drop(&mut self) {
-            let _ = Command::new("umount").arg("-l").arg(self.0).status();
-        }
-    }
     let _unmount = Unmount(&merged);
 
     let root = root_of(&merged);
@@ -470,10 +473,9 @@ fn a_file_that_is_a_bind_mount_of_its_own_is_never_served_from_the_cache() {
     set_mtime(&src, now - Duration::from_secs(10));
     let ctr = tempfile::tempdir().unwrap();
     fs::write(ctr.path().join("probe"), b"").unwrap();
-    run(Command::new("mount")
-        .arg("--bind")
-        .arg(&src)
-        .arg(ctr.path().join("probe")));
+    let target = ctr.path().join("probe");
+    run(Command::new("mount").arg("--bind").arg(&src).arg(&target));
+    let _unmount = Unmount(&target);
     let root = root_of(ctr.path());
     let watch = Arc::new(ChangeWatch::new());
     let mut p = CachedPath::with_watch("/probe", watch.clone()).unwrap();
@@ -482,9 +484,6 @@ fn a_file_that_is_a_bind_mount_of_its_own_is_never_served_from_the_cache() {
     set_mtime(&src, now - Duration::from_secs(100));
     watch.drain();
     assert_eq!(p.check(&root, VALIDITY, now), stale("/probe", 100));
-    let _ = Command::new("umount")
-        .arg(ctr.path().join("probe"))
-        .status();
     let s = watch.stats();
     assert_eq!((s.statx_calls, s.cached_checks), (2, 0));
 }
