@@ -308,20 +308,6 @@ fn every_ctr_flow(rig: &Rig) {
     assert!(rig.tasks().is_empty(), "{:?}", rig.tasks());
 }
 
-/// Processes other than containers' that mention "shim" on their command line (the seed's
-/// `ps -ef | grep shim`), for this test's shimless and containerd.
-fn shim_processes(rig: &Rig) -> Vec<u32> {
-    let mut pids = rig.containerd.shim_pids();
-    pids.extend(rig.shimless.processes("shimless-front"));
-    pids.extend(rig.shimless.processes("shimlessd"));
-    pids.retain(|pid| {
-        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-        String::from_utf8_lossy(&cmdline).contains("shim")
-    });
-    pids.sort();
-    pids
-}
-
 #[test]
 fn twenty_containers_add_no_process_and_stock_containers_keep_working_beside() {
     let Some(rig) = Rig::new("shimless-count", "") else {
@@ -329,7 +315,7 @@ fn twenty_containers_add_no_process_and_stock_containers_keep_working_beside() {
     };
     let out = rig.run(&["-d"], "c00", &["sleep", "100000"]);
     assert!(out.status.success(), "{out:?}");
-    let with_one = shim_processes(&rig);
+    let with_one = rig.shimless.shim_processes(&rig.containerd);
     assert_eq!(with_one.len(), 2, "the front and the daemon: {with_one:?}");
     for i in 1..20 {
         let id = format!("c{i:02}");
@@ -338,7 +324,11 @@ fn twenty_containers_add_no_process_and_stock_containers_keep_working_beside() {
     }
     let tasks = rig.tasks();
     assert_eq!(tasks.values().filter(|s| *s == "RUNNING").count(), 20);
-    assert_eq!(shim_processes(&rig), with_one, "no process per container");
+    assert_eq!(
+        rig.shimless.shim_processes(&rig.containerd),
+        with_one,
+        "no process per container"
+    );
 
     // The stock runtime on the same containerd: one shim each, and it works.
     for i in 0..3 {
@@ -350,7 +340,10 @@ fn twenty_containers_add_no_process_and_stock_containers_keep_working_beside() {
             .unwrap();
         assert!(out.status.success(), "{out:?}");
     }
-    assert_eq!(shim_processes(&rig).len(), with_one.len() + 3);
+    assert_eq!(
+        rig.shimless.shim_processes(&rig.containerd).len(),
+        with_one.len() + 3
+    );
     let out = rig
         .ctr()
         .args(["run", "--rm", BUSYBOX, "stock-echo", "echo", "stock"])

@@ -342,21 +342,6 @@ async fn wait_log(rig: &Rig, path: &Path, want: &str) -> Vec<String> {
     }
 }
 
-/// Processes mentioning "shim" on their command line (the seed's `ps -ef | grep shim`) that
-/// belong to this test: shims naming its containerd's socket, and its shimless front and daemon.
-fn shim_processes(rig: &Rig) -> Vec<u32> {
-    let mut pids = rig.containerd.shim_pids();
-    pids.extend(rig.shimless.processes("shimless-front"));
-    pids.extend(rig.shimless.processes("shimlessd"));
-    pids.retain(|pid| {
-        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-        String::from_utf8_lossy(&cmdline).contains("shim")
-    });
-    pids.sort();
-    pids.dedup();
-    pids
-}
-
 /// The command lines of this containerd's stock runc shims.
 fn runc_shims(rig: &Rig) -> Vec<String> {
     rig.containerd
@@ -535,7 +520,7 @@ fn ten_pods_add_no_shim_and_default_runtime_pods_work_beside() {
             ContainerState::ContainerRunning,
         )
         .await;
-        let with_one = shim_processes(&rig);
+        let with_one = rig.shimless.shim_processes(&rig.containerd);
         assert_eq!(with_one.len(), 2, "the front and the daemon: {with_one:?}");
         for i in 1..10 {
             pods.push(start_pod(&rig, &mut cri, UNIFIED, &format!("pod-{i}"), &cmd).await);
@@ -550,7 +535,7 @@ fn ten_pods_add_no_shim_and_default_runtime_pods_work_beside() {
             .await;
         }
         assert_eq!(
-            shim_processes(&rig),
+            rig.shimless.shim_processes(&rig.containerd),
             with_one,
             "ten pods, still the same two processes"
         );

@@ -66,6 +66,21 @@ impl Shimless {
         std::fs::read_to_string(self.dir.path().join("logs").join(name)).unwrap_or_default()
     }
 
+    /// Processes beside the containers that mention "shim" on their command line (the seed's
+    /// `ps -ef | grep shim`): `containerd`'s shims, and this shimless's front and daemon.
+    pub fn shim_processes(&self, containerd: &integration::containerd::Containerd) -> Vec<u32> {
+        let mut pids = containerd.shim_pids();
+        pids.extend(self.processes("shimless-front"));
+        pids.extend(self.processes("shimlessd"));
+        pids.retain(|pid| {
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            String::from_utf8_lossy(&cmdline).contains("shim")
+        });
+        pids.sort();
+        pids.dedup();
+        pids
+    }
+
     /// PIDs of live processes running program `name` with this configuration.
     pub fn processes(&self, name: &str) -> Vec<u32> {
         let config = self.config().display().to_string();
