@@ -4,7 +4,7 @@
 //! [`Vm::run`] builds an initramfs (a `newc` cpio) holding static busybox, an `/init` script,
 //! the program and the shared libraries `ldd` names for it (dynamic loader included), boots
 //! [`kernel()`] with `qemu-system-x86_64 -accel tcg` (no KVM needed; bookworm's kernel reached
-//! `/init` in 8–18.5 s on the 2 busy cores of the machine this was written on, see
+//! `/init` in 9.7–18.5 s on the 2 busy cores of the machine this was written on, see
 //! [`VmRun::booted_after`]), and in the guest mounts proc, sysfs, devtmpfs, tmpfs on `/tmp` and
 //! cgroup2 (with `nsdelegate`) on `/sys/fs/cgroup`, runs the program as root with the given arguments and
 //! environment, prints its exit code after a marker unique to the run, and powers off. The
@@ -50,8 +50,8 @@ pub const KERNEL_ENV: &str = "SHIMLESS_VM_KERNEL";
 pub const DEFAULT_KERNEL: &str = "/var/cache/shimless/kernels/vmlinuz-bookworm";
 /// The emulator.
 pub const QEMU: &str = "qemu-system-x86_64";
-/// The static busybox that becomes the guest's shell and tools.
-pub const BUSYBOX: &str = "/bin/busybox";
+/// The static busybox that becomes the guest's shell and tools (the one bundles are made of).
+pub use crate::bundle::BUSYBOX;
 /// What [`Vm::run`] needs from the host, for [`crate::require`].
 ///
 /// ```
