@@ -891,7 +891,10 @@ impl Prober {
                 .collect();
             self.apply(done);
         }
-        if !jobs.is_empty() {
+        if jobs.is_empty() {
+            // A batch answered wholly from the cache has no worker to publish its counters.
+            self.publish_counters();
+        } else {
             self.dispatch(jobs);
         }
     }
