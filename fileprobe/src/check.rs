@@ -108,16 +108,33 @@ pub fn mtime_at(root: impl AsFd, path: &str) -> Result<SystemTime, ProbeFailure>
     mtime_at_c(root.as_fd(), path, path)
 }
 
+/// `openat2(RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS)`. The kernel answers `EAGAIN` when a rename
+/// anywhere on the system raced with the resolution of a `..` (it cannot then prove the walk
+/// stayed in the root); that says nothing about the probe's file, so the open is tried again, a
+/// bounded number of times.
+fn open_in_root<P: rustix::path::Arg + Copy>(
+    root: BorrowedFd<'_>,
+    arg: P,
+    flags: OFlags,
+) -> Result<rustix::fd::OwnedFd, Errno> {
+    let resolve = ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS;
+    let mut tries = 0;
+    loop {
+        match rustix::fs::openat2(root, arg, flags, Mode::empty(), resolve) {
+            Err(Errno::AGAIN) if tries < 64 => tries += 1,
+            other => return other,
+        }
+    }
+}
+
 /// [`mtime_at`] with the path given as anything rustix takes (a `&str` or a `&CStr`); `path` is
 /// the same path for error messages.
-fn mtime_at_c<P: rustix::path::Arg>(
+fn mtime_at_c<P: rustix::path::Arg + Copy>(
     root: BorrowedFd<'_>,
     path: &str,
     arg: P,
 ) -> Result<SystemTime, ProbeFailure> {
-    let resolve = ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS;
-    let flags = OFlags::PATH | OFlags::CLOEXEC;
-    let fd = rustix::fs::openat2(root, arg, flags, Mode::empty(), resolve).map_err(|errno| {
+    let fd = open_in_root(root, arg, OFlags::PATH | OFlags::CLOEXEC).map_err(|errno| {
         if errno == Errno::NOENT {
             ProbeFailure::Missing {
                 path: path.to_owned(),
@@ -383,9 +400,8 @@ impl CachedPath {
             self.dir = None;
         }
         if self.dir.is_none() {
-            let resolve = ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS;
             let flags = OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC;
-            match rustix::fs::openat2(root, parent.as_c_str(), flags, Mode::empty(), resolve) {
+            match open_in_root(root, parent.as_c_str(), flags) {
                 Ok(fd) => {
                     if let Some(w) = &mut self.watched {
                         w.wd = w.watch.watch(fd.as_fd(), base, &w.flag, w.wd);

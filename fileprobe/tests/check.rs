@@ -343,3 +343,40 @@ fn cached_path_follows_a_directory_renamed_away_within_64_checks() {
         "the new directory was never looked at"
     );
 }
+
+/// A rename anywhere on the system while a `..` is resolved makes `openat2(RESOLVE_IN_ROOT)`
+/// answer `EAGAIN`; a check must not report that as an unreadable file (CI caught one once).
+#[test]
+fn renames_elsewhere_never_make_a_check_fail() {
+    let root_dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(root_dir.path().join("dir")).unwrap();
+    std::fs::write(root_dir.path().join("probe"), b"").unwrap();
+    let churn = tempfile::tempdir().unwrap();
+    let (a, b) = (churn.path().join("a"), churn.path().join("b"));
+    std::fs::write(&a, b"").unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let renamer = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                std::fs::rename(&a, &b).unwrap();
+                std::fs::rename(&b, &a).unwrap();
+            }
+        })
+    };
+    let root = std::fs::File::open(root_dir.path()).unwrap();
+    let mut failures = Vec::new();
+    for _ in 0..20_000 {
+        if let Err(e) = fileprobe::mtime_at(&root, "/dir/../dir/../probe") {
+            failures.push(e);
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    renamer.join().unwrap();
+    assert!(
+        failures.is_empty(),
+        "{} failed, e.g. {:?}",
+        failures.len(),
+        failures.first()
+    );
+}
