@@ -9,8 +9,8 @@
 //!   test failure, so CI can never pass by skipping.
 //! - [`bundle`]: OCI bundles built from the host's static busybox, a guard that deletes a test's
 //!   container whatever happens, and the preparation crun needs on hybrid-cgroup machines;
-//! - [`daemon`]: a daemon under test as a child process, ready once it logs a marker, killed
-//!   when dropped;
+//! - [`child`]: a program under test (a daemon, the front) as a child process, ready once it
+//!   logs a marker, killed when dropped;
 //! - [`image`]: OCI image-layout tarballs of busybox (and a pause image) for `ctr images import`;
 //! - [`containerd`]: a private containerd (own root, state, sockets, config; CRI optional)
 //!   that leaves no task, shim, mount or file behind;
@@ -28,8 +28,8 @@
 //! ```
 
 pub mod bundle;
+pub mod child;
 pub mod containerd;
-pub mod daemon;
 pub mod image;
 mod limits;
 mod require;

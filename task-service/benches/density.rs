@@ -36,7 +36,7 @@ async fn client(socket: &Path) -> TaskClient<Channel> {
 
 /// `shimlessd` on private paths, and its containers force-removed whatever happens.
 struct Service {
-    daemon: integration::daemon::Daemon,
+    daemon: integration::child::Child,
     dir: tempfile::TempDir,
 }
 
@@ -51,7 +51,7 @@ impl Service {
             .arg("--runc-root")
             .arg(dir.path().join("runc"));
         let log = dir.path().join("shimlessd.log");
-        let daemon = integration::daemon::Daemon::start(cmd, &log, "serving on").unwrap();
+        let daemon = integration::child::Child::start(cmd, &log, "serving on").unwrap();
         Service { daemon, dir }
     }
 

@@ -8,7 +8,7 @@
 mod go_shim;
 
 use integration::bundle::{Bundle, BundleBuilder};
-use integration::daemon::Daemon;
+use integration::child::Child;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -40,7 +40,7 @@ enum Kind {
 
 struct Demo {
     dir: tempfile::TempDir,
-    daemon: Option<Daemon>,
+    daemon: Option<Child>,
     log: PathBuf,
 }
 
@@ -64,7 +64,7 @@ impl Demo {
             .arg(self.dir.path().join("state"))
             .arg("--runc-root")
             .arg(self.dir.path().join("runc"));
-        let daemon = Daemon::start(cmd, &self.log, "serving on")?;
+        let daemon = Child::start(cmd, &self.log, "serving on")?;
         let pid = daemon.pid();
         self.daemon = Some(daemon);
         Ok(pid)

@@ -118,16 +118,9 @@ impl Console {
     /// Stops copying stdin (`CloseIO`); the terminal gets an end-of-file character so that a
     /// reading shell sees the end of its input.
     pub fn close_stdin(&self) {
-        let task = self
-            .stdin
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .take();
+        let task = crate::lock::lock(&self.stdin).take();
         drop(task);
-        self.stdin_hold
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .take();
+        crate::lock::lock(&self.stdin_hold).take();
         // VEOF (^D) at the start of a line is end of input for the slave's reader.
         let _ = rustix::io::write(self.master.get_ref(), &[0x04]);
     }

@@ -222,11 +222,7 @@ impl EventBus {
     /// also gets what was published before it (up to the capacity), so nothing published at
     /// start-up is lost.
     pub fn subscribe(&self) -> Subscription {
-        let backlog = self
-            .backlog
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .take();
+        let backlog = crate::lock::lock(&self.backlog).take();
         Subscription {
             receiver: backlog.unwrap_or_else(|| self.sender.new_receiver()),
         }

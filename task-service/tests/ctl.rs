@@ -2,12 +2,12 @@
 //! and errors that name what was wrong.
 
 use integration::bundle::BundleBuilder;
-use integration::daemon::Daemon;
+use integration::child::Child;
 use integration::{Need, require};
 use std::process::{Command, Output, Stdio};
 
 struct Running {
-    _daemon: Daemon,
+    _daemon: Child,
     dir: tempfile::TempDir,
 }
 
@@ -25,7 +25,7 @@ fn daemon() -> Option<Running> {
         .arg(dir.path().join("state"))
         .arg("--runc-root")
         .arg(dir.path().join("runc"));
-    let daemon = Daemon::start(cmd, &dir.path().join("d.log"), "serving on").unwrap();
+    let daemon = Child::start(cmd, &dir.path().join("d.log"), "serving on").unwrap();
     Some(Running {
         _daemon: daemon,
         dir,

@@ -6,9 +6,9 @@ use std::sync::Arc;
 use task_service::api::containerd::task::v3::*;
 use task_service::api::containerd::v1::types::Status as TaskStatus;
 use task_service::config::Config;
+use task_service::daemon::Daemon;
 use task_service::events::{Received, TaskEvent};
 use task_service::grpc;
-use task_service::service::Daemon;
 
 mod common;
 use common::client;

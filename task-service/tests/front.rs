@@ -11,7 +11,7 @@
 //!   `kill -9`.
 
 use integration::bundle::Bundle;
-use integration::daemon::Daemon;
+use integration::child::Child;
 
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -33,21 +33,21 @@ fn setup(supervise: bool) -> Shimless {
     .cleans(NS)
 }
 
-fn daemon(s: &Shimless) -> Daemon {
+fn daemon(s: &Shimless) -> Child {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_shimlessd"));
     cmd.arg("--config")
         .arg(s.config())
         .arg("--socket")
         .arg(s.daemon_socket());
     let log = s.dir.path().join("shimlessd.log");
-    Daemon::start(cmd, &log, "serving on").unwrap()
+    Child::start(cmd, &log, "serving on").unwrap()
 }
 
-fn front(s: &Shimless) -> Daemon {
+fn front(s: &Shimless) -> Child {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_shimless-front"));
     cmd.arg("--config").arg(s.config());
     let log = s.dir.path().join("front.log");
-    Daemon::start(cmd, &log, "serving on").unwrap()
+    Child::start(cmd, &log, "serving on").unwrap()
 }
 
 #[test]

@@ -4,7 +4,7 @@
 //! delete, remove an orphan, and leave no runtime container behind once all are deleted.
 
 use integration::bundle::Bundle;
-use integration::daemon::Daemon;
+use integration::child::Child;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -71,7 +71,7 @@ impl Drop for ForceDelete {
 }
 
 /// Starts `shimlessd` on the test's paths and waits until it serves.
-fn daemon(paths: &Paths, log: &Path) -> Daemon {
+fn daemon(paths: &Paths, log: &Path) -> Child {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_shimlessd"));
     cmd.args(["--config", "/nonexistent/shimless.toml", "--socket"])
         .arg(paths.socket())
@@ -79,7 +79,7 @@ fn daemon(paths: &Paths, log: &Path) -> Daemon {
         .arg(paths.state())
         .arg("--runc-root")
         .arg(paths.runc_root());
-    Daemon::start(cmd, log, "serving on").unwrap()
+    Child::start(cmd, log, "serving on").unwrap()
 }
 
 #[test]

@@ -8,8 +8,8 @@ use clap::Parser;
 use std::path::PathBuf;
 use std::sync::Arc;
 use task_service::config::Config;
+use task_service::daemon::Daemon;
 use task_service::grpc;
-use task_service::service::Daemon;
 
 /// One daemon serving containerd's shim Task API (containerd.task.v3.Task) for every container
 /// of the node, on runc or crun.

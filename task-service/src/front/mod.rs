@@ -170,10 +170,7 @@ impl Shared {
         protocol: Protocol,
     ) -> std::io::Result<PathBuf> {
         let path = namespace_socket(&self.config.namespace_dir, namespace.as_str(), protocol);
-        let mut bound = self
-            .bound
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut bound = crate::lock::lock(&self.bound);
         let key = (namespace.to_string(), protocol);
         if bound.contains(&key) {
             return Ok(path);

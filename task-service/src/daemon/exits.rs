@@ -11,7 +11,7 @@
 //! exitwatch also covers processes that exit while no daemon runs: [`Exits::recorded`] is
 //! what recovery asks for a process that is gone.
 
-use super::daemon::lock;
+use crate::lock::lock;
 use crate::model::Exit;
 use exitwatch::ExitWatch;
 use pidfd::{ExitStatus, PidFd, ProcessIdentity};

@@ -7,10 +7,10 @@
 //! back. Registrations are kept in small files beside the state directory, so a restarted daemon
 //! still knows where each container's events go.
 
-use super::daemon::lock;
 use crate::api::containerd::services::events::v1 as pb;
 use crate::events::{EventBus, Received, TaskEvent};
 use crate::ids::{ContainerId, Namespace};
+use crate::lock::lock;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};

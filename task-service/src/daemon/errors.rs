@@ -28,3 +28,13 @@ pub(crate) fn refused(e: crate::model::Refused) -> Status {
 pub(crate) fn internal(what: &str, e: impl std::fmt::Display) -> Status {
     Status::internal(format!("{what}: {e}"))
 }
+
+/// `UNIMPLEMENTED` for a feature shimless does not offer yet, naming it.
+pub(crate) fn unimplemented(what: &str) -> Status {
+    Status::unimplemented(format!("{what} is not supported by shimless yet"))
+}
+
+/// `INVALID_ARGUMENT` with the error's own message (it names the value).
+pub(crate) fn invalid(e: impl std::fmt::Display) -> Status {
+    Status::invalid_argument(e.to_string())
+}

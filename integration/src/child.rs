@@ -1,48 +1,50 @@
-//! Starting a daemon under test as a child process and waiting until it says it is ready.
+//! A program under test as a child process: [`Child`], started and waited for until it logs
+//! that it is ready.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{self, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// A daemon started by a test: its stderr goes to a log file, it is ready once the log holds
+/// A program (a daemon, the front) started by a test: its stderr goes to a log file, it is ready once the log holds
 /// one more `marker` line than before, and it is killed (SIGKILL) and reaped when dropped.
 ///
 /// ```no_run
-/// use integration::daemon::Daemon;
+/// use integration::child::Child;
 /// let mut cmd = std::process::Command::new("shimlessd");
 /// cmd.args(["--socket", "/tmp/s.sock"]);
-/// let daemon = Daemon::start(cmd, "/tmp/shimlessd.log".as_ref(), "serving on")?;
+/// let daemon = Child::start(cmd, "/tmp/shimlessd.log".as_ref(), "serving on")?;
 /// println!("pid {}", daemon.pid());
 /// # Ok::<(), std::io::Error>(())
 /// ```
 #[derive(Debug)]
-pub struct Daemon {
-    child: Option<Child>,
+pub struct Child {
+    child: Option<process::Child>,
     log: PathBuf,
 }
 
-impl Daemon {
+impl Child {
     /// Spawns `command` with stderr appended to `log` and waits up to 2 minutes for `marker`.
-    pub fn start(mut command: Command, log: &Path, marker: &str) -> std::io::Result<Daemon> {
+    pub fn start(mut command: Command, log: &Path, marker: &str) -> std::io::Result<Child> {
         let before = count(log, marker);
         let err = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(log)?;
         let child = command.stdout(Stdio::null()).stderr(err).spawn()?;
-        let mut daemon = Daemon {
+        let mut started = Child {
             child: Some(child),
             log: log.to_owned(),
         };
         let deadline = Instant::now() + Duration::from_secs(120);
         while count(log, marker) == before {
-            let exited = daemon
+            let exited = started
                 .child
                 .as_mut()
                 .and_then(|c| c.try_wait().ok().flatten());
             if exited.is_some() || Instant::now() > deadline {
                 return Err(std::io::Error::other(format!(
-                    "the daemon did not print {marker:?} ({}):\n{}",
+                    "{:?} did not print {marker:?} ({}):\n{}",
+                    command.get_program(),
                     match exited {
                         Some(status) => format!("it exited: {status}"),
                         None => "timed out".into(),
@@ -52,12 +54,12 @@ impl Daemon {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        Ok(daemon)
+        Ok(started)
     }
 
     /// Its PID.
     pub fn pid(&self) -> u32 {
-        self.child.as_ref().map_or(0, Child::id)
+        self.child.as_ref().map_or(0, process::Child::id)
     }
 
     /// The last log line containing `what`, if any.
@@ -78,7 +80,7 @@ impl Daemon {
     }
 }
 
-impl Drop for Daemon {
+impl Drop for Child {
     fn drop(&mut self) {
         self.kill();
     }

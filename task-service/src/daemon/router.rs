@@ -1,6 +1,9 @@
-//! One socket, two services: calls whose path names containerd's Events service go to it,
-//! every other call to the Task service (which answers `UNIMPLEMENTED` for unknown methods).
+//! One socket, three services: calls whose path names containerd's Events service or
+//! shimless's Admin service go to that one, every other call to the Task service (which answers
+//! `UNIMPLEMENTED` for unknown methods).
 
+use super::Daemon;
+use super::subscribe::Events;
 use crate::api::containerd::services::events::v1::events_server::EventsServer;
 use crate::api::containerd::task::v3::task_server::TaskServer;
 use crate::api::shimless::v1::admin_server::AdminServer;
@@ -13,12 +16,35 @@ use tower_service::Service;
 /// `containerd.task.v3.Task`, the `Subscribe` call of `containerd.services.events.v1.Events`,
 /// and shimless's own `shimless.v1.Admin`.
 ///
-/// Made by [`Daemon::into_router`](super::Daemon::into_router).
+/// Made by [`Daemon::into_router`].
 #[derive(Debug, Clone)]
 pub struct Router {
-    pub(crate) task: TaskServer<super::Daemon>,
-    pub(crate) events: EventsServer<super::subscribe::Events>,
-    pub(crate) admin: AdminServer<super::Daemon>,
+    task: TaskServer<Daemon>,
+    events: EventsServer<Events>,
+    admin: AdminServer<Daemon>,
+}
+
+impl Daemon {
+    /// The whole gRPC surface for [`grpc::serve`](crate::grpc::serve): the Task service with
+    /// the configured message size limit, `Events/Subscribe` on the daemon's events, and the
+    /// Admin service.
+    ///
+    /// ```no_run
+    /// # fn f(daemon: task_service::daemon::Daemon) {
+    /// let router = daemon.into_router();
+    /// # }
+    /// ```
+    pub fn into_router(self) -> Router {
+        let events = EventsServer::new(Events {
+            bus: self.inner.events.clone(),
+        });
+        let admin = AdminServer::new(self.clone());
+        Router {
+            admin,
+            task: self.into_server(),
+            events,
+        }
+    }
 }
 
 const EVENTS_PREFIX: &str = "/containerd.services.events.v1.Events/";

@@ -1,0 +1,132 @@
+//! Exec processes: `Exec` adds one (its spec is kept in memory), `Start` with an exec id
+//! launches it through the same path as an init.
+
+use super::Daemon;
+use super::container::{Entry, Key, PendingExec};
+use super::errors;
+use super::launch::{Spawn, open_stdio};
+use crate::api::containerd::events as ev;
+use crate::api::containerd::task::v3::ExecProcessRequest;
+use crate::events::TaskEvent;
+use crate::lock::lock;
+use crate::stdio::Endpoint;
+use std::sync::Arc;
+use tonic::Status;
+
+impl Daemon {
+    /// Adds exec `r.exec_id` to container `key`: checked, recorded, announced; started later.
+    pub(super) async fn add_exec(&self, key: Key, r: ExecProcessRequest) -> Result<(), Status> {
+        let entry = self.entry(&key)?;
+        crate::ids::ContainerId::new(&r.exec_id)
+            .map_err(|e| Status::invalid_argument(format!("exec id {:?}: {e}", r.exec_id)))?;
+        let spec = r
+            .spec
+            .ok_or_else(|| Status::invalid_argument("exec without a process spec"))?;
+        let process: oci_spec::runtime::Process =
+            serde_json::from_slice(&spec.value).map_err(|e| {
+                Status::invalid_argument(format!(
+                    "exec spec ({}) is not an OCI Process in JSON: {e}",
+                    spec.type_url
+                ))
+            })?;
+        Endpoint::parse_all([r.stdin.as_str(), r.stdout.as_str(), r.stderr.as_str()])
+            .map_err(errors::invalid)?;
+        let snapshot = {
+            let mut record = lock(&entry.record);
+            record
+                .container
+                .add_exec(&r.exec_id, None)
+                .map_err(errors::refused)?;
+            entry.snapshot(&record)
+        };
+        if let Err(e) = self.persist(&key, &entry, snapshot).await {
+            let _ = lock(&entry.record).container.delete_exec(&r.exec_id);
+            return Err(e);
+        }
+        let pending = PendingExec {
+            process,
+            stdio: [r.stdin, r.stdout, r.stderr],
+            terminal: r.terminal,
+        };
+        lock(&entry.pending_execs).insert(r.exec_id.clone(), pending);
+        lock(&entry.execs).insert(r.exec_id.clone(), Arc::default());
+        self.publish(
+            &key.0,
+            TaskEvent::ExecAdded(ev::TaskExecAdded {
+                container_id: key.1.to_string(),
+                exec_id: r.exec_id,
+            }),
+        );
+        Ok(())
+    }
+
+    /// Starts a pending exec: launched, tracked in the kernel, recorded, announced, watched.
+    pub(super) async fn start_exec(
+        &self,
+        key: &Key,
+        entry: &Arc<Entry>,
+        exec_id: &str,
+    ) -> Result<u32, Status> {
+        let pending = lock(&entry.pending_execs).remove(exec_id).ok_or_else(|| {
+            let started = lock(&entry.record).container.exec(exec_id).is_ok();
+            if started {
+                Status::failed_precondition(format!("exec {exec_id:?} was started already"))
+            } else {
+                Status::not_found(format!("container has no exec process {exec_id:?}"))
+            }
+        })?;
+        let opened = open_stdio(pending.stdio.each_ref().map(String::as_str))?;
+        let spawn = Spawn::Exec {
+            process: &pending.process,
+        };
+        let launched = self
+            .launch(&entry.runc, &key.1, spawn, opened, pending.terminal)
+            .await
+            .map_err(|failed| failed.status)?;
+        if let Some(identity) = &launched.identity
+            && let Err(e) = self.track(key, Some(exec_id), identity)
+        {
+            eprintln!(
+                "shimless: exec {exec_id} of {}: not tracked in the kernel: {e}",
+                key.1.as_str()
+            );
+        }
+        let pid = launched.pid;
+        let slot = lock(&entry.execs)
+            .entry(exec_id.to_string())
+            .or_default()
+            .clone();
+        *lock(&slot.keepalive) = launched.keepalive;
+        *lock(&slot.console) = launched.console;
+        let snapshot = {
+            let mut record = lock(&entry.record);
+            if let Some(process) = record.container.execs.get_mut(exec_id) {
+                process.pid = Some(pid);
+            }
+            record
+                .container
+                .start_exec(exec_id)
+                .map_err(errors::refused)?;
+            if let Some(identity) = launched.identity {
+                record.exec_identities.insert(exec_id.to_string(), identity);
+            }
+            entry.snapshot(&record)
+        };
+        self.persist(key, entry, snapshot).await?;
+        self.publish(
+            &key.0,
+            TaskEvent::ExecStarted(ev::TaskExecStarted {
+                container_id: key.1.to_string(),
+                exec_id: exec_id.to_string(),
+                pid: pid as u32,
+            }),
+        );
+        self.watch_exit(
+            key.clone(),
+            entry.clone(),
+            Some(exec_id.to_string()),
+            launched.pidfd,
+        );
+        Ok(pid as u32)
+    }
+}

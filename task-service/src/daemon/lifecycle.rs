@@ -1,0 +1,213 @@
+//! A container's transitions after `Create`: start, kill, pause and resume, delete; each
+//! checked against the model, done by the runtime, then recorded and published.
+
+use super::Daemon;
+use super::container::{Entry, Key};
+use super::errors;
+use crate::api::containerd::events as ev;
+use crate::api::containerd::task::v3::DeleteResponse;
+use crate::api::timestamp;
+use crate::events::TaskEvent;
+use crate::lock::lock;
+use crate::model::ProcessState;
+use pidfd::PidFd;
+use tonic::Status;
+
+impl Daemon {
+    /// Starts a created init (`runc start`); its PID. `TaskStart` is published before the
+    /// init's exit can be (the exit watcher waits for the start gate).
+    pub(super) async fn start_init(&self, key: &Key, entry: &Entry) -> Result<u32, Status> {
+        let pid = {
+            let record = lock(&entry.record);
+            let mut check = record.container.init.clone();
+            check.start().map_err(errors::refused)?;
+            record.container.init.pid.unwrap_or(0)
+        };
+        let _gate = entry.start_gate.lock().await;
+        entry
+            .runc
+            .start(key.1.as_str())
+            .await
+            .map_err(errors::runc)?;
+        let snapshot = {
+            let mut record = lock(&entry.record);
+            // The init may already have exited and been recorded; only a created one starts.
+            if record.container.init.state == ProcessState::Created {
+                let _ = record.container.init.start();
+            }
+            entry.snapshot(&record)
+        };
+        self.persist(key, entry, snapshot).await?;
+        self.publish(
+            &key.0,
+            TaskEvent::Start(ev::TaskStart {
+                container_id: key.1.to_string(),
+                pid: pid as u32,
+            }),
+        );
+        Ok(pid as u32)
+    }
+
+    /// Signals an exec's process through a pidfd re-opened by PID and start time.
+    pub(super) fn kill_exec(
+        &self,
+        entry: &Entry,
+        exec_id: &str,
+        signal: u32,
+    ) -> Result<(), Status> {
+        let identity = {
+            let record = lock(&entry.record);
+            let exec = record.container.exec(exec_id).map_err(errors::refused)?;
+            exec.check_kill().map_err(errors::refused)?;
+            record.exec_identities.get(exec_id).copied()
+        };
+        let identity = identity.ok_or_else(|| {
+            Status::failed_precondition(format!("exec {exec_id:?} is not started"))
+        })?;
+        let signal = u8::try_from(signal)
+            .ok()
+            .and_then(|s| pidfd::Signal::from_named_raw(i32::from(s)))
+            .ok_or_else(|| Status::invalid_argument(format!("signal {signal} is out of range")))?;
+        let pidfd = PidFd::reopen(&identity)
+            .map_err(|e| Status::not_found(format!("exec {exec_id:?} is gone: {e}")))?;
+        pidfd
+            .send_signal(signal)
+            .map_err(|e| errors::internal("signal the exec", e))
+    }
+
+    /// Signals the init (or, with `all`, every process of the container) through the runtime.
+    pub(super) async fn kill_init(
+        &self,
+        key: &Key,
+        entry: &Entry,
+        signal: u32,
+        all: bool,
+    ) -> Result<(), Status> {
+        lock(&entry.record)
+            .container
+            .init
+            .check_kill()
+            .map_err(errors::refused)?;
+        let signal = i32::try_from(signal)
+            .map_err(|_| Status::invalid_argument(format!("signal {signal} is out of range")))?;
+        entry
+            .runc
+            .kill(key.1.as_str(), signal, all)
+            .await
+            .map_err(errors::runc)
+    }
+
+    /// Pause or resume.
+    pub(super) async fn set_paused(&self, key: Key, paused: bool) -> Result<(), Status> {
+        let entry = self.entry(&key)?;
+        let change = |p: &mut crate::model::Process| if paused { p.pause() } else { p.resume() };
+        {
+            let record = lock(&entry.record);
+            change(&mut record.container.init.clone()).map_err(errors::refused)?;
+        }
+        let id = key.1.as_str();
+        let done = if paused {
+            entry.runc.pause(id).await
+        } else {
+            entry.runc.resume(id).await
+        };
+        done.map_err(errors::runc)?;
+        let snapshot = {
+            let mut record = lock(&entry.record);
+            let _ = change(&mut record.container.init);
+            entry.snapshot(&record)
+        };
+        self.persist(&key, &entry, snapshot).await?;
+        let container_id = key.1.to_string();
+        let event = if paused {
+            TaskEvent::Paused(ev::TaskPaused { container_id })
+        } else {
+            TaskEvent::Resumed(ev::TaskResumed { container_id })
+        };
+        self.publish(&key.0, event);
+        Ok(())
+    }
+
+    /// Deletes a stopped (or never started) exec: what it held, and its record.
+    pub(super) async fn delete_exec(
+        &self,
+        key: &Key,
+        entry: &Entry,
+        exec_id: &str,
+    ) -> Result<DeleteResponse, Status> {
+        let (process, snapshot) = {
+            let mut record = lock(&entry.record);
+            let process = record
+                .container
+                .delete_exec(exec_id)
+                .map_err(errors::refused)?;
+            record.exec_identities.remove(exec_id);
+            (process, entry.snapshot(&record))
+        };
+        lock(&entry.pending_execs).remove(exec_id);
+        lock(&entry.execs).remove(exec_id);
+        self.persist(key, entry, snapshot).await?;
+        let exit = process.exit();
+        Ok(DeleteResponse {
+            pid: process.pid.unwrap_or(0) as u32,
+            exit_status: exit.map_or(0, |e| e.code_for_containerd()),
+            exited_at: exit.map(|e| timestamp(e.at)),
+        })
+    }
+
+    /// Deletes a stopped (or never started) container: the runtime's container, the rootfs
+    /// mounts, the record, what exitwatch holds; then `TaskDelete`.
+    pub(super) async fn delete_container(
+        &self,
+        key: &Key,
+        entry: &Entry,
+    ) -> Result<DeleteResponse, Status> {
+        let (pid, exit, never_started) = {
+            let record = lock(&entry.record);
+            record
+                .container
+                .init
+                .check_delete()
+                .map_err(errors::refused)?;
+            let init = &record.container.init;
+            (
+                init.pid.unwrap_or(0),
+                init.exit(),
+                init.state == ProcessState::Created,
+            )
+        };
+        // A created, never started container still has its init waiting: force removes it.
+        match entry.runc.delete(key.1.as_str(), never_started).await {
+            Ok(()) | Err(runc_driver::Error::NotFound { .. }) => {}
+            Err(e) => return Err(errors::runc(e)),
+        }
+        let (bundle, rootfs_mounted) = {
+            let record = lock(&entry.record);
+            (record.bundle.clone(), record.rootfs_mounted)
+        };
+        if rootfs_mounted {
+            crate::rootfs::unmount_all(&bundle);
+        }
+        self.forget_container(key, entry).await?;
+        if pid != 0 {
+            self.inner.exits.forget(pid);
+        }
+        let exit_status = exit.map_or(0, |e| e.code_for_containerd());
+        let exited_at = exit.map(|e| timestamp(e.at));
+        self.publish(
+            &key.0,
+            TaskEvent::Delete(ev::TaskDelete {
+                container_id: key.1.to_string(),
+                pid: pid as u32,
+                exit_status,
+                exited_at,
+                id: String::new(),
+            }),
+        );
+        Ok(DeleteResponse {
+            pid: pid as u32,
+            exit_status,
+            exited_at,
+        })
+    }
+}

@@ -1,0 +1,207 @@
+//! The daemon `shimlessd` serves: [`Daemon`], containerd's `containerd.task.v3.Task` for every
+//! container of the node, on runc (or crun) through `runc-driver`.
+//!
+//! Every call but `Checkpoint` works (it answers `UNIMPLEMENTED` with a
+//! message), with execs and terminals. Exits go through one pipeline: `waitid` as
+//! the child subreaper, exitwatch's kernel record, `PIDFD_INFO_EXIT`, in that order.
+//! [`Daemon::recover`] takes back the containers of a previous run; [`Recovery`] says what it
+//! found. `Create`'s rootfs mounts are mounted on `<bundle>/rootfs` (see [`crate::rootfs`]).
+//! An init that exits after OOM kills in its memory cgroup is reported with `TaskOOM` before
+//! its `TaskExit` (what containerd's CRI needs to say `OOMKilled`; see `oom.rs`).
+//!
+//! The modules, by job: `container` (what the daemon holds per container), `persist` (saving
+//! records), `launch` (the one spawn path of an init's `Create` and an exec's `Start`),
+//! `create` and `exec` (those two calls), `watch` (waiting for exits and reporting them),
+//! `lifecycle` (start, kill, pause, delete), `stats`, `task` (the Task service, delegating to those), `admin`
+//! (shimless's Admin service), `recover` (taking back a previous run's containers), `router`
+//! and `subscribe` (the gRPC surface), `exits`, `oom` and `forward` (exit sources, OOM counts,
+//! events to containerd).
+
+mod admin;
+mod container;
+mod create;
+mod errors;
+mod exec;
+mod exits;
+mod forward;
+mod launch;
+mod lifecycle;
+mod oom;
+mod persist;
+mod record;
+mod recover;
+mod router;
+mod stats;
+mod subscribe;
+mod task;
+mod watch;
+
+pub use recover::Recovery;
+pub use router::Router;
+
+use crate::config::Config;
+use crate::events::{EventBus, TaskEvent};
+use crate::ids::Namespace;
+use crate::lock::lock;
+use crate::options::RuntimeOptions;
+use crate::state::StateStore;
+use container::{Entry, Key};
+use exits::Exits;
+use runc_driver::Runc;
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use tonic::Status;
+
+/// Every container of the node, served as containerd's Task API.
+///
+/// ```no_run
+/// use std::sync::Arc;
+/// use task_service::{config::Config, grpc, daemon::Daemon};
+/// let ex = Arc::new(smol::Executor::new());
+/// let config = Config::default();
+/// let daemon = Daemon::new(config.clone(), ex.clone())?;
+/// smol::block_on(ex.run(async {
+///     let listener = grpc::listen::bind(&config.socket)?;
+///     grpc::serve(listener, daemon.into_server(), ex.clone(), grpc::ServeConfig::default()).await
+/// }))?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Clone)]
+pub struct Daemon {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: Config,
+    store: StateStore,
+    events: EventBus,
+    ex: Arc<smol::Executor<'static>>,
+    containers: Mutex<HashMap<Key, Arc<Entry>>>,
+    runtimes: Mutex<HashMap<(PathBuf, PathBuf, bool), Runc>>,
+    exits: Exits,
+    warnings: Vec<String>,
+    /// Keys with a `Create` in progress.
+    creating: Mutex<HashSet<Key>>,
+    /// Where each container's events go (containerd's address, from the shim's `start`).
+    publishers: Arc<forward::Publishers>,
+}
+
+impl std::fmt::Debug for Daemon {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Daemon")
+            .field("socket", &self.inner.config.socket)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Daemon {
+    /// A daemon with no containers yet (call [`Daemon::recover`] next to take back those of a
+    /// previous run). Makes this process a child subreaper, so container inits become its
+    /// children (and their exit statuses its to collect); loads exitwatch under the configured
+    /// pin directory (see [`Daemon::warnings`] if it could not); runs exit watchers on `ex`.
+    pub fn new(config: Config, ex: Arc<smol::Executor<'static>>) -> std::io::Result<Daemon> {
+        rustix::process::set_child_subreaper(rustix::process::Pid::from_raw(1))?;
+        let (exits, warning) = Exits::open(&config.bpf_pin_dir);
+        Ok(Daemon {
+            inner: Arc::new(Inner {
+                store: StateStore::new(&config.state_dir),
+                events: EventBus::new(config.event_capacity),
+                publishers: Arc::new(forward::Publishers::open(&config.state_dir)),
+                config,
+                ex,
+                containers: Mutex::new(HashMap::new()),
+                runtimes: Mutex::new(HashMap::new()),
+                exits,
+                warnings: warning.into_iter().collect(),
+                creating: Mutex::new(HashSet::new()),
+            }),
+        })
+    }
+
+    /// What the daemon could not set up but runs without (today: exitwatch, when the kernel or
+    /// privileges do not allow it).
+    pub fn warnings(&self) -> &[String] {
+        &self.inner.warnings
+    }
+
+    /// Whether exit codes are recorded in the kernel (exitwatch loaded).
+    pub fn kernel_recording(&self) -> bool {
+        self.inner.exits.kernel_recording()
+    }
+
+    /// The daemon's event stream.
+    pub fn events(&self) -> &EventBus {
+        &self.inner.events
+    }
+
+    /// Starts forwarding task events to containerd (`Events/Forward` on the address each
+    /// container's shim `start` registered with `shimless.v1.Admin/RegisterPublisher`), in
+    /// order, retried while containerd is away. Call it before [`Daemon::recover`], so that the
+    /// exits recovered there reach containerd too.
+    ///
+    /// ```no_run
+    /// # async fn f(daemon: task_service::daemon::Daemon) -> Result<(), tonic::Status> {
+    /// daemon.forward_events();
+    /// println!("{}", daemon.recover().await?);
+    /// # Ok(()) }
+    /// ```
+    pub fn forward_events(&self) {
+        forward::spawn(
+            &self.inner.events,
+            self.inner.publishers.clone(),
+            &self.inner.ex,
+        );
+    }
+
+    /// The runtime root of a namespace: the container's `Root` option, else the configured
+    /// per-namespace directory.
+    fn runtime_root(&self, ns: &Namespace, opts: &RuntimeOptions) -> PathBuf {
+        opts.root
+            .clone()
+            .unwrap_or_else(|| self.inner.config.runc_root.join(ns.as_str()))
+    }
+
+    /// The driver for a container's runtime options under `root`, made once and shared.
+    fn runc(&self, root: &Path, opts: &RuntimeOptions) -> Result<Runc, Status> {
+        let binary = PathBuf::from(
+            opts.binary
+                .clone()
+                .unwrap_or_else(|| self.inner.config.runtime.clone()),
+        );
+        self.runc_for(&binary, root, opts.systemd_cgroup)
+    }
+
+    /// The driver for a runtime binary and root, made once and shared.
+    fn runc_for(&self, binary: &Path, root: &Path, systemd_cgroup: bool) -> Result<Runc, Status> {
+        let key = (binary.to_owned(), root.to_owned(), systemd_cgroup);
+        let mut runtimes = lock(&self.inner.runtimes);
+        if let Some(runc) = runtimes.get(&key) {
+            return Ok(runc.clone());
+        }
+        let runc = Runc::builder()
+            .binary(binary)
+            .root(root)
+            .systemd_cgroup(systemd_cgroup)
+            .build()
+            .map_err(errors::runc)?;
+        runtimes.insert(key, runc.clone());
+        Ok(runc)
+    }
+
+    /// The container under `key`, or `NOT_FOUND` naming it.
+    fn entry(&self, key: &Key) -> Result<Arc<Entry>, Status> {
+        let containers = lock(&self.inner.containers);
+        containers.get(key).cloned().ok_or_else(|| {
+            Status::not_found(format!(
+                "no container {:?} in namespace {:?}",
+                key.1.as_str(),
+                key.0.as_str()
+            ))
+        })
+    }
+
+    fn publish(&self, ns: &Namespace, event: TaskEvent) {
+        self.inner.events.publish(ns.clone(), event);
+    }
+}

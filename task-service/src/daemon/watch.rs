@@ -1,0 +1,156 @@
+//! Watching a process until it exits, and reporting its exit: the status resolved through the
+//! exit pipeline (see `exits`), the model's releases published, the record saved, exitwatch's
+//! copy dropped.
+
+use super::Daemon;
+use super::container::{Entry, Key};
+use super::exits::{self, Source};
+use crate::api::containerd::events as ev;
+use crate::api::timestamp;
+use crate::events::TaskEvent;
+use crate::lock::lock;
+use crate::model::Exit;
+use pidfd::PidFd;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+impl Daemon {
+    /// Waits for a process (the init, or the exec `exec_id`) to exit, resolves its status
+    /// through the exit pipeline, and records and reports it.
+    pub(super) fn watch_exit(
+        &self,
+        key: Key,
+        entry: Arc<Entry>,
+        exec_id: Option<String>,
+        pidfd: PidFd,
+    ) {
+        let daemon = self.clone();
+        self.inner
+            .ex
+            .spawn(async move {
+                let _ = pidfd.exited().await;
+                let identity = {
+                    let record = lock(&entry.record);
+                    match &exec_id {
+                        None => record.identity,
+                        Some(exec_id) => record.exec_identities.get(exec_id).copied(),
+                    }
+                };
+                let cookie = exits::cookie(key.0.as_str(), key.1.as_str(), exec_id.as_deref());
+                let (status, source) = daemon
+                    .inner
+                    .exits
+                    .resolve(&pidfd, identity.as_ref(), cookie)
+                    .await;
+                if source == Source::Lost {
+                    eprintln!(
+                        "shimless: the exit status of {}/{}{} (pid {}) is lost: reported as 255",
+                        key.0.as_str(),
+                        key.1.as_str(),
+                        exec_id
+                            .as_deref()
+                            .map(|e| format!(" exec {e}"))
+                            .unwrap_or_default(),
+                        pidfd.pid()
+                    );
+                }
+                let exit = Exit {
+                    status,
+                    at: SystemTime::now(),
+                };
+                match exec_id {
+                    None => daemon.init_exited(&key, &entry, exit).await,
+                    Some(exec_id) => daemon.exec_exited(&key, &entry, &exec_id, exit).await,
+                }
+            })
+            .detach();
+    }
+
+    /// Records an init exit and reports what the model releases: each exit is published
+    /// first, then saved, and only then dropped from exitwatch, so a crash anywhere in between
+    /// reports it again after the restart rather than never.
+    pub(super) async fn init_exited(&self, key: &Key, entry: &Entry, exit: Exit) {
+        let _gate = entry.start_gate.lock().await;
+        let (reports, snapshot) = {
+            let mut record = lock(&entry.record);
+            let reports = record.container.init_exited(exit);
+            (reports, entry.snapshot(&record))
+        };
+        let pid = snapshot.record.container.init.pid;
+        // Before the exit is published (containerd deletes the task, and runc its cgroup, on
+        // it): OOM kills in the container's cgroup make it `OOMKilled` for CRI.
+        if let Some(kills) = entry.memory_cgroup.as_ref().and_then(|m| m.oom_kills())
+            && kills > 0
+        {
+            self.publish(
+                &key.0,
+                TaskEvent::Oom(ev::TaskOom {
+                    container_id: key.1.to_string(),
+                }),
+            );
+        }
+        self.report_exits(key, entry, &reports).await;
+        // Waiters are released before the save (it fsyncs); a Delete may come in between, and
+        // a container deleted meanwhile (or a created one deleted with --force, which exits
+        // after its record is gone) is not written back.
+        if let Ok(true) = self.persist(key, entry, snapshot).await
+            && let Some(pid) = pid
+        {
+            self.inner.exits.forget(pid);
+        }
+    }
+
+    /// Records an exec exit and reports it (with the container's held init exit, if this was
+    /// the last live exec).
+    pub(super) async fn exec_exited(&self, key: &Key, entry: &Entry, exec_id: &str, exit: Exit) {
+        let (reports, snapshot) = {
+            let mut record = lock(&entry.record);
+            let reports = record
+                .container
+                .exec_exited(exec_id, exit)
+                .unwrap_or_default();
+            (reports, entry.snapshot(&record))
+        };
+        let pid = snapshot
+            .record
+            .container
+            .execs
+            .get(exec_id)
+            .and_then(|p| p.pid);
+        self.report_exits(key, entry, &reports).await;
+        if let Ok(true) = self.persist(key, entry, snapshot).await
+            && let Some(pid) = pid
+        {
+            self.inner.exits.forget(pid);
+        }
+    }
+
+    /// Publishes exits the model released, and resolves their waiters.
+    async fn report_exits(&self, key: &Key, entry: &Entry, reports: &[crate::model::ExitReport]) {
+        for report in reports {
+            match &report.exec_id {
+                None => {
+                    let _ = entry.init_exit.set(report.exit).await;
+                }
+                Some(exec_id) => {
+                    let slot = lock(&entry.execs).get(exec_id).cloned();
+                    if let Some(slot) = slot {
+                        let _ = slot.exit.set(report.exit).await;
+                        lock(&slot.keepalive).clear();
+                    }
+                }
+            }
+            self.publish(
+                &key.0,
+                TaskEvent::Exit(ev::TaskExit {
+                    container_id: key.1.to_string(),
+                    id: report.exec_id.clone().unwrap_or_else(|| key.1.to_string()),
+                    pid: report.pid.unwrap_or(0) as u32,
+                    exit_status: report.exit.code_for_containerd(),
+                    exited_at: Some(timestamp(report.exit.at)),
+                    exit_reason: 0,
+                }),
+            );
+        }
+    }
+}
