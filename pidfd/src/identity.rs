@@ -13,7 +13,7 @@ use std::io;
 /// which fails with [`Error::Gone`](crate::Error::Gone) if the PID now names another process.
 ///
 /// ```
-/// use pidfd::ProcessIdentity;
+/// use shimless_pidfd::ProcessIdentity;
 /// let id = ProcessIdentity { pid: 1234, start_time: 56789 };
 /// let json = serde_json::to_string(&id).unwrap();
 /// assert_eq!(json, r#"{"pid":1234,"start_time":56789}"#);

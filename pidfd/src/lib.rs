@@ -40,7 +40,7 @@
 //! # Example
 //!
 //! ```
-//! use pidfd::{ExitStatus, PidFd, Signal};
+//! use shimless_pidfd::{ExitStatus, PidFd, Signal};
 //!
 //! let child = std::process::Command::new("sleep").arg("60").spawn()?;
 //! let pidfd = PidFd::from_child(&child)?;
@@ -53,7 +53,7 @@
 //! assert_eq!(status.code_for_containerd(), 143);
 //!
 //! // The process is gone: its identity no longer opens, whoever owns the PID now.
-//! assert!(matches!(PidFd::reopen(&stored), Err(pidfd::Error::Gone { .. })));
+//! assert!(matches!(PidFd::reopen(&stored), Err(shimless_pidfd::Error::Gone { .. })));
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
@@ -72,6 +72,6 @@ pub use status::ExitStatus;
 /// ...).
 ///
 /// ```
-/// assert_eq!(pidfd::Signal::KILL.as_raw(), 9);
+/// assert_eq!(shimless_pidfd::Signal::KILL.as_raw(), 9);
 /// ```
 pub use rustix::process::Signal;
