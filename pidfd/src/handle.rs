@@ -126,10 +126,7 @@ impl PidFd {
     /// ```
     pub fn identity(&self) -> Result<ProcessIdentity, Error> {
         let pid = self.pid;
-        let start_time = crate::identity::read_start_time(pid).map_err(|e| match e.kind() {
-            io::ErrorKind::NotFound => Error::Gone { pid },
-            _ => Error::io("read /proc/<pid>/stat", pid, e),
-        })?;
+        let start_time = crate::identity::start_time(pid)?;
         // A PID can only be reused once its owner has been reaped; if the process behind our
         // pidfd still holds its PID now, the stat we read above was its own.
         match crate::identity::fdinfo_pid(self.fd.as_raw_fd()) {

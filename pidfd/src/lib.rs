@@ -15,7 +15,10 @@
 //! - [`PidFd::exit_info`]: the exit status of a process that is *not* our child, which Linux
 //!   6.15+ keeps for holders of a pidfd (`PIDFD_GET_INFO` with `PIDFD_INFO_EXIT`);
 //! - [`ProcessIdentity`]: PID + start time, serializable, so a handle can be stored as data and
-//!   [reopened](PidFd::reopen) after a restart with a guarantee that it is the same process.
+//!   [reopened](PidFd::reopen) after a restart with a guarantee that it is the same process;
+//!   [`start_time`] reads the start time of a PID without a handle;
+//! - [`ExitStatus::from_wait_status`]: the one decoder of raw wait statuses in the workspace
+//!   (`waitid`, `PIDFD_INFO_EXIT` and exitwatch's eBPF records all go through it).
 //!
 //! # How it works underneath
 //!
@@ -65,7 +68,7 @@ mod status;
 
 pub use error::Error;
 pub use handle::PidFd;
-pub use identity::ProcessIdentity;
+pub use identity::{ProcessIdentity, start_time};
 pub use status::ExitStatus;
 
 /// A signal to send with [`PidFd::send_signal`] (rustix's type: `Signal::TERM`, `Signal::KILL`,
