@@ -1,59 +1,96 @@
 //! Attaching to `sched_process_exit`, with fallback from the cheapest way to the most portable.
 
-use crate::error::Error;
-use crate::watch::AttachMode;
+use crate::error::{AttachFailure, BoxError, Error};
 use aya::programs::links::FdLink;
 use aya::programs::{BtfTracePoint, RawTracePoint, TracePoint};
 use aya::{Btf, Ebpf};
 
-fn program<'a, T>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut T, String>
-where
-    &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
-{
-    let program = ebpf
-        .program_mut(name)
-        .ok_or_else(|| format!("the object has no program {name}"))?;
-    program.try_into().map_err(|e| format!("{name}: {e}"))
+/// How the program is attached to `sched_process_exit`.
+///
+/// ```
+/// use exitwatch::AttachMode;
+/// assert_ne!(AttachMode::Auto, AttachMode::RawTracePoint);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttachMode {
+    /// Try BTF tracepoint, then classic tracepoint, then raw tracepoint.
+    Auto,
+    /// `tp_btf` (needs kernel BTF; the cheapest).
+    BtfTracePoint,
+    /// A classic tracepoint through tracefs (a bpf_link needs Linux 5.15+).
+    TracePoint,
+    /// A raw tracepoint.
+    RawTracePoint,
 }
 
-fn attach_one(ebpf: &mut Ebpf, mode: AttachMode) -> Result<FdLink, String> {
-    match mode {
-        AttachMode::BtfTracePoint => {
-            let btf = Btf::from_sys_fs().map_err(|e| format!("kernel BTF: {e}"))?;
-            let p: &mut BtfTracePoint = program(ebpf, "exitwatch_btf")?;
-            p.load("sched_process_exit", &btf)
-                .map_err(|e| format!("tp_btf load: {e}"))?;
-            let id = p.attach().map_err(|e| format!("tp_btf attach: {e}"))?;
-            Ok(p.take_link(id).map_err(|e| e.to_string())?.into())
-        }
-        AttachMode::TracePoint => {
-            crate::mounts::ensure_tracefs()?;
-            let p: &mut TracePoint = program(ebpf, "exitwatch_tp")?;
-            p.load().map_err(|e| format!("tracepoint load: {e}"))?;
-            let id = p
-                .attach("sched", "sched_process_exit")
-                .map_err(|e| format!("tracepoint attach: {e}"))?;
-            let link = p.take_link(id).map_err(|e| e.to_string())?;
-            // Only bpf_link-based perf attachments (Linux 5.15+) can be pinned.
-            FdLink::try_from(link).map_err(|e| format!("tracepoint link cannot be pinned: {e}"))
-        }
-        AttachMode::RawTracePoint => {
-            let p: &mut RawTracePoint = program(ebpf, "exitwatch_raw")?;
-            p.load().map_err(|e| format!("raw tracepoint load: {e}"))?;
-            let id = p
-                .attach("sched_process_exit")
-                .map_err(|e| format!("raw tracepoint attach: {e}"))?;
-            Ok(p.take_link(id).map_err(|e| e.to_string())?.into())
-        }
-        AttachMode::Auto => unreachable_auto(),
+/// Names the failed `step` of attaching in `mode`, keeping the underlying error.
+fn failed<E: Into<BoxError>>(
+    mode: AttachMode,
+    step: &'static str,
+) -> impl FnOnce(E) -> AttachFailure {
+    move |source| AttachFailure {
+        mode,
+        step,
+        source: source.into(),
     }
 }
 
-fn unreachable_auto() -> Result<FdLink, String> {
-    Err("Auto is expanded by attach()".into())
+/// The program `name` of the object, as type `T`.
+fn program<'a, T>(
+    ebpf: &'a mut Ebpf,
+    mode: AttachMode,
+    name: &str,
+) -> Result<&'a mut T, AttachFailure>
+where
+    &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
+{
+    let program = ebpf.program_mut(name).ok_or_else(|| {
+        failed(mode, "find the program")(format!("the object has no program {name}"))
+    })?;
+    program.try_into().map_err(failed(mode, "find the program"))
 }
 
-/// Attaches in `mode`, or with [`AttachMode::Auto`] tries each mode in turn.
+fn attach_btf(ebpf: &mut Ebpf) -> Result<FdLink, AttachFailure> {
+    let mode = AttachMode::BtfTracePoint;
+    let btf = Btf::from_sys_fs().map_err(failed(mode, "read kernel BTF"))?;
+    let p: &mut BtfTracePoint = program(ebpf, mode, "exitwatch_btf")?;
+    p.load("sched_process_exit", &btf)
+        .map_err(failed(mode, "load"))?;
+    let id = p.attach().map_err(failed(mode, "attach"))?;
+    Ok(p.take_link(id)
+        .map_err(failed(mode, "take the link"))?
+        .into())
+}
+
+fn attach_tracepoint(ebpf: &mut Ebpf) -> Result<FdLink, AttachFailure> {
+    let mode = AttachMode::TracePoint;
+    crate::mounts::ensure_tracefs()
+        .map_err(failed(mode, "mount tracefs at /sys/kernel/tracing"))?;
+    let p: &mut TracePoint = program(ebpf, mode, "exitwatch_tp")?;
+    p.load().map_err(failed(mode, "load"))?;
+    let id = p
+        .attach("sched", "sched_process_exit")
+        .map_err(failed(mode, "attach"))?;
+    let link = p.take_link(id).map_err(failed(mode, "take the link"))?;
+    // Only bpf_link-based perf attachments (Linux 5.15+) can be pinned.
+    FdLink::try_from(link).map_err(failed(mode, "make the link pinnable (needs Linux 5.15+)"))
+}
+
+fn attach_raw(ebpf: &mut Ebpf) -> Result<FdLink, AttachFailure> {
+    let mode = AttachMode::RawTracePoint;
+    let p: &mut RawTracePoint = program(ebpf, mode, "exitwatch_raw")?;
+    p.load().map_err(failed(mode, "load"))?;
+    let id = p
+        .attach("sched_process_exit")
+        .map_err(failed(mode, "attach"))?;
+    Ok(p.take_link(id)
+        .map_err(failed(mode, "take the link"))?
+        .into())
+}
+
+/// Attaches in `mode`, or with [`AttachMode::Auto`] tries each mode in turn. A refusal for
+/// lack of privilege (EPERM anywhere in an attempt's error chain) is
+/// [`Error::PermissionDenied`]; else every attempt's failure is kept in [`Error::Attach`].
 pub(crate) fn attach(ebpf: &mut Ebpf, mode: AttachMode) -> Result<FdLink, Error> {
     let modes: &[AttachMode] = match mode {
         AttachMode::Auto => &[
@@ -65,18 +102,15 @@ pub(crate) fn attach(ebpf: &mut Ebpf, mode: AttachMode) -> Result<FdLink, Error>
     };
     let mut failures = Vec::new();
     for &m in modes {
-        match attach_one(ebpf, m) {
+        let attempt = match m {
+            AttachMode::BtfTracePoint => attach_btf(ebpf),
+            AttachMode::TracePoint => attach_tracepoint(ebpf),
+            AttachMode::RawTracePoint | AttachMode::Auto => attach_raw(ebpf),
+        };
+        match attempt {
             Ok(link) => return Ok(link),
-            Err(why) => failures.push(why),
+            Err(failure) => failures.push(failure),
         }
     }
-    if failures
-        .iter()
-        .any(|f| f.contains("Operation not permitted"))
-    {
-        return Err(Error::PermissionDenied {
-            what: "attach the eBPF program",
-        });
-    }
-    Err(Error::Attach(failures.join("; ")))
+    Err(Error::from_attach_failures(failures))
 }

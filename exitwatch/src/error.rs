@@ -1,6 +1,10 @@
 //! What can go wrong, and what to do about it.
 
+use crate::attach::AttachMode;
 use std::path::PathBuf;
+
+/// The underlying error an exitwatch error keeps as its source (aya's, the OS's).
+pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
 /// An exitwatch failure; each variant says what to do.
 ///
@@ -16,11 +20,14 @@ pub enum Error {
         "the kernel has no BTF (/sys/kernel/btf/vmlinux): it must be built with CONFIG_DEBUG_INFO_BTF=y"
     )]
     NoBtf,
-    /// Loading or pinning was refused.
+    /// Loading or attaching was refused for lack of privilege (`EPERM`).
     #[error("not permitted to {what}: run as root, or with CAP_BPF and CAP_PERFMON")]
     PermissionDenied {
         /// What was refused.
         what: &'static str,
+        /// The refusal, as aya or the OS reported it.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync + 'static>,
     },
     /// bpffs is not mounted where the pins go, and mounting it failed.
     #[error(
@@ -71,16 +78,37 @@ pub enum Error {
         /// The PID.
         pid: u32,
     },
-    /// No attach mode worked.
-    #[error("cannot attach to sched_process_exit: {0}")]
-    Attach(String),
+    /// A recorded wait status describes no termination: something other than exitwatch's
+    /// program wrote the map.
+    #[error(
+        "the exit recorded for pid {pid} has wait status {wait_status:#x}, which ends no process: \
+         something other than exitwatch wrote {dir}; unload and load again",
+        dir = "exited_events"
+    )]
+    BadRecord {
+        /// The PID the record is for.
+        pid: u32,
+        /// The raw status found.
+        wait_status: u32,
+    },
+    /// No attach mode worked: each mode tried failed, for a reason other than privilege.
+    #[error("cannot attach to sched_process_exit: {}", list(.earlier, .last))]
+    Attach {
+        /// The failures of the modes tried before the last one ([`AttachMode::Auto`] tries
+        /// three).
+        earlier: Vec<AttachFailure>,
+        /// The last mode's failure.
+        #[source]
+        last: Box<AttachFailure>,
+    },
     /// Another eBPF operation failed.
-    #[error("{what}: {reason}")]
+    #[error("{what}: {source}")]
     Bpf {
         /// The operation.
         what: &'static str,
-        /// aya's message.
-        reason: String,
+        /// aya's error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync + 'static>,
     },
     /// A file operation failed.
     #[error("{what} {path}: {source}")]
@@ -93,4 +121,154 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+}
+
+/// Why attaching in one [`AttachMode`] failed: the step, and aya's (or the OS's) error.
+///
+/// ```
+/// use exitwatch::{AttachFailure, AttachMode};
+/// let f = AttachFailure {
+///     mode: AttachMode::TracePoint,
+///     step: "attach",
+///     source: std::io::Error::from_raw_os_error(1).into(),
+/// };
+/// assert!(f.is_permission_denied());
+/// assert!(f.to_string().starts_with("TracePoint attach: "));
+/// ```
+#[derive(Debug, thiserror::Error)]
+#[error("{mode:?} {step}: {source}")]
+pub struct AttachFailure {
+    /// The mode tried.
+    pub mode: AttachMode,
+    /// The step that failed (`read kernel BTF`, `load`, `attach`, ...).
+    pub step: &'static str,
+    /// The underlying error.
+    #[source]
+    pub source: Box<dyn std::error::Error + Send + Sync + 'static>,
+}
+
+impl AttachFailure {
+    /// Whether the kernel refused for lack of privilege: `EPERM` anywhere in the error chain.
+    pub fn is_permission_denied(&self) -> bool {
+        is_permission_denied(&*self.source)
+    }
+}
+
+/// Whether `error` or one of its sources is the OS error `EPERM` (as `std::io::Error`, which
+/// aya's syscall errors carry, or rustix's `Errno`).
+pub(crate) fn is_permission_denied(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(error);
+    while let Some(e) = next {
+        let eperm = e
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.raw_os_error() == Some(rustix::io::Errno::PERM.raw_os_error()))
+            || e.downcast_ref::<rustix::io::Errno>() == Some(&rustix::io::Errno::PERM);
+        if eperm {
+            return true;
+        }
+        next = e.source();
+    }
+    false
+}
+
+fn list(earlier: &[AttachFailure], last: &AttachFailure) -> String {
+    earlier
+        .iter()
+        .chain(std::iter::once(last))
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+impl Error {
+    /// The error for a failed attach: [`Error::PermissionDenied`] if any attempt was refused
+    /// for lack of privilege, else [`Error::Attach`] with every attempt.
+    pub(crate) fn from_attach_failures(mut failures: Vec<AttachFailure>) -> Error {
+        if let Some(i) = failures
+            .iter()
+            .position(AttachFailure::is_permission_denied)
+        {
+            return Error::PermissionDenied {
+                what: "attach the eBPF program",
+                source: Box::new(failures.swap_remove(i)),
+            };
+        }
+        match failures.pop() {
+            Some(last) => Error::Attach {
+                earlier: failures,
+                last: Box::new(last),
+            },
+            None => Error::Bpf {
+                what: "attach the eBPF program",
+                source: "no attach mode to try".into(),
+            },
+        }
+    }
+
+    /// The error for a failed load of the object: [`Error::PermissionDenied`] on `EPERM`.
+    pub(crate) fn from_load(source: aya::EbpfError) -> Error {
+        if is_permission_denied(&source) {
+            Error::PermissionDenied {
+                what: "load the eBPF program",
+                source: Box::new(source),
+            }
+        } else {
+            Error::Bpf {
+                what: "load the eBPF object",
+                source: Box::new(source),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn failure(mode: AttachMode, errno: i32) -> AttachFailure {
+        AttachFailure {
+            mode,
+            step: "attach",
+            source: Box::new(aya::sys::SyscallError {
+                call: "bpf_link_create",
+                io_error: std::io::Error::from_raw_os_error(errno),
+            }),
+        }
+    }
+
+    #[test]
+    fn eperm_deep_in_the_chain_is_permission_denied_and_keeps_its_source() {
+        let e = Error::from_attach_failures(vec![
+            failure(AttachMode::BtfTracePoint, 22),
+            failure(AttachMode::TracePoint, 1),
+        ]);
+        match &e {
+            Error::PermissionDenied { source, .. } => {
+                assert!(source.to_string().starts_with("TracePoint attach"))
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(std::error::Error::source(&e).is_some());
+    }
+
+    #[test]
+    fn other_failures_are_all_kept_in_order() {
+        let e = Error::from_attach_failures(vec![
+            failure(AttachMode::BtfTracePoint, 22),
+            failure(AttachMode::RawTracePoint, 2),
+        ]);
+        match &e {
+            Error::Attach { earlier, last } => {
+                assert_eq!(earlier.len(), 1);
+                assert_eq!(earlier[0].mode, AttachMode::BtfTracePoint);
+                assert_eq!(last.mode, AttachMode::RawTracePoint);
+            }
+            other => panic!("{other:?}"),
+        }
+        let text = e.to_string();
+        assert!(
+            text.contains("BtfTracePoint attach") && text.contains("; RawTracePoint attach"),
+            "{text}"
+        );
+    }
 }

@@ -52,6 +52,15 @@ mod mounts;
 mod record;
 mod watch;
 
-pub use error::Error;
-pub use record::{Exit, ExitStatus};
-pub use watch::{AttachMode, CAPACITY, DEFAULT_PIN_DIR, ExitWatch, LAYOUT, Stats};
+pub use attach::AttachMode;
+pub use error::{AttachFailure, Error};
+/// How a process ended: shimless-pidfd's decoder of wait statuses, re-exported so that
+/// [`Exit::status`] needs no second dependency.
+///
+/// ```
+/// use exitwatch::ExitStatus;
+/// assert_eq!(ExitStatus::from_wait_status(42 << 8), Some(ExitStatus::Exited(42)));
+/// ```
+pub use pidfd::ExitStatus;
+pub use record::Exit;
+pub use watch::{CAPACITY, DEFAULT_PIN_DIR, ExitWatch, LAYOUT, Stats};

@@ -1,4 +1,4 @@
-//! bpffs and tracefs, mounted when missing; process start times.
+//! bpffs and tracefs, mounted when missing.
 
 use crate::error::Error;
 use std::path::Path;
@@ -35,7 +35,7 @@ pub(crate) fn ensure_bpffs(pin_dir: &Path) -> Result<(), Error> {
 }
 
 /// Mounts tracefs at /sys/kernel/tracing if it is not there (classic tracepoints need it).
-pub(crate) fn ensure_tracefs() -> Result<(), String> {
+pub(crate) fn ensure_tracefs() -> Result<(), rustix::io::Errno> {
     let tracing = Path::new("/sys/kernel/tracing");
     if tracing.join("events").exists() {
         return Ok(());
@@ -47,15 +47,4 @@ pub(crate) fn ensure_tracefs() -> Result<(), String> {
         rustix::mount::MountFlags::empty(),
         None,
     )
-    .map_err(|e| format!("mount tracefs at /sys/kernel/tracing: {e}"))
-}
-
-/// Field 22 of `/proc/<pid>/stat` (start time in clock ticks), or `None` if no such process.
-pub(crate) fn start_ticks(pid: u32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    stat[stat.rfind(')')? + 1..]
-        .split_ascii_whitespace()
-        .nth(19)?
-        .parse()
-        .ok()
 }

@@ -1,5 +1,7 @@
 //! The map values, twins of `struct track` and `struct exit_record` in the BPF program.
 
+use crate::error::Error;
+use pidfd::ExitStatus;
 use std::time::Duration;
 
 /// `struct track`: the value of `tracing_tasks`.
@@ -27,47 +29,6 @@ unsafe impl aya::Pod for Track {}
 // SAFETY: as above.
 unsafe impl aya::Pod for ExitRecord {}
 
-/// How a process ended, decoded from the wait status the kernel recorded.
-///
-/// ```
-/// use exitwatch::ExitStatus;
-/// assert_eq!(ExitStatus::from_wait_status(42 << 8), ExitStatus::Exited(42));
-/// assert_eq!(ExitStatus::from_wait_status(15).code_for_containerd(), 143);
-/// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum ExitStatus {
-    /// It exited with this code.
-    Exited(u8),
-    /// A signal ended it.
-    Signaled {
-        /// The signal number.
-        signal: u8,
-        /// Whether it dumped core.
-        core_dumped: bool,
-    },
-}
-
-impl ExitStatus {
-    /// Decodes what `waitpid` would store in `*wstatus` for a terminated process.
-    pub fn from_wait_status(status: u32) -> ExitStatus {
-        match status & 0x7f {
-            0 => ExitStatus::Exited(((status >> 8) & 0xff) as u8),
-            signal => ExitStatus::Signaled {
-                signal: signal as u8,
-                core_dumped: status & 0x80 != 0,
-            },
-        }
-    }
-
-    /// The exit code containerd reports: the code, or 128 + the signal.
-    pub fn code_for_containerd(self) -> u32 {
-        match self {
-            ExitStatus::Exited(code) => u32::from(code),
-            ExitStatus::Signaled { signal, .. } => 128 + u32::from(signal),
-        }
-    }
-}
-
 /// One recorded exit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Exit {
@@ -75,7 +36,8 @@ pub struct Exit {
     pub pid: u32,
     /// The cookie given to [`ExitWatch::track`](crate::ExitWatch::track).
     pub cookie: u64,
-    /// How it ended.
+    /// How it ended: [`wait_status`](Exit::wait_status) decoded by shimless-pidfd
+    /// (`status.code_for_containerd()` gives containerd's code).
     pub status: ExitStatus,
     /// The raw wait status.
     pub wait_status: u32,
@@ -88,16 +50,23 @@ pub struct Exit {
 }
 
 impl Exit {
-    pub(crate) fn from_record(pid: u32, r: ExitRecord) -> Exit {
-        Exit {
+    /// Decodes a record of `pid`; a wait status that is no termination (which exitwatch's
+    /// program never writes) is [`Error::BadRecord`].
+    pub(crate) fn from_record(pid: u32, r: ExitRecord) -> Result<Exit, Error> {
+        let status =
+            ExitStatus::from_wait_status(r.wait_status as i32).ok_or(Error::BadRecord {
+                pid,
+                wait_status: r.wait_status,
+            })?;
+        Ok(Exit {
             pid,
             cookie: r.cookie,
-            status: ExitStatus::from_wait_status(r.wait_status),
+            status,
             wait_status: r.wait_status,
             exited_after_boot: Duration::from_nanos(r.exit_boot_ns),
             started_after_boot: Duration::from_nanos(r.start_boottime),
             last_tid: r.last_tid,
-        }
+        })
     }
 }
 
@@ -113,26 +82,44 @@ mod tests {
         assert_eq!(std::mem::offset_of!(ExitRecord, cookie), 24);
     }
 
+    fn decoded(wait_status: u32) -> Result<ExitStatus, Error> {
+        let record = ExitRecord {
+            wait_status,
+            last_tid: 7,
+            exit_boot_ns: 2,
+            start_boottime: 1,
+            cookie: 9,
+        };
+        Exit::from_record(7, record).map(|e| e.status)
+    }
+
     #[test]
     fn statuses_decode_as_waitpid_would() {
-        assert_eq!(ExitStatus::from_wait_status(0), ExitStatus::Exited(0));
+        assert_eq!(decoded(0).unwrap(), ExitStatus::Exited(0));
+        assert_eq!(decoded(255 << 8).unwrap(), ExitStatus::Exited(255));
         assert_eq!(
-            ExitStatus::from_wait_status(255 << 8),
-            ExitStatus::Exited(255)
-        );
-        assert_eq!(
-            ExitStatus::from_wait_status(9),
+            decoded(9).unwrap(),
             ExitStatus::Signaled {
                 signal: 9,
                 core_dumped: false
             }
         );
         assert_eq!(
-            ExitStatus::from_wait_status(0x8b),
+            decoded(0x8b).unwrap(),
             ExitStatus::Signaled {
                 signal: 11,
                 core_dumped: true
             }
         );
+    }
+
+    #[test]
+    fn a_status_that_is_no_termination_is_a_typed_error() {
+        match decoded(0x137f) {
+            Err(Error::BadRecord { pid, wait_status }) => {
+                assert_eq!((pid, wait_status), (7, 0x137f))
+            }
+            other => panic!("{other:?}"),
+        }
     }
 }

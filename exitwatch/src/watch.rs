@@ -1,5 +1,6 @@
 //! [`ExitWatch`]: load (or find) the program, track processes, read their exits.
 
+use crate::attach::AttachMode;
 use crate::error::Error;
 use crate::record::{Exit, ExitRecord, Track};
 use aya::maps::{Array, HashMap, Map, MapData, MapError};
@@ -22,19 +23,6 @@ const TRACKING: &str = "tracing_tasks";
 const EVENTS: &str = "exited_events";
 const COUNTERS: &str = "exitwatch_counters";
 const LINK: &str = "link";
-
-/// How the program is attached to `sched_process_exit`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AttachMode {
-    /// Try BTF tracepoint, then classic tracepoint, then raw tracepoint.
-    Auto,
-    /// `tp_btf` (needs kernel BTF; the cheapest).
-    BtfTracePoint,
-    /// A classic tracepoint through tracefs (a bpf_link needs Linux 5.15+).
-    TracePoint,
-    /// A raw tracepoint.
-    RawTracePoint,
-}
 
 /// Counts that describe the watch now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -101,9 +89,9 @@ fn open_map(dir: &Path, name: &'static str) -> Result<Map, Error> {
     let (_, key, value) = MAPS
         .into_iter()
         .find(|(n, _, _)| *n == name)
-        .ok_or(Error::Bpf {
+        .ok_or_else(|| Error::Bpf {
             what: "find a map",
-            reason: name.into(),
+            source: format!("{name} is not one of this layout's maps").into(),
         })?;
     Map::from_map_data(open_checked(dir, name, key, value)?).map_err(bpf("open a pinned map"))
 }
@@ -111,7 +99,7 @@ fn open_map(dir: &Path, name: &'static str) -> Result<Map, Error> {
 fn bpf(what: &'static str) -> impl FnOnce(MapError) -> Error {
     move |e| Error::Bpf {
         what,
-        reason: e.to_string(),
+        source: Box::new(e),
     }
 }
 
@@ -188,7 +176,7 @@ impl ExitWatch {
         // Links of a tp_btf program report type RawTracePoint: identify by program name.
         let info = link.info().map_err(|e| Error::Bpf {
             what: "read the pinned link",
-            reason: e.to_string(),
+            source: Box::new(e),
         })?;
         let name = loaded_programs()
             .filter_map(Result::ok)
@@ -224,25 +212,13 @@ impl ExitWatch {
         let mut ebpf = EbpfLoader::new()
             .default_map_pin_directory(dir)
             .load(OBJECT)
-            .map_err(|e| {
-                let reason = e.to_string();
-                if reason.contains("Operation not permitted") {
-                    Error::PermissionDenied {
-                        what: "load the eBPF program",
-                    }
-                } else {
-                    Error::Bpf {
-                        what: "load the eBPF object",
-                        reason,
-                    }
-                }
-            })?;
+            .map_err(Error::from_load)?;
         let link = crate::attach::attach(&mut ebpf, mode)?;
         // The link is pinned last: a crash before this leaves maps only, which the next loader
         // reuses (checked above); a crash after it leaves a complete state.
         link.pin(dir.join(LINK)).map_err(|e| Error::Bpf {
             what: "pin the link",
-            reason: e.to_string(),
+            source: Box::new(e),
         })?;
         // Everything is pinned now: open it the same way a later loader will.
         Self::open_maps(dir)
@@ -255,7 +231,7 @@ impl ExitWatch {
     /// an exit before `track` is not recorded. The process is checked to be alive, and to be
     /// the same process (start time) before and after it was registered; else [`Error::Gone`].
     pub fn track(&mut self, pid: u32, cookie: u64) -> Result<(), Error> {
-        let before = crate::mounts::start_ticks(pid).ok_or(Error::Gone { pid })?;
+        let before = start_time(pid).ok_or(Error::Gone { pid })?;
         self.tracking
             .insert(
                 pid,
@@ -274,10 +250,10 @@ impl ExitWatch {
                 }
                 e => Error::Bpf {
                     what: "track",
-                    reason: e.to_string(),
+                    source: Box::new(e),
                 },
             })?;
-        match crate::mounts::start_ticks(pid) {
+        match start_time(pid) {
             Some(after) if after == before => Ok(()),
             // Exited in between: then its exit was recorded, which is what tracking is for.
             None if self.events.get(&pid, 0).is_ok() => Ok(()),
@@ -297,7 +273,7 @@ impl ExitWatch {
             Err(MapError::SyscallError(ref e)) if e.io_error.raw_os_error() == Some(2) => Ok(false),
             Err(e) => Err(Error::Bpf {
                 what: "untrack",
-                reason: e.to_string(),
+                source: Box::new(e),
             }),
         }
     }
@@ -307,12 +283,12 @@ impl ExitWatch {
         match self.events.get(&pid, 0) {
             Ok(record) => {
                 let _ = self.events.remove(&pid);
-                Ok(Some(Exit::from_record(pid, record)))
+                Exit::from_record(pid, record).map(Some)
             }
             Err(MapError::KeyNotFound) => Ok(None),
             Err(e) => Err(Error::Bpf {
                 what: "read an exit",
-                reason: e.to_string(),
+                source: Box::new(e),
             }),
         }
     }
@@ -354,7 +330,7 @@ impl ExitWatch {
         if let Ok(link) = PinnedLink::from_pin(dir.join(LINK)) {
             link.unpin().map_err(|e| Error::Bpf {
                 what: "unpin the link",
-                reason: e.to_string(),
+                source: Box::new(e),
             })?;
         }
         for name in [TRACKING, EVENTS, COUNTERS] {
@@ -366,4 +342,10 @@ impl ExitWatch {
         }
         Ok(())
     }
+}
+
+/// The start time of `pid` (`/proc/<pid>/stat` field 22, through shimless-pidfd), or `None`
+/// if no such process.
+fn start_time(pid: u32) -> Option<u64> {
+    pidfd::start_time(i32::try_from(pid).ok()?).ok()
 }

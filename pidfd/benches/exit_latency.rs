@@ -12,8 +12,8 @@
 // Children are reaped by the watcher under test (pidfd or SIGCHLD), which clippy cannot see.
 #![allow(clippy::zombie_processes)]
 
-use pidfd::PidFd;
 use rustix::process::{Pid, Signal, WaitOptions, kill_process};
+use shimless_pidfd::PidFd;
 use std::collections::HashMap;
 use std::process::{Command, Stdio};
 use std::sync::mpsc;

@@ -7,7 +7,7 @@
 //! ```
 
 use futures_lite::future;
-use pidfd::{Error, ExitStatus, PidFd, Signal};
+use shimless_pidfd::{Error, ExitStatus, PidFd, Signal};
 use std::io::BufRead;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};

@@ -7,7 +7,7 @@ use std::io;
 /// Every variant names the process (by PID in the caller's PID namespace) and says what to do.
 ///
 /// ```
-/// use pidfd::Error;
+/// use shimless_pidfd::Error;
 /// let e = Error::Gone { pid: 4242 };
 /// assert_eq!(e.to_string(), "process 4242 is gone: it exited, or its PID now names another process");
 /// ```

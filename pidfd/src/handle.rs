@@ -18,7 +18,7 @@ use std::sync::OnceLock;
 /// wrong process, and its exit can be awaited whether or not it is our child.
 ///
 /// ```
-/// use pidfd::{ExitStatus, PidFd};
+/// use shimless_pidfd::{ExitStatus, PidFd};
 /// let child = std::process::Command::new("sh").args(["-c", "exit 7"]).spawn()?;
 /// let pidfd = PidFd::from_child(&child)?;
 /// futures_lite::future::block_on(pidfd.exited())?; // any executor, or none
@@ -42,10 +42,10 @@ impl PidFd {
     /// stored, or use [`PidFd::reopen`].
     ///
     /// ```
-    /// let me = pidfd::PidFd::open(std::process::id() as i32)?;
+    /// let me = shimless_pidfd::PidFd::open(std::process::id() as i32)?;
     /// assert_eq!(me.pid(), std::process::id() as i32);
-    /// assert!(matches!(pidfd::PidFd::open(0), Err(pidfd::Error::InvalidPid { pid: 0 })));
-    /// # Ok::<(), pidfd::Error>(())
+    /// assert!(matches!(shimless_pidfd::PidFd::open(0), Err(shimless_pidfd::Error::InvalidPid { pid: 0 })));
+    /// # Ok::<(), shimless_pidfd::Error>(())
     /// ```
     pub fn open(pid: i32) -> Result<Self, Error> {
         // Checked first: rustix's `Pid::from_raw` asserts on negative values.
@@ -71,7 +71,7 @@ impl PidFd {
     ///
     /// ```
     /// let child = std::process::Command::new("true").spawn()?;
-    /// let pidfd = pidfd::PidFd::from_child(&child)?;
+    /// let pidfd = shimless_pidfd::PidFd::from_child(&child)?;
     /// assert!(pidfd.wait()?.success());
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
@@ -85,11 +85,11 @@ impl PidFd {
     /// process.
     ///
     /// ```
-    /// use pidfd::PidFd;
+    /// use shimless_pidfd::PidFd;
     /// let me = PidFd::open(std::process::id() as i32)?;
     /// let stored = me.identity()?;
     /// assert_eq!(PidFd::reopen(&stored)?.pid(), stored.pid);
-    /// # Ok::<(), pidfd::Error>(())
+    /// # Ok::<(), shimless_pidfd::Error>(())
     /// ```
     pub fn reopen(identity: &ProcessIdentity) -> Result<Self, Error> {
         let pidfd = Self::open(identity.pid)?;
@@ -102,9 +102,9 @@ impl PidFd {
     /// The process's PID, as it was when the handle was opened.
     ///
     /// ```
-    /// let me = pidfd::PidFd::open(std::process::id() as i32)?;
+    /// let me = shimless_pidfd::PidFd::open(std::process::id() as i32)?;
     /// assert_eq!(me.pid() as u32, std::process::id());
-    /// # Ok::<(), pidfd::Error>(())
+    /// # Ok::<(), shimless_pidfd::Error>(())
     /// ```
     pub fn pid(&self) -> i32 {
         self.pid
@@ -118,18 +118,15 @@ impl PidFd {
     /// [`Error::Gone`] once the process has been reaped.
     ///
     /// ```
-    /// let me = pidfd::PidFd::open(std::process::id() as i32)?;
+    /// let me = shimless_pidfd::PidFd::open(std::process::id() as i32)?;
     /// let id = me.identity()?;
     /// assert_eq!(id.pid as u32, std::process::id());
     /// assert!(id.start_time > 0);
-    /// # Ok::<(), pidfd::Error>(())
+    /// # Ok::<(), shimless_pidfd::Error>(())
     /// ```
     pub fn identity(&self) -> Result<ProcessIdentity, Error> {
         let pid = self.pid;
-        let start_time = crate::identity::read_start_time(pid).map_err(|e| match e.kind() {
-            io::ErrorKind::NotFound => Error::Gone { pid },
-            _ => Error::io("read /proc/<pid>/stat", pid, e),
-        })?;
+        let start_time = crate::identity::start_time(pid)?;
         // A PID can only be reused once its owner has been reaped; if the process behind our
         // pidfd still holds its PID now, the stat we read above was its own.
         match crate::identity::fdinfo_pid(self.fd.as_raw_fd()) {
@@ -145,12 +142,12 @@ impl PidFd {
     /// never signalling a process that reused its PID.
     ///
     /// ```
-    /// use pidfd::{ExitStatus, PidFd, Signal};
+    /// use shimless_pidfd::{ExitStatus, PidFd, Signal};
     /// let child = std::process::Command::new("sleep").arg("60").spawn()?;
     /// let pidfd = PidFd::from_child(&child)?;
     /// pidfd.send_signal(Signal::TERM)?;
     /// assert_eq!(pidfd.wait()?, ExitStatus::Signaled { signal: 15, core_dumped: false });
-    /// assert!(matches!(pidfd.send_signal(Signal::TERM), Err(pidfd::Error::Gone { .. })));
+    /// assert!(matches!(pidfd.send_signal(Signal::TERM), Err(shimless_pidfd::Error::Gone { .. })));
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn send_signal(&self, signal: Signal) -> Result<(), Error> {
@@ -168,9 +165,9 @@ impl PidFd {
     /// Never blocks.
     ///
     /// ```
-    /// let me = pidfd::PidFd::open(std::process::id() as i32)?;
+    /// let me = shimless_pidfd::PidFd::open(std::process::id() as i32)?;
     /// assert!(!me.has_exited());
-    /// # Ok::<(), pidfd::Error>(())
+    /// # Ok::<(), shimless_pidfd::Error>(())
     /// ```
     pub fn has_exited(&self) -> bool {
         is_readable(self.fd.as_fd())
@@ -184,9 +181,9 @@ impl PidFd {
     ///
     /// ```
     /// let child = std::process::Command::new("sh").args(["-c", "exit 3"]).spawn()?;
-    /// let pidfd = pidfd::PidFd::from_child(&child)?;
-    /// assert_eq!(pidfd.wait()?, pidfd::ExitStatus::Exited(3));
-    /// assert_eq!(pidfd.wait()?, pidfd::ExitStatus::Exited(3));
+    /// let pidfd = shimless_pidfd::PidFd::from_child(&child)?;
+    /// assert_eq!(pidfd.wait()?, shimless_pidfd::ExitStatus::Exited(3));
+    /// assert_eq!(pidfd.wait()?, shimless_pidfd::ExitStatus::Exited(3));
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn wait(&self) -> Result<ExitStatus, Error> {
@@ -201,9 +198,9 @@ impl PidFd {
     ///
     /// ```
     /// let child = std::process::Command::new("sleep").arg("60").spawn()?;
-    /// let pidfd = pidfd::PidFd::from_child(&child)?;
+    /// let pidfd = shimless_pidfd::PidFd::from_child(&child)?;
     /// assert_eq!(pidfd.try_wait()?, None);
-    /// pidfd.send_signal(pidfd::Signal::KILL)?;
+    /// pidfd.send_signal(shimless_pidfd::Signal::KILL)?;
     /// pidfd.wait()?;
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
@@ -244,7 +241,7 @@ impl PidFd {
     ///
     /// ```
     /// let child = std::process::Command::new("true").spawn()?;
-    /// let pidfd = pidfd::PidFd::from_child(&child)?;
+    /// let pidfd = shimless_pidfd::PidFd::from_child(&child)?;
     /// futures_lite::future::block_on(pidfd.exited())?;
     /// assert!(pidfd.has_exited());
     /// # pidfd.wait()?;
@@ -282,14 +279,14 @@ impl PidFd {
     ///
     /// ```no_run
     /// # let pid = 1234;
-    /// let pidfd = pidfd::PidFd::open(pid)?; // some process another program started
+    /// let pidfd = shimless_pidfd::PidFd::open(pid)?; // some process another program started
     /// futures_lite::future::block_on(pidfd.exited())?;
     /// match pidfd.exit_info() {
     ///     Ok(status) => println!("{pid} {status}"),
-    ///     Err(pidfd::Error::NotYetReaped { .. }) => println!("{pid} exited; status not known yet"),
+    ///     Err(shimless_pidfd::Error::NotYetReaped { .. }) => println!("{pid} exited; status not known yet"),
     ///     Err(e) => return Err(e),
     /// }
-    /// # Ok::<(), pidfd::Error>(())
+    /// # Ok::<(), shimless_pidfd::Error>(())
     /// ```
     pub fn exit_info(&self) -> Result<ExitStatus, Error> {
         let pid = self.pid;

@@ -1,5 +1,6 @@
 //! Who a process is, beyond its PID: the PID plus the time it started.
 
+use crate::Error;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::io;
@@ -13,7 +14,7 @@ use std::io;
 /// which fails with [`Error::Gone`](crate::Error::Gone) if the PID now names another process.
 ///
 /// ```
-/// use pidfd::ProcessIdentity;
+/// use shimless_pidfd::ProcessIdentity;
 /// let id = ProcessIdentity { pid: 1234, start_time: 56789 };
 /// let json = serde_json::to_string(&id).unwrap();
 /// assert_eq!(json, r#"{"pid":1234,"start_time":56789}"#);
@@ -33,14 +34,33 @@ impl fmt::Display for ProcessIdentity {
     }
 }
 
-/// Reads the start time of `pid` from `/proc/<pid>/stat`.
-pub(crate) fn read_start_time(pid: i32) -> io::Result<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+/// The start time of process `pid` (field 22 of `/proc/<pid>/stat`, in clock ticks since
+/// boot): with the PID, what tells this process from any later owner of the PID.
+///
+/// Read without a handle, the value may belong to a process that reused the PID since you
+/// learned it; [`PidFd::identity`](crate::PidFd::identity) reads it race-free. Reading it twice
+/// and comparing tells whether the PID changed owner in between. Fails with
+/// [`Error::Gone`] when no process has the PID, [`Error::InvalidPid`] for `pid <= 0`.
+///
+/// ```
+/// let me = std::process::id() as i32;
+/// let ticks = shimless_pidfd::start_time(me)?;
+/// assert_eq!(shimless_pidfd::start_time(me)?, ticks);
+/// assert!(matches!(shimless_pidfd::start_time(0), Err(shimless_pidfd::Error::InvalidPid { pid: 0 })));
+/// # Ok::<(), shimless_pidfd::Error>(())
+/// ```
+pub fn start_time(pid: i32) -> Result<u64, Error> {
+    if pid <= 0 {
+        return Err(Error::InvalidPid { pid });
+    }
+    let stat =
+        std::fs::read_to_string(format!("/proc/{pid}/stat")).map_err(|e| match e.kind() {
+            io::ErrorKind::NotFound => Error::Gone { pid },
+            _ => Error::io("read /proc/<pid>/stat", pid, e),
+        })?;
     parse_start_time(&stat).ok_or_else(|| {
-        io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!("cannot parse /proc/{pid}/stat"),
-        )
+        let bad = io::Error::new(io::ErrorKind::InvalidData, "no start time in field 22");
+        Error::io("parse /proc/<pid>/stat", pid, bad)
     })
 }
 
@@ -93,8 +113,8 @@ mod tests {
     #[test]
     fn own_start_time_is_readable_and_stable() {
         let me = std::process::id() as i32;
-        let a = read_start_time(me).unwrap();
+        let a = start_time(me).unwrap();
         assert!(a > 0);
-        assert_eq!(read_start_time(me).unwrap(), a);
+        assert_eq!(start_time(me).unwrap(), a);
     }
 }

@@ -15,7 +15,10 @@
 //! - [`PidFd::exit_info`]: the exit status of a process that is *not* our child, which Linux
 //!   6.15+ keeps for holders of a pidfd (`PIDFD_GET_INFO` with `PIDFD_INFO_EXIT`);
 //! - [`ProcessIdentity`]: PID + start time, serializable, so a handle can be stored as data and
-//!   [reopened](PidFd::reopen) after a restart with a guarantee that it is the same process.
+//!   [reopened](PidFd::reopen) after a restart with a guarantee that it is the same process;
+//!   [`start_time`] reads the start time of a PID without a handle;
+//! - [`ExitStatus::from_wait_status`]: the one decoder of raw wait statuses in the workspace
+//!   (`waitid`, `PIDFD_INFO_EXIT` and exitwatch's eBPF records all go through it).
 //!
 //! # How it works underneath
 //!
@@ -40,7 +43,7 @@
 //! # Example
 //!
 //! ```
-//! use pidfd::{ExitStatus, PidFd, Signal};
+//! use shimless_pidfd::{ExitStatus, PidFd, Signal};
 //!
 //! let child = std::process::Command::new("sleep").arg("60").spawn()?;
 //! let pidfd = PidFd::from_child(&child)?;
@@ -53,7 +56,7 @@
 //! assert_eq!(status.code_for_containerd(), 143);
 //!
 //! // The process is gone: its identity no longer opens, whoever owns the PID now.
-//! assert!(matches!(PidFd::reopen(&stored), Err(pidfd::Error::Gone { .. })));
+//! assert!(matches!(PidFd::reopen(&stored), Err(shimless_pidfd::Error::Gone { .. })));
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
@@ -65,13 +68,13 @@ mod status;
 
 pub use error::Error;
 pub use handle::PidFd;
-pub use identity::ProcessIdentity;
+pub use identity::{ProcessIdentity, start_time};
 pub use status::ExitStatus;
 
 /// A signal to send with [`PidFd::send_signal`] (rustix's type: `Signal::TERM`, `Signal::KILL`,
 /// ...).
 ///
 /// ```
-/// assert_eq!(pidfd::Signal::KILL.as_raw(), 9);
+/// assert_eq!(shimless_pidfd::Signal::KILL.as_raw(), 9);
 /// ```
 pub use rustix::process::Signal;

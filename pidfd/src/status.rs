@@ -6,7 +6,7 @@ use std::fmt;
 /// How a process ended, as `waitpid` reports it.
 ///
 /// ```
-/// use pidfd::ExitStatus;
+/// use shimless_pidfd::ExitStatus;
 /// assert_eq!(ExitStatus::Exited(3).code_for_containerd(), 3);
 /// let killed = ExitStatus::Signaled { signal: 9, core_dumped: false };
 /// assert_eq!(killed.code_for_containerd(), 137);
@@ -32,7 +32,7 @@ impl ExitStatus {
     /// describe a termination (a stopped or continued process).
     ///
     /// ```
-    /// use pidfd::ExitStatus;
+    /// use shimless_pidfd::ExitStatus;
     /// assert_eq!(ExitStatus::from_wait_status(42 << 8), Some(ExitStatus::Exited(42)));
     /// assert_eq!(
     ///     ExitStatus::from_wait_status(11 | 0x80),
@@ -58,7 +58,7 @@ impl ExitStatus {
     /// The raw wait status that [`ExitStatus::from_wait_status`] decodes.
     ///
     /// ```
-    /// use pidfd::ExitStatus;
+    /// use shimless_pidfd::ExitStatus;
     /// let s = ExitStatus::Signaled { signal: 15, core_dumped: false };
     /// assert_eq!(ExitStatus::from_wait_status(s.to_wait_status()), Some(s));
     /// ```
@@ -76,7 +76,7 @@ impl ExitStatus {
     /// number for a process killed by a signal (as shells do).
     ///
     /// ```
-    /// use pidfd::ExitStatus;
+    /// use shimless_pidfd::ExitStatus;
     /// let s = ExitStatus::Signaled { signal: 15, core_dumped: false };
     /// assert_eq!(s.code_for_containerd(), 143);
     /// ```
@@ -90,7 +90,7 @@ impl ExitStatus {
     /// Whether the process exited with code 0.
     ///
     /// ```
-    /// assert!(pidfd::ExitStatus::Exited(0).success());
+    /// assert!(shimless_pidfd::ExitStatus::Exited(0).success());
     /// ```
     pub fn success(self) -> bool {
         self == ExitStatus::Exited(0)

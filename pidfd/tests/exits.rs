@@ -3,7 +3,7 @@
 // Children here are reaped through their pidfd (`PidFd::wait`), which clippy cannot see.
 #![allow(clippy::zombie_processes)]
 
-use pidfd::{Error, ExitStatus, PidFd, Signal};
+use shimless_pidfd::{Error, ExitStatus, PidFd, Signal};
 use std::process::{Command, Stdio};
 
 fn sh(script: &str) -> std::process::Child {
@@ -191,13 +191,13 @@ fn identity_survives_serialization_and_refuses_a_dead_process() {
     let pidfd = PidFd::from_child(&child).unwrap();
     let identity = pidfd.identity().unwrap();
     assert_eq!(identity.pid, child.id() as i32);
-    let stored: pidfd::ProcessIdentity =
+    let stored: shimless_pidfd::ProcessIdentity =
         serde_json::from_str(&serde_json::to_string(&identity).unwrap()).unwrap();
     let reopened = PidFd::reopen(&stored).unwrap();
     assert_eq!(reopened.identity().unwrap(), identity);
 
     // A different start time is a different process, whatever the PID says.
-    let impostor = pidfd::ProcessIdentity {
+    let impostor = shimless_pidfd::ProcessIdentity {
         start_time: identity.start_time + 1,
         ..identity
     };
@@ -223,7 +223,7 @@ fn bad_pids_are_refused_with_a_typed_error() {
         PidFd::open(i32::MAX),
         Err(Error::Gone { pid: i32::MAX })
     ));
-    let impossible = pidfd::ProcessIdentity {
+    let impossible = shimless_pidfd::ProcessIdentity {
         pid: -5,
         start_time: 1,
     };

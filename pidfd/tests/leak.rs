@@ -4,7 +4,7 @@
 #![allow(clippy::zombie_processes)]
 
 use futures_lite::future;
-use pidfd::{PidFd, Signal};
+use shimless_pidfd::{PidFd, Signal};
 use std::process::Command;
 
 /// (open fds, fds registered in this process's epoll sets)

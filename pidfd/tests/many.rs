@@ -4,7 +4,7 @@
 #![allow(clippy::zombie_processes)]
 
 use futures_lite::future;
-use pidfd::{ExitStatus, PidFd};
+use shimless_pidfd::{ExitStatus, PidFd};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 

@@ -9,7 +9,7 @@
 #![allow(clippy::zombie_processes)]
 
 use integration::{Need, require};
-use pidfd::{Error, ExitStatus, PidFd, Signal};
+use shimless_pidfd::{Error, ExitStatus, PidFd, Signal};
 use std::process::Command;
 use std::time::Duration;
 

@@ -5,7 +5,7 @@
 #![allow(clippy::zombie_processes)]
 
 use futures_lite::future;
-use pidfd::{Error, ExitStatus, PidFd};
+use shimless_pidfd::{Error, ExitStatus, PidFd};
 use std::io::BufRead;
 use std::process::{Command, Stdio};
 

@@ -1,10 +1,11 @@
 //! `runc exec`: another process in a running container.
 
 use crate::Error;
+use crate::call::Call;
 use crate::console::ConsoleSocket;
 use crate::io::{Pipes, Stdio};
 use crate::lifecycle::read_pid;
-use crate::runtime::{Call, Runc};
+use crate::runtime::Runc;
 use crate::validate::validate_id;
 use std::os::fd::OwnedFd;
 

@@ -46,7 +46,7 @@
 //! # Ok(()) }
 //! ```
 
-mod child;
+mod call;
 mod console;
 mod error;
 mod exec;
@@ -54,6 +54,7 @@ mod io;
 mod lifecycle;
 mod query;
 mod runtime;
+mod spawn;
 mod types;
 mod validate;
 

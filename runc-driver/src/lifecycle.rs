@@ -1,9 +1,10 @@
 //! Commands that make, start, signal, freeze and remove containers.
 
 use crate::Error;
+use crate::call::Call;
 use crate::console::ConsoleSocket;
 use crate::io::{Pipes, Stdio};
-use crate::runtime::{Call, Runc};
+use crate::runtime::Runc;
 use crate::validate::{validate_bundle, validate_id};
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};

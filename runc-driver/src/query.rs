@@ -1,7 +1,8 @@
 //! Commands that read a container's state, or change its resources.
 
 use crate::Error;
-use crate::runtime::{Call, Flavor, Runc};
+use crate::call::Call;
+use crate::runtime::{Flavor, Runc};
 use crate::types::{Features, State, Stats, Version};
 use crate::validate::validate_id;
 

@@ -26,12 +26,14 @@
 
 mod error;
 mod files;
+mod membership;
 mod mounts;
 mod stats;
 mod v1;
 mod v2;
 
 pub use error::FsError;
+pub use membership::{Membership, ProcessCgroups};
 pub use mounts::{Mounts, V1_CONTROLLERS};
 pub use stats::Stats;
 

@@ -106,17 +106,7 @@ pub fn reap_orphans() {
 }
 
 pub fn cgroup_file(pid: i32, controller: &str, file: &str) -> PathBuf {
-    let cgroups = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
-    let path = cgroups
-        .lines()
-        .find_map(|l| {
-            let mut parts = l.splitn(3, ':');
-            let (_, ctrls, path) = (parts.next()?, parts.next()?, parts.next()?);
-            ctrls
-                .split(',')
-                .any(|c| c == controller)
-                .then(|| path.to_string())
-        })
-        .unwrap();
+    let cgroups = cgroupfold::fs::ProcessCgroups::read(pid as u32).unwrap();
+    let path = cgroups.v1_path(controller).unwrap();
     PathBuf::from(format!("/sys/fs/cgroup/{controller}{path}/{file}"))
 }
