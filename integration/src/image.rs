@@ -263,6 +263,37 @@ impl ImageBuilder {
             (layer, MediaType::ImageLayer)
         };
 
+        let config_blob = self.config_blob(diff_id, path)?;
+        let config_desc = descriptor(MediaType::ImageConfig, &config_blob)?;
+        let manifest = ImageManifestBuilder::default()
+            .schema_version(SCHEMA_VERSION)
+            .media_type(MediaType::ImageManifest)
+            .config(config_desc.clone())
+            .layers(vec![descriptor(layer_type, &layer_blob)?])
+            .build()
+            .map_err(spec_err("manifest"))?;
+        let manifest_blob = canonical_json(&manifest, path)?;
+
+        let manifest_desc = self.manifest_descriptor(&manifest_blob, tag)?;
+        let mut blobs = [
+            (config_desc.digest().digest().to_string(), &config_blob),
+            (sha256_hex(&layer_blob), &layer_blob),
+            (manifest_desc.digest().digest().to_string(), &manifest_blob),
+        ];
+        blobs.sort();
+        let bytes = archive(&manifest_desc, blobs, path)?;
+        std::fs::write(path, bytes).map_err(|e| write_err(path, e))?;
+        Ok(Image {
+            name: self.name.clone(),
+            digest: manifest_desc.digest().to_string(),
+            config_digest: config_desc.digest().to_string(),
+            path: path.to_owned(),
+        })
+    }
+
+    /// The image configuration (environment, entrypoint, command, the one layer's diff id) as
+    /// canonical JSON.
+    fn config_blob(&self, diff_id: String, path: &Path) -> Result<Vec<u8>, ImageError> {
         let mut config = ConfigBuilder::default()
             .env(self.env.clone())
             .working_dir("/");
@@ -285,19 +316,17 @@ impl ImageBuilder {
             )
             .build()
             .map_err(spec_err("image config"))?;
-        let config_blob = canonical_json(&image_config, path)?;
+        canonical_json(&image_config, path)
+    }
 
-        let config_desc = descriptor(MediaType::ImageConfig, &config_blob)?;
-        let manifest = ImageManifestBuilder::default()
-            .schema_version(SCHEMA_VERSION)
-            .media_type(MediaType::ImageManifest)
-            .config(config_desc.clone())
-            .layers(vec![descriptor(layer_type, &layer_blob)?])
-            .build()
-            .map_err(spec_err("manifest"))?;
-        let manifest_blob = canonical_json(&manifest, path)?;
-
-        let mut manifest_desc = descriptor(MediaType::ImageManifest, &manifest_blob)?;
+    /// The index's descriptor of the manifest, annotated with the image's name and `tag` (what
+    /// `ctr images import` names the image by) and the host's platform.
+    fn manifest_descriptor(
+        &self,
+        manifest_blob: &[u8],
+        tag: &str,
+    ) -> Result<Descriptor, ImageError> {
+        let mut manifest_desc = descriptor(MediaType::ImageManifest, manifest_blob)?;
         manifest_desc.set_annotations(Some(HashMap::from([
             (ANNOTATION_CONTAINERD_NAME.to_string(), self.name.clone()),
             (ANNOTATION_REF_NAME.to_string(), tag.to_string()),
@@ -309,45 +338,41 @@ impl ImageBuilder {
                 .build()
                 .map_err(spec_err("platform"))?,
         ));
-        let index = ImageIndexBuilder::default()
-            .schema_version(SCHEMA_VERSION)
-            .media_type(MediaType::ImageIndex)
-            .manifests(vec![manifest_desc.clone()])
-            .build()
-            .map_err(spec_err("index"))?;
-        let layout: OciLayout = OciLayoutBuilder::default()
-            .image_layout_version("1.0.0")
-            .build()
-            .map_err(spec_err("oci-layout"))?;
-
-        let mut blobs = [
-            (config_desc.digest().digest().to_string(), &config_blob),
-            (sha256_hex(&layer_blob), &layer_blob),
-            (manifest_desc.digest().digest().to_string(), &manifest_blob),
-        ];
-        blobs.sort();
-        let layout = canonical_json(&layout, path)?;
-        let index = canonical_json(&index, path)?;
-        let bytes = (|| {
-            let mut tar = Tar::new();
-            tar.file("oci-layout", &layout, 0o644)?;
-            tar.file("index.json", &index, 0o644)?;
-            tar.dir("blobs/")?;
-            tar.dir("blobs/sha256/")?;
-            for (hex, blob) in blobs {
-                tar.file(&format!("blobs/sha256/{hex}"), blob, 0o444)?;
-            }
-            tar.finish()
-        })()
-        .map_err(|e| write_err(path, e))?;
-        std::fs::write(path, bytes).map_err(|e| write_err(path, e))?;
-        Ok(Image {
-            name: self.name.clone(),
-            digest: manifest_desc.digest().to_string(),
-            config_digest: config_desc.digest().to_string(),
-            path: path.to_owned(),
-        })
+        Ok(manifest_desc)
     }
+}
+
+/// The OCI-layout tarball: `oci-layout`, `index.json` naming the manifest, and the blobs
+/// (sorted by digest) under `blobs/sha256/`.
+fn archive(
+    manifest_desc: &Descriptor,
+    blobs: [(String, &Vec<u8>); 3],
+    path: &Path,
+) -> Result<Vec<u8>, ImageError> {
+    let index = ImageIndexBuilder::default()
+        .schema_version(SCHEMA_VERSION)
+        .media_type(MediaType::ImageIndex)
+        .manifests(vec![manifest_desc.clone()])
+        .build()
+        .map_err(spec_err("index"))?;
+    let layout: OciLayout = OciLayoutBuilder::default()
+        .image_layout_version("1.0.0")
+        .build()
+        .map_err(spec_err("oci-layout"))?;
+    let layout = canonical_json(&layout, path)?;
+    let index = canonical_json(&index, path)?;
+    (|| {
+        let mut tar = Tar::new();
+        tar.file("oci-layout", &layout, 0o644)?;
+        tar.file("index.json", &index, 0o644)?;
+        tar.dir("blobs/")?;
+        tar.dir("blobs/sha256/")?;
+        for (hex, blob) in blobs {
+            tar.file(&format!("blobs/sha256/{hex}"), blob, 0o444)?;
+        }
+        tar.finish()
+    })()
+    .map_err(|e| write_err(path, e))
 }
 
 /// The tag of an image name (`latest` when there is none), or why the name is no name.
