@@ -91,8 +91,8 @@ pub enum Error {
     /// No attach mode worked: each mode tried failed, for a reason other than privilege.
     #[error("cannot attach to sched_process_exit: {}", list(.earlier, .last))]
     Attach {
-        /// The failures of the modes tried before the last one ([`AttachMode::Auto`] tries
-        /// three).
+        /// The failures of the modes tried before the last one
+        /// ([`AttachMode::Auto`](crate::AttachMode::Auto) tries three).
         earlier: Vec<AttachFailure>,
         /// The last mode's failure.
         #[source]

@@ -15,7 +15,7 @@ use crate::{ProbeFailure, ProbeKind, ProbeResult, WatchStats};
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProbeEvent {
-    /// The container's name as given to [`Prober::add`].
+    /// The container's name as given to [`Prober::add`](crate::Prober::add).
     pub container: String,
     /// Which probe changed.
     pub kind: ProbeKind,
@@ -29,8 +29,9 @@ pub struct ProbeEvent {
 ///
 /// ```no_run
 /// use std::{sync::Arc, time::Instant};
-/// let t = fileprobe::Target { id: "abc".into(), root: Arc::new(fileprobe::open_container_root(42)?), started_at: Instant::now() };
-/// # Ok::<(), fileprobe::ProbeFailure>(())
+/// let t = fileprobe::Target { id: "abc".into(), root:
+/// Arc::new(fileprobe::open_container_root(42)?), started_at: Instant::now() }; # Ok::<(),
+/// fileprobe::ProbeFailure>(())
 /// ```
 #[derive(Debug, Clone)]
 pub struct Target {
@@ -42,7 +43,7 @@ pub struct Target {
     pub started_at: Instant,
 }
 
-/// Counters of a [`Prober`].
+/// Counters of a [`Prober`](crate::Prober).
 ///
 /// ```
 /// assert_eq!(fileprobe::Counters::default().runs, 0);

@@ -35,10 +35,10 @@ impl Shared {
     }
 }
 
-/// Adds, removes and restarts probes of a [`Prober`] from any thread or task, also while the
-/// prober's consumer is awaiting events. Cloneable; commands are applied in order the next time
-/// the prober is polled (each wakes it). While any handle is alive the prober's stream does not
-/// end when it runs out of probes.
+/// Adds, removes and restarts probes of a [`Prober`](crate::Prober) from any thread or task, also
+/// while the prober's consumer is awaiting events. Cloneable; commands are applied in order the
+/// next time the prober is polled (each wakes it). While any handle is alive the prober's stream
+/// does not end when it runs out of probes.
 ///
 /// ```
 /// use std::{sync::Arc, time::Instant};
@@ -102,7 +102,7 @@ impl ProberHandle {
         true
     }
 
-    /// Queues [`Prober::add`]; `false` if the prober was dropped.
+    /// Queues [`Prober::add`](crate::Prober::add); `false` if the prober was dropped.
     ///
     /// ```
     /// # use std::{sync::Arc, time::Instant};
@@ -110,14 +110,15 @@ impl ProberHandle {
     /// let probe = fileprobe::ProbeSpec::from_yaml("file: {path: /p, validity: 3}").unwrap()
     ///     .validate(fileprobe::ProbeKind::Liveness).unwrap();
     /// let handle = fileprobe::Prober::new().handle(); // the prober is dropped at once
-    /// assert!(!handle.add("web", probe, fileprobe::Target { id: "c1".into(), root, started_at: Instant::now() }));
+    /// assert!(!handle.add("web", probe, fileprobe::Target { id: "c1".into(), root, started_at:
+    /// Instant::now() }));
     /// ```
     pub fn add(&self, container: &str, probe: FileProbe, target: Target) -> bool {
         self.send(Command::Add(container.to_owned(), Box::new(probe), target))
     }
 
-    /// Queues [`Prober::remove`]; `false` if the prober was dropped (whether the probe existed
-    /// is not known here).
+    /// Queues [`Prober::remove`](crate::Prober::remove); `false` if the prober was dropped (whether
+    /// the probe existed is not known here).
     ///
     /// ```
     /// let prober = fileprobe::Prober::new();
@@ -127,7 +128,7 @@ impl ProberHandle {
         self.send(Command::Remove(container.to_owned(), kind))
     }
 
-    /// Queues [`Prober::restart`]; `false` if the prober was dropped.
+    /// Queues [`Prober::restart`](crate::Prober::restart); `false` if the prober was dropped.
     ///
     /// ```
     /// let prober = fileprobe::Prober::new();
