@@ -29,9 +29,8 @@ pub struct ProbeEvent {
 ///
 /// ```no_run
 /// use std::{sync::Arc, time::Instant};
-/// let t = fileprobe::Target { id: "abc".into(), root:
-/// Arc::new(fileprobe::open_container_root(42)?), started_at: Instant::now() }; # Ok::<(),
-/// fileprobe::ProbeFailure>(())
+/// let t = fileprobe::Target { id: "abc".into(), root: Arc::new(fileprobe::open_container_root(42)?), started_at: Instant::now() };
+/// # Ok::<(), fileprobe::ProbeFailure>(())
 /// ```
 #[derive(Debug, Clone)]
 pub struct Target {

@@ -110,8 +110,7 @@ impl ProberHandle {
     /// let probe = fileprobe::ProbeSpec::from_yaml("file: {path: /p, validity: 3}").unwrap()
     ///     .validate(fileprobe::ProbeKind::Liveness).unwrap();
     /// let handle = fileprobe::Prober::new().handle(); // the prober is dropped at once
-    /// assert!(!handle.add("web", probe, fileprobe::Target { id: "c1".into(), root, started_at:
-    /// Instant::now() }));
+    /// assert!(!handle.add("web", probe, fileprobe::Target { id: "c1".into(), root, started_at: Instant::now() }));
     /// ```
     pub fn add(&self, container: &str, probe: FileProbe, target: Target) -> bool {
         self.send(Command::Add(container.to_owned(), Box::new(probe), target))
