@@ -1,9 +1,12 @@
 //! Attaching to `sched_process_exit`, with fallback from the cheapest way to the most portable.
 
-use crate::error::{AttachFailure, BoxError, Error};
 use aya::programs::links::FdLink;
 use aya::programs::{BtfTracePoint, RawTracePoint, TracePoint};
 use aya::{Btf, Ebpf};
+use std::path::Path;
+
+/// The underlying error an exitwatch error keeps as its source (aya's, the OS's).
+pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
 /// How the program is attached to `sched_process_exit`.
 ///
@@ -21,6 +24,79 @@ pub enum AttachMode {
     TracePoint,
     /// A raw tracepoint.
     RawTracePoint,
+}
+
+/// Why attaching in one [`AttachMode`] failed: the step, and aya's (or the OS's) error.
+///
+/// ```
+/// use exitwatch::{AttachFailure, AttachMode};
+/// let f = AttachFailure {
+///     mode: AttachMode::TracePoint,
+///     step: "attach",
+///     source: std::io::Error::from_raw_os_error(1).into(),
+/// };
+/// assert!(f.is_permission_denied());
+/// assert!(f.to_string().starts_with("TracePoint attach: "));
+/// ```
+#[derive(Debug, thiserror::Error)]
+#[error("{mode:?} {step}: {source}")]
+pub struct AttachFailure {
+    /// The mode tried.
+    pub mode: AttachMode,
+    /// The step that failed (`read kernel BTF`, `load`, `attach`, ...).
+    pub step: &'static str,
+    /// The underlying error.
+    #[source]
+    pub source: Box<dyn std::error::Error + Send + Sync + 'static>,
+}
+
+impl AttachFailure {
+    /// Whether the kernel refused for lack of privilege: `EPERM` anywhere in the error chain.
+    ///
+    /// ```
+    /// use exitwatch::{AttachFailure, AttachMode};
+    /// let einval = AttachFailure {
+    ///     mode: AttachMode::RawTracePoint,
+    ///     step: "load",
+    ///     source: std::io::Error::from_raw_os_error(22).into(),
+    /// };
+    /// assert!(!einval.is_permission_denied());
+    /// ```
+    pub fn is_permission_denied(&self) -> bool {
+        is_permission_denied(&*self.source)
+    }
+}
+
+/// Whether `error` or one of its sources is the OS error `EPERM` (as `std::io::Error`, which
+/// aya's syscall errors carry, or rustix's `Errno`).
+pub(crate) fn is_permission_denied(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(error);
+    while let Some(e) = next {
+        let eperm = e
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.raw_os_error() == Some(rustix::io::Errno::PERM.raw_os_error()))
+            || e.downcast_ref::<rustix::io::Errno>() == Some(&rustix::io::Errno::PERM);
+        if eperm {
+            return true;
+        }
+        next = e.source();
+    }
+    false
+}
+
+/// Mounts tracefs at /sys/kernel/tracing if it is not there (classic tracepoints need it).
+fn ensure_tracefs() -> Result<(), rustix::io::Errno> {
+    let tracing = Path::new("/sys/kernel/tracing");
+    if tracing.join("events").exists() {
+        return Ok(());
+    }
+    rustix::mount::mount(
+        "nodev",
+        tracing,
+        "tracefs",
+        rustix::mount::MountFlags::empty(),
+        None,
+    )
 }
 
 /// Names the failed `step` of attaching in `mode`, keeping the underlying error.
@@ -64,8 +140,7 @@ fn attach_btf(ebpf: &mut Ebpf) -> Result<FdLink, AttachFailure> {
 
 fn attach_tracepoint(ebpf: &mut Ebpf) -> Result<FdLink, AttachFailure> {
     let mode = AttachMode::TracePoint;
-    crate::mounts::ensure_tracefs()
-        .map_err(failed(mode, "mount tracefs at /sys/kernel/tracing"))?;
+    ensure_tracefs().map_err(failed(mode, "mount tracefs at /sys/kernel/tracing"))?;
     let p: &mut TracePoint = program(ebpf, mode, "exitwatch_tp")?;
     p.load().map_err(failed(mode, "load"))?;
     let id = p
@@ -88,10 +163,9 @@ fn attach_raw(ebpf: &mut Ebpf) -> Result<FdLink, AttachFailure> {
         .into())
 }
 
-/// Attaches in `mode`, or with [`AttachMode::Auto`] tries each mode in turn. A refusal for
-/// lack of privilege (EPERM anywhere in an attempt's error chain) is
-/// [`Error::PermissionDenied`]; else every attempt's failure is kept in [`Error::Attach`].
-pub(crate) fn attach(ebpf: &mut Ebpf, mode: AttachMode) -> Result<FdLink, Error> {
+/// Attaches in `mode`, or with [`AttachMode::Auto`] tries each mode in turn; on failure, every
+/// attempt's failure in order (see `Error::from_attach_failures`).
+pub(crate) fn attach(ebpf: &mut Ebpf, mode: AttachMode) -> Result<FdLink, Vec<AttachFailure>> {
     let modes: &[AttachMode] = match mode {
         AttachMode::Auto => &[
             AttachMode::BtfTracePoint,
@@ -112,5 +186,5 @@ pub(crate) fn attach(ebpf: &mut Ebpf, mode: AttachMode) -> Result<FdLink, Error>
             Err(failure) => failures.push(failure),
         }
     }
-    Err(Error::from_attach_failures(failures))
+    Err(failures)
 }

@@ -1,10 +1,7 @@
 //! What can go wrong, and what to do about it.
 
-use crate::attach::AttachMode;
+use crate::attach::{AttachFailure, is_permission_denied};
 use std::path::PathBuf;
-
-/// The underlying error an exitwatch error keeps as its source (aya's, the OS's).
-pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
 /// An exitwatch failure; each variant says what to do.
 ///
@@ -94,8 +91,8 @@ pub enum Error {
     /// No attach mode worked: each mode tried failed, for a reason other than privilege.
     #[error("cannot attach to sched_process_exit: {}", list(.earlier, .last))]
     Attach {
-        /// The failures of the modes tried before the last one ([`AttachMode::Auto`] tries
-        /// three).
+        /// The failures of the modes tried before the last one
+        /// ([`AttachMode::Auto`](crate::AttachMode::Auto) tries three).
         earlier: Vec<AttachFailure>,
         /// The last mode's failure.
         #[source]
@@ -121,54 +118,6 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
-}
-
-/// Why attaching in one [`AttachMode`] failed: the step, and aya's (or the OS's) error.
-///
-/// ```
-/// use exitwatch::{AttachFailure, AttachMode};
-/// let f = AttachFailure {
-///     mode: AttachMode::TracePoint,
-///     step: "attach",
-///     source: std::io::Error::from_raw_os_error(1).into(),
-/// };
-/// assert!(f.is_permission_denied());
-/// assert!(f.to_string().starts_with("TracePoint attach: "));
-/// ```
-#[derive(Debug, thiserror::Error)]
-#[error("{mode:?} {step}: {source}")]
-pub struct AttachFailure {
-    /// The mode tried.
-    pub mode: AttachMode,
-    /// The step that failed (`read kernel BTF`, `load`, `attach`, ...).
-    pub step: &'static str,
-    /// The underlying error.
-    #[source]
-    pub source: Box<dyn std::error::Error + Send + Sync + 'static>,
-}
-
-impl AttachFailure {
-    /// Whether the kernel refused for lack of privilege: `EPERM` anywhere in the error chain.
-    pub fn is_permission_denied(&self) -> bool {
-        is_permission_denied(&*self.source)
-    }
-}
-
-/// Whether `error` or one of its sources is the OS error `EPERM` (as `std::io::Error`, which
-/// aya's syscall errors carry, or rustix's `Errno`).
-pub(crate) fn is_permission_denied(error: &(dyn std::error::Error + 'static)) -> bool {
-    let mut next = Some(error);
-    while let Some(e) = next {
-        let eperm = e
-            .downcast_ref::<std::io::Error>()
-            .is_some_and(|io| io.raw_os_error() == Some(rustix::io::Errno::PERM.raw_os_error()))
-            || e.downcast_ref::<rustix::io::Errno>() == Some(&rustix::io::Errno::PERM);
-        if eperm {
-            return true;
-        }
-        next = e.source();
-    }
-    false
 }
 
 fn list(earlier: &[AttachFailure], last: &AttachFailure) -> String {
@@ -224,6 +173,7 @@ impl Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::AttachMode;
 
     fn failure(mode: AttachMode, errno: i32) -> AttachFailure {
         AttachFailure {

@@ -52,8 +52,8 @@ mod mounts;
 mod record;
 mod watch;
 
-pub use attach::AttachMode;
-pub use error::{AttachFailure, Error};
+pub use attach::{AttachFailure, AttachMode};
+pub use error::Error;
 /// How a process ended: shimless-pidfd's decoder of wait statuses, re-exported so that
 /// [`Exit::status`] needs no second dependency.
 ///

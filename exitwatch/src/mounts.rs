@@ -1,4 +1,4 @@
-//! bpffs and tracefs, mounted when missing.
+//! bpffs, mounted when missing.
 
 use crate::error::Error;
 use std::path::Path;
@@ -32,19 +32,4 @@ pub(crate) fn ensure_bpffs(pin_dir: &Path) -> Result<(), Error> {
         path: pin_dir.into(),
         reason: "not under a bpffs mount".into(),
     })
-}
-
-/// Mounts tracefs at /sys/kernel/tracing if it is not there (classic tracepoints need it).
-pub(crate) fn ensure_tracefs() -> Result<(), rustix::io::Errno> {
-    let tracing = Path::new("/sys/kernel/tracing");
-    if tracing.join("events").exists() {
-        return Ok(());
-    }
-    rustix::mount::mount(
-        "nodev",
-        tracing,
-        "tracefs",
-        rustix::mount::MountFlags::empty(),
-        None,
-    )
 }

@@ -213,7 +213,7 @@ impl ExitWatch {
             .default_map_pin_directory(dir)
             .load(OBJECT)
             .map_err(Error::from_load)?;
-        let link = crate::attach::attach(&mut ebpf, mode)?;
+        let link = crate::attach::attach(&mut ebpf, mode).map_err(Error::from_attach_failures)?;
         // The link is pinned last: a crash before this leaves maps only, which the next loader
         // reuses (checked above); a crash after it leaves a complete state.
         link.pin(dir.join(LINK)).map_err(|e| Error::Bpf {

@@ -200,34 +200,7 @@ impl ProbeSpec {
             .file
             .as_ref()
             .ok_or(ConfigError::NoFileAction { kind })?;
-        if file.path.is_empty() {
-            return Err(bad(
-                "file.path",
-                "\"\"".into(),
-                "must not be empty; give the absolute path inside the container",
-            ));
-        }
-        if file.path.contains('\0') {
-            return Err(bad(
-                "file.path",
-                format!("{:?}", file.path),
-                "must not contain a NUL byte",
-            ));
-        }
-        if !file.path.starts_with('/') {
-            return Err(bad(
-                "file.path",
-                format!("{:?}", file.path),
-                "must be an absolute path (start with `/`) as the container sees it",
-            ));
-        }
-        if file.validity < 1 {
-            return Err(bad(
-                "file.validity",
-                file.validity.to_string(),
-                "must be at least 1 (seconds)",
-            ));
-        }
+        validate_file(file, bad)?;
         let initial = self.initial_delay_seconds.unwrap_or(0);
         if initial < 0 {
             return Err(bad(
@@ -275,4 +248,41 @@ impl ProbeSpec {
             failure_threshold: count("failureThreshold", failure)?,
         })
     }
+}
+
+/// The rules of the `file` action: a non-empty absolute path without NUL, a validity of at
+/// least a second. `bad` builds the error for (field, value, rule).
+fn validate_file(
+    file: &FileAction,
+    bad: impl Fn(&'static str, String, &'static str) -> ConfigError,
+) -> Result<(), ConfigError> {
+    if file.path.is_empty() {
+        return Err(bad(
+            "file.path",
+            "\"\"".into(),
+            "must not be empty; give the absolute path inside the container",
+        ));
+    }
+    if file.path.contains('\0') {
+        return Err(bad(
+            "file.path",
+            format!("{:?}", file.path),
+            "must not contain a NUL byte",
+        ));
+    }
+    if !file.path.starts_with('/') {
+        return Err(bad(
+            "file.path",
+            format!("{:?}", file.path),
+            "must be an absolute path (start with `/`) as the container sees it",
+        ));
+    }
+    if file.validity < 1 {
+        return Err(bad(
+            "file.validity",
+            file.validity.to_string(),
+            "must be at least 1 (seconds)",
+        ));
+    }
+    Ok(())
 }

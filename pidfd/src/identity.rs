@@ -43,11 +43,12 @@ impl fmt::Display for ProcessIdentity {
 /// [`Error::Gone`] when no process has the PID, [`Error::InvalidPid`] for `pid <= 0`.
 ///
 /// ```
+/// use shimless_pidfd::{Error, start_time};
 /// let me = std::process::id() as i32;
-/// let ticks = shimless_pidfd::start_time(me)?;
-/// assert_eq!(shimless_pidfd::start_time(me)?, ticks);
-/// assert!(matches!(shimless_pidfd::start_time(0), Err(shimless_pidfd::Error::InvalidPid { pid: 0 })));
-/// # Ok::<(), shimless_pidfd::Error>(())
+/// let ticks = start_time(me)?;
+/// assert_eq!(start_time(me)?, ticks);
+/// assert!(matches!(start_time(0), Err(Error::InvalidPid { pid: 0 })));
+/// # Ok::<(), Error>(())
 /// ```
 pub fn start_time(pid: i32) -> Result<u64, Error> {
     if pid <= 0 {

@@ -52,7 +52,8 @@ impl Membership {
 ///
 /// ```
 /// use cgroupfold::fs::ProcessCgroups;
-/// let table = ProcessCgroups::parse("10:hugetlb:/\n4:memory:/k8s.io/abc\n0::/k8s.io/abc\n").unwrap();
+/// let table = "10:hugetlb:/\n4:memory:/k8s.io/abc\n0::/k8s.io/abc\n";
+/// let table = ProcessCgroups::parse(table).unwrap();
 /// assert_eq!(table.v1_path("memory"), Some("/k8s.io/abc"));
 /// assert_eq!(table.v1_path("cpu"), None);
 /// assert_eq!(table.unified_path(), Some("/k8s.io/abc"));

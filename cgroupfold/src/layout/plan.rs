@@ -145,64 +145,10 @@ impl Plan {
                 config: qos.besteffort,
             },
         ];
-        let mut plans = Vec::with_capacity(pods.len());
-        for pod in pods {
-            let class = pod.resources.qos();
-            let pod_cfg = pod_cgroup(&pod.resources);
-            let lost = losses(&pod.resources, &pod_cfg);
-            let folded = match policy {
-                FoldPolicy::Never => false,
-                FoldPolicy::Always => true,
-                FoldPolicy::WhenLossless => lost.is_empty(),
-            };
-            let ids = std::iter::once(&pod.sandbox_id)
-                .chain(&pod.container_ids)
-                .chain(&pod.init_container_ids);
-            let mut placed = Vec::new();
-            if folded {
-                let path = driver.folded_pod_path(class, &pod.uid);
-                cgroups.push(CgroupNode {
-                    path: path.clone(),
-                    kind: NodeKind::Pod,
-                    config: pod_cfg,
-                });
-                placed.extend(ids.map(|id| (id.clone(), path.clone())));
-            } else {
-                cgroups.push(CgroupNode {
-                    path: driver.pod_path(class, &pod.uid),
-                    kind: NodeKind::Pod,
-                    config: pod_cfg,
-                });
-                let res = pod
-                    .resources
-                    .containers
-                    .iter()
-                    .chain(&pod.resources.init_containers);
-                let configs =
-                    std::iter::once(CgroupConfig::UNLIMITED).chain(res.map(container_cgroup));
-                for (i, (id, config)) in ids.zip(configs).enumerate() {
-                    let path = driver.container_path(class, &pod.uid, id);
-                    let kind = if i == 0 {
-                        NodeKind::Sandbox
-                    } else {
-                        NodeKind::Container
-                    };
-                    cgroups.push(CgroupNode {
-                        path: path.clone(),
-                        kind,
-                        config,
-                    });
-                    placed.push((id.clone(), path));
-                }
-            }
-            plans.push(PodPlan {
-                uid: pod.uid.clone(),
-                qos: class,
-                folded,
-                losses: lost,
-                container_cgroups: placed,
-            });
-        }
+        let plans = pods
+            .iter()
+            .map(|pod| place_pod(pod, driver, policy, &mut cgroups))
+            .collect();
         Plan {
             driver,
             cgroups,
@@ -220,6 +166,70 @@ impl Plan {
                 .filter(|c| self.driver.unit_of(&c.path).is_some())
                 .count(),
         }
+    }
+}
+
+/// Lays out one pod: its pod cgroup, and either every container in it (folded) or a cgroup
+/// per sandbox and container below it, appended to `cgroups`; returns the pod's plan.
+fn place_pod(
+    pod: &Pod,
+    driver: Driver,
+    policy: FoldPolicy,
+    cgroups: &mut Vec<CgroupNode>,
+) -> PodPlan {
+    let class = pod.resources.qos();
+    let pod_cfg = pod_cgroup(&pod.resources);
+    let lost = losses(&pod.resources, &pod_cfg);
+    let folded = match policy {
+        FoldPolicy::Never => false,
+        FoldPolicy::Always => true,
+        FoldPolicy::WhenLossless => lost.is_empty(),
+    };
+    let ids = std::iter::once(&pod.sandbox_id)
+        .chain(&pod.container_ids)
+        .chain(&pod.init_container_ids);
+    let mut placed = Vec::new();
+    if folded {
+        let path = driver.folded_pod_path(class, &pod.uid);
+        cgroups.push(CgroupNode {
+            path: path.clone(),
+            kind: NodeKind::Pod,
+            config: pod_cfg,
+        });
+        placed.extend(ids.map(|id| (id.clone(), path.clone())));
+    } else {
+        cgroups.push(CgroupNode {
+            path: driver.pod_path(class, &pod.uid),
+            kind: NodeKind::Pod,
+            config: pod_cfg,
+        });
+        let res = pod
+            .resources
+            .containers
+            .iter()
+            .chain(&pod.resources.init_containers);
+        let configs = std::iter::once(CgroupConfig::UNLIMITED).chain(res.map(container_cgroup));
+        for (i, (id, config)) in ids.zip(configs).enumerate() {
+            let path = driver.container_path(class, &pod.uid, id);
+            let kind = if i == 0 {
+                NodeKind::Sandbox
+            } else {
+                NodeKind::Container
+            };
+            cgroups.push(CgroupNode {
+                path: path.clone(),
+                kind,
+                config,
+            });
+            placed.push((id.clone(), path));
+        }
+    }
+    PodPlan {
+        uid: pod.uid.clone(),
+        qos: class,
+        folded,
+        losses: lost,
+        container_cgroups: placed,
     }
 }
 

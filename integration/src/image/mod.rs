@@ -45,12 +45,14 @@ use oci_spec::image::{
 };
 use sha2::{Digest as _, Sha256};
 use std::collections::HashMap;
-use std::io::{self, Write as _};
+use std::io;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::str::FromStr as _;
 
 use crate::bundle::BUSYBOX;
+use layer::{Tar, gzip, rootfs_layer};
+
+mod layer;
 
 /// The annotation containerd reads, on a manifest of an imported index, as the image's name.
 pub const ANNOTATION_CONTAINERD_NAME: &str = "io.containerd.image.name";
@@ -263,6 +265,37 @@ impl ImageBuilder {
             (layer, MediaType::ImageLayer)
         };
 
+        let config_blob = self.config_blob(diff_id, path)?;
+        let config_desc = descriptor(MediaType::ImageConfig, &config_blob)?;
+        let manifest = ImageManifestBuilder::default()
+            .schema_version(SCHEMA_VERSION)
+            .media_type(MediaType::ImageManifest)
+            .config(config_desc.clone())
+            .layers(vec![descriptor(layer_type, &layer_blob)?])
+            .build()
+            .map_err(spec_err("manifest"))?;
+        let manifest_blob = canonical_json(&manifest, path)?;
+
+        let manifest_desc = self.manifest_descriptor(&manifest_blob, tag)?;
+        let mut blobs = [
+            (config_desc.digest().digest().to_string(), &config_blob),
+            (sha256_hex(&layer_blob), &layer_blob),
+            (manifest_desc.digest().digest().to_string(), &manifest_blob),
+        ];
+        blobs.sort();
+        let bytes = archive(&manifest_desc, blobs, path)?;
+        std::fs::write(path, bytes).map_err(|e| write_err(path, e))?;
+        Ok(Image {
+            name: self.name.clone(),
+            digest: manifest_desc.digest().to_string(),
+            config_digest: config_desc.digest().to_string(),
+            path: path.to_owned(),
+        })
+    }
+
+    /// The image configuration (environment, entrypoint, command, the one layer's diff id) as
+    /// canonical JSON.
+    fn config_blob(&self, diff_id: String, path: &Path) -> Result<Vec<u8>, ImageError> {
         let mut config = ConfigBuilder::default()
             .env(self.env.clone())
             .working_dir("/");
@@ -285,19 +318,17 @@ impl ImageBuilder {
             )
             .build()
             .map_err(spec_err("image config"))?;
-        let config_blob = canonical_json(&image_config, path)?;
+        canonical_json(&image_config, path)
+    }
 
-        let config_desc = descriptor(MediaType::ImageConfig, &config_blob)?;
-        let manifest = ImageManifestBuilder::default()
-            .schema_version(SCHEMA_VERSION)
-            .media_type(MediaType::ImageManifest)
-            .config(config_desc.clone())
-            .layers(vec![descriptor(layer_type, &layer_blob)?])
-            .build()
-            .map_err(spec_err("manifest"))?;
-        let manifest_blob = canonical_json(&manifest, path)?;
-
-        let mut manifest_desc = descriptor(MediaType::ImageManifest, &manifest_blob)?;
+    /// The index's descriptor of the manifest, annotated with the image's name and `tag` (what
+    /// `ctr images import` names the image by) and the host's platform.
+    fn manifest_descriptor(
+        &self,
+        manifest_blob: &[u8],
+        tag: &str,
+    ) -> Result<Descriptor, ImageError> {
+        let mut manifest_desc = descriptor(MediaType::ImageManifest, manifest_blob)?;
         manifest_desc.set_annotations(Some(HashMap::from([
             (ANNOTATION_CONTAINERD_NAME.to_string(), self.name.clone()),
             (ANNOTATION_REF_NAME.to_string(), tag.to_string()),
@@ -309,45 +340,41 @@ impl ImageBuilder {
                 .build()
                 .map_err(spec_err("platform"))?,
         ));
-        let index = ImageIndexBuilder::default()
-            .schema_version(SCHEMA_VERSION)
-            .media_type(MediaType::ImageIndex)
-            .manifests(vec![manifest_desc.clone()])
-            .build()
-            .map_err(spec_err("index"))?;
-        let layout: OciLayout = OciLayoutBuilder::default()
-            .image_layout_version("1.0.0")
-            .build()
-            .map_err(spec_err("oci-layout"))?;
-
-        let mut blobs = [
-            (config_desc.digest().digest().to_string(), &config_blob),
-            (sha256_hex(&layer_blob), &layer_blob),
-            (manifest_desc.digest().digest().to_string(), &manifest_blob),
-        ];
-        blobs.sort();
-        let layout = canonical_json(&layout, path)?;
-        let index = canonical_json(&index, path)?;
-        let bytes = (|| {
-            let mut tar = Tar::new();
-            tar.file("oci-layout", &layout, 0o644)?;
-            tar.file("index.json", &index, 0o644)?;
-            tar.dir("blobs/")?;
-            tar.dir("blobs/sha256/")?;
-            for (hex, blob) in blobs {
-                tar.file(&format!("blobs/sha256/{hex}"), blob, 0o444)?;
-            }
-            tar.finish()
-        })()
-        .map_err(|e| write_err(path, e))?;
-        std::fs::write(path, bytes).map_err(|e| write_err(path, e))?;
-        Ok(Image {
-            name: self.name.clone(),
-            digest: manifest_desc.digest().to_string(),
-            config_digest: config_desc.digest().to_string(),
-            path: path.to_owned(),
-        })
+        Ok(manifest_desc)
     }
+}
+
+/// The OCI-layout tarball: `oci-layout`, `index.json` naming the manifest, and the blobs
+/// (sorted by digest) under `blobs/sha256/`.
+fn archive(
+    manifest_desc: &Descriptor,
+    blobs: [(String, &Vec<u8>); 3],
+    path: &Path,
+) -> Result<Vec<u8>, ImageError> {
+    let index = ImageIndexBuilder::default()
+        .schema_version(SCHEMA_VERSION)
+        .media_type(MediaType::ImageIndex)
+        .manifests(vec![manifest_desc.clone()])
+        .build()
+        .map_err(spec_err("index"))?;
+    let layout: OciLayout = OciLayoutBuilder::default()
+        .image_layout_version("1.0.0")
+        .build()
+        .map_err(spec_err("oci-layout"))?;
+    let layout = canonical_json(&layout, path)?;
+    let index = canonical_json(&index, path)?;
+    (|| {
+        let mut tar = Tar::new();
+        tar.file("oci-layout", &layout, 0o644)?;
+        tar.file("index.json", &index, 0o644)?;
+        tar.dir("blobs/")?;
+        tar.dir("blobs/sha256/")?;
+        for (hex, blob) in blobs {
+            tar.file(&format!("blobs/sha256/{hex}"), blob, 0o444)?;
+        }
+        tar.finish()
+    })()
+    .map_err(|e| write_err(path, e))
 }
 
 /// The tag of an image name (`latest` when there is none), or why the name is no name.
@@ -417,115 +444,6 @@ fn canonical_json<T: serde::Serialize>(doc: &T, path: &Path) -> Result<Vec<u8>, 
     let mut value = serde_json::to_value(doc).map_err(|e| write_err(path, e.into()))?;
     value.sort_all_objects();
     serde_json::to_vec(&value).map_err(|e| write_err(path, e.into()))
-}
-
-fn gzip(bytes: &[u8]) -> io::Result<Vec<u8>> {
-    // GzBuilder writes mtime 0 and no file name: the same input gives the same output.
-    let mut encoder = flate2::GzBuilder::new().write(Vec::new(), flate2::Compression::default());
-    encoder.write_all(bytes)?;
-    encoder.finish()
-}
-
-/// The layer: busybox, its applets, /etc and the empty system directories.
-fn rootfs_layer() -> Result<Vec<u8>, ImageError> {
-    let busybox_err = |source| ImageError::Busybox {
-        path: BUSYBOX.into(),
-        source,
-    };
-    let binary = std::fs::read(BUSYBOX).map_err(busybox_err)?;
-    let list = Command::new(BUSYBOX)
-        .arg("--list")
-        .output()
-        .map_err(busybox_err)?;
-    if !list.status.success() {
-        return Err(busybox_err(io::Error::other(format!(
-            "`{BUSYBOX} --list` failed: {}",
-            list.status
-        ))));
-    }
-    let mut applets: Vec<String> = String::from_utf8_lossy(&list.stdout)
-        .lines()
-        .filter(|a| !a.is_empty() && *a != "busybox" && !a.contains('/'))
-        .map(str::to_string)
-        .collect();
-    applets.sort();
-    applets.dedup();
-    if let Some(missing) = REQUIRED_APPLETS
-        .iter()
-        .find(|a| applets.binary_search(&a.to_string()).is_err())
-    {
-        return Err(ImageError::MissingApplet(missing.to_string()));
-    }
-
-    let io_err = |source| ImageError::Busybox {
-        path: BUSYBOX.into(),
-        source,
-    };
-    let mut tar = Tar::new();
-    for dir in ["bin/", "dev/", "etc/", "proc/", "root/", "sys/"] {
-        tar.dir(dir).map_err(io_err)?;
-    }
-    tar.dir_mode("tmp/", 0o1777).map_err(io_err)?;
-    tar.file("bin/busybox", &binary, 0o755).map_err(io_err)?;
-    for applet in &applets {
-        tar.symlink(&format!("bin/{applet}"), "busybox")
-            .map_err(io_err)?;
-    }
-    tar.file("etc/group", b"root:x:0:\n", 0o644)
-        .map_err(io_err)?;
-    tar.file(
-        "etc/passwd",
-        b"root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n",
-        0o644,
-    )
-    .map_err(io_err)?;
-    tar.finish().map_err(io_err)
-}
-
-/// A tar archive in memory whose entries all have root owners and [`MTIME`].
-struct Tar(tar::Builder<Vec<u8>>);
-
-impl Tar {
-    fn new() -> Tar {
-        Tar(tar::Builder::new(Vec::new()))
-    }
-
-    fn header(kind: tar::EntryType, mode: u32, size: u64) -> tar::Header {
-        let mut header = tar::Header::new_ustar();
-        header.set_entry_type(kind);
-        header.set_mode(mode);
-        header.set_size(size);
-        header.set_mtime(MTIME);
-        header.set_uid(0);
-        header.set_gid(0);
-        header
-    }
-
-    fn file(&mut self, path: &str, data: &[u8], mode: u32) -> io::Result<&mut Tar> {
-        let mut header = Tar::header(tar::EntryType::Regular, mode, data.len() as u64);
-        self.0.append_data(&mut header, path, data)?;
-        Ok(self)
-    }
-
-    fn dir(&mut self, path: &str) -> io::Result<&mut Tar> {
-        self.dir_mode(path, 0o755)
-    }
-
-    fn dir_mode(&mut self, path: &str, mode: u32) -> io::Result<&mut Tar> {
-        let mut header = Tar::header(tar::EntryType::Directory, mode, 0);
-        self.0.append_data(&mut header, path, io::empty())?;
-        Ok(self)
-    }
-
-    fn symlink(&mut self, path: &str, target: &str) -> io::Result<&mut Tar> {
-        let mut header = Tar::header(tar::EntryType::Symlink, 0o777, 0);
-        self.0.append_link(&mut header, path, target)?;
-        Ok(self)
-    }
-
-    fn finish(self) -> io::Result<Vec<u8>> {
-        self.0.into_inner()
-    }
 }
 
 #[cfg(test)]
