@@ -1,0 +1,267 @@
+//! The daemon at the edges containerd relies on (issue 13): `Kill` of a finished process,
+//! a `Kill`'s reply before its exit. Real runc, behind a wrapper runtime that can be made slow
+//! before or after any command.
+
+use integration::bundle::BundleBuilder;
+use integration::{Need, require};
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use task_service::api::containerd::task::v3::*;
+use task_service::config::Config;
+use task_service::daemon::Daemon;
+use task_service::events::{Received, TaskEvent};
+use task_service::grpc;
+use tonic::{Code, Request};
+
+mod common;
+use common::client;
+
+const NS: &str = "shimless-edges";
+
+fn ns<T>(msg: T) -> Request<T> {
+    common::request(NS, msg)
+}
+
+/// A runtime that runs runc, sleeping `<dir>/before-<command>` seconds before it and
+/// `<dir>/after-<command>` seconds after it when those files exist.
+const SLOW_RUNC: &str = r#"#!/bin/sh
+dir=$(dirname "$0")
+cmd=
+for a; do
+    case "$a" in create|start|exec|kill|delete|state) cmd=$a; break;; esac
+done
+[ -n "$cmd" ] && [ -f "$dir/before-$cmd" ] && sleep "$(cat "$dir/before-$cmd")"
+runc "$@"
+rc=$?
+[ -n "$cmd" ] && [ -f "$dir/after-$cmd" ] && sleep "$(cat "$dir/after-$cmd")"
+exit $rc
+"#;
+
+struct Running {
+    dir: tempfile::TempDir,
+    socket: PathBuf,
+    daemon: Daemon,
+}
+
+impl Running {
+    /// Makes the wrapper runtime sleep `seconds` before or after (`when`) `command`; `None`
+    /// makes it fast again.
+    fn slow(&self, when: &str, command: &str, seconds: Option<f32>) {
+        let file = self.dir.path().join(format!("runtime/{when}-{command}"));
+        match seconds {
+            Some(s) => std::fs::write(file, s.to_string()).unwrap(),
+            None => drop(std::fs::remove_file(file)),
+        }
+    }
+}
+
+/// A daemon on the wrapper runtime, its executor on one thread (so that anything blocking it
+/// freezes every call).
+fn start_daemon() -> Option<Running> {
+    require(&[
+        Need::Root,
+        Need::Program("runc"),
+        Need::File("/bin/busybox"),
+    ])?;
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = dir.path().join("runtime/runc-slow");
+    std::fs::create_dir_all(runtime.parent().unwrap()).unwrap();
+    std::fs::write(&runtime, SLOW_RUNC).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&runtime, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let config = Config {
+        socket: dir.path().join("shimless.sock"),
+        state_dir: dir.path().join("state"),
+        runc_root: dir.path().join("runc"),
+        runtime: runtime.display().to_string(),
+        ..Config::default()
+    };
+    let ex = Arc::new(smol::Executor::new());
+    let daemon = Daemon::new(config.clone(), ex.clone()).unwrap();
+    let listener = grpc::listen::bind(&config.socket).unwrap();
+    let server = daemon.clone().into_server();
+    std::thread::spawn(move || {
+        let _ = smol::block_on(ex.run(grpc::serve(
+            listener,
+            server,
+            ex.clone(),
+            grpc::ServeConfig::default(),
+        )));
+    });
+    Some(Running {
+        socket: config.socket,
+        dir,
+        daemon,
+    })
+}
+
+/// `fut`'s output, or a panic naming `what` if it takes longer than `limit`.
+async fn within<T>(limit: Duration, what: &str, fut: impl Future<Output = T>) -> T {
+    futures_lite::future::or(async { Some(fut.await) }, async {
+        smol::Timer::after(limit).await;
+        None
+    })
+    .await
+    .unwrap_or_else(|| panic!("{what} did not finish within {limit:?}"))
+}
+
+fn kill(id: &str, exec_id: &str, signal: u32) -> KillRequest {
+    KillRequest {
+        id: id.into(),
+        exec_id: exec_id.into(),
+        signal,
+        all: false,
+    }
+}
+
+fn exec_request(id: &str, exec_id: &str, args: &[&str]) -> ExecProcessRequest {
+    let process = oci_spec::runtime::ProcessBuilder::default()
+        .args(args.iter().map(|a| a.to_string()).collect::<Vec<_>>())
+        .cwd("/")
+        .env(vec!["PATH=/bin".to_string()])
+        .build()
+        .unwrap();
+    ExecProcessRequest {
+        id: id.into(),
+        exec_id: exec_id.into(),
+        spec: Some(prost_types::Any {
+            type_url: "types.containerd.io/opencontainers/runtime-spec/1/Process".into(),
+            value: serde_json::to_vec(&process).unwrap(),
+        }),
+        ..Default::default()
+    }
+}
+
+fn start_exec(id: &str, exec_id: &str) -> StartRequest {
+    StartRequest {
+        id: id.into(),
+        exec_id: exec_id.into(),
+    }
+}
+
+fn wait_exec(id: &str, exec_id: &str) -> WaitRequest {
+    WaitRequest {
+        id: id.into(),
+        exec_id: exec_id.into(),
+    }
+}
+
+#[test]
+fn kill_of_a_process_that_has_exited_is_not_found_as_the_go_shim_answers() {
+    let Some(d) = start_daemon() else { return };
+    let bundle = BundleBuilder::new()
+        .args(["sh", "-c", "sleep 1000"])
+        .build()
+        .unwrap();
+    let done = BundleBuilder::new()
+        .args(["sh", "-c", "exit 3"])
+        .build()
+        .unwrap();
+    smol::block_on(async {
+        let mut c = client(&d.socket).await;
+        common::create(&mut c, NS, "k1", bundle.path()).await;
+        common::start(&mut c, NS, "k1").await;
+        c.exec(ns(exec_request("k1", "quick", &["true"])))
+            .await
+            .unwrap();
+        c.exec(ns(exec_request("k1", "pending", &["true"])))
+            .await
+            .unwrap();
+        let not_started = c.kill(ns(kill("k1", "pending", 9))).await.unwrap_err();
+        assert_eq!(
+            not_started.code(),
+            Code::FailedPrecondition,
+            "an exec not started yet: {not_started:?}"
+        );
+        c.start(ns(start_exec("k1", "quick"))).await.unwrap();
+        let waited = c.wait(ns(wait_exec("k1", "quick"))).await.unwrap();
+        assert_eq!(waited.into_inner().exit_status, 0);
+        let exec_done = c.kill(ns(kill("k1", "quick", 15))).await.unwrap_err();
+        assert_eq!(exec_done.code(), Code::NotFound, "{exec_done:?}");
+
+        common::create(&mut c, NS, "k2", done.path()).await;
+        common::start(&mut c, NS, "k2").await;
+        assert_eq!(common::wait(&mut c, NS, "k2").await.exit_status, 3);
+        for all in [false, true] {
+            let req = KillRequest {
+                all,
+                ..kill("k2", "", 9)
+            };
+            let init_done = c.kill(ns(req)).await.unwrap_err();
+            assert_eq!(init_done.code(), Code::NotFound, "all={all}: {init_done:?}");
+        }
+        common::delete(&mut c, NS, "k2").await;
+        common::kill_wait_delete(&mut c, NS, "k1").await;
+    });
+}
+
+#[test]
+fn kill_that_races_the_exit_is_not_found_not_runcs_container_not_running() {
+    let Some(d) = start_daemon() else { return };
+    let bundle = BundleBuilder::new()
+        .args(["sh", "-c", "sleep 0.3"])
+        .build()
+        .unwrap();
+    smol::block_on(async {
+        let mut c = client(&d.socket).await;
+        common::create(&mut c, NS, "r1", bundle.path()).await;
+        common::start(&mut c, NS, "r1").await;
+        // The init exits while the runtime is still on its way to signal it.
+        d.slow("before", "kill", Some(1.0));
+        let raced = c.kill(ns(kill("r1", "", 15))).await.unwrap_err();
+        d.slow("before", "kill", None);
+        assert_eq!(raced.code(), Code::NotFound, "{raced:?}");
+        assert_eq!(common::wait(&mut c, NS, "r1").await.exit_status, 0);
+        common::delete(&mut c, NS, "r1").await;
+    });
+}
+
+#[test]
+fn a_kills_reply_comes_before_the_exit_it_causes() {
+    let Some(d) = start_daemon() else { return };
+    let bundle = BundleBuilder::new()
+        .args(["sh", "-c", "sleep 1000"])
+        .build()
+        .unwrap();
+    let mut events = d.daemon.events().subscribe();
+    smol::block_on(async {
+        let mut c = client(&d.socket).await;
+        common::create(&mut c, NS, "o1", bundle.path()).await;
+        common::start(&mut c, NS, "o1").await;
+        // The runtime signals at once but answers a second later, as a loaded runc can.
+        d.slow("after", "kill", Some(1.0));
+        let killed = async {
+            c.kill(ns(kill("o1", "", 9))).await.unwrap();
+            Instant::now()
+        };
+        let exit_seen = async {
+            loop {
+                match events.next().await {
+                    Some(Received::Event(e)) if matches!(e.event, TaskEvent::Exit(_)) => {
+                        return Instant::now();
+                    }
+                    Some(_) => {}
+                    None => panic!("the event stream ended"),
+                }
+            }
+        };
+        let (replied, exited) = within(
+            Duration::from_secs(20),
+            "the kill and its exit",
+            futures_lite::future::zip(killed, exit_seen),
+        )
+        .await;
+        d.slow("after", "kill", None);
+        // A reply arrives over the socket a little after the daemon sends it; the exit must
+        // not be published before the reply was sent (the wrapper's second makes that plain).
+        assert!(
+            exited + Duration::from_millis(300) >= replied,
+            "the exit was published {:?} before the kill's reply",
+            replied - exited
+        );
+        assert_eq!(common::wait(&mut c, NS, "o1").await.exit_status, 137);
+        common::delete(&mut c, NS, "o1").await;
+    });
+}
