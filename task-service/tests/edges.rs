@@ -1,11 +1,12 @@
 //! The daemon at the edges containerd relies on (issue 13): `Kill` of a finished process,
-//! a `Kill`'s reply before its exit. Real runc, behind a wrapper runtime that can be made slow
+//! a `Kill`'s reply before its exit, an exec's `Start` dropped at its deadline or whose record
+//! cannot be saved. Real runc, behind a wrapper runtime that can be made slow
 //! before or after any command.
 
 use integration::bundle::BundleBuilder;
 use integration::{Need, require};
 use std::future::Future;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use task_service::api::containerd::task::v3::*;
@@ -22,6 +23,13 @@ const NS: &str = "shimless-edges";
 
 fn ns<T>(msg: T) -> Request<T> {
     common::request(NS, msg)
+}
+
+/// `msg` with a `grpc-timeout` of `limit`.
+fn ns_within<T>(msg: T, limit: Duration) -> Request<T> {
+    let mut req = ns(msg);
+    req.set_timeout(limit);
+    req
 }
 
 /// A runtime that runs runc, sleeping `<dir>/before-<command>` seconds before it and
@@ -54,6 +62,10 @@ impl Running {
             Some(s) => std::fs::write(file, s.to_string()).unwrap(),
             None => drop(std::fs::remove_file(file)),
         }
+    }
+
+    fn state_dir(&self) -> PathBuf {
+        self.dir.path().join("state").join(NS)
     }
 }
 
@@ -263,5 +275,107 @@ fn a_kills_reply_comes_before_the_exit_it_causes() {
         );
         assert_eq!(common::wait(&mut c, NS, "o1").await.exit_status, 137);
         common::delete(&mut c, NS, "o1").await;
+    });
+}
+
+/// Sets or clears the immutable flag of `path` (`chattr`): nothing can be created, renamed or
+/// removed in an immutable directory, so every save of a record there fails.
+fn immutable(path: &Path, on: bool) {
+    let flag = if on { "+i" } else { "-i" };
+    let status = std::process::Command::new("chattr")
+        .arg(flag)
+        .arg(path)
+        .status()
+        .expect("chattr runs");
+    assert!(status.success(), "chattr {flag} {}", path.display());
+}
+
+#[test]
+fn an_exec_whose_start_cannot_be_saved_is_killed_and_its_exit_reported() {
+    let Some(d) = start_daemon() else { return };
+    if require(&[Need::Program("chattr")]).is_none() {
+        return;
+    }
+    let bundle = BundleBuilder::new()
+        .args(["sh", "-c", "sleep 1000"])
+        .build()
+        .unwrap();
+    smol::block_on(async {
+        let mut c = client(&d.socket).await;
+        common::create(&mut c, NS, "s1", bundle.path()).await;
+        common::start(&mut c, NS, "s1").await;
+        c.exec(ns(exec_request("s1", "e1", &["sleep", "1000"])))
+            .await
+            .unwrap();
+        immutable(&d.state_dir(), true);
+        let started = c.start(ns(start_exec("s1", "e1"))).await;
+        immutable(&d.state_dir(), false);
+        let failed = started.unwrap_err();
+        assert_eq!(failed.code(), Code::Internal, "{failed:?}");
+        assert!(failed.message().contains("save"), "{}", failed.message());
+        let waited = within(
+            Duration::from_secs(10),
+            "Wait of the exec whose start failed",
+            c.wait(ns(wait_exec("s1", "e1"))),
+        )
+        .await
+        .unwrap()
+        .into_inner();
+        assert_eq!(waited.exit_status, 137, "killed, not left running");
+        c.kill(ns(kill("s1", "", 9))).await.unwrap();
+        let init = within(
+            Duration::from_secs(10),
+            "Wait of the init (its exit is not held by the exec)",
+            common::wait(&mut c, NS, "s1"),
+        )
+        .await;
+        assert_eq!(init.exit_status, 137);
+        common::delete(&mut c, NS, "s1").await;
+    });
+}
+
+#[test]
+fn an_exec_start_dropped_at_its_deadline_strands_nothing() {
+    let Some(d) = start_daemon() else { return };
+    let bundle = BundleBuilder::new()
+        .args(["sh", "-c", "sleep 1000"])
+        .build()
+        .unwrap();
+    smol::block_on(async {
+        let mut c = client(&d.socket).await;
+        common::create(&mut c, NS, "x1", bundle.path()).await;
+        common::start(&mut c, NS, "x1").await;
+        c.exec(ns(exec_request("x1", "e1", &["sleep", "1000"])))
+            .await
+            .unwrap();
+        // runc has made the process when the call's deadline passes.
+        d.slow("after", "exec", Some(1.5));
+        let dropped = c
+            .start(ns_within(
+                start_exec("x1", "e1"),
+                Duration::from_millis(400),
+            ))
+            .await
+            .unwrap_err();
+        d.slow("after", "exec", None);
+        assert_eq!(dropped.code(), Code::DeadlineExceeded, "{dropped:?}");
+        let waited = within(
+            Duration::from_secs(10),
+            "Wait of the exec whose Start was dropped",
+            c.wait(ns(wait_exec("x1", "e1"))),
+        )
+        .await
+        .unwrap()
+        .into_inner();
+        assert_eq!(waited.exit_status, 137, "nobody heard it start: killed");
+        c.kill(ns(kill("x1", "", 9))).await.unwrap();
+        let init = within(
+            Duration::from_secs(10),
+            "Wait of the init",
+            common::wait(&mut c, NS, "x1"),
+        )
+        .await;
+        assert_eq!(init.exit_status, 137);
+        common::delete(&mut c, NS, "x1").await;
     });
 }

@@ -4,7 +4,8 @@
 use super::Daemon;
 use super::container::{Entry, Key, PendingExec};
 use super::errors;
-use super::launch::{Spawn, open_stdio};
+use super::launch::{Launched, Spawn, open_stdio};
+use super::outlive::Caller;
 use crate::api::containerd::events as ev;
 use crate::api::containerd::task::v3::ExecProcessRequest;
 use crate::events::TaskEvent;
@@ -61,6 +62,10 @@ impl Daemon {
     }
 
     /// Starts a pending exec: launched, tracked in the kernel, recorded, announced, watched.
+    /// Runs to its end even if the call is dropped (see `outlive`): once the runtime has made
+    /// the process it is always watched, so it is reaped and its `Wait` (and a held init exit)
+    /// released; if it cannot be recorded, or nobody waits for the answer any more, it is
+    /// killed rather than left running unknown.
     pub(super) async fn start_exec(
         &self,
         key: &Key,
@@ -75,14 +80,42 @@ impl Daemon {
                 Status::not_found(format!("container has no exec process {exec_id:?}"))
             }
         })?;
-        let opened = open_stdio(pending.stdio.each_ref().map(String::as_str))?;
-        let spawn = Spawn::Exec {
-            process: &pending.process,
-        };
-        let launched = self
-            .launch(&entry.runc, &key.1, spawn, opened, pending.terminal)
-            .await
-            .map_err(|failed| failed.status)?;
+        let (daemon, key, entry, exec_id) = (
+            self.clone(),
+            key.clone(),
+            entry.clone(),
+            exec_id.to_string(),
+        );
+        self.outlive(|caller| async move {
+            let stdio = pending.stdio.clone();
+            let opened =
+                smol::unblock(move || open_stdio(stdio.each_ref().map(String::as_str))).await?;
+            let spawn = Spawn::Exec {
+                process: &pending.process,
+            };
+            let launched = daemon
+                .launch(&entry.runc, &key.1, spawn, opened, pending.terminal)
+                .await
+                .map_err(|failed| failed.status)?;
+            daemon
+                .commit_exec(&key, &entry, &exec_id, launched, &caller)
+                .await
+        })
+        .await
+    }
+
+    /// Takes a launched exec in: recorded and saved, watched, announced with
+    /// `TaskExecStarted` before its exit can be (the signal gate is held until then). An exec
+    /// that cannot be recorded or saved, or whose caller is gone, is killed and still watched.
+    async fn commit_exec(
+        &self,
+        key: &Key,
+        entry: &Arc<Entry>,
+        exec_id: &str,
+        launched: Launched,
+        caller: &Caller,
+    ) -> Result<u32, Status> {
+        let _gate = entry.signal_gate.lock().await;
         if let Some(identity) = &launched.identity
             && let Err(e) = self.track(key, Some(exec_id), identity)
         {
@@ -98,21 +131,41 @@ impl Daemon {
             .clone();
         *lock(&slot.keepalive) = launched.keepalive;
         *lock(&slot.console) = launched.console;
-        let snapshot = {
+        let recorded = {
             let mut record = lock(&entry.record);
             if let Some(process) = record.container.execs.get_mut(exec_id) {
                 process.pid = Some(pid);
             }
-            record
-                .container
-                .start_exec(exec_id)
-                .map_err(errors::refused)?;
+            let started = record.container.start_exec(exec_id);
             if let Some(identity) = launched.identity {
                 record.exec_identities.insert(exec_id.to_string(), identity);
             }
-            entry.snapshot(&record)
+            started
+                .map_err(errors::refused)
+                .map(|()| entry.snapshot(&record))
         };
-        self.persist(key, entry, snapshot).await?;
+        let saved = match recorded {
+            Ok(snapshot) => self.persist(key, entry, snapshot).await.map(drop),
+            Err(status) => Err(status),
+        };
+        let outcome = match saved {
+            Ok(()) if caller.gone() => Err(Status::deadline_exceeded(format!(
+                "exec {exec_id:?}: the call was dropped before the exec was started; it was killed"
+            ))),
+            other => other,
+        };
+        if outcome.is_err() {
+            // Killed, and watched below: its exit is reported, its Wait and the init's held exit
+            // released, nothing left behind.
+            let _ = launched.pidfd.send_signal(pidfd::Signal::KILL);
+        }
+        self.watch_exit(
+            key.clone(),
+            entry.clone(),
+            Some(exec_id.to_string()),
+            launched.pidfd,
+        );
+        outcome?;
         self.publish(
             &key.0,
             TaskEvent::ExecStarted(ev::TaskExecStarted {
@@ -120,12 +173,6 @@ impl Daemon {
                 exec_id: exec_id.to_string(),
                 pid: pid as u32,
             }),
-        );
-        self.watch_exit(
-            key.clone(),
-            entry.clone(),
-            Some(exec_id.to_string()),
-            launched.pidfd,
         );
         Ok(pid as u32)
     }

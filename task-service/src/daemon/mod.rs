@@ -27,6 +27,7 @@ mod forward;
 mod launch;
 mod lifecycle;
 mod oom;
+mod outlive;
 mod persist;
 mod record;
 mod recover;
