@@ -1,6 +1,6 @@
 //! The daemon at the edges containerd relies on (issue 13): `Kill` of a finished process,
-//! a `Kill`'s reply before its exit, an exec's `Start` dropped at its deadline or whose record
-//! cannot be saved. Real runc, behind a wrapper runtime that can be made slow
+//! a `Kill`'s reply before its exit, calls dropped at their deadline, a record that cannot be
+//! saved, a bundle that blocks. Real runc, behind a wrapper runtime that can be made slow
 //! before or after any command.
 
 use integration::bundle::BundleBuilder;
@@ -70,7 +70,8 @@ impl Running {
 }
 
 /// A daemon on the wrapper runtime, its executor on one thread (so that anything blocking it
-/// freezes every call).
+/// freezes every call). Container ids start with `edges-`: runc names a bundle's cgroup after
+/// its container, and other test binaries run at the same time.
 fn start_daemon() -> Option<Running> {
     require(&[
         Need::Root,
@@ -173,39 +174,42 @@ fn kill_of_a_process_that_has_exited_is_not_found_as_the_go_shim_answers() {
         .unwrap();
     smol::block_on(async {
         let mut c = client(&d.socket).await;
-        common::create(&mut c, NS, "k1", bundle.path()).await;
-        common::start(&mut c, NS, "k1").await;
-        c.exec(ns(exec_request("k1", "quick", &["true"])))
+        common::create(&mut c, NS, "edges-k1", bundle.path()).await;
+        common::start(&mut c, NS, "edges-k1").await;
+        c.exec(ns(exec_request("edges-k1", "quick", &["true"])))
             .await
             .unwrap();
-        c.exec(ns(exec_request("k1", "pending", &["true"])))
+        c.exec(ns(exec_request("edges-k1", "pending", &["true"])))
             .await
             .unwrap();
-        let not_started = c.kill(ns(kill("k1", "pending", 9))).await.unwrap_err();
+        let not_started = c
+            .kill(ns(kill("edges-k1", "pending", 9)))
+            .await
+            .unwrap_err();
         assert_eq!(
             not_started.code(),
             Code::FailedPrecondition,
             "an exec not started yet: {not_started:?}"
         );
-        c.start(ns(start_exec("k1", "quick"))).await.unwrap();
-        let waited = c.wait(ns(wait_exec("k1", "quick"))).await.unwrap();
+        c.start(ns(start_exec("edges-k1", "quick"))).await.unwrap();
+        let waited = c.wait(ns(wait_exec("edges-k1", "quick"))).await.unwrap();
         assert_eq!(waited.into_inner().exit_status, 0);
-        let exec_done = c.kill(ns(kill("k1", "quick", 15))).await.unwrap_err();
+        let exec_done = c.kill(ns(kill("edges-k1", "quick", 15))).await.unwrap_err();
         assert_eq!(exec_done.code(), Code::NotFound, "{exec_done:?}");
 
-        common::create(&mut c, NS, "k2", done.path()).await;
-        common::start(&mut c, NS, "k2").await;
-        assert_eq!(common::wait(&mut c, NS, "k2").await.exit_status, 3);
+        common::create(&mut c, NS, "edges-k2", done.path()).await;
+        common::start(&mut c, NS, "edges-k2").await;
+        assert_eq!(common::wait(&mut c, NS, "edges-k2").await.exit_status, 3);
         for all in [false, true] {
             let req = KillRequest {
                 all,
-                ..kill("k2", "", 9)
+                ..kill("edges-k2", "", 9)
             };
             let init_done = c.kill(ns(req)).await.unwrap_err();
             assert_eq!(init_done.code(), Code::NotFound, "all={all}: {init_done:?}");
         }
-        common::delete(&mut c, NS, "k2").await;
-        common::kill_wait_delete(&mut c, NS, "k1").await;
+        common::delete(&mut c, NS, "edges-k2").await;
+        common::kill_wait_delete(&mut c, NS, "edges-k1").await;
     });
 }
 
@@ -218,15 +222,15 @@ fn kill_that_races_the_exit_is_not_found_not_runcs_container_not_running() {
         .unwrap();
     smol::block_on(async {
         let mut c = client(&d.socket).await;
-        common::create(&mut c, NS, "r1", bundle.path()).await;
-        common::start(&mut c, NS, "r1").await;
+        common::create(&mut c, NS, "edges-r1", bundle.path()).await;
+        common::start(&mut c, NS, "edges-r1").await;
         // The init exits while the runtime is still on its way to signal it.
         d.slow("before", "kill", Some(1.0));
-        let raced = c.kill(ns(kill("r1", "", 15))).await.unwrap_err();
+        let raced = c.kill(ns(kill("edges-r1", "", 15))).await.unwrap_err();
         d.slow("before", "kill", None);
         assert_eq!(raced.code(), Code::NotFound, "{raced:?}");
-        assert_eq!(common::wait(&mut c, NS, "r1").await.exit_status, 0);
-        common::delete(&mut c, NS, "r1").await;
+        assert_eq!(common::wait(&mut c, NS, "edges-r1").await.exit_status, 0);
+        common::delete(&mut c, NS, "edges-r1").await;
     });
 }
 
@@ -240,12 +244,12 @@ fn a_kills_reply_comes_before_the_exit_it_causes() {
     let mut events = d.daemon.events().subscribe();
     smol::block_on(async {
         let mut c = client(&d.socket).await;
-        common::create(&mut c, NS, "o1", bundle.path()).await;
-        common::start(&mut c, NS, "o1").await;
+        common::create(&mut c, NS, "edges-o1", bundle.path()).await;
+        common::start(&mut c, NS, "edges-o1").await;
         // The runtime signals at once but answers a second later, as a loaded runc can.
         d.slow("after", "kill", Some(1.0));
         let killed = async {
-            c.kill(ns(kill("o1", "", 9))).await.unwrap();
+            c.kill(ns(kill("edges-o1", "", 9))).await.unwrap();
             Instant::now()
         };
         let exit_seen = async {
@@ -273,8 +277,8 @@ fn a_kills_reply_comes_before_the_exit_it_causes() {
             "the exit was published {:?} before the kill's reply",
             replied - exited
         );
-        assert_eq!(common::wait(&mut c, NS, "o1").await.exit_status, 137);
-        common::delete(&mut c, NS, "o1").await;
+        assert_eq!(common::wait(&mut c, NS, "edges-o1").await.exit_status, 137);
+        common::delete(&mut c, NS, "edges-o1").await;
     });
 }
 
@@ -302,13 +306,13 @@ fn an_exec_whose_start_cannot_be_saved_is_killed_and_its_exit_reported() {
         .unwrap();
     smol::block_on(async {
         let mut c = client(&d.socket).await;
-        common::create(&mut c, NS, "s1", bundle.path()).await;
-        common::start(&mut c, NS, "s1").await;
-        c.exec(ns(exec_request("s1", "e1", &["sleep", "1000"])))
+        common::create(&mut c, NS, "edges-s1", bundle.path()).await;
+        common::start(&mut c, NS, "edges-s1").await;
+        c.exec(ns(exec_request("edges-s1", "e1", &["sleep", "1000"])))
             .await
             .unwrap();
         immutable(&d.state_dir(), true);
-        let started = c.start(ns(start_exec("s1", "e1"))).await;
+        let started = c.start(ns(start_exec("edges-s1", "e1"))).await;
         immutable(&d.state_dir(), false);
         let failed = started.unwrap_err();
         assert_eq!(failed.code(), Code::Internal, "{failed:?}");
@@ -316,21 +320,21 @@ fn an_exec_whose_start_cannot_be_saved_is_killed_and_its_exit_reported() {
         let waited = within(
             Duration::from_secs(10),
             "Wait of the exec whose start failed",
-            c.wait(ns(wait_exec("s1", "e1"))),
+            c.wait(ns(wait_exec("edges-s1", "e1"))),
         )
         .await
         .unwrap()
         .into_inner();
         assert_eq!(waited.exit_status, 137, "killed, not left running");
-        c.kill(ns(kill("s1", "", 9))).await.unwrap();
+        c.kill(ns(kill("edges-s1", "", 9))).await.unwrap();
         let init = within(
             Duration::from_secs(10),
             "Wait of the init (its exit is not held by the exec)",
-            common::wait(&mut c, NS, "s1"),
+            common::wait(&mut c, NS, "edges-s1"),
         )
         .await;
         assert_eq!(init.exit_status, 137);
-        common::delete(&mut c, NS, "s1").await;
+        common::delete(&mut c, NS, "edges-s1").await;
     });
 }
 
@@ -343,16 +347,16 @@ fn an_exec_start_dropped_at_its_deadline_strands_nothing() {
         .unwrap();
     smol::block_on(async {
         let mut c = client(&d.socket).await;
-        common::create(&mut c, NS, "x1", bundle.path()).await;
-        common::start(&mut c, NS, "x1").await;
-        c.exec(ns(exec_request("x1", "e1", &["sleep", "1000"])))
+        common::create(&mut c, NS, "edges-x1", bundle.path()).await;
+        common::start(&mut c, NS, "edges-x1").await;
+        c.exec(ns(exec_request("edges-x1", "e1", &["sleep", "1000"])))
             .await
             .unwrap();
         // runc has made the process when the call's deadline passes.
         d.slow("after", "exec", Some(1.5));
         let dropped = c
             .start(ns_within(
-                start_exec("x1", "e1"),
+                start_exec("edges-x1", "e1"),
                 Duration::from_millis(400),
             ))
             .await
@@ -362,20 +366,162 @@ fn an_exec_start_dropped_at_its_deadline_strands_nothing() {
         let waited = within(
             Duration::from_secs(10),
             "Wait of the exec whose Start was dropped",
-            c.wait(ns(wait_exec("x1", "e1"))),
+            c.wait(ns(wait_exec("edges-x1", "e1"))),
         )
         .await
         .unwrap()
         .into_inner();
         assert_eq!(waited.exit_status, 137, "nobody heard it start: killed");
-        c.kill(ns(kill("x1", "", 9))).await.unwrap();
+        c.kill(ns(kill("edges-x1", "", 9))).await.unwrap();
         let init = within(
             Duration::from_secs(10),
             "Wait of the init",
-            common::wait(&mut c, NS, "x1"),
+            common::wait(&mut c, NS, "edges-x1"),
         )
         .await;
         assert_eq!(init.exit_status, 137);
-        common::delete(&mut c, NS, "x1").await;
+        common::delete(&mut c, NS, "edges-x1").await;
     });
+}
+
+/// Whether runc (under the daemon's root for the test namespace) knows container `id`.
+fn runc_knows(d: &Running, id: &str) -> bool {
+    let root = d.dir.path().join("runc").join(NS);
+    std::process::Command::new("runc")
+        .arg("--root")
+        .arg(root)
+        .args(["state", id])
+        .output()
+        .unwrap()
+        .status
+        .success()
+}
+
+#[test]
+fn a_create_dropped_at_its_deadline_is_undone() {
+    use task_service::api::containerd::types::Mount;
+    let Some(d) = start_daemon() else { return };
+    let image = BundleBuilder::new()
+        .args(["sleep", "1000"])
+        .build()
+        .unwrap();
+    let bundle = d.dir.path().join("bundle");
+    std::fs::create_dir_all(bundle.join("rootfs")).unwrap();
+    std::fs::copy(image.path().join("config.json"), bundle.join("config.json")).unwrap();
+    let rootfs = vec![Mount {
+        r#type: "bind".into(),
+        source: image.rootfs().display().to_string(),
+        target: String::new(),
+        options: vec!["rbind".into(), "ro".into()],
+    }];
+    let create = CreateTaskRequest {
+        id: "edges-d1".into(),
+        bundle: bundle.display().to_string(),
+        rootfs,
+        ..Default::default()
+    };
+    smol::block_on(async {
+        let mut c = client(&d.socket).await;
+        d.slow("after", "create", Some(1.5));
+        let dropped = c
+            .create(ns_within(create.clone(), Duration::from_millis(400)))
+            .await
+            .unwrap_err();
+        assert_eq!(dropped.code(), Code::DeadlineExceeded, "{dropped:?}");
+        let record = d.state_dir().join("edges-d1.json");
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while (record.exists() || bundle.join("rootfs/bin").exists() || runc_knows(&d, "edges-d1"))
+            && Instant::now() < deadline
+        {
+            smol::Timer::after(Duration::from_millis(100)).await;
+        }
+        d.slow("after", "create", None);
+        assert!(!record.exists(), "no `creating` record is left");
+        assert_eq!(
+            std::fs::read_dir(bundle.join("rootfs")).unwrap().count(),
+            0,
+            "the rootfs is unmounted"
+        );
+        assert!(!runc_knows(&d, "edges-d1"), "runc's container is deleted");
+        // Undone entirely: the same Create succeeds now.
+        c.create(ns(create)).await.unwrap();
+        common::start(&mut c, NS, "edges-d1").await;
+        common::kill_wait_delete(&mut c, NS, "edges-d1").await;
+    });
+}
+
+fn mkfifo(path: &Path) {
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        path,
+        rustix::fs::FileType::Fifo,
+        rustix::fs::Mode::from_raw_mode(0o600),
+        0,
+    )
+    .unwrap();
+}
+
+#[test]
+fn creates_whose_config_is_a_fifo_hold_only_themselves_and_meet_their_deadline() {
+    let Some(d) = start_daemon() else { return };
+    let fifos: Vec<PathBuf> = (0..2)
+        .map(|n| {
+            let bundle = d.dir.path().join(format!("fifo-bundle-{n}"));
+            std::fs::create_dir_all(&bundle).unwrap();
+            mkfifo(&bundle.join("config.json"));
+            bundle
+        })
+        .collect();
+    smol::block_on(async {
+        let c = client(&d.socket).await;
+        let create = |n: usize| {
+            let mut c = c.clone();
+            let req = CreateTaskRequest {
+                id: format!("edges-f{n}"),
+                bundle: fifos[n].display().to_string(),
+                ..Default::default()
+            };
+            async move {
+                let started = Instant::now();
+                let err = c
+                    .create(ns_within(req, Duration::from_secs(1)))
+                    .await
+                    .unwrap_err();
+                (err.code(), started.elapsed())
+            }
+        };
+        let both = futures_lite::future::zip(create(0), create(1));
+        let mut other = c.clone();
+        let meanwhile = async {
+            smol::Timer::after(Duration::from_millis(300)).await;
+            let started = Instant::now();
+            other
+                .connect(ns(ConnectRequest { id: "any".into() }))
+                .await
+                .unwrap();
+            started.elapsed()
+        };
+        let ((a, b), answered) = within(
+            Duration::from_secs(10),
+            "two Creates on FIFOs and a Connect",
+            futures_lite::future::zip(both, meanwhile),
+        )
+        .await;
+        for (code, took) in [a, b] {
+            assert_eq!(code, Code::DeadlineExceeded);
+            assert!(took < Duration::from_secs(5), "answered after {took:?}");
+        }
+        assert!(
+            answered < Duration::from_secs(2),
+            "Connect took {answered:?}"
+        );
+    });
+    // Let the blocked readers go (a writer's open and close is an end of file to them).
+    for bundle in &fifos {
+        let _ = rustix::fs::open(
+            bundle.join("config.json"),
+            rustix::fs::OFlags::WRONLY | rustix::fs::OFlags::NONBLOCK,
+            rustix::fs::Mode::empty(),
+        );
+    }
 }
