@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use task_service::api::containerd::task::v3::*;
+use task_service::api::containerd::v1::types::Status as TaskStatus;
 use task_service::config::Config;
 use task_service::daemon::Daemon;
 use task_service::events::{Received, TaskEvent};
@@ -524,4 +525,60 @@ fn creates_whose_config_is_a_fifo_hold_only_themselves_and_meet_their_deadline()
             rustix::fs::Mode::empty(),
         );
     }
+}
+
+#[test]
+fn a_start_dropped_at_its_deadline_still_ends_running_and_announced() {
+    let Some(d) = start_daemon() else { return };
+    let bundle = BundleBuilder::new()
+        .args(["sh", "-c", "sleep 1000"])
+        .build()
+        .unwrap();
+    let mut events = d.daemon.events().subscribe();
+    smol::block_on(async {
+        let mut c = client(&d.socket).await;
+        common::create(&mut c, NS, "edges-st1", bundle.path()).await;
+        d.slow("after", "start", Some(1.5));
+        let dropped = c
+            .start(ns_within(
+                StartRequest {
+                    id: "edges-st1".into(),
+                    ..Default::default()
+                },
+                Duration::from_millis(400),
+            ))
+            .await
+            .unwrap_err();
+        d.slow("after", "start", None);
+        assert_eq!(dropped.code(), Code::DeadlineExceeded, "{dropped:?}");
+        let deadline = Instant::now() + Duration::from_secs(15);
+        let status = loop {
+            let state = c
+                .state(ns(StateRequest {
+                    id: "edges-st1".into(),
+                    ..Default::default()
+                }))
+                .await
+                .unwrap()
+                .into_inner();
+            if state.status != TaskStatus::Created as i32 || Instant::now() > deadline {
+                break state.status;
+            }
+            smol::Timer::after(Duration::from_millis(100)).await;
+        };
+        assert_eq!(
+            status,
+            TaskStatus::Running as i32,
+            "the init runs: so says State"
+        );
+        // Published after the record is saved, so a moment after State says running.
+        within(Duration::from_secs(10), "TaskStart", async {
+            while !matches!(
+                events.next().await,
+                Some(Received::Event(e)) if matches!(e.event, TaskEvent::Start(_))
+            ) {}
+        })
+        .await;
+        common::kill_wait_delete(&mut c, NS, "edges-st1").await;
+    });
 }

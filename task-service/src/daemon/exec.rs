@@ -16,7 +16,15 @@ use tonic::Status;
 
 impl Daemon {
     /// Adds exec `r.exec_id` to container `key`: checked, recorded, announced; started later.
+    /// A call dropped while the record is saved (see `outlive`) still ends with the exec either
+    /// added or not, never recorded without its spec.
     pub(super) async fn add_exec(&self, key: Key, r: ExecProcessRequest) -> Result<(), Status> {
+        let daemon = self.clone();
+        self.outlive(|_| async move { daemon.add_exec_now(key, r).await })
+            .await
+    }
+
+    async fn add_exec_now(&self, key: Key, r: ExecProcessRequest) -> Result<(), Status> {
         let entry = self.entry(&key)?;
         crate::ids::ContainerId::new(&r.exec_id)
             .map_err(|e| Status::invalid_argument(format!("exec id {:?}: {e}", r.exec_id)))?;

@@ -11,12 +11,21 @@ use crate::events::TaskEvent;
 use crate::lock::lock;
 use crate::model::ProcessState;
 use pidfd::PidFd;
+use std::sync::Arc;
 use tonic::Status;
 
 impl Daemon {
     /// Starts a created init (`runc start`); its PID. `TaskStart` is published before the
-    /// init's exit can be (the exit watcher waits for the start gate).
-    pub(super) async fn start_init(&self, key: &Key, entry: &Entry) -> Result<u32, Status> {
+    /// init's exit can be (the exit watcher waits for the start gate). A started process cannot
+    /// be un-started, so a call dropped meanwhile (see `outlive`) still ends with the record
+    /// saying running and `TaskStart` published, never with a running init recorded as created.
+    pub(super) async fn start_init(&self, key: &Key, entry: &Arc<Entry>) -> Result<u32, Status> {
+        let (daemon, key, entry) = (self.clone(), key.clone(), entry.clone());
+        self.outlive(|_| async move { daemon.start_init_now(&key, &entry).await })
+            .await
+    }
+
+    async fn start_init_now(&self, key: &Key, entry: &Entry) -> Result<u32, Status> {
         let pid = {
             let record = lock(&entry.record);
             let mut check = record.container.init.clone();
