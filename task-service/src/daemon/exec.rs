@@ -98,6 +98,13 @@ impl Daemon {
             let stdio = pending.stdio.clone();
             let opened =
                 smol::unblock(move || open_stdio(stdio.each_ref().map(String::as_str))).await?;
+            if caller.gone() {
+                // Nothing made yet: the exec stays pending, a later Start may still run it.
+                lock(&entry.pending_execs).insert(exec_id.clone(), pending);
+                return Err(Status::deadline_exceeded(format!(
+                    "exec {exec_id:?}: the call was dropped before the exec was launched"
+                )));
+            }
             let spawn = Spawn::Exec {
                 process: &pending.process,
             };
