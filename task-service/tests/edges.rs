@@ -226,7 +226,7 @@ fn kill_that_races_the_exit_is_not_found_not_runcs_container_not_running() {
         common::create(&mut c, NS, "edges-r1", bundle.path()).await;
         common::start(&mut c, NS, "edges-r1").await;
         // The init exits while the runtime is still on its way to signal it.
-        d.slow("before", "kill", Some(1.0));
+        d.slow("before", "kill", Some(2.0));
         let raced = c.kill(ns(kill("edges-r1", "", 15))).await.unwrap_err();
         d.slow("before", "kill", None);
         assert_eq!(raced.code(), Code::NotFound, "{raced:?}");
@@ -354,11 +354,11 @@ fn an_exec_start_dropped_at_its_deadline_strands_nothing() {
             .await
             .unwrap();
         // runc has made the process when the call's deadline passes.
-        d.slow("after", "exec", Some(1.5));
+        d.slow("after", "exec", Some(3.0));
         let dropped = c
             .start(ns_within(
                 start_exec("edges-x1", "e1"),
-                Duration::from_millis(400),
+                Duration::from_secs(1),
             ))
             .await
             .unwrap_err();
