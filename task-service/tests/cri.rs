@@ -13,7 +13,11 @@
 //!   pods of the default runtime (the stock runc shim) run beside them;
 //! - a handler whose options say `SystemdCgroup = true` on this machine (no systemd as init):
 //!   RunPodSandbox fails naming SystemdCgroup;
-//! - a container over its memory limit is reported `OOMKilled`.
+//! - a container over its memory limit is reported `OOMKilled`;
+//! - a container that exits at the moment its pod is stopped, 50 times (10 times on the stock
+//!   runc shim, the reference): `StopPodSandbox` always succeeds (shimless answers a `Kill` of
+//!   an exited process `NOT_FOUND`, and the reply before the exit), and containerd never logs a
+//!   reply on an inactive stream.
 
 use integration::containerd::{CRI_NAMESPACE, Containerd, ContainerdConfig, NEEDS, Runtime};
 use integration::image::Image;
@@ -667,4 +671,119 @@ fn a_container_over_its_memory_limit_is_reported_oom_killed() {
         );
         assert_eq!(log_messages(&log, "stdout"), ["filling"]);
     });
+}
+
+/// A pod of `handler` whose one container blocks reading the FIFO `<trigger>/go` (mounted at
+/// `/trigger`) and exits 3 once a writer closes it; running when this returns.
+async fn start_triggered_pod(
+    rig: &Rig,
+    cri: &mut Cri,
+    handler: &str,
+    name: &str,
+    trigger: &Path,
+) -> Pod {
+    let config = rig.pod_config(name);
+    let id = run_pod(cri, config.clone(), handler)
+        .await
+        .unwrap_or_else(|e| panic!("RunPodSandbox {name}: {e}\n{}", rig.logs_tail()));
+    let mut container = Rig::container_config(name, &["sh", "-c", "read x < /trigger/go; exit 3"]);
+    container.mounts = vec![runtime::v1::Mount {
+        container_path: "/trigger".into(),
+        host_path: trigger.display().to_string(),
+        readonly: true,
+    }];
+    let container = create_container(cri, &id, &config, container).await;
+    start_container(cri, &container).await;
+    wait_state(rig, cri, &container, ContainerState::ContainerRunning).await;
+    Pod {
+        id,
+        config,
+        container,
+    }
+}
+
+/// Stops `times` pods of `handler` whose container exits at the moment its pod is stopped (the
+/// exit on its way to CRI when `StopPodSandbox` arrives); the stops that failed.
+async fn stop_pods_as_their_containers_exit(
+    rig: &Rig,
+    cri: &mut Cri,
+    handler: &str,
+    times: usize,
+) -> Vec<String> {
+    let mut failures = Vec::new();
+    for i in 0..times {
+        let name = format!(
+            "exiting-{}-{i}",
+            if handler.is_empty() { "stock" } else { handler }
+        );
+        let trigger = rig.logs.path().join(format!("{name}-trigger"));
+        std::fs::create_dir_all(&trigger).unwrap();
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            trigger.join("go"),
+            rustix::fs::FileType::Fifo,
+            rustix::fs::Mode::from_raw_mode(0o600),
+            0,
+        )
+        .unwrap();
+        let pod = start_triggered_pod(rig, cri, handler, &name, &trigger).await;
+        // The writer's open waits for the container's read end; its close is the container's
+        // end of file, and the container exits at once.
+        let go = trigger.join("go");
+        smol::unblock(move || drop(std::fs::OpenOptions::new().write(true).open(go))).await;
+        let stopped = cri
+            .stop_pod_sandbox(StopPodSandboxRequest {
+                pod_sandbox_id: pod.id.clone(),
+            })
+            .await;
+        if let Err(e) = stopped {
+            failures.push(format!("{name}: {:?} {}", e.code(), e.message()));
+            // Stop again to clean up: by now CRI has seen the exit.
+            let _ = cri
+                .stop_pod_sandbox(StopPodSandboxRequest {
+                    pod_sandbox_id: pod.id.clone(),
+                })
+                .await;
+        }
+        let removed = cri
+            .remove_pod_sandbox(RemovePodSandboxRequest {
+                pod_sandbox_id: pod.id.clone(),
+            })
+            .await;
+        if let Err(e) = removed {
+            failures.push(format!("{name}: remove: {:?} {}", e.code(), e.message()));
+        }
+    }
+    failures
+}
+
+#[test]
+fn stop_pod_sandbox_succeeds_when_its_container_exits_at_that_moment_fifty_times() {
+    let Some(rig) = Rig::new() else {
+        return;
+    };
+    smol::block_on(async {
+        let mut cri = rig.cri().await;
+        // The stock runc shim first, as the reference for what containerd expects.
+        let stock = stop_pods_as_their_containers_exit(&rig, &mut cri, DEFAULT, 10).await;
+        assert_eq!(stock, Vec::<String>::new(), "the stock runc shim");
+        let unified = stop_pods_as_their_containers_exit(&rig, &mut cri, UNIFIED, 50).await;
+        assert_eq!(
+            unified,
+            Vec::<String>::new(),
+            "shimless: {} failures in 50 pods\n{}",
+            unified.len(),
+            rig.logs_tail()
+        );
+    });
+    let log = std::fs::read_to_string(rig.containerd.log_path()).unwrap_or_default();
+    let inactive: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("inactive stream"))
+        .collect();
+    assert_eq!(
+        inactive,
+        Vec::<&str>::new(),
+        "containerd dropped replies (a Wait given up early)"
+    );
 }

@@ -25,6 +25,12 @@ pub(super) struct Entry {
     /// Held by `Start` from `runc start` until `TaskStart` is published, and taken by the exit
     /// watcher before it reports: an init that exits at once is still reported after its start.
     pub(super) start_gate: async_lock::Mutex<()>,
+    /// Held by `Kill` across the signal (and by an exec's `Start` until `TaskExecStarted`), and
+    /// taken by the exit watcher before it publishes an exit: containerd gets a `Kill`'s reply
+    /// before the exit that signal caused, as containerd-shim-runc-v2 orders them (its process
+    /// lock is held across `runc kill`, and its reaper's exit waits behind it). CRI deletes the
+    /// task on the exit and closes the connection; a `Kill` still pending would fail then.
+    pub(super) signal_gate: async_lock::Mutex<()>,
     /// Readers that keep its output FIFOs from ever lacking one (see [`crate::stdio`]).
     _keepalive: Vec<OwnedFd>,
     /// Exec processes added but not started yet: their spec and stdio.
@@ -76,6 +82,7 @@ impl Entry {
             runc,
             init_exit: async_lock::OnceCell::new(),
             start_gate: async_lock::Mutex::new(()),
+            signal_gate: async_lock::Mutex::new(()),
             _keepalive: keepalive,
             pending_execs: Mutex::new(HashMap::new()),
             execs: Mutex::new(HashMap::new()),

@@ -6,6 +6,7 @@ use super::container::{Entry, Key};
 use super::errors;
 use super::launch::{Failed, Launched, Spawn, open_stdio};
 use super::oom::MemoryCgroup;
+use super::outlive::Caller;
 use super::record::Record;
 use crate::api::containerd::events as ev;
 use crate::api::containerd::task::v3::CreateTaskRequest;
@@ -31,17 +32,29 @@ impl Drop for Reservation {
 }
 
 impl Daemon {
-    /// Creates container `key` as `r` asks; its init's PID.
+    /// Creates container `key` as `r` asks; its init's PID. Runs to its end even if the call
+    /// is dropped (see `outlive`), and then undoes what it made: a `Create` cancelled at its
+    /// deadline leaves no `creating` record, no rootfs mount, no runtime container. Reading the
+    /// bundle, opening stdio, saving and mounting run on the blocking pool: a `config.json`
+    /// that is a FIFO, or a slow disk, holds only its own call.
     pub(super) async fn create_container(
         &self,
         key: Key,
         r: CreateTaskRequest,
     ) -> Result<u32, Status> {
-        let bundle = check_request(&r)?;
+        let daemon = self.clone();
+        self.outlive(|caller| async move { daemon.create_detached(key, r, &caller).await })
+            .await
+    }
+
+    async fn create_detached(
+        &self,
+        key: Key,
+        r: CreateTaskRequest,
+        caller: &Caller,
+    ) -> Result<u32, Status> {
         let _reservation = self.reserve(&key)?;
-        let opts = RuntimeOptions::from_any(r.options.as_ref(), host_has_systemd())
-            .map_err(errors::invalid)?;
-        let opened = open_stdio([r.stdin.as_str(), r.stdout.as_str(), r.stderr.as_str()])?;
+        let (bundle, opts, opened) = prepare(&r).await?;
         let runtime_root = self.runtime_root(&key.0, &opts);
         let runc = self.runc(&runtime_root, &opts)?;
         // The intent first: a daemon killed from here until the full record is saved leaves a
@@ -62,12 +75,18 @@ impl Daemon {
             exec_identities: Default::default(),
             created_at: SystemTime::now(),
         };
-        self.save(&key, &record)?;
-        if record.rootfs_mounted
-            && let Err(e) = crate::rootfs::mount_all(&bundle, &r.rootfs)
-        {
-            self.abort_create(&key, &runc, &record, false).await;
-            return Err(errors::invalid(e));
+        check_caller(caller, &key)?;
+        self.save_unblocked(&key, &record).await?;
+        if record.rootfs_mounted {
+            let (target, mounts) = (bundle.clone(), r.rootfs.clone());
+            let mounted = smol::unblock(move || crate::rootfs::mount_all(&target, &mounts)).await;
+            if let Err(e) = mounted
+                .map_err(errors::invalid)
+                .and(check_caller(caller, &key))
+            {
+                self.abort_create(&key, &runc, &record, None).await;
+                return Err(e);
+            }
         }
         let spawn = Spawn::Init {
             bundle: &bundle,
@@ -77,12 +96,17 @@ impl Daemon {
         let launched = match self.launch(&runc, &key.1, spawn, opened, r.terminal).await {
             Ok(launched) => launched,
             Err(Failed { status, made }) => {
-                self.abort_create(&key, &runc, &record, made).await;
+                if made {
+                    let _ = runc.delete(key.1.as_str(), true).await;
+                }
+                self.abort_create(&key, &runc, &record, None).await;
                 return Err(status);
             }
         };
-        if let Err(status) = self.commit_create(&key, &mut record, &launched) {
-            self.abort_create(&key, &runc, &record, true).await;
+        let committed = self.commit_create(&key, &mut record, &launched).await;
+        if let Err(status) = committed.and(check_caller(caller, &key)) {
+            self.abort_create(&key, &runc, &record, Some(&launched))
+                .await;
             return Err(status);
         }
         let pid = launched.pid;
@@ -90,9 +114,15 @@ impl Daemon {
         Ok(pid as u32)
     }
 
+    /// Saves `record` on the blocking pool.
+    async fn save_unblocked(&self, key: &Key, record: &Record) -> Result<(), Status> {
+        let (daemon, key, record) = (self.clone(), key.clone(), record.clone());
+        smol::unblock(move || daemon.save(&key, &record)).await
+    }
+
     /// Tracks the new init in the kernel and saves the full record: a container whose exit
     /// could not be known after a restart is not kept.
-    fn commit_create(
+    async fn commit_create(
         &self,
         key: &Key,
         record: &mut Record,
@@ -112,7 +142,7 @@ impl Daemon {
         record.identity = launched.identity;
         record.container = Container::new(Some(launched.pid));
         // Nothing may be left half-made: a failed save undoes the create.
-        self.save(key, record)
+        self.save_unblocked(key, record).await
     }
 
     /// Takes a created container in: held, announced with `TaskCreate`, its init watched.
@@ -170,17 +200,68 @@ impl Daemon {
         })
     }
 
-    /// Undoes a failed `Create`: the runtime's container (if it made one), the rootfs mounts,
-    /// the record.
-    async fn abort_create(&self, key: &Key, runc: &Runc, record: &Record, created: bool) {
-        if created {
+    /// Undoes a failed `Create`: the runtime's container and its init (if `launched`: killed,
+    /// reaped, no longer tracked), the rootfs mounts, the record.
+    async fn abort_create(
+        &self,
+        key: &Key,
+        runc: &Runc,
+        record: &Record,
+        launched: Option<&Launched>,
+    ) {
+        if let Some(launched) = launched {
             let _ = runc.delete(key.1.as_str(), true).await;
+            // The init is the daemon's child (its runtime has exited): reap it, or it stays a
+            // zombie. `delete --force` killed it; the limit is for a runtime that did not.
+            let _ = launched.pidfd.send_signal(pidfd::Signal::KILL);
+            let exited = launched.pidfd.exited();
+            let limit = async_io::Timer::after(std::time::Duration::from_secs(5));
+            futures_lite::future::or(async { exited.await.map(drop) }, async {
+                limit.await;
+                Ok(())
+            })
+            .await
+            .ok();
+            let _ = launched.pidfd.wait();
+            self.inner.exits.forget(launched.pid);
         }
-        if record.rootfs_mounted {
-            crate::rootfs::unmount_all(&record.bundle);
-        }
-        let _ = self.inner.store.remove(&key.0, &key.1);
+        let (bundle, mounted) = (record.bundle.clone(), record.rootfs_mounted);
+        let (store, (ns, id)) = (self.inner.store.clone(), key.clone());
+        smol::unblock(move || {
+            if mounted {
+                crate::rootfs::unmount_all(&bundle);
+            }
+            let _ = store.remove(&ns, &id);
+        })
+        .await;
     }
+}
+
+/// Refuses to go on with a `Create` whose caller is gone (see `outlive`).
+fn check_caller(caller: &Caller, key: &Key) -> Result<(), Status> {
+    if caller.gone() {
+        return Err(Status::deadline_exceeded(format!(
+            "the Create of container {:?} was dropped (its deadline passed); it was undone",
+            key.1.as_str()
+        )));
+    }
+    Ok(())
+}
+
+/// What a `Create` needs before the intent is saved, read and opened on the blocking pool:
+/// the checked bundle path, the runtime options and the opened stdio.
+async fn prepare(
+    r: &CreateTaskRequest,
+) -> Result<(PathBuf, RuntimeOptions, crate::stdio::OpenStdio), Status> {
+    let r = r.clone();
+    smol::unblock(move || {
+        let bundle = check_request(&r)?;
+        let opts = RuntimeOptions::from_any(r.options.as_ref(), host_has_systemd())
+            .map_err(errors::invalid)?;
+        let opened = open_stdio([r.stdin.as_str(), r.stdout.as_str(), r.stderr.as_str()])?;
+        Ok((bundle, opts, opened))
+    })
+    .await
 }
 
 /// Checks a `Create` before anything runs; the bundle's path. A bundle without a valid

@@ -4,7 +4,8 @@
 use super::Daemon;
 use super::container::{Entry, Key, PendingExec};
 use super::errors;
-use super::launch::{Spawn, open_stdio};
+use super::launch::{Launched, Spawn, open_stdio};
+use super::outlive::Caller;
 use crate::api::containerd::events as ev;
 use crate::api::containerd::task::v3::ExecProcessRequest;
 use crate::events::TaskEvent;
@@ -15,7 +16,15 @@ use tonic::Status;
 
 impl Daemon {
     /// Adds exec `r.exec_id` to container `key`: checked, recorded, announced; started later.
+    /// A call dropped while the record is saved (see `outlive`) still ends with the exec either
+    /// added or not, never recorded without its spec.
     pub(super) async fn add_exec(&self, key: Key, r: ExecProcessRequest) -> Result<(), Status> {
+        let daemon = self.clone();
+        self.outlive(|_| async move { daemon.add_exec_now(key, r).await })
+            .await
+    }
+
+    async fn add_exec_now(&self, key: Key, r: ExecProcessRequest) -> Result<(), Status> {
         let entry = self.entry(&key)?;
         crate::ids::ContainerId::new(&r.exec_id)
             .map_err(|e| Status::invalid_argument(format!("exec id {:?}: {e}", r.exec_id)))?;
@@ -61,6 +70,10 @@ impl Daemon {
     }
 
     /// Starts a pending exec: launched, tracked in the kernel, recorded, announced, watched.
+    /// Runs to its end even if the call is dropped (see `outlive`): once the runtime has made
+    /// the process it is always watched, so it is reaped and its `Wait` (and a held init exit)
+    /// released; if it cannot be recorded, or nobody waits for the answer any more, it is
+    /// killed rather than left running unknown.
     pub(super) async fn start_exec(
         &self,
         key: &Key,
@@ -75,14 +88,49 @@ impl Daemon {
                 Status::not_found(format!("container has no exec process {exec_id:?}"))
             }
         })?;
-        let opened = open_stdio(pending.stdio.each_ref().map(String::as_str))?;
-        let spawn = Spawn::Exec {
-            process: &pending.process,
-        };
-        let launched = self
-            .launch(&entry.runc, &key.1, spawn, opened, pending.terminal)
-            .await
-            .map_err(|failed| failed.status)?;
+        let (daemon, key, entry, exec_id) = (
+            self.clone(),
+            key.clone(),
+            entry.clone(),
+            exec_id.to_string(),
+        );
+        self.outlive(|caller| async move {
+            let stdio = pending.stdio.clone();
+            let opened =
+                smol::unblock(move || open_stdio(stdio.each_ref().map(String::as_str))).await?;
+            if caller.gone() {
+                // Nothing made yet: the exec stays pending, a later Start may still run it.
+                lock(&entry.pending_execs).insert(exec_id.clone(), pending);
+                return Err(Status::deadline_exceeded(format!(
+                    "exec {exec_id:?}: the call was dropped before the exec was launched"
+                )));
+            }
+            let spawn = Spawn::Exec {
+                process: &pending.process,
+            };
+            let launched = daemon
+                .launch(&entry.runc, &key.1, spawn, opened, pending.terminal)
+                .await
+                .map_err(|failed| failed.status)?;
+            daemon
+                .commit_exec(&key, &entry, &exec_id, launched, &caller)
+                .await
+        })
+        .await
+    }
+
+    /// Takes a launched exec in: recorded and saved, watched, announced with
+    /// `TaskExecStarted` before its exit can be (the signal gate is held until then). An exec
+    /// that cannot be recorded or saved, or whose caller is gone, is killed and still watched.
+    async fn commit_exec(
+        &self,
+        key: &Key,
+        entry: &Arc<Entry>,
+        exec_id: &str,
+        launched: Launched,
+        caller: &Caller,
+    ) -> Result<u32, Status> {
+        let _gate = entry.signal_gate.lock().await;
         if let Some(identity) = &launched.identity
             && let Err(e) = self.track(key, Some(exec_id), identity)
         {
@@ -98,21 +146,41 @@ impl Daemon {
             .clone();
         *lock(&slot.keepalive) = launched.keepalive;
         *lock(&slot.console) = launched.console;
-        let snapshot = {
+        let recorded = {
             let mut record = lock(&entry.record);
             if let Some(process) = record.container.execs.get_mut(exec_id) {
                 process.pid = Some(pid);
             }
-            record
-                .container
-                .start_exec(exec_id)
-                .map_err(errors::refused)?;
+            let started = record.container.start_exec(exec_id);
             if let Some(identity) = launched.identity {
                 record.exec_identities.insert(exec_id.to_string(), identity);
             }
-            entry.snapshot(&record)
+            started
+                .map_err(errors::refused)
+                .map(|()| entry.snapshot(&record))
         };
-        self.persist(key, entry, snapshot).await?;
+        let saved = match recorded {
+            Ok(snapshot) => self.persist(key, entry, snapshot).await.map(drop),
+            Err(status) => Err(status),
+        };
+        let outcome = match saved {
+            Ok(()) if caller.gone() => Err(Status::deadline_exceeded(format!(
+                "exec {exec_id:?}: the call was dropped before the exec was started; it was killed"
+            ))),
+            other => other,
+        };
+        if outcome.is_err() {
+            // Killed, and watched below: its exit is reported, its Wait and the init's held exit
+            // released, nothing left behind.
+            let _ = launched.pidfd.send_signal(pidfd::Signal::KILL);
+        }
+        self.watch_exit(
+            key.clone(),
+            entry.clone(),
+            Some(exec_id.to_string()),
+            launched.pidfd,
+        );
+        outcome?;
         self.publish(
             &key.0,
             TaskEvent::ExecStarted(ev::TaskExecStarted {
@@ -120,12 +188,6 @@ impl Daemon {
                 exec_id: exec_id.to_string(),
                 pid: pid as u32,
             }),
-        );
-        self.watch_exit(
-            key.clone(),
-            entry.clone(),
-            Some(exec_id.to_string()),
-            launched.pidfd,
         );
         Ok(pid as u32)
     }

@@ -11,12 +11,21 @@ use crate::events::TaskEvent;
 use crate::lock::lock;
 use crate::model::ProcessState;
 use pidfd::PidFd;
+use std::sync::Arc;
 use tonic::Status;
 
 impl Daemon {
     /// Starts a created init (`runc start`); its PID. `TaskStart` is published before the
-    /// init's exit can be (the exit watcher waits for the start gate).
-    pub(super) async fn start_init(&self, key: &Key, entry: &Entry) -> Result<u32, Status> {
+    /// init's exit can be (the exit watcher waits for the start gate). A started process cannot
+    /// be un-started, so a call dropped meanwhile (see `outlive`) still ends with the record
+    /// saying running and `TaskStart` published, never with a running init recorded as created.
+    pub(super) async fn start_init(&self, key: &Key, entry: &Arc<Entry>) -> Result<u32, Status> {
+        let (daemon, key, entry) = (self.clone(), key.clone(), entry.clone());
+        self.outlive(|_| async move { daemon.start_init_now(&key, &entry).await })
+            .await
+    }
+
+    async fn start_init_now(&self, key: &Key, entry: &Entry) -> Result<u32, Status> {
         let pid = {
             let record = lock(&entry.record);
             let mut check = record.container.init.clone();
@@ -48,34 +57,46 @@ impl Daemon {
         Ok(pid as u32)
     }
 
-    /// Signals an exec's process through a pidfd re-opened by PID and start time.
-    pub(super) fn kill_exec(
+    /// Signals an exec's process through a pidfd re-opened by PID and start time. An exec that
+    /// has exited is `NOT_FOUND`, one not started yet `FAILED_PRECONDITION` (as
+    /// containerd-shim-runc-v2 answers); the signal gate is held across the signal.
+    pub(super) async fn kill_exec(
         &self,
         entry: &Entry,
         exec_id: &str,
         signal: u32,
     ) -> Result<(), Status> {
+        let signal = u8::try_from(signal)
+            .ok()
+            .and_then(|s| pidfd::Signal::from_named_raw(i32::from(s)))
+            .ok_or_else(|| Status::invalid_argument(format!("signal {signal} is out of range")))?;
+        let _gate = entry.signal_gate.lock().await;
         let identity = {
             let record = lock(&entry.record);
             let exec = record.container.exec(exec_id).map_err(errors::refused)?;
-            exec.check_kill().map_err(errors::refused)?;
+            if exec.check_kill().is_err() {
+                return Err(errors::already_finished(&format!("exec {exec_id:?}")));
+            }
             record.exec_identities.get(exec_id).copied()
         };
         let identity = identity.ok_or_else(|| {
             Status::failed_precondition(format!("exec {exec_id:?} is not started"))
         })?;
-        let signal = u8::try_from(signal)
-            .ok()
-            .and_then(|s| pidfd::Signal::from_named_raw(i32::from(s)))
-            .ok_or_else(|| Status::invalid_argument(format!("signal {signal} is out of range")))?;
         let pidfd = PidFd::reopen(&identity)
-            .map_err(|e| Status::not_found(format!("exec {exec_id:?} is gone: {e}")))?;
-        pidfd
-            .send_signal(signal)
-            .map_err(|e| errors::internal("signal the exec", e))
+            .map_err(|e| errors::already_finished(&format!("exec {exec_id:?} ({e})")))?;
+        match pidfd.send_signal(signal) {
+            Ok(()) => Ok(()),
+            Err(e @ pidfd::Error::Gone { .. }) => {
+                Err(errors::already_finished(&format!("exec {exec_id:?} ({e})")))
+            }
+            Err(e) => Err(errors::internal("signal the exec", e)),
+        }
     }
 
     /// Signals the init (or, with `all`, every process of the container) through the runtime.
+    /// An init that has exited is `NOT_FOUND`, as is runtime's "container not running" (see
+    /// [`errors::kill`]); the signal gate is held across `runc kill`, so the exit it causes is
+    /// published after this call's reply.
     pub(super) async fn kill_init(
         &self,
         key: &Key,
@@ -83,18 +104,20 @@ impl Daemon {
         signal: u32,
         all: bool,
     ) -> Result<(), Status> {
-        lock(&entry.record)
-            .container
-            .init
-            .check_kill()
-            .map_err(errors::refused)?;
         let signal = i32::try_from(signal)
             .map_err(|_| Status::invalid_argument(format!("signal {signal} is out of range")))?;
+        let _gate = entry.signal_gate.lock().await;
+        if lock(&entry.record).container.init.check_kill().is_err() {
+            return Err(errors::already_finished(&format!(
+                "the init of container {:?}",
+                key.1.as_str()
+            )));
+        }
         entry
             .runc
             .kill(key.1.as_str(), signal, all)
             .await
-            .map_err(errors::runc)
+            .map_err(errors::kill)
     }
 
     /// Pause or resume.
@@ -186,7 +209,7 @@ impl Daemon {
             (record.bundle.clone(), record.rootfs_mounted)
         };
         if rootfs_mounted {
-            crate::rootfs::unmount_all(&bundle);
+            smol::unblock(move || crate::rootfs::unmount_all(&bundle)).await;
         }
         self.forget_container(key, entry).await?;
         if pid != 0 {

@@ -11,7 +11,8 @@ use std::sync::Arc;
 use tonic::Status;
 
 impl Daemon {
-    /// Saves `record` now, on the calling thread.
+    /// Saves `record` now, on the calling thread (call it from the blocking pool, or where
+    /// nothing else can run yet).
     pub(super) fn save(&self, key: &Key, record: &Record) -> Result<(), Status> {
         self.inner
             .store
@@ -57,9 +58,9 @@ impl Daemon {
     /// in progress, so no save writes the record back.
     pub(super) async fn forget_container(&self, key: &Key, entry: &Entry) -> Result<(), Status> {
         let _saving = entry.save_lock.lock().await;
-        self.inner
-            .store
-            .remove(&key.0, &key.1)
+        let (store, (ns, id)) = (self.inner.store.clone(), key.clone());
+        smol::unblock(move || store.remove(&ns, &id))
+            .await
             .map_err(|e| errors::internal("remove the record", e))?;
         lock(&self.inner.containers).remove(key);
         Ok(())

@@ -107,7 +107,7 @@ impl Task for Daemon {
         if r.exec_id.is_empty() {
             self.kill_init(&key, &entry, r.signal, r.all).await?;
         } else {
-            self.kill_exec(&entry, &r.exec_id, r.signal)?;
+            self.kill_exec(&entry, &r.exec_id, r.signal).await?;
         }
         Ok(Response::new(()))
     }

@@ -71,6 +71,8 @@ impl Daemon {
     /// reports it again after the restart rather than never.
     pub(super) async fn init_exited(&self, key: &Key, entry: &Entry, exit: Exit) {
         let _gate = entry.start_gate.lock().await;
+        // After any `Kill` in progress has answered (see `Entry::signal_gate`).
+        let signals = entry.signal_gate.lock().await;
         let (reports, snapshot) = {
             let mut record = lock(&entry.record);
             let reports = record.container.init_exited(exit);
@@ -90,6 +92,7 @@ impl Daemon {
             );
         }
         self.report_exits(key, entry, &reports).await;
+        drop(signals);
         // Waiters are released before the save (it fsyncs); a Delete may come in between, and
         // a container deleted meanwhile (or a created one deleted with --force, which exits
         // after its record is gone) is not written back.
@@ -103,6 +106,9 @@ impl Daemon {
     /// Records an exec exit and reports it (with the container's held init exit, if this was
     /// the last live exec).
     pub(super) async fn exec_exited(&self, key: &Key, entry: &Entry, exec_id: &str, exit: Exit) {
+        // After any `Kill` in progress has answered, and after the exec's `Start` has published
+        // `TaskExecStarted` (see `Entry::signal_gate`).
+        let signals = entry.signal_gate.lock().await;
         let (reports, snapshot) = {
             let mut record = lock(&entry.record);
             let reports = record
@@ -118,6 +124,7 @@ impl Daemon {
             .get(exec_id)
             .and_then(|p| p.pid);
         self.report_exits(key, entry, &reports).await;
+        drop(signals);
         if let Ok(true) = self.persist(key, entry, snapshot).await
             && let Some(pid) = pid
         {
