@@ -46,6 +46,7 @@
 //! # Ok(()) }
 //! ```
 
+mod calls;
 mod child;
 mod console;
 mod error;
@@ -57,6 +58,7 @@ mod runtime;
 mod types;
 mod validate;
 
+pub use calls::{runtime_calls, wait_for_runtime_calls};
 pub use error::Error;
 pub use exec::{ExecOpts, Executed};
 pub use io::{Io, Pipes, Stdio};
