@@ -26,6 +26,7 @@
 //! ```
 
 pub mod api;
+pub mod client;
 pub mod config;
 pub mod console;
 pub mod daemon;
