@@ -12,10 +12,11 @@
 //! The modules, by job: `container` (what the daemon holds per container), `persist` (saving
 //! records), `launch` (the one spawn path of an init's `Create` and an exec's `Start`),
 //! `create` and `exec` (those two calls), `watch` (waiting for exits and reporting them),
-//! `lifecycle` (start, kill, pause, delete), `stats`, `task` (the Task service, delegating to those), `admin`
-//! (shimless's Admin service), `recover` (taking back a previous run's containers), `router`
-//! and `subscribe` (the gRPC surface), `exits`, `oom` and `forward` (exit sources, OOM counts,
-//! events to containerd).
+//! `lifecycle` (start, kill, pause, delete), `stats` (containerd's metrics), `task` (the Task
+//! service, delegating to those), `admin` (shimless's Admin service), `recover` (taking back a
+//! previous run's containers), `router` and `subscribe` (the gRPC surface), `exits`, `oom` and
+//! `forward` (exit sources, OOM counts, events to containerd), `errors` (library errors as gRPC
+//! statuses).
 
 mod admin;
 mod container;
