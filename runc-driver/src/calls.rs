@@ -83,7 +83,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut call = fake_call(dir.path(), "calls-test-a", "0.3");
         let pid = call.id() as i32;
-        assert_eq!(runtime_calls(dir.path(), "calls-test-a"), [pid]);
+        // The shell, and for a moment its child before it execs sleep, which has its arguments.
+        assert!(runtime_calls(dir.path(), "calls-test-a").contains(&pid));
         assert!(runtime_calls(dir.path(), "calls-test-other").is_empty());
         let done = futures_lite::future::block_on(wait_for_runtime_calls(
             dir.path(),
