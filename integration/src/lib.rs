@@ -11,6 +11,8 @@
 //!   container whatever happens, and the preparation crun needs on hybrid-cgroup machines;
 //! - [`child`]: a program under test (a daemon, the front) as a child process, ready once it
 //!   logs a marker, killed when dropped;
+//! - [`shimlessd`]: the daemon's command line for a test (configuration file or private paths),
+//!   started as such a child;
 //! - [`image`]: OCI image-layout tarballs of busybox (and a pause image) for `ctr images import`;
 //! - [`containerd`]: a private containerd (own root, state, sockets, config; CRI optional)
 //!   that leaves no task, shim, mount or file behind;
@@ -33,6 +35,7 @@ pub mod containerd;
 pub mod image;
 mod limits;
 mod require;
+pub mod shimlessd;
 pub mod vm;
 
 pub use limits::raise_fd_limit;

@@ -47,6 +47,7 @@
 //! ```
 
 mod call;
+mod calls;
 mod console;
 mod error;
 mod exec;
@@ -58,6 +59,7 @@ mod spawn;
 mod types;
 mod validate;
 
+pub use calls::{runtime_calls, wait_for_runtime_calls};
 pub use error::Error;
 pub use exec::{ExecOpts, Executed};
 pub use io::{Io, Pipes, Stdio};

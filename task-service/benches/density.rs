@@ -9,29 +9,22 @@
 mod go_shim;
 
 use integration::bundle::Bundle;
+use integration::shimlessd::Shimlessd;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use task_service::api::containerd::task::v3::task_client::TaskClient;
 use task_service::api::containerd::task::v3::*;
-use task_service::grpc::{self, Channel};
+use task_service::client::{Client, TaskClient, namespaced};
 use tonic::Request;
 
 const NS: &str = "density";
 
 fn req<T>(msg: T) -> Request<T> {
-    let mut r = Request::new(msg);
-    r.metadata_mut()
-        .insert("containerd-namespace", NS.parse().unwrap());
-    r
+    namespaced(NS, msg)
 }
 
-async fn client(socket: &Path) -> TaskClient<Channel> {
-    TaskClient::with_origin(
-        grpc::connect(socket).await.unwrap(),
-        "http://localhost".parse().unwrap(),
-    )
+async fn client(socket: &Path) -> TaskClient {
+    Client::connect(socket).await.unwrap().task()
 }
 
 /// `shimlessd` on private paths, and its containers force-removed whatever happens.
@@ -43,20 +36,16 @@ struct Service {
 impl Service {
     fn start() -> Service {
         let dir = tempfile::tempdir().unwrap();
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_shimlessd"));
-        cmd.args(["--config", "/nonexistent/x.toml", "--socket"])
-            .arg(dir.path().join("s.sock"))
-            .arg("--state-dir")
-            .arg(dir.path().join("state"))
-            .arg("--runc-root")
-            .arg(dir.path().join("runc"));
         let log = dir.path().join("shimlessd.log");
-        let daemon = integration::child::Child::start(cmd, &log, "serving on").unwrap();
+        let daemon = Shimlessd::new(env!("CARGO_BIN_EXE_shimlessd"))
+            .in_dir(dir.path())
+            .start(&log)
+            .unwrap();
         Service { daemon, dir }
     }
 
     fn socket(&self) -> PathBuf {
-        self.dir.path().join("s.sock")
+        Shimlessd::socket_in(self.dir.path())
     }
 }
 

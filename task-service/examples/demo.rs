@@ -9,14 +9,13 @@ mod go_shim;
 
 use integration::bundle::{Bundle, BundleBuilder};
 use integration::child::Child;
+use integration::shimlessd::Shimlessd;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
-use task_service::api::containerd::task::v3::task_client::TaskClient;
 use task_service::api::containerd::task::v3::*;
-use task_service::api::shimless::v1::{ListRequest, admin_client::AdminClient};
-use task_service::grpc::{self, Channel};
+use task_service::api::shimless::v1::ListRequest;
+use task_service::client::{Client, TaskClient, namespaced};
 use tonic::Request;
 
 const NS: &str = "demo";
@@ -46,7 +45,7 @@ struct Demo {
 
 impl Demo {
     fn socket(&self) -> PathBuf {
-        self.dir.path().join("shimless.sock")
+        Shimlessd::socket_in(self.dir.path())
     }
 
     fn start_daemon(&mut self) -> Result<u32> {
@@ -57,14 +56,9 @@ impl Demo {
             .map(|d| d.join("shimlessd"))
             .filter(|p| p.exists())
             .ok_or("shimlessd is not built next to the demo: run scripts/demo")?;
-        let mut cmd = Command::new(bin);
-        cmd.args(["--config", "/nonexistent/shimless-demo.toml", "--socket"])
-            .arg(self.socket())
-            .arg("--state-dir")
-            .arg(self.dir.path().join("state"))
-            .arg("--runc-root")
-            .arg(self.dir.path().join("runc"));
-        let daemon = Child::start(cmd, &self.log, "serving on")?;
+        let daemon = Shimlessd::new(bin)
+            .in_dir(self.dir.path())
+            .start(&self.log)?;
         let pid = daemon.pid();
         self.daemon = Some(daemon);
         Ok(pid)
@@ -92,17 +86,11 @@ fn reap() {
 }
 
 fn req<T>(msg: T) -> Request<T> {
-    let mut r = Request::new(msg);
-    r.metadata_mut()
-        .insert("containerd-namespace", NS.parse().expect("ascii"));
-    r
+    namespaced(NS, msg)
 }
 
-async fn client(socket: &Path) -> Result<TaskClient<Channel>> {
-    Ok(TaskClient::with_origin(
-        grpc::connect(socket).await?,
-        "http://localhost".parse()?,
-    ))
+async fn client(socket: &Path) -> Result<TaskClient> {
+    Ok(Client::connect(socket).await?.task())
 }
 
 fn bundle(kind: Kind) -> Result<Bundle> {
@@ -131,8 +119,7 @@ fn progress(done: usize, total: usize, started: Instant) {
 }
 
 async fn table(socket: &Path, show: &[String]) -> Result<()> {
-    let channel = grpc::connect(socket).await?;
-    let mut admin = AdminClient::with_origin(channel, "http://localhost".parse()?);
+    let mut admin = Client::connect(socket).await?.admin();
     let tasks = admin
         .list(ListRequest {
             namespace: NS.into(),

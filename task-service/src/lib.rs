@@ -1,18 +1,31 @@
 //! One daemon that serves containerd's shim Task API (`containerd.task.v3.Task`) for every
 //! container of the node.
 //!
-//! The binaries are `shimlessd` (the daemon: [`daemon::Daemon`] served by [`grpc::serve`]) and
-//! `shimlessctl`. The pieces: [`api`] (containerd's wire types and services, generated from the
-//! `.proto` files in this crate and checked against an independent implementation in
+//! Each binary has the module of the same job:
+//!
+//! | binary | module | what it is |
+//! |---|---|---|
+//! | `shimlessd` | [`daemon`] ([`daemon::Daemon`]) | the Task service for every container, served by [`grpc::serve`] |
+//! | `shimless-front` | [`front`] | the socket containerd dials (one per namespace, ttrpc or gRPC), forwarding to `shimlessd` and holding calls while it is away; it starts and supervises `shimlessd` |
+//! | `containerd-shim-shimless-v2` | [`shim`] | the runtime v2 binary containerd runs: `start` makes sure the front serves, `delete` cleans one container up |
+//! | `shimlessctl` | [`client`] | a client of `shimlessd` by hand; [`client::Client`] is the one client every binary, test and bench uses |
+//!
+//! Inside [`daemon`], one module per job: per-container state, the one spawn path of an init's
+//! `Create` and an exec's `Start`, exit watching, lifecycle calls, the Task and Admin handlers
+//! (short, delegating), recovery after a restart. It composes the leaf crates: `runc-driver`
+//! runs the runtime, `pidfd` and `exitwatch` give exit statuses (`waitid` as the child
+//! subreaper, the kernel's record, `PIDFD_INFO_EXIT`), `cgroupfold` reads OOM kills.
+//!
+//! The other pieces: [`api`] (containerd's wire types and services, generated from the `.proto`
+//! files in this crate and checked against an independent implementation in
 //! `tests/conformance.rs`), [`grpc`] (HTTP/2 on smol over a unix socket, peer-uid checks and
-//! deadlines), [`daemon`] (the Task service, the exit pipeline through pidfd and exitwatch, and
-//! recovery after a restart), [`model`] (the pure container state machine), [`state`] (atomic
-//! records), [`stdio`] and [`console`] (streams and terminals), [`events`], [`config`],
+//! deadlines), [`model`] (the pure container state machine), [`state`] (atomic records),
+//! [`stdio`] and [`console`] (streams and terminals), [`rootfs`], [`events`], [`config`],
 //! [`options`] and [`ids`].
 //!
 //! ```no_run
 //! use std::sync::Arc;
-//! use task_service::{config::Config, grpc, daemon::Daemon};
+//! use task_service::{config::Config, daemon::Daemon, grpc};
 //! let ex = Arc::new(smol::Executor::new());
 //! let config = Config::default();
 //! let daemon = Daemon::new(config.clone(), ex.clone())?;
@@ -26,6 +39,7 @@
 //! ```
 
 pub mod api;
+pub mod client;
 pub mod config;
 pub mod console;
 pub mod daemon;

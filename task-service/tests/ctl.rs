@@ -3,6 +3,7 @@
 
 use integration::bundle::BundleBuilder;
 use integration::child::Child;
+use integration::shimlessd::Shimlessd;
 use integration::{Need, require};
 use std::process::{Command, Output, Stdio};
 
@@ -18,14 +19,10 @@ fn daemon() -> Option<Running> {
         Need::File("/bin/busybox"),
     ])?;
     let dir = tempfile::tempdir().unwrap();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_shimlessd"));
-    cmd.args(["--config", "/nonexistent/x.toml", "--socket"])
-        .arg(dir.path().join("s.sock"))
-        .arg("--state-dir")
-        .arg(dir.path().join("state"))
-        .arg("--runc-root")
-        .arg(dir.path().join("runc"));
-    let daemon = Child::start(cmd, &dir.path().join("d.log"), "serving on").unwrap();
+    let daemon = Shimlessd::new(env!("CARGO_BIN_EXE_shimlessd"))
+        .in_dir(dir.path())
+        .start(&dir.path().join("d.log"))
+        .unwrap();
     Some(Running {
         _daemon: daemon,
         dir,
@@ -35,7 +32,7 @@ fn daemon() -> Option<Running> {
 fn ctl(d: &Running, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_shimlessctl"))
         .arg("--socket")
-        .arg(d.dir.path().join("s.sock"))
+        .arg(Shimlessd::socket_in(d.dir.path()))
         .args(["--namespace", "ctl-test"])
         .args(args)
         .stdin(Stdio::null())
@@ -70,7 +67,7 @@ fn run_attaches_output_and_exits_with_the_containers_code() {
     let cat = bundle("tr a-z A-Z; exit 5");
     let mut child = Command::new(env!("CARGO_BIN_EXE_shimlessctl"))
         .arg("--socket")
-        .arg(d.dir.path().join("s.sock"))
+        .arg(Shimlessd::socket_in(d.dir.path()))
         .args([
             "--namespace",
             "ctl-test",

@@ -12,6 +12,7 @@
 
 use integration::bundle::Bundle;
 use integration::child::Child;
+use integration::shimlessd::Shimlessd;
 
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -34,13 +35,12 @@ fn setup(supervise: bool) -> Shimless {
 }
 
 fn daemon(s: &Shimless) -> Child {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_shimlessd"));
-    cmd.arg("--config")
-        .arg(s.config())
-        .arg("--socket")
-        .arg(s.daemon_socket());
     let log = s.dir.path().join("shimlessd.log");
-    Child::start(cmd, &log, "serving on").unwrap()
+    Shimlessd::new(env!("CARGO_BIN_EXE_shimlessd"))
+        .config(s.config())
+        .socket(s.daemon_socket())
+        .start(&log)
+        .unwrap()
 }
 
 fn front(s: &Shimless) -> Child {

@@ -1,14 +1,14 @@
 //! The gRPC transport for real: a Task service served by `grpc::serve` on a unix socket, called
-//! by the tonic-generated client through `grpc::connect`.
+//! by the tonic-generated client through `task_service::client` (over `grpc::connect`).
 
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
-use task_service::api::containerd::task::v3::task_client::TaskClient;
 use task_service::api::containerd::task::v3::task_server::{Task, TaskServer};
 use task_service::api::containerd::task::v3::*;
+use task_service::client::{Client, TaskClient};
 use task_service::grpc::{self, ServeConfig};
 use tonic::{Code, Request, Response, Status};
 
@@ -130,9 +130,8 @@ fn start(config: ServeConfig) -> Server {
     }
 }
 
-async fn client(socket: &Path) -> TaskClient<grpc::Channel> {
-    let channel = grpc::connect(socket).await.unwrap();
-    TaskClient::with_origin(channel, "http://localhost".parse().unwrap())
+async fn client(socket: &Path) -> TaskClient {
+    Client::connect(socket).await.unwrap().task()
 }
 
 #[test]

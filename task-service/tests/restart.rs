@@ -5,14 +5,14 @@
 
 use integration::bundle::Bundle;
 use integration::child::Child;
+use integration::shimlessd::Shimlessd;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-use task_service::api::containerd::task::v3::task_client::TaskClient;
 use task_service::api::containerd::task::v3::*;
 use task_service::api::containerd::v1::types::Status as TaskStatus;
+use task_service::client::Client;
 use task_service::events::TaskEvent;
-use task_service::grpc;
 use tonic::{Code, Request};
 
 mod common;
@@ -72,14 +72,12 @@ impl Drop for ForceDelete {
 
 /// Starts `shimlessd` on the test's paths and waits until it serves.
 fn daemon(paths: &Paths, log: &Path) -> Child {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_shimlessd"));
-    cmd.args(["--config", "/nonexistent/shimless.toml", "--socket"])
-        .arg(paths.socket())
-        .arg("--state-dir")
-        .arg(paths.state())
-        .arg("--runc-root")
-        .arg(paths.runc_root());
-    Child::start(cmd, log, "serving on").unwrap()
+    Shimlessd::new(env!("CARGO_BIN_EXE_shimlessd"))
+        .socket(paths.socket())
+        .state_dir(paths.state())
+        .runc_root(paths.runc_root())
+        .start(log)
+        .unwrap()
 }
 
 #[test]
@@ -107,11 +105,7 @@ fn kill_9_of_the_daemon_loses_no_exit_and_leaks_no_container() {
     let sink = common::sink::EventSink::start();
     smol::block_on(async {
         let mut c = client(&paths.socket()).await;
-        let channel = grpc::connect(&paths.socket()).await.unwrap();
-        let mut admin = task_service::api::shimless::v1::admin_client::AdminClient::with_origin(
-            channel,
-            "http://localhost".parse().unwrap(),
-        );
+        let mut admin = Client::connect(&paths.socket()).await.unwrap().admin();
         for i in 0..bundles.len() {
             admin
                 .register_publisher(task_service::api::shimless::v1::RegisterPublisherRequest {
@@ -341,10 +335,10 @@ fn kill_9_of_the_daemon_loses_no_exit_and_leaks_no_container() {
 fn churn(socket: PathBuf, bundle: PathBuf, round: usize) -> std::thread::JoinHandle<usize> {
     std::thread::spawn(move || {
         smol::block_on(async {
-            let Ok(channel) = grpc::connect(&socket).await else {
+            let Ok(client) = Client::connect(&socket).await else {
                 return 0;
             };
-            let mut c = TaskClient::with_origin(channel, "http://localhost".parse().unwrap());
+            let mut c = client.task();
             let mut done = 0;
             loop {
                 let id = format!("r{round}-{done}");
@@ -421,9 +415,8 @@ fn kill_9_at_arbitrary_points_of_create_and_delete_leaks_nothing() {
     // Let runtime calls the killed daemons left running finish before looking.
     std::thread::sleep(Duration::from_millis(500));
     smol::block_on(async {
-        use task_service::api::shimless::v1::{ListRequest, admin_client::AdminClient};
-        let channel = grpc::connect(&paths.socket()).await.unwrap();
-        let mut admin = AdminClient::with_origin(channel, "http://localhost".parse().unwrap());
+        use task_service::api::shimless::v1::ListRequest;
+        let mut admin = Client::connect(&paths.socket()).await.unwrap().admin();
         let tasks = admin
             .list(ListRequest {
                 namespace: NS.into(),

@@ -13,10 +13,11 @@
 //! records), `launch` (the one spawn path of an init's `Create` and an exec's `Start`),
 //! `create` and `exec` (those two calls), `watch` (waiting for exits and reporting them),
 //! `lifecycle` (start, kill, pause, delete), `outlive` (a call's work that finishes, or
-//! undoes itself, when the call is dropped at its deadline), `stats`, `task` (the Task service,
-//! delegating to those), `admin` (shimless's Admin service), `recover` (taking back a previous
-//! run's containers), `router` and `subscribe` (the gRPC surface), `exits`, `oom` and `forward`
-//! (exit sources, OOM counts, events to containerd).
+//! undoes itself, when the call is dropped at its deadline), `stats` (containerd's metrics),
+//! `task` (the Task service, delegating to those), `admin` (shimless's Admin service), `recover`
+//! (taking back a previous run's containers), `router` and `subscribe` (the gRPC surface),
+//! `exits`, `oom` and `forward` (exit sources, OOM counts, events to containerd), `errors`
+//! (library errors as gRPC statuses).
 
 mod admin;
 mod container;

@@ -8,69 +8,64 @@
 //! cgroup is still there then (runc removes it at `Delete`, which comes after the exit).
 //!
 //! The count is `oom_kill` in `memory.oom_control` (cgroup v1, Linux 4.13 and later) or in
-//! `memory.events` (cgroup v2). The cgroup is found from `/proc/<init pid>/cgroup` at `Create`
-//! (and at recovery, for inits still alive), under the hierarchies mounted at `/sys/fs/cgroup`.
+//! `memory.events` (cgroup v2), read by `cgroupfold`'s driver ([`cgroupfold::fs::Stats`]'s
+//! `oom_kills`) on the hierarchies it finds in `/proc/self/mountinfo`. The cgroup is found from
+//! `/proc/<init pid>/cgroup` at `Create` (and at recovery, for inits still alive).
 //! What this does not see, unlike the eventfd: an OOM kill of a process other than the init
 //! that the init survives is not reported while the container runs, only when it exits.
 
-use std::path::{Path, PathBuf};
+use cgroupfold::fs::{Cgroups, Mode};
+use std::sync::OnceLock;
 
-/// Where the cgroup hierarchies are mounted.
-const CGROUP_ROOT: &str = "/sys/fs/cgroup";
+/// The host's cgroup hierarchies, found once; `None` without any.
+fn cgroups() -> Option<&'static Cgroups> {
+    static CGROUPS: OnceLock<Option<Cgroups>> = OnceLock::new();
+    CGROUPS.get_or_init(|| Cgroups::detect().ok()).as_ref()
+}
 
-/// A container's memory cgroup: the file whose `oom_kill` line counts its OOM kills.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A container's memory cgroup, whose count of OOM kills is read when its init exits.
+#[derive(Debug, Clone)]
 pub(crate) struct MemoryCgroup {
-    counter: PathBuf,
+    cgroups: &'static Cgroups,
+    /// Relative to the hierarchies' mount points.
+    path: String,
 }
 
 impl MemoryCgroup {
-    /// The memory cgroup process `pid` is in, if it can be found (the process is alive and
-    /// its cgroup's counter file exists).
+    /// The memory cgroup process `pid` is in, if it can be found (the process is alive and the
+    /// host has cgroup hierarchies).
     pub(crate) fn of(pid: i32) -> Option<MemoryCgroup> {
+        let cgroups = cgroups()?;
         let table = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
-        Self::from_table(&table, Path::new(CGROUP_ROOT)).filter(|m| m.counter.exists())
-    }
-
-    /// The counter file for a `/proc/<pid>/cgroup` table with hierarchies under `root`: the
-    /// v1 `memory` controller's line if there is one, else the v2 (`0::`) line.
-    fn from_table(table: &str, root: &Path) -> Option<MemoryCgroup> {
-        let mut unified = None;
-        for line in table.lines() {
-            let mut fields = line.splitn(3, ':');
-            let (Some(_), Some(controllers), Some(path)) =
-                (fields.next(), fields.next(), fields.next())
-            else {
-                continue;
-            };
-            let path = path.trim_start_matches('/');
-            if controllers.split(',').any(|c| c == "memory") {
-                return Some(MemoryCgroup {
-                    counter: root.join("memory").join(path).join("memory.oom_control"),
-                });
-            }
-            if controllers.is_empty() {
-                unified = Some(MemoryCgroup {
-                    counter: root.join(path).join("memory.events"),
-                });
-            }
-        }
-        unified
+        let path = path_in(&table, cgroups.mode() == Mode::V2)?;
+        Some(MemoryCgroup { cgroups, path })
     }
 
     /// How many processes the kernel has killed for lack of memory in this cgroup; `None`
     /// when the count cannot be read (the cgroup is gone, or the kernel has no `oom_kill`).
     pub(crate) fn oom_kills(&self) -> Option<u64> {
-        let text = std::fs::read_to_string(&self.counter).ok()?;
-        parse_oom_kill(&text)
+        self.cgroups.stats(&self.path).ok()?.oom_kills
     }
 }
 
-/// The `oom_kill <n>` line of `memory.oom_control` or `memory.events`.
-fn parse_oom_kill(text: &str) -> Option<u64> {
-    text.lines().find_map(|line| {
-        let (key, value) = line.split_once(' ')?;
-        (key == "oom_kill").then(|| value.trim().parse().ok())?
+/// The memory cgroup's path in a `/proc/<pid>/cgroup` table: the v1 `memory` controller's line,
+/// or on a v2-only host (`unified`) the `0::` line. The root cgroup is `None` (no container
+/// lives there).
+fn path_in(table: &str, unified: bool) -> Option<String> {
+    table.lines().find_map(|line| {
+        let mut fields = line.splitn(3, ':');
+        let (Some(_), Some(controllers), Some(path)) =
+            (fields.next(), fields.next(), fields.next())
+        else {
+            return None;
+        };
+        let ours = if unified {
+            controllers.is_empty()
+        } else {
+            controllers.split(',').any(|c| c == "memory")
+        };
+        let path = path.trim_matches('/');
+        (ours && !path.is_empty()).then(|| path.to_string())
     })
 }
 
@@ -78,40 +73,26 @@ fn parse_oom_kill(text: &str) -> Option<u64> {
 mod tests {
     use super::*;
 
+    const HYBRID: &str = "10:hugetlb:/\n4:memory:/k8s.io/abc\n1:cpu,cpuacct:/k8s.io/abc\n0::/x\n";
+
     #[test]
-    fn v1_memory_line_names_oom_control() {
-        let table = "10:hugetlb:/\n4:memory:/k8s.io/abc\n1:cpu,cpuacct:/k8s.io/abc\n0::/\n";
-        let m = MemoryCgroup::from_table(table, Path::new("/cg")).unwrap();
+    fn v1_takes_the_memory_line() {
+        assert_eq!(path_in(HYBRID, false).as_deref(), Some("k8s.io/abc"));
+    }
+
+    #[test]
+    fn v2_takes_the_unified_line() {
+        assert_eq!(path_in(HYBRID, true).as_deref(), Some("x"));
         assert_eq!(
-            m.counter,
-            PathBuf::from("/cg/memory/k8s.io/abc/memory.oom_control")
+            path_in("0::/k8s.io/abc\n", true).as_deref(),
+            Some("k8s.io/abc")
         );
     }
 
     #[test]
-    fn v2_only_names_memory_events() {
-        let m = MemoryCgroup::from_table("0::/k8s.io/abc\n", Path::new("/cg")).unwrap();
-        assert_eq!(m.counter, PathBuf::from("/cg/k8s.io/abc/memory.events"));
-    }
-
-    #[test]
-    fn no_memory_controller_is_none() {
-        assert_eq!(
-            MemoryCgroup::from_table("not a line\n3:cpu:/x\n", Path::new("/cg")),
-            None
-        );
-    }
-
-    #[test]
-    fn oom_kill_is_read_from_either_file() {
-        assert_eq!(
-            parse_oom_kill("oom_kill_disable 0\nunder_oom 0\noom_kill 2\n"),
-            Some(2)
-        );
-        assert_eq!(
-            parse_oom_kill("low 0\nhigh 0\nmax 4\noom 1\noom_kill 1\n"),
-            Some(1)
-        );
-        assert_eq!(parse_oom_kill("oom_kill_disable 0\nunder_oom 0\n"), None);
+    fn no_memory_controller_or_the_root_is_none() {
+        assert_eq!(path_in("not a line\n3:cpu:/x\n", false), None);
+        assert_eq!(path_in("4:memory:/\n", false), None);
+        assert_eq!(path_in("0::/\n", true), None);
     }
 }

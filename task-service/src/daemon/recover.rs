@@ -23,7 +23,11 @@ use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 use tonic::Status;
+
+/// How long recovery waits for a runtime call of an interrupted `Create` to end.
+const RUNTIME_CALLS_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The outcome of [`Daemon::recover`]: every container of the previous
 /// run, sorted into what happened to it. Names are `namespace/id`.
@@ -194,8 +198,14 @@ impl Daemon {
         let (ns, id) = &key;
         let runc = self.runc_for(&record.runtime, &record.runtime_root, record.systemd_cgroup)?;
         if record.creating {
-            // Killed during its Create: the runtime call it made may still be running.
-            wait_for_runtime_calls(&record.runtime_root, id.as_str()).await;
+            // Killed during its Create: the runtime call it made may still be running, and
+            // removing its container before it is done would leave the one it makes just after.
+            let _ = runc_driver::wait_for_runtime_calls(
+                &record.runtime_root,
+                id.as_str(),
+                RUNTIME_CALLS_TIMEOUT,
+            )
+            .await;
             let _ = runc.delete(id.as_str(), true).await;
             self.drop_record(ns, id, &record)?;
             report
@@ -352,27 +362,4 @@ fn note_root(roots: &mut Roots, ns: &Namespace, id: &ContainerId, record: &Recor
     root.binary = record.runtime.clone();
     root.systemd_cgroup = record.systemd_cgroup;
     root.ids.insert(id.to_string());
-}
-
-/// Waits (up to 30 s) until no process runs the runtime on container `id` under `root`: a
-/// killed daemon's `runc create` goes on without it, and removing its container before it is
-/// done would leave a container made just after.
-async fn wait_for_runtime_calls(root: &std::path::Path, id: &str) {
-    let root = root.as_os_str().as_encoded_bytes().to_vec();
-    let id = id.as_bytes().to_vec();
-    let busy = move || {
-        std::fs::read_dir("/proc")
-            .into_iter()
-            .flatten()
-            .flatten()
-            .any(|entry| {
-                let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
-                let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
-                args.contains(&root.as_slice()) && args.contains(&id.as_slice())
-            })
-    };
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while busy() && std::time::Instant::now() < deadline {
-        async_io::Timer::after(std::time::Duration::from_millis(20)).await;
-    }
 }

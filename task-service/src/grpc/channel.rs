@@ -8,7 +8,8 @@ use tonic::body::Body;
 
 /// An HTTP/2 connection to a gRPC server on a unix socket, for tonic-generated clients.
 ///
-/// Use it with `with_origin(channel, "http://localhost")`: the HTTP/2 `:authority` must be a
+/// [`crate::client::Client`] wraps it with the daemon's clients; another generated client takes
+/// it with `with_origin(channel, "http://localhost")`: the HTTP/2 `:authority` must be a
 /// valid host name (servers such as hyper's reject a socket path), and `localhost` is what
 /// grpc-go, and so containerd, sends.
 ///

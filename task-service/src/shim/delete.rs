@@ -1,7 +1,6 @@
 //! `delete`: containerd's clean-up of one container whose shim it believes dead.
 
 use super::{ShimError, log, namespaced};
-use crate::api::containerd::task::v3::task_client::TaskClient;
 use crate::api::containerd::task::v3::{DeleteRequest, DeleteResponse, KillRequest, WaitRequest};
 use crate::config::Config;
 use prost::Message;
@@ -39,10 +38,10 @@ pub(super) fn delete(flags: &super::Flags, config: &Config) -> Result<Vec<u8>, S
 /// Kill, wait and delete through the front; `Ok(None)` when the daemon does not know the
 /// container.
 async fn via_daemon(config: &Config, ns: &str, id: &str) -> Result<Option<DeleteResponse>, String> {
-    let channel = crate::grpc::connect(&config.socket)
+    let mut task = crate::client::Client::connect(&config.socket)
         .await
-        .map_err(|e| e.to_string())?;
-    let mut task = TaskClient::with_origin(channel, http::Uri::from_static("http://localhost"));
+        .map_err(|e| e.to_string())?
+        .task();
     let kill = KillRequest {
         id: id.into(),
         exec_id: String::new(),

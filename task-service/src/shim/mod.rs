@@ -92,10 +92,7 @@ fn log(line: &str) {
 
 /// A namespaced request, as containerd sends them.
 fn namespaced<T>(ns: &str, msg: T, timeout: std::time::Duration) -> tonic::Request<T> {
-    let mut req = tonic::Request::new(msg);
-    if let Ok(value) = ns.parse() {
-        req.metadata_mut().insert("containerd-namespace", value);
-    }
+    let mut req = crate::client::namespaced(ns, msg);
     req.set_timeout(timeout);
     req
 }

@@ -9,12 +9,10 @@ pub use shimless::alive;
 pub mod sink;
 
 use std::path::Path;
-use task_service::api::containerd::task::v3::task_client::TaskClient;
 use task_service::api::containerd::task::v3::*;
-use task_service::grpc;
 use tonic::Request;
 
-pub type Client = TaskClient<grpc::Channel>;
+pub type Client = task_service::client::TaskClient;
 
 /// What a test that runs `shimlessd` with real containers needs (skipped by hand, a failure
 /// under `SHIMLESS_REQUIRE_PRIVILEGED=1`).
@@ -31,18 +29,15 @@ pub fn needs_daemon() -> Option<()> {
 
 /// A Task client on the daemon's socket.
 pub async fn client(socket: &Path) -> Client {
-    TaskClient::with_origin(
-        grpc::connect(socket).await.unwrap(),
-        "http://localhost".parse().unwrap(),
-    )
+    task_service::client::Client::connect(socket)
+        .await
+        .unwrap()
+        .task()
 }
 
 /// `msg` as a request in containerd namespace `ns`.
 pub fn request<T>(ns: &str, msg: T) -> Request<T> {
-    let mut req = Request::new(msg);
-    req.metadata_mut()
-        .insert("containerd-namespace", ns.parse().unwrap());
-    req
+    task_service::client::namespaced(ns, msg)
 }
 
 /// `Create` from `bundle` with no stdio; the init's PID.

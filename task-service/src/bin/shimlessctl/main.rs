@@ -1,0 +1,168 @@
+//! `shimlessctl`: drive `shimlessd` by hand, through the same gRPC API containerd uses.
+//!
+//! `main.rs` holds the command line and sends each command to its module: `task` (the Task
+//! calls and their printing), `attach` (`run` and `exec`, which attach the process's output and
+//! exit with its code), `show` (`ps` and `events`).
+
+mod attach;
+mod show;
+mod task;
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use task::Ctl;
+
+/// Drive shimlessd: create, start, inspect, signal and delete containers through the Task API
+/// that containerd speaks.
+#[derive(Debug, Parser)]
+#[command(
+    version,
+    after_help = "Examples:
+  shimlessctl run web --bundle /srv/bundles/web            # attach output, exit with its code
+  shimlessctl create web --bundle /srv/bundles/web --stdout /tmp/web.log
+  shimlessctl start web
+  shimlessctl ps                                           # id, pid, status, exit, age
+  shimlessctl exec web --exec-id probe -- cat /etc/hostname
+  shimlessctl kill web --signal TERM
+  shimlessctl wait web && shimlessctl delete web
+  shimlessctl events --filter topic==/tasks/exit
+  shimlessctl --json state web"
+)]
+struct Cli {
+    /// The daemon's socket.
+    #[arg(long, global = true, default_value = "/run/shimless/shimless.sock")]
+    socket: PathBuf,
+    /// The containerd namespace of the container.
+    #[arg(short, long, global = true, default_value = "default")]
+    namespace: String,
+    /// Print JSON instead of text.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Create a container from an OCI bundle (not started).
+    Create {
+        id: String,
+        /// The bundle directory (holding config.json and its rootfs).
+        #[arg(long)]
+        bundle: PathBuf,
+        /// Where stdout goes: a file (appended) or a FIFO path; none if omitted.
+        #[arg(long)]
+        stdout: Option<PathBuf>,
+        /// Where stderr goes: a file (appended) or a FIFO path; none if omitted.
+        #[arg(long)]
+        stderr: Option<PathBuf>,
+    },
+    /// Start a created container.
+    Start { id: String },
+    /// Create and start a container, attach its output, wait, delete it, and exit with its code
+    /// (or with -d, leave it running).
+    Run {
+        id: String,
+        #[arg(long)]
+        bundle: PathBuf,
+        /// Start it and return without attaching (its output is discarded).
+        #[arg(short, long, conflicts_with = "interactive")]
+        detach: bool,
+        /// Also attach stdin: ours is copied to the container until its end.
+        #[arg(short, long)]
+        interactive: bool,
+    },
+    /// List containers: id, pid, status, exit code, age.
+    Ps {
+        /// Every namespace, not only --namespace.
+        #[arg(short = 'A', long)]
+        all_namespaces: bool,
+    },
+    /// Show one container's (or exec's) state.
+    State {
+        id: String,
+        #[arg(long, default_value = "")]
+        exec_id: String,
+    },
+    /// Run a command in a running container and exit with its code.
+    Exec {
+        id: String,
+        /// The exec's id (unique within the container).
+        #[arg(long)]
+        exec_id: String,
+        /// The command and its arguments.
+        #[arg(last = true, required = true)]
+        args: Vec<String>,
+    },
+    /// Send a signal (name or number) to a container's init, or to every process with --all.
+    Kill {
+        id: String,
+        #[arg(short, long, default_value = "TERM")]
+        signal: String,
+        #[arg(long)]
+        all: bool,
+        #[arg(long, default_value = "")]
+        exec_id: String,
+    },
+    /// Wait for a container to exit and print its code (and exit with it).
+    Wait { id: String },
+    /// Delete a stopped (or never started) container.
+    Delete { id: String },
+    /// Follow the daemon's task events.
+    Events {
+        /// `topic==/tasks/exit`, `namespace!=k8s.io`, ...; several are alternatives.
+        #[arg(long)]
+        filter: Vec<String>,
+    },
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let code = match smol::block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("shimlessctl: {e}");
+            1
+        }
+    };
+    std::process::exit(code);
+}
+
+/// What every command returns: an error is printed as `shimlessctl: <error>` and exits 1.
+type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
+
+/// A gRPC status as an error message naming the code.
+fn status(e: tonic::Status) -> Box<dyn std::error::Error> {
+    format!("{:?}: {}", e.code(), e.message()).into()
+}
+
+async fn run(cli: Cli) -> Result<i32> {
+    let mut ctl = Ctl::connect(&cli.socket, cli.namespace, cli.json).await?;
+    match cli.command {
+        Command::Create {
+            id,
+            bundle,
+            stdout,
+            stderr,
+        } => task::create_detached(&mut ctl, &id, &bundle, stdout, stderr).await,
+        Command::Start { id } => task::start_init(&mut ctl, &id).await,
+        Command::Run {
+            id,
+            bundle,
+            detach,
+            interactive,
+        } => attach::run_container(&mut ctl, &id, &bundle, detach, interactive).await,
+        Command::Ps { all_namespaces } => show::ps(&ctl, all_namespaces).await,
+        Command::State { id, exec_id } => task::state(&mut ctl, &id, exec_id).await,
+        Command::Exec { id, exec_id, args } => attach::exec(&mut ctl, &id, &exec_id, args).await,
+        Command::Kill {
+            id,
+            signal,
+            all,
+            exec_id,
+        } => task::kill(&mut ctl, &id, &signal, all, exec_id).await,
+        Command::Wait { id } => task::wait_init(&mut ctl, &id).await,
+        Command::Delete { id } => task::delete_init(&mut ctl, &id).await,
+        Command::Events { filter } => show::events(&ctl, filter).await,
+    }
+}

@@ -1,0 +1,104 @@
+//! `ps` (the daemon's containers, through the Admin service) and `events` (its task events,
+//! through `Events/Subscribe`).
+
+use crate::task::Ctl;
+use crate::{Result, status};
+use serde_json::json;
+use std::time::{Duration, SystemTime};
+use task_service::api::containerd::services::events::v1::SubscribeRequest;
+use task_service::api::shimless::v1::ListRequest;
+use task_service::events::TaskEvent;
+
+/// `shimlessctl ps`: a table, or a JSON array.
+pub(crate) async fn ps(ctl: &Ctl, all: bool) -> Result<i32> {
+    let mut admin = ctl.client.admin();
+    let namespace = if all {
+        String::new()
+    } else {
+        ctl.namespace.clone()
+    };
+    let tasks = admin
+        .list(ListRequest { namespace })
+        .await
+        .map_err(status)?
+        .into_inner()
+        .tasks;
+    if ctl.json() {
+        let rows: Vec<_> = tasks
+            .iter()
+            .map(|t| {
+                json!({"namespace": t.namespace, "id": t.id, "pid": t.pid, "status": t.status,
+                       "exit_status": (t.status == "stopped").then_some(t.exit_status),
+                       "created_at": t.created_at.map(|c| c.seconds), "execs": t.execs})
+            })
+            .collect();
+        println!("{}", serde_json::Value::Array(rows));
+        return Ok(0);
+    }
+    println!(
+        "{:<12} {:<24} {:>8} {:<8} {:>5} {:>8}",
+        "NAMESPACE", "ID", "PID", "STATUS", "EXIT", "AGE"
+    );
+    for t in tasks {
+        let exit = if t.status == "stopped" {
+            t.exit_status.to_string()
+        } else {
+            "-".into()
+        };
+        println!(
+            "{:<12} {:<24} {:>8} {:<8} {:>5} {:>8}",
+            t.namespace,
+            t.id,
+            t.pid,
+            t.status,
+            exit,
+            age(t.created_at)
+        );
+    }
+    Ok(0)
+}
+
+fn age(created: Option<prost_types::Timestamp>) -> String {
+    let Some(created) = created else {
+        return "-".into();
+    };
+    let at = SystemTime::UNIX_EPOCH + Duration::from_secs(created.seconds.max(0) as u64);
+    let secs = SystemTime::now()
+        .duration_since(at)
+        .unwrap_or_default()
+        .as_secs();
+    match secs {
+        0..60 => format!("{secs}s"),
+        60..3600 => format!("{}m", secs / 60),
+        3600..86400 => format!("{}h", secs / 3600),
+        _ => format!("{}d", secs / 86400),
+    }
+}
+
+/// `shimlessctl events`: one line per event until the daemon goes away.
+pub(crate) async fn events(ctl: &Ctl, filters: Vec<String>) -> Result<i32> {
+    let mut client = ctl.client.events();
+    let mut stream = client
+        .subscribe(SubscribeRequest { filters })
+        .await
+        .map_err(status)?
+        .into_inner();
+    while let Some(envelope) = stream.message().await.map_err(status)? {
+        let event = envelope.event.as_ref().and_then(TaskEvent::from_any);
+        let when = envelope.timestamp.map_or(0, |t| t.seconds);
+        let detail = match &event {
+            Some(TaskEvent::Exit(e)) => format!("{} pid {} exit {}", e.id, e.pid, e.exit_status),
+            Some(TaskEvent::Create(e)) => format!("{} pid {}", e.container_id, e.pid),
+            Some(TaskEvent::Start(e)) => format!("{} pid {}", e.container_id, e.pid),
+            Some(TaskEvent::Delete(e)) => format!("{} exit {}", e.container_id, e.exit_status),
+            Some(other) => other.container_id().to_string(),
+            None => "(undecodable)".into(),
+        };
+        ctl.print(
+            json!({"timestamp": when, "namespace": envelope.namespace,
+                   "topic": envelope.topic, "event": format!("{event:?}")}),
+            format!("{when} {} {} {detail}", envelope.namespace, envelope.topic),
+        );
+    }
+    Ok(0)
+}
