@@ -85,7 +85,7 @@ impl Exits {
             return None;
         }
         Some(Exit {
-            status: ExitStatus::from_wait_status(exit.wait_status as i32)?,
+            status: exit.status,
             at: wall_clock(exit.exited_after_boot),
         })
     }

@@ -14,7 +14,7 @@
 //! What this does not see, unlike the eventfd: an OOM kill of a process other than the init
 //! that the init survives is not reported while the container runs, only when it exits.
 
-use cgroupfold::fs::{Cgroups, Mode};
+use cgroupfold::fs::{Cgroups, Mode, ProcessCgroups};
 use std::sync::OnceLock;
 
 /// The host's cgroup hierarchies, found once; `None` without any.
@@ -36,7 +36,7 @@ impl MemoryCgroup {
     /// host has cgroup hierarchies).
     pub(crate) fn of(pid: i32) -> Option<MemoryCgroup> {
         let cgroups = cgroups()?;
-        let table = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
+        let table = ProcessCgroups::read(u32::try_from(pid).ok()?).ok()?;
         let path = path_in(&table, cgroups.mode() == Mode::V2)?;
         Some(MemoryCgroup { cgroups, path })
     }
@@ -48,51 +48,49 @@ impl MemoryCgroup {
     }
 }
 
-/// The memory cgroup's path in a `/proc/<pid>/cgroup` table: the v1 `memory` controller's line,
-/// or on a v2-only host (`unified`) the `0::` line. The root cgroup is `None` (no container
-/// lives there).
-fn path_in(table: &str, unified: bool) -> Option<String> {
-    table.lines().find_map(|line| {
-        let mut fields = line.splitn(3, ':');
-        let (Some(_), Some(controllers), Some(path)) =
-            (fields.next(), fields.next(), fields.next())
-        else {
-            return None;
-        };
-        let ours = if unified {
-            controllers.is_empty()
-        } else {
-            controllers.split(',').any(|c| c == "memory")
-        };
-        let path = path.trim_matches('/');
-        (ours && !path.is_empty()).then(|| path.to_string())
-    })
+/// The memory cgroup's path in a process's cgroup table: the v1 `memory` controller's, or on a
+/// v2-only host (`unified`) the `0::` one. The root cgroup is `None` (no container lives there).
+fn path_in(table: &ProcessCgroups, unified: bool) -> Option<String> {
+    let path = if unified {
+        table.unified_path()
+    } else {
+        table.v1_path("memory")
+    }?;
+    let path = path.trim_matches('/');
+    (!path.is_empty()).then(|| path.to_string())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn table(text: &str) -> ProcessCgroups {
+        ProcessCgroups::parse(text).unwrap()
+    }
+
     const HYBRID: &str = "10:hugetlb:/\n4:memory:/k8s.io/abc\n1:cpu,cpuacct:/k8s.io/abc\n0::/x\n";
 
     #[test]
     fn v1_takes_the_memory_line() {
-        assert_eq!(path_in(HYBRID, false).as_deref(), Some("k8s.io/abc"));
+        assert_eq!(
+            path_in(&table(HYBRID), false).as_deref(),
+            Some("k8s.io/abc")
+        );
     }
 
     #[test]
     fn v2_takes_the_unified_line() {
-        assert_eq!(path_in(HYBRID, true).as_deref(), Some("x"));
+        assert_eq!(path_in(&table(HYBRID), true).as_deref(), Some("x"));
         assert_eq!(
-            path_in("0::/k8s.io/abc\n", true).as_deref(),
+            path_in(&table("0::/k8s.io/abc\n"), true).as_deref(),
             Some("k8s.io/abc")
         );
     }
 
     #[test]
     fn no_memory_controller_or_the_root_is_none() {
-        assert_eq!(path_in("not a line\n3:cpu:/x\n", false), None);
-        assert_eq!(path_in("4:memory:/\n", false), None);
-        assert_eq!(path_in("0::/\n", true), None);
+        assert_eq!(path_in(&table("3:cpu:/x\n"), false), None);
+        assert_eq!(path_in(&table("4:memory:/\n"), false), None);
+        assert_eq!(path_in(&table("0::/\n"), true), None);
     }
 }

@@ -20,7 +20,8 @@ pub struct Exit {
 }
 
 impl Exit {
-    /// The code containerd expects (128 + signal for a signal).
+    /// The code containerd expects (128 + signal for a signal): `pidfd::ExitStatus` decodes it,
+    /// this only passes it on.
     pub fn code_for_containerd(&self) -> u32 {
         self.status.code_for_containerd()
     }
