@@ -80,6 +80,9 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         };
         let _ = rustix::process::setrlimit(rustix::process::Resource::Nofile, raised);
     }
+    // Before anything else touches the state or the socket: a second daemon on this directory
+    // would unlink the first one's live socket and recover its containers a second time.
+    let _lock = task_service::state::StateLock::acquire(&config.state_dir)?;
     let ex = Arc::new(smol::Executor::new());
     let daemon = Daemon::new(config.clone(), ex.clone())
         .map_err(|e| format!("cannot become the child subreaper: {e}"))?;
@@ -112,6 +115,7 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         );
         let serve = grpc::ServeConfig {
             allowed_uids: config.allowed_uids.clone(),
+            ..grpc::ServeConfig::default()
         };
         grpc::serve(listener, daemon.into_router(), ex.clone(), serve).await?;
         Ok::<(), Box<dyn std::error::Error>>(())
