@@ -280,7 +280,7 @@ async fn accept(
         shared: shared.clone(),
     });
     loop {
-        let (stream, _) = listener.accept().await?;
+        let stream = crate::grpc::accept::next(&listener, "shimless-front").await;
         let denied = shared.refuse(&stream);
         let shared2 = shared.clone();
         let header = header.clone();
