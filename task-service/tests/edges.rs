@@ -1,0 +1,247 @@
+//! Faults that must stay local (issue 13), caused for real against the binaries:
+//!
+//! - a front out of file descriptors (`prlimit`) refuses connections for a while and then
+//!   serves again: an accept error is never fatal;
+//! - a second `shimlessd` on the same state directory is refused, naming the directory, and the
+//!   first one keeps its socket and its containers;
+//! - `containerd-shim-shimless-v2 delete` without a daemon cleans up a container with the
+//!   runtime root it was created with (runtime option `Root`), not the configured default.
+
+use integration::Need;
+use integration::bundle::Bundle;
+use integration::daemon::Daemon;
+use prost::Message;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+use task_service::api::containerd::task::v3::*;
+use task_service::api::shimless::v1::ListenRequest;
+use task_service::api::shimless::v1::front_client::FrontClient;
+
+mod common;
+use common::shimless::Shimless;
+
+const NS: &str = "edges-test";
+
+fn front(s: &Shimless, nofile: Option<u32>) -> Daemon {
+    let front = env!("CARGO_BIN_EXE_shimless-front");
+    let mut cmd = match nofile {
+        Some(n) => {
+            let mut cmd = Command::new("prlimit");
+            cmd.arg(format!("--nofile={n}:{n}")).arg(front);
+            cmd
+        }
+        None => Command::new(front),
+    };
+    cmd.arg("--config").arg(s.config());
+    Daemon::start(cmd, &s.dir.path().join("front.log"), "serving on").unwrap()
+}
+
+fn daemon(s: &Shimless, socket: &Path, log: &str) -> Daemon {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_shimlessd"));
+    cmd.arg("--config")
+        .arg(s.config())
+        .arg("--socket")
+        .arg(socket);
+    Daemon::start(cmd, &s.dir.path().join(log), "serving on").unwrap()
+}
+
+async fn listen(socket: &Path) -> Result<String, String> {
+    let channel = task_service::grpc::connect(socket)
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut front = FrontClient::with_origin(channel, "http://localhost".parse().unwrap());
+    front
+        .listen(ListenRequest {
+            namespace: NS.into(),
+            protocol: "ttrpc".into(),
+        })
+        .await
+        .map(|r| r.into_inner().socket)
+        .map_err(|e| e.to_string())
+}
+
+#[test]
+fn a_front_out_of_descriptors_serves_again_once_they_are_back() {
+    let Some(()) = integration::require(&[Need::Root, Need::Program("prlimit")]) else {
+        return;
+    };
+    let s = Shimless::new("supervise = false");
+    let mut front = front(&s, Some(64));
+    // Each accepted connection costs the front a descriptor: hold more than it has.
+    let held: Vec<_> = (0..120)
+        .filter_map(|_| std::os::unix::net::UnixStream::connect(s.front_socket()).ok())
+        .collect();
+    let log = s.dir.path().join("front.log");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .contains("failed")
+        && common::alive(front.pid())
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the front never ran out of descriptors"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Give a failing accept loop time to give up, as it used to.
+    std::thread::sleep(Duration::from_millis(300));
+    drop(held);
+    assert!(
+        common::alive(front.pid()),
+        "the front exited on an accept error: {}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    let socket = smol::block_on(async {
+        let until = Instant::now() + Duration::from_secs(10);
+        loop {
+            match listen(&s.front_socket()).await {
+                Ok(socket) => break socket,
+                Err(e) if Instant::now() > until => panic!("the front does not serve: {e}"),
+                Err(_) => {
+                    smol::Timer::after(Duration::from_millis(50)).await;
+                }
+            }
+        }
+    });
+    assert!(socket.ends_with("edges-test.ttrpc.sock"), "{socket}");
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        text.contains("EMFILE") || text.contains("Too many open files"),
+        "{text}"
+    );
+    front.kill();
+}
+
+#[test]
+fn a_second_daemon_on_the_same_state_directory_is_refused_and_the_first_keeps_serving() {
+    let Some(()) = common::needs_daemon() else {
+        return;
+    };
+    rustix::process::set_child_subreaper(rustix::process::Pid::from_raw(1)).unwrap();
+    let s = Shimless::new("supervise = false").cleans(NS);
+    let _first = daemon(&s, &s.daemon_socket(), "first.log");
+    let bundle = Bundle::exit_on_demand().unwrap();
+    smol::block_on(async {
+        let mut c = common::client(&s.daemon_socket()).await;
+        common::create(&mut c, NS, "kept", bundle.path()).await;
+        common::start(&mut c, NS, "kept").await;
+    });
+    let other_socket = s.dir.path().join("run/second.sock");
+    let second = Command::new(env!("CARGO_BIN_EXE_shimlessd"))
+        .arg("--config")
+        .arg(s.config())
+        .arg("--socket")
+        .arg(&other_socket)
+        .output()
+        .unwrap();
+    assert_eq!(second.status.code(), Some(1), "{second:?}");
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    let state_dir = s.dir.path().join("state").display().to_string();
+    assert!(
+        stderr.contains("another shimlessd") && stderr.contains(&state_dir),
+        "{stderr}"
+    );
+    assert!(
+        !other_socket.exists(),
+        "the refused daemon bound its socket"
+    );
+    // The same refusal when the second one would take over the first one's socket.
+    let third = Command::new(env!("CARGO_BIN_EXE_shimlessd"))
+        .arg("--config")
+        .arg(s.config())
+        .arg("--socket")
+        .arg(s.daemon_socket())
+        .output()
+        .unwrap();
+    assert_eq!(third.status.code(), Some(1), "{third:?}");
+    smol::block_on(async {
+        let mut c = common::client(&s.daemon_socket()).await;
+        let state = c
+            .state(common::request(
+                NS,
+                StateRequest {
+                    id: "kept".into(),
+                    ..Default::default()
+                },
+            ))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(
+            state.status,
+            task_service::api::containerd::v1::types::Status::Running as i32
+        );
+    });
+    bundle.tell_exit(0).unwrap();
+}
+
+#[test]
+fn shim_delete_without_a_daemon_uses_the_containers_own_runtime_root() {
+    let Some(()) = common::needs_daemon() else {
+        return;
+    };
+    rustix::process::set_child_subreaper(rustix::process::Pid::from_raw(1)).unwrap();
+    let s = Shimless::new("supervise = false").cleans(NS);
+    let own_root = s.dir.path().join("own-root");
+    let mut first = daemon(&s, &s.daemon_socket(), "shimlessd.log");
+    let bundle = Bundle::exit_on_demand().unwrap();
+    let options = task_service::api::containerd::runc::v1::Options {
+        root: own_root.display().to_string(),
+        ..Default::default()
+    };
+    let pid = smol::block_on(async {
+        let mut c = common::client(&s.daemon_socket()).await;
+        c.create(common::request(
+            NS,
+            CreateTaskRequest {
+                id: "rooted".into(),
+                bundle: bundle.path().display().to_string(),
+                options: Some(prost_types::Any {
+                    type_url: task_service::options::TYPE_URL.into(),
+                    value: options.encode_to_vec(),
+                }),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap();
+        common::start(&mut c, NS, "rooted").await
+    });
+    first.kill();
+    let out = Command::new(env!("CARGO_BIN_EXE_containerd-shim-shimless-v2"))
+        .args(["-namespace", NS, "-id", "rooted", "delete"])
+        .current_dir("/")
+        .env("SHIMLESS_CONFIG", s.config())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let reply = DeleteResponse::decode(&out.stdout[..]).unwrap();
+    assert_eq!(reply.exit_status, 137);
+    let listed = |root: &Path| {
+        let out = Command::new("runc")
+            .arg("--root")
+            .arg(root)
+            .args(["list", "-q"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    // Wherever under `Root` the runtime keeps it (containerd appends the namespace).
+    let left = listed(&own_root) + &listed(&own_root.join(NS));
+    if !left.is_empty() {
+        integration::bundle::delete_all("runc", &own_root);
+        integration::bundle::delete_all("runc", &own_root.join(NS));
+    }
+    assert_eq!(left, "", "the container was left running in its own root");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let _ = rustix::process::wait(rustix::process::WaitOptions::NOHANG);
+        if !Path::new(&format!("/proc/{pid}")).exists() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{pid} still runs");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
