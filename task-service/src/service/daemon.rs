@@ -975,7 +975,7 @@ impl Task for Daemon {
         let [stdin, stdout, stderr] =
             Endpoint::parse_all([r.stdin.as_str(), r.stdout.as_str(), r.stderr.as_str()])
                 .map_err(|e| Status::invalid_argument(e.to_string()))?;
-        let opened = stdio::open([&stdin, &stdout, &stderr])
+        let opened = stdio::open_as([&stdin, &stdout, &stderr], opts.io_owner())
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
         let (stdio, for_console) = split_stdio(opened.container, r.terminal);
         let runtime_root = self.runtime_root(&key.0, &opts);
