@@ -4,6 +4,8 @@
 //!   serves again: an accept error is never fatal;
 //! - a second `shimlessd` on the same state directory is refused, naming the directory, and the
 //!   first one keeps its socket and its containers;
+//! - subscribers that stop reading, behind the front, lose their own events and nothing else:
+//!   the front's one connection to the daemon stays up for everyone else;
 //! - `containerd-shim-shimless-v2 delete` without a daemon cleans up a container with the
 //!   runtime root it was created with (runtime option `Root`), not the configured default.
 
@@ -244,4 +246,139 @@ fn shim_delete_without_a_daemon_uses_the_containers_own_runtime_root() {
         assert!(Instant::now() < deadline, "{pid} still runs");
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// The real daemon (its Task and Events services, its event bus) in this process behind the
+/// real front, both on private sockets; the events are published on the daemon's bus directly,
+/// because the tens of thousands it takes would need as many container lifecycles.
+#[test]
+fn stalled_subscribers_lose_their_own_events_and_the_link_stays_up() {
+    use task_service::api::containerd::services::events::v1::SubscribeRequest;
+    use task_service::api::containerd::services::events::v1::events_client::EventsClient;
+    use task_service::events::TaskEvent;
+    let dir = tempfile::tempdir().unwrap();
+    let me = rustix::process::geteuid().as_raw();
+    let config = task_service::config::Config {
+        socket: dir.path().join("daemon.sock"),
+        state_dir: dir.path().join("state"),
+        runc_root: dir.path().join("runc"),
+        bpf_pin_dir: dir.path().join("no-bpf"),
+        allowed_uids: vec![me],
+        event_capacity: 1 << 20,
+        ..Default::default()
+    };
+    let ex = std::sync::Arc::new(smol::Executor::new());
+    for _ in 0..2 {
+        let ex = ex.clone();
+        std::thread::spawn(move || smol::block_on(ex.run(futures_lite::future::pending::<()>())));
+    }
+    let daemon = task_service::service::Daemon::new(config.clone(), ex.clone()).unwrap();
+    let bus = daemon.events().clone();
+    let listener = task_service::grpc::listen::bind(&config.socket).unwrap();
+    let serve = task_service::grpc::ServeConfig {
+        allowed_uids: vec![me],
+        ..Default::default()
+    };
+    ex.spawn(task_service::grpc::serve(
+        listener,
+        daemon.into_router(),
+        ex.clone(),
+        serve,
+    ))
+    .detach();
+    let front_socket = dir.path().join("front.sock");
+    let mut front_config =
+        task_service::front::FrontConfig::new(&config.socket, dir.path().join("ns"));
+    front_config.allowed_uids = vec![me];
+    let listener = task_service::grpc::listen::bind(&front_socket).unwrap();
+    ex.spawn(task_service::front::serve(
+        listener,
+        front_config,
+        ex.clone(),
+    ))
+    .detach();
+
+    smol::block_on(async {
+        // Each subscriber on a connection of its own, as separate `shimlessctl events` are.
+        let subscribe = || async {
+            let channel = task_service::grpc::connect(&front_socket).await.unwrap();
+            let mut events =
+                EventsClient::with_origin(channel, "http://localhost".parse().unwrap());
+            events
+                .subscribe(SubscribeRequest::default())
+                .await
+                .unwrap()
+                .into_inner()
+        };
+        let mut healthy = subscribe().await;
+        let stalled = [subscribe().await, subscribe().await];
+        let received = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let reader: smol::Task<Result<(), String>> = {
+            let received = received.clone();
+            smol::spawn(async move {
+                loop {
+                    match healthy.message().await {
+                        Ok(Some(_)) => {
+                            received.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        }
+                        Ok(None) => return Err("the stream ended".to_string()),
+                        Err(status) => return Err(format!("{status:?}")),
+                    }
+                }
+            })
+        };
+        const EVENTS: usize = 100_000;
+        let ns = task_service::ids::Namespace::new(NS).unwrap();
+        for batch in 0..EVENTS / 1000 {
+            for i in 0..1000 {
+                bus.publish(
+                    ns.clone(),
+                    TaskEvent::Start(task_service::api::containerd::events::TaskStart {
+                        container_id: format!("c{}", batch * 1000 + i),
+                        pid: 1,
+                    }),
+                );
+            }
+            // Let the healthy subscriber keep up, so that only the stalled ones fall behind.
+            let until = Instant::now() + Duration::from_secs(20);
+            while received.load(std::sync::atomic::Ordering::SeqCst) < (batch + 1) * 1000 {
+                if reader.is_finished() || Instant::now() > until {
+                    break;
+                }
+                smol::Timer::after(Duration::from_millis(2)).await;
+            }
+            let got = received.load(std::sync::atomic::Ordering::SeqCst);
+            assert!(
+                !reader.is_finished() && got >= (batch + 1) * 1000,
+                "the healthy subscriber's stream failed or stopped after {got} events"
+            );
+        }
+        assert_eq!(received.load(std::sync::atomic::Ordering::SeqCst), EVENTS);
+        // A new call through the front still reaches the daemon.
+        let mut c = common::client(&front_socket).await;
+        let err = c
+            .state(common::request(
+                NS,
+                StateRequest {
+                    id: "nobody".into(),
+                    ..Default::default()
+                },
+            ))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), tonic::Code::NotFound, "{err:?}");
+        // A stalled subscriber that reads at last gets its queue, then why the rest is lost.
+        let [mut late, _other] = stalled;
+        let mut got = 0;
+        let end = loop {
+            match late.message().await {
+                Ok(Some(_)) => got += 1,
+                other => break other,
+            }
+        };
+        let status = end.unwrap_err();
+        assert_eq!(status.code(), tonic::Code::DataLoss, "{status:?}");
+        assert!(got < EVENTS, "{got}");
+        drop(reader);
+    });
 }

@@ -39,6 +39,7 @@
 
 mod link;
 pub mod replay;
+pub mod subscribe;
 pub mod supervise;
 mod ttrpc;
 
@@ -359,6 +360,9 @@ async fn forward(
             Err(status) => return status.into_http(),
         };
         match sender.try_send_request(req).await {
+            Ok(response) if path == subscribe::PATH => {
+                return subscribe::decouple(response, link.executor());
+            }
             Ok(response) => return response.map(Body::new),
             Err(mut e) => {
                 link.forget_if_closed().await;
