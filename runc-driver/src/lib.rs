@@ -52,6 +52,7 @@ mod error;
 mod exec;
 mod io;
 mod lifecycle;
+mod private;
 mod query;
 mod runtime;
 mod types;

@@ -125,6 +125,7 @@ impl RuncBuilder {
         };
         let scratch = tempfile::Builder::new()
             .prefix("runc-driver-")
+            .permissions(crate::private::dir_permissions())
             .tempdir()
             .map_err(|source| Error::Io {
                 command: "setup",
