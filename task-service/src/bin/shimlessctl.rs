@@ -111,6 +111,9 @@ enum Command {
     Wait { id: String },
     /// Delete a stopped (or never started) container.
     Delete { id: String },
+    /// Show how the daemon runs: whether exit codes are kept in the kernel (exitwatch), and
+    /// what it runs without. Exits 0 when healthy, 3 when degraded.
+    Status,
     /// Follow the daemon's task events.
     Events {
         /// `topic==/tasks/exit`, `namespace!=k8s.io`, ...; several are alternatives.
@@ -296,6 +299,7 @@ async fn run(cli: Cli) -> Result<i32> {
             Ok(0)
         }
         Command::Events { filter } => events(&ctl, filter).await,
+        Command::Status => health(&ctl).await,
     }
 }
 
@@ -531,6 +535,36 @@ async fn exec(ctl: &mut Ctl, id: &str, exec_id: &str, args: Vec<String>) -> Resu
         .await;
     attached.finish();
     Ok(code? as i32)
+}
+
+async fn health(ctl: &Ctl) -> Result<i32> {
+    use task_service::api::shimless::v1::StatusRequest;
+    use task_service::api::shimless::v1::health_client::HealthClient;
+    let answer = HealthClient::with_origin(ctl.channel.clone(), origin())
+        .status(StatusRequest {})
+        .await
+        .map_err(status)?
+        .into_inner();
+    let code = if answer.kernel_exit_records { 0 } else { 3 };
+    if ctl.json {
+        let value = json!({"pid": answer.pid, "kernel_exit_records": answer.kernel_exit_records,
+                           "degraded": !answer.kernel_exit_records, "warnings": answer.warnings});
+        println!("{value}");
+        return Ok(code);
+    }
+    println!("shimlessd pid {}", answer.pid);
+    if answer.kernel_exit_records {
+        println!("exit codes kept in the kernel: yes (exitwatch loaded)");
+    } else {
+        println!(
+            "DEGRADED: exit codes are not kept in the kernel (exitwatch not loaded): exits \
+             while shimlessd is down are reported with 255"
+        );
+    }
+    for warning in &answer.warnings {
+        println!("warning: {warning}");
+    }
+    Ok(code)
 }
 
 async fn ps(ctl: &Ctl, all: bool) -> Result<i32> {

@@ -70,6 +70,8 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     if let Some(runtime) = args.runtime {
         config.runtime = runtime;
     }
+    task_service::config::check_bpf_pin_dir(&config.bpf_pin_dir)
+        .map_err(|problem| format!("--bpf-pin-dir {}: {problem}", config.bpf_pin_dir.display()))?;
     // Each container costs a pidfd and up to two FIFO readers: take every fd the hard limit
     // allows rather than fail at a few hundred containers.
     let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile);
@@ -88,6 +90,10 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         .map_err(|e| format!("cannot become the child subreaper: {e}"))?;
     for warning in daemon.warnings() {
         eprintln!("shimlessd: warning: {warning}");
+    }
+    let status = task_service::service::Status::of(&daemon);
+    if let Some(degraded) = status.degraded() {
+        eprintln!("shimlessd: warning: {degraded}");
     }
     // A second thread runs tasks while the first waits on a slow runtime call.
     {
@@ -117,7 +123,13 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             allowed_uids: config.allowed_uids.clone(),
             ..grpc::ServeConfig::default()
         };
-        grpc::serve(listener, daemon.into_router(), ex.clone(), serve).await?;
+        grpc::serve(
+            listener,
+            status.around(daemon.into_router()),
+            ex.clone(),
+            serve,
+        )
+        .await?;
         Ok::<(), Box<dyn std::error::Error>>(())
     }))
 }

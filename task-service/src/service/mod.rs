@@ -13,6 +13,7 @@ mod daemon;
 mod errors;
 mod exits;
 mod forward;
+mod health;
 mod oom;
 mod record;
 mod recovery;
@@ -20,5 +21,6 @@ mod router;
 mod subscribe;
 
 pub use daemon::Daemon;
+pub use health::{Status, WithHealth};
 pub use recovery::Recovery;
 pub use router::Router;
