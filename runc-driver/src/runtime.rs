@@ -47,6 +47,7 @@ pub(crate) struct Inner {
     /// Per-call logs, pid files and console sockets live here.
     pub(crate) scratch: tempfile::TempDir,
     counter: AtomicU64,
+    limit: crate::ProcessLimit,
 }
 
 /// Builds a [`Runc`].
@@ -58,6 +59,7 @@ pub struct RuncBuilder {
     systemd_cgroup: bool,
     debug: bool,
     timeout: Duration,
+    limit: Option<crate::ProcessLimit>,
 }
 
 impl Default for RuncBuilder {
@@ -69,6 +71,7 @@ impl Default for RuncBuilder {
             systemd_cgroup: false,
             debug: false,
             timeout: Duration::from_secs(30),
+            limit: None,
         }
     }
 }
@@ -111,6 +114,15 @@ impl RuncBuilder {
         self
     }
 
+    /// The bound on runtime processes this driver shares (default: [`ProcessLimit::shared`],
+    /// one for the whole process). A call waits for a slot before it spawns the runtime.
+    ///
+    /// [`ProcessLimit::shared`]: crate::ProcessLimit::shared
+    pub fn process_limit(mut self, limit: crate::ProcessLimit) -> Self {
+        self.limit = Some(limit);
+        self
+    }
+
     /// Resolves the binary (on `PATH` for a bare name) and checks it is executable.
     pub fn build(self) -> Result<Runc, Error> {
         let binary = resolve(&self.binary)?;
@@ -143,6 +155,7 @@ impl RuncBuilder {
                 timeout: self.timeout,
                 scratch,
                 counter: AtomicU64::new(0),
+                limit: self.limit.unwrap_or_else(crate::ProcessLimit::shared),
             }),
         })
     }
@@ -213,6 +226,7 @@ impl Runc {
     /// runtime's JSON log on stderr; only calls whose stderr belongs to the caller pay for a
     /// log file (`--log`), which costs the runtime a file creation on every run.
     pub(crate) async fn run(&self, call: Call<'_>) -> Result<Finished, Error> {
+        let _slot = self.inner.limit.slot().await;
         let command = call.command;
         let io_err = |what| {
             move |source| Error::Io {
