@@ -66,6 +66,9 @@ pub struct Config {
     /// Where the front and the daemon that `containerd-shim-shimless-v2 start` launches write
     /// their logs (`front.log`, `shimlessd.log`).
     pub log_dir: PathBuf,
+    /// The size at which the front's and the daemon's log is renamed to `<name>.1` and started
+    /// afresh (see [`crate::logcap`]), in bytes: each takes at most twice this on disk.
+    pub log_max_bytes: u64,
     /// Whether the front starts `shimlessd` and starts it again whenever it exits. Turn it off
     /// when something else (a systemd unit) runs the daemon on `daemon_socket`.
     pub supervise: bool,
@@ -93,6 +96,7 @@ impl Default for Config {
             event_capacity: 4096,
             daemon_socket: PathBuf::from("/run/shimless/daemon.sock"),
             log_dir: PathBuf::from("/var/log/shimless"),
+            log_max_bytes: 16 << 20,
             supervise: true,
             restart_delay_ms: 200,
             hold_ms: 60_000,
@@ -215,6 +219,9 @@ impl Config {
                 "max_message_bytes",
                 "must be at least 65536 (containerd sends OCI specs)",
             );
+        }
+        if config.log_max_bytes < 4096 {
+            return invalid("log_max_bytes", "must be at least 4096");
         }
         if config.event_capacity == 0 {
             return invalid("event_capacity", "must be at least 1");

@@ -32,6 +32,7 @@ pub mod events;
 pub mod front;
 pub mod grpc;
 pub mod ids;
+pub mod logcap;
 pub mod model;
 pub mod options;
 pub mod rootfs;

@@ -382,3 +382,48 @@ fn stalled_subscribers_lose_their_own_events_and_the_link_stays_up() {
         drop(reader);
     });
 }
+
+#[test]
+fn a_log_over_its_cap_is_rotated_and_the_daemon_goes_on_writing() {
+    let Some(()) = common::needs_daemon() else {
+        return;
+    };
+    let s = Shimless::new("supervise = false\nlog_max_bytes = 65536").cleans(NS);
+    let _daemon = daemon(&s, &s.daemon_socket(), "capped.log");
+    let log = s.dir.path().join("capped.log");
+    // As if the daemon had logged for weeks.
+    let mut file = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
+    std::io::Write::write_all(&mut file, &vec![b'x'; 200_000]).unwrap();
+    let rotated = s.dir.path().join("capped.log.1");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !rotated.exists() {
+        assert!(Instant::now() < deadline, "the log was never rotated");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let old = std::fs::read_to_string(&rotated).unwrap();
+    assert!(
+        old.contains("serving on") && old.len() > 200_000,
+        "{}",
+        old.len()
+    );
+    // What the daemon writes now goes to a fresh file at the old path.
+    smol::block_on(async {
+        let mut c = common::client(&s.daemon_socket()).await;
+        let bundle = Bundle::exit_on_demand().unwrap();
+        common::create(&mut c, NS, "logged", bundle.path()).await;
+        // A deliberate warning: a second Create of the same id.
+        let _ = c
+            .create(common::request(
+                NS,
+                CreateTaskRequest {
+                    id: "logged".into(),
+                    bundle: bundle.path().display().to_string(),
+                    ..Default::default()
+                },
+            ))
+            .await;
+        common::delete(&mut c, NS, "logged").await;
+    });
+    let fresh = std::fs::metadata(&log).unwrap().len();
+    assert!(fresh < 65536, "{fresh}");
+}

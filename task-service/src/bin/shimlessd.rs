@@ -85,6 +85,7 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     // Before anything else touches the state or the socket: a second daemon on this directory
     // would unlink the first one's live socket and recover its containers a second time.
     let _lock = task_service::state::StateLock::acquire(&config.state_dir)?;
+    task_service::logcap::cap_stderr(config.log_max_bytes);
     let ex = Arc::new(smol::Executor::new());
     let daemon = Daemon::new(config.clone(), ex.clone())
         .map_err(|e| format!("cannot become the child subreaper: {e}"))?;
