@@ -265,8 +265,8 @@ pub fn check_bpf_pin_dir(dir: &Path) -> Result<(), &'static str> {
 
 /// The deepest existing directory of `dir` (itself included) that is on bpffs.
 fn bpffs_mount_above(dir: &Path) -> Option<&Path> {
-    const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
-    let on_bpffs = |p: &Path| rustix::fs::statfs(p).is_ok_and(|s| s.f_type as i64 == BPF_FS_MAGIC);
+    const BPF_FS_MAGIC: u64 = 0xcafe_4a11;
+    let on_bpffs = |p: &Path| rustix::fs::statfs(p).is_ok_and(|s| s.f_type as u64 == BPF_FS_MAGIC);
     let deepest = dir.ancestors().find(|p| p.exists())?;
     if !on_bpffs(deepest) {
         return None;
