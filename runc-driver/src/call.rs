@@ -91,6 +91,7 @@ impl Runc {
     /// runtime's JSON log on stderr; only calls whose stderr belongs to the caller pay for a
     /// log file (`--log`), which costs the runtime a file creation on every run.
     pub(crate) async fn run(&self, mut call: Call<'_>) -> Result<Finished, Error> {
+        let _slot = self.inner.limit.slot().await;
         let command = call.command;
         let log = call.stdio.is_some().then(|| self.scratch_path("log"));
         let mut cmd = self.command_line(&call.args, log.as_deref());

@@ -67,7 +67,7 @@ impl Runc {
             what: "write the process spec",
             source: e.into(),
         })?;
-        std::fs::write(&spec, json).map_err(|source| Error::Io {
+        crate::private::write(&spec, &json).map_err(|source| Error::Io {
             command: COMMAND,
             what: "write the process spec",
             source,

@@ -53,6 +53,8 @@ mod error;
 mod exec;
 mod io;
 mod lifecycle;
+mod limit;
+mod private;
 mod query;
 mod runtime;
 mod spawn;
@@ -64,6 +66,7 @@ pub use error::Error;
 pub use exec::{ExecOpts, Executed};
 pub use io::{Io, Pipes, Stdio};
 pub use lifecycle::{CreateOpts, Created};
+pub use limit::ProcessLimit;
 pub use runtime::{Flavor, Runc, RuncBuilder};
 pub use types::{
     BlkioEntry, BlkioStats, CpuStats, CpuUsage, Features, MemoryEntry, MemoryStats, PidsStats,

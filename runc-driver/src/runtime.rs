@@ -42,6 +42,7 @@ pub(crate) struct Inner {
     /// Per-call logs, pid files and console sockets live here.
     pub(crate) scratch: tempfile::TempDir,
     pub(crate) counter: AtomicU64,
+    pub(crate) limit: crate::ProcessLimit,
 }
 
 /// Builds a [`Runc`].
@@ -53,6 +54,7 @@ pub struct RuncBuilder {
     systemd_cgroup: bool,
     debug: bool,
     timeout: Duration,
+    limit: Option<crate::ProcessLimit>,
 }
 
 impl Default for RuncBuilder {
@@ -64,6 +66,7 @@ impl Default for RuncBuilder {
             systemd_cgroup: false,
             debug: false,
             timeout: Duration::from_secs(30),
+            limit: None,
         }
     }
 }
@@ -106,6 +109,15 @@ impl RuncBuilder {
         self
     }
 
+    /// The bound on runtime processes this driver shares (default: [`ProcessLimit::shared`],
+    /// one for the whole process). A call waits for a slot before it spawns the runtime.
+    ///
+    /// [`ProcessLimit::shared`]: crate::ProcessLimit::shared
+    pub fn process_limit(mut self, limit: crate::ProcessLimit) -> Self {
+        self.limit = Some(limit);
+        self
+    }
+
     /// Resolves the binary (on `PATH` for a bare name) and checks it is executable.
     pub fn build(self) -> Result<Runc, Error> {
         let binary = resolve(&self.binary)?;
@@ -120,6 +132,7 @@ impl RuncBuilder {
         };
         let scratch = tempfile::Builder::new()
             .prefix("runc-driver-")
+            .permissions(crate::private::dir_permissions())
             .tempdir()
             .map_err(|source| Error::Io {
                 command: "setup",
@@ -137,6 +150,7 @@ impl RuncBuilder {
                 timeout: self.timeout,
                 scratch,
                 counter: AtomicU64::new(0),
+                limit: self.limit.unwrap_or_else(crate::ProcessLimit::shared),
             }),
         })
     }

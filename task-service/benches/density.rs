@@ -4,6 +4,8 @@
 //! containers and 100 exiting at once.
 //!
 //! `cargo bench -p task-service --bench density [-- MAX]` (as root; MAX defaults to 1000).
+//! `SHIMLESS_BENCH_DIR` picks the file system the records live on (default: the temporary
+//! directory), e.g. `/run` (ext4 on this VM, tmpfs on a node) or `/dev/shm` (tmpfs).
 
 #[path = "peer/go_shim.rs"]
 mod go_shim;
@@ -35,7 +37,10 @@ struct Service {
 
 impl Service {
     fn start() -> Service {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = match std::env::var_os("SHIMLESS_BENCH_DIR") {
+            Some(parent) => tempfile::tempdir_in(parent).unwrap(),
+            None => tempfile::tempdir().unwrap(),
+        };
         let log = dir.path().join("shimlessd.log");
         let daemon = Shimlessd::new(env!("CARGO_BIN_EXE_shimlessd"))
             .in_dir(dir.path())

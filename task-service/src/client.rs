@@ -20,7 +20,7 @@
 
 use crate::api::containerd::services::events::v1::events_client;
 use crate::api::containerd::task::v3::task_client;
-use crate::api::shimless::v1::admin_client;
+use crate::api::shimless::v1::{admin_client, health_client};
 use crate::grpc::{self, Channel};
 use std::path::Path;
 use tonic::Request;
@@ -29,6 +29,8 @@ use tonic::Request;
 pub type TaskClient = task_client::TaskClient<Channel>;
 /// shimless's `shimless.v1.Admin` client (`List`, `RegisterPublisher`).
 pub type AdminClient = admin_client::AdminClient<Channel>;
+/// shimless's `shimless.v1.Health` client (`Status`).
+pub type HealthClient = health_client::HealthClient<Channel>;
 /// containerd's `containerd.services.events.v1.Events` client (the daemon serves `Subscribe`).
 pub type EventsClient = events_client::EventsClient<Channel>;
 
@@ -66,6 +68,11 @@ impl Client {
     /// The Events client.
     pub fn events(&self) -> EventsClient {
         EventsClient::with_origin(self.channel.clone(), origin())
+    }
+
+    /// The Health client (`shimless.v1.Health`: whether the daemon runs degraded).
+    pub fn health(&self) -> HealthClient {
+        HealthClient::with_origin(self.channel.clone(), origin())
     }
 
     /// The connection itself, for another generated client.

@@ -66,6 +66,9 @@ pub struct Config {
     /// Where the front and the daemon that `containerd-shim-shimless-v2 start` launches write
     /// their logs (`front.log`, `shimlessd.log`).
     pub log_dir: PathBuf,
+    /// The size at which the front's and the daemon's log is renamed to `<name>.1` and started
+    /// afresh (see [`crate::logcap`]), in bytes: each takes at most twice this on disk.
+    pub log_max_bytes: u64,
     /// Whether the front starts `shimlessd` and starts it again whenever it exits. Turn it off
     /// when something else (a systemd unit) runs the daemon on `daemon_socket`.
     pub supervise: bool,
@@ -93,6 +96,7 @@ impl Default for Config {
             event_capacity: 4096,
             daemon_socket: PathBuf::from("/run/shimless/daemon.sock"),
             log_dir: PathBuf::from("/var/log/shimless"),
+            log_max_bytes: 16 << 20,
             supervise: true,
             restart_delay_ms: 200,
             hold_ms: 60_000,
@@ -198,6 +202,9 @@ impl Config {
                 return invalid(key, "must be an absolute path");
             }
         }
+        if let Err(problem) = check_bpf_pin_dir(&config.bpf_pin_dir) {
+            return invalid("bpf_pin_dir", problem);
+        }
         if config.runtime.is_empty() {
             return invalid(
                 "runtime",
@@ -213,6 +220,9 @@ impl Config {
                 "must be at least 65536 (containerd sends OCI specs)",
             );
         }
+        if config.log_max_bytes < 4096 {
+            return invalid("log_max_bytes", "must be at least 4096");
+        }
         if config.event_capacity == 0 {
             return invalid("event_capacity", "must be at least 1");
         }
@@ -224,6 +234,45 @@ impl Config {
         }
         Ok(config)
     }
+}
+
+/// Whether bpffs would take `dir` as the place to pin exitwatch: bpffs refuses a name with a
+/// `.` in it (its lookup answers `EPERM`, which the daemon could only log as "Operation not
+/// permitted" and then run without kernel exit records). The rule applies to the part of `dir`
+/// inside bpffs: below `/sys/fs/bpf`, or below the deepest existing directory of `dir` that is
+/// a bpffs mount.
+///
+/// ```
+/// use task_service::config::check_bpf_pin_dir;
+/// assert!(check_bpf_pin_dir("/sys/fs/bpf/shimless".as_ref()).is_ok());
+/// assert!(check_bpf_pin_dir("/sys/fs/bpf/shimless.v1".as_ref()).unwrap_err().contains("'.'"));
+/// ```
+pub fn check_bpf_pin_dir(dir: &Path) -> Result<(), &'static str> {
+    const RULE: &str = "must have no '.' in its names below the bpffs mount: bpffs refuses \
+                        such names (EPERM) and exitwatch could not pin its maps there";
+    let inside = match dir.strip_prefix("/sys/fs/bpf") {
+        Ok(rest) => rest.to_owned(),
+        Err(_) => match bpffs_mount_above(dir) {
+            Some(mount) => dir.strip_prefix(mount).unwrap_or(dir).to_owned(),
+            None => return Ok(()),
+        },
+    };
+    let dotted = inside
+        .components()
+        .any(|c| c.as_os_str().as_encoded_bytes().contains(&b'.'));
+    if dotted { Err(RULE) } else { Ok(()) }
+}
+
+/// The deepest existing directory of `dir` (itself included) that is on bpffs.
+fn bpffs_mount_above(dir: &Path) -> Option<&Path> {
+    const BPF_FS_MAGIC: u64 = 0xcafe_4a11;
+    let on_bpffs = |p: &Path| rustix::fs::statfs(p).is_ok_and(|s| s.f_type as u64 == BPF_FS_MAGIC);
+    let deepest = dir.ancestors().find(|p| p.exists())?;
+    if !on_bpffs(deepest) {
+        return None;
+    }
+    // Climb to the mount's root: the highest ancestor still on bpffs.
+    deepest.ancestors().take_while(|p| on_bpffs(p)).last()
 }
 
 #[cfg(test)]
@@ -269,12 +318,40 @@ mod tests {
                 "`daemon_socket` must differ from `socket`",
             ),
             ("log_dir = \"logs\"", "`log_dir` must be an absolute path"),
+            (
+                "bpf_pin_dir = \"/sys/fs/bpf/shimless.test\"",
+                "`bpf_pin_dir` must have no '.' in its names below the bpffs mount",
+            ),
         ];
         for (text, want) in cases {
             let err = Config::from_toml(text).unwrap_err().to_string();
             assert!(err.starts_with("<inline>: "), "{err}");
             assert!(err.contains(want), "{text}: {err}");
         }
+    }
+
+    #[test]
+    fn only_names_inside_a_bpffs_mount_must_be_without_dots() {
+        let Some(()) = integration::require(&[integration::Need::Root]) else {
+            return;
+        };
+        // A temporary directory's own name has a '.' (".tmpXXXX"): above the mount, allowed.
+        let dir = tempfile::tempdir().unwrap();
+        let mount = dir.path().join("bpf");
+        std::fs::create_dir(&mount).unwrap();
+        rustix::mount::mount(
+            "bpf",
+            &mount,
+            "bpf",
+            rustix::mount::MountFlags::empty(),
+            None,
+        )
+        .unwrap();
+        let ok = check_bpf_pin_dir(&mount.join("shimless"));
+        let refused = check_bpf_pin_dir(&mount.join("shimless.v1/maps"));
+        let _ = rustix::mount::unmount(&mount, rustix::mount::UnmountFlags::DETACH);
+        assert_eq!(ok, Ok(()));
+        assert!(refused.unwrap_err().contains("bpffs refuses"));
     }
 
     #[test]

@@ -48,6 +48,7 @@ pub mod front;
 pub mod grpc;
 pub mod ids;
 mod lock;
+pub mod logcap;
 pub mod model;
 pub mod options;
 pub mod rootfs;

@@ -40,7 +40,8 @@ pub struct RuntimeOptions {
     pub no_pivot_root: bool,
     /// `runc create --no-new-keyring`.
     pub no_new_keyring: bool,
-    /// Owner of the container's IO FIFOs.
+    /// Owner of the container's IO FIFOs (they are chowned at `Create`; see
+    /// [`crate::stdio::IoOwner`]).
     pub io_uid: u32,
     /// Group of the container's IO FIFOs.
     pub io_gid: u32,
@@ -148,6 +149,20 @@ impl RuntimeOptions {
             io_uid: o.io_uid,
             io_gid: o.io_gid,
         })
+    }
+
+    /// Who the container's stdio FIFOs are given to (`IoUid`/`IoGid`).
+    ///
+    /// ```
+    /// use task_service::options::RuntimeOptions;
+    /// let opts = RuntimeOptions { io_uid: 1000, io_gid: 1000, ..Default::default() };
+    /// assert_eq!(opts.io_owner(), task_service::stdio::IoOwner { uid: 1000, gid: 1000 });
+    /// ```
+    pub fn io_owner(&self) -> crate::stdio::IoOwner {
+        crate::stdio::IoOwner {
+            uid: self.io_uid,
+            gid: self.io_gid,
+        }
     }
 }
 

@@ -169,3 +169,41 @@ fn a_missing_daemon_is_named_with_what_to_do() {
         "{err}"
     );
 }
+
+#[test]
+fn status_shows_a_daemon_running_without_exitwatch_as_degraded() {
+    let Some(healthy) = daemon() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    // Not bpffs: exitwatch cannot pin there, and the daemon runs without it.
+    let pins = dir.path().join("not-bpffs");
+    let mut cmd = Shimlessd::new(env!("CARGO_BIN_EXE_shimlessd"))
+        .in_dir(dir.path())
+        .command();
+    cmd.arg("--bpf-pin-dir").arg(&pins);
+    let log = dir.path().join("d.log");
+    let started = Child::start(cmd, &log, "serving on").unwrap();
+    let degraded = Running {
+        _daemon: started,
+        dir,
+    };
+    let out = ctl(&degraded, &["status"]);
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("DEGRADED"), "{stdout}");
+    assert!(stdout.contains("warning: "), "{stdout}");
+    let out = ctl(&degraded, &["--json", "status"]);
+    let value: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(value["degraded"], true, "{value}");
+    let logged = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        logged.contains("warning: running WITHOUT exitwatch"),
+        "{logged}"
+    );
+    if require(&[Need::Btf, Need::Bpffs]).is_some() {
+        let out = ctl(&healthy, &["status"]);
+        assert_eq!(out.status.code(), Some(0), "{out:?}");
+        assert!(text(&out.stdout).contains("kept in the kernel: yes"));
+    }
+}

@@ -213,6 +213,7 @@ fn a_caller_whose_uid_is_not_allowed_is_refused_with_the_reason() {
     let me = rustix::process::geteuid().as_raw();
     let server = start(ServeConfig {
         allowed_uids: vec![me.wrapping_add(4242)],
+        ..ServeConfig::default()
     });
     smol::block_on(async {
         let mut c = client(&server.socket).await;
@@ -243,5 +244,72 @@ fn an_oversized_message_is_refused_not_buffered() {
         assert_eq!(err.code(), Code::OutOfRange, "{err:?}");
         // The connection survives it.
         assert!(c.connect(ConnectRequest { id: "web".into() }).await.is_ok());
+    });
+}
+
+#[test]
+fn a_namespace_header_that_is_not_ascii_is_refused_not_taken_as_default() {
+    let server = start(ServeConfig::default());
+    smol::block_on(async {
+        let mut c = client(&server.socket).await;
+        let mut req = Request::new(ConnectRequest { id: "web".into() });
+        let value = tonic::metadata::AsciiMetadataValue::try_from("k8s.\u{e9}".as_bytes()).unwrap();
+        req.metadata_mut().insert("containerd-namespace", value);
+        let err = c.connect(req).await.unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+        assert!(
+            err.message().contains("containerd-namespace") && err.message().contains("k8s."),
+            "{}",
+            err.message()
+        );
+        // An ASCII one still reaches the service.
+        let mut req = Request::new(ConnectRequest { id: "web".into() });
+        req.metadata_mut()
+            .insert("containerd-namespace", "k8s.io".parse().unwrap());
+        let version = c.connect(req).await.unwrap().into_inner().version;
+        assert_eq!(version, "probe ns=k8s.io id=web");
+    });
+}
+
+#[test]
+fn a_connection_past_its_stream_bound_waits_for_a_call_to_end() {
+    let server = start(ServeConfig {
+        max_streams_per_connection: 2,
+        ..ServeConfig::default()
+    });
+    smol::block_on(async {
+        let c = client(&server.socket).await;
+        // Make sure the server's SETTINGS reached the client before the calls start.
+        c.clone()
+            .connect(ConnectRequest { id: "warm".into() })
+            .await
+            .unwrap();
+        let slow = |c: &TaskClient| {
+            let mut c = c.clone();
+            smol::spawn(async move {
+                let mut req = Request::new(StateRequest {
+                    id: "slow".into(),
+                    ..Default::default()
+                });
+                req.set_timeout(Duration::from_millis(1500));
+                c.state(req).await
+            })
+        };
+        let (a, b) = (slow(&c), slow(&c));
+        smol::Timer::after(Duration::from_millis(200)).await;
+        let started = std::time::Instant::now();
+        let mut third = c.clone();
+        let answered = third
+            .connect(ConnectRequest { id: "third".into() })
+            .await
+            .unwrap();
+        let waited = started.elapsed();
+        assert_eq!(answered.into_inner().version, "probe ns=- id=third");
+        assert_eq!(a.await.unwrap_err().code(), Code::DeadlineExceeded);
+        assert_eq!(b.await.unwrap_err().code(), Code::DeadlineExceeded);
+        assert!(
+            waited >= Duration::from_millis(900),
+            "the third call ran beside two open ones after {waited:?}: the bound is not applied"
+        );
     });
 }

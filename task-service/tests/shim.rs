@@ -107,6 +107,14 @@ fn concurrent_starts_start_one_front_and_print_the_same_bootstrap() {
     }
     assert_eq!(setup.processes("shimless-front").len(), 1);
     assert_eq!(setup.processes("shimlessd").len(), 1);
+    // The logs name bundles and runtime errors: root's only.
+    for log in ["front.log", "shimlessd.log"] {
+        let path = setup.shimless.dir.path().join("logs").join(log);
+        let mode = std::os::unix::fs::PermissionsExt::mode(
+            &std::fs::metadata(&path).unwrap().permissions(),
+        );
+        assert_eq!(mode & 0o777, 0o600, "{}", path.display());
+    }
 }
 
 #[test]

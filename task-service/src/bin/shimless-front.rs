@@ -35,6 +35,7 @@ fn main() {
 fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let config_path = args.config.unwrap_or_else(default_path);
     let config = Config::load(&config_path)?;
+    task_service::logcap::cap_stderr(config.log_max_bytes);
     if std::os::unix::net::UnixStream::connect(&config.socket).is_ok() {
         return Err(format!(
             "something already answers on {}: another front is running",

@@ -70,6 +70,8 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     if let Some(runtime) = args.runtime {
         config.runtime = runtime;
     }
+    task_service::config::check_bpf_pin_dir(&config.bpf_pin_dir)
+        .map_err(|problem| format!("--bpf-pin-dir {}: {problem}", config.bpf_pin_dir.display()))?;
     // Each container costs a pidfd and up to two FIFO readers: take every fd the hard limit
     // allows rather than fail at a few hundred containers.
     let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile);
@@ -80,11 +82,19 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         };
         let _ = rustix::process::setrlimit(rustix::process::Resource::Nofile, raised);
     }
+    // Before anything else touches the state or the socket: a second daemon on this directory
+    // would unlink the first one's live socket and recover its containers a second time.
+    let _lock = task_service::state::StateLock::acquire(&config.state_dir)?;
+    task_service::logcap::cap_stderr(config.log_max_bytes);
     let ex = Arc::new(smol::Executor::new());
     let daemon = Daemon::new(config.clone(), ex.clone())
         .map_err(|e| format!("cannot become the child subreaper: {e}"))?;
     for warning in daemon.warnings() {
         eprintln!("shimlessd: warning: {warning}");
+    }
+    let status = task_service::daemon::HealthStatus::of(&daemon);
+    if let Some(degraded) = status.degraded() {
+        eprintln!("shimlessd: warning: {degraded}");
     }
     // A second thread runs tasks while the first waits on a slow runtime call.
     {
@@ -112,8 +122,15 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         );
         let serve = grpc::ServeConfig {
             allowed_uids: config.allowed_uids.clone(),
+            ..grpc::ServeConfig::default()
         };
-        grpc::serve(listener, daemon.into_router(), ex.clone(), serve).await?;
+        grpc::serve(
+            listener,
+            status.around(daemon.into_router()),
+            ex.clone(),
+            serve,
+        )
+        .await?;
         Ok::<(), Box<dyn std::error::Error>>(())
     }))
 }

@@ -258,7 +258,10 @@ async fn prepare(
         let bundle = check_request(&r)?;
         let opts = RuntimeOptions::from_any(r.options.as_ref(), host_has_systemd())
             .map_err(errors::invalid)?;
-        let opened = open_stdio([r.stdin.as_str(), r.stdout.as_str(), r.stderr.as_str()])?;
+        let opened = open_stdio(
+            [r.stdin.as_str(), r.stdout.as_str(), r.stderr.as_str()],
+            opts.io_owner(),
+        )?;
         Ok((bundle, opts, opened))
     })
     .await

@@ -10,7 +10,7 @@ use crate::api::containerd::events as ev;
 use crate::api::containerd::task::v3::ExecProcessRequest;
 use crate::events::TaskEvent;
 use crate::lock::lock;
-use crate::stdio::Endpoint;
+use crate::stdio::{Endpoint, IoOwner};
 use std::sync::Arc;
 use tonic::Status;
 
@@ -96,8 +96,10 @@ impl Daemon {
         );
         self.outlive(|caller| async move {
             let stdio = pending.stdio.clone();
-            let opened =
-                smol::unblock(move || open_stdio(stdio.each_ref().map(String::as_str))).await?;
+            let opened = smol::unblock(move || {
+                open_stdio(stdio.each_ref().map(String::as_str), IoOwner::default())
+            })
+            .await?;
             if caller.gone() {
                 // Nothing made yet: the exec stays pending, a later Start may still run it.
                 lock(&entry.pending_execs).insert(exec_id.clone(), pending);

@@ -4,7 +4,10 @@
 //! One forwarding task per containerd address sends that containerd's events one at a time, in
 //! publication order (so in order per container), and retries each with backoff while
 //! containerd is away: an exit that happens while containerd restarts is delivered when it is
-//! back. Registrations are kept in small files beside the state directory, so a restarted daemon
+//! back. Both are bounded: a containerd's queue holds [`QUEUE_EVENTS`] events (one
+//! that stays away longer loses the newest, each loss logged, rather than growing the daemon
+//! without limit), and each attempt (connect and `Forward`) has [`DEADLINE`], enforced here:
+//! a containerd that accepts and never answers costs a retry, not its whole queue forever. Registrations are kept in small files beside the state directory, so a restarted daemon
 //! still knows where each container's events go.
 
 use crate::api::containerd::services::events::v1 as pb;
@@ -17,6 +20,14 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 type Key = (Namespace, ContainerId);
+
+/// How many events wait for one containerd while it is away: a restart's worth of exits of a
+/// full node, many times over.
+pub(crate) const QUEUE_EVENTS: usize = 16_384;
+
+/// How long one attempt to hand containerd an event may take, connecting included (sent as
+/// the call's `grpc-timeout` too).
+pub(crate) const DEADLINE: Duration = Duration::from_secs(10);
 
 /// Where each container's events go, persisted as `<dir>/<namespace>/<id>` holding the address.
 #[derive(Debug)]
@@ -89,8 +100,9 @@ pub(crate) fn spawn(
     let mut sub = bus.subscribe();
     let ex2 = ex.clone();
     ex.spawn(async move {
-        // One unbounded queue per containerd: while a containerd is away its events wait here.
+        // One bounded queue per containerd: while a containerd is away its events wait here.
         let mut queues: HashMap<String, smol::channel::Sender<pb::Envelope>> = HashMap::new();
+        let mut lost: HashMap<String, u64> = HashMap::new();
         while let Some(received) = sub.next().await {
             let envelope = match received {
                 Received::Event(envelope) => envelope,
@@ -107,18 +119,29 @@ pub(crate) fn spawn(
                 publishers.remove(ns, id);
             }
             let queue = queues.entry(address.clone()).or_insert_with(|| {
-                let (tx, rx) = smol::channel::unbounded();
-                ex2.spawn(drain(address.clone(), rx)).detach();
+                let (tx, rx) = smol::channel::bounded(QUEUE_EVENTS);
+                ex2.spawn(drain(address.clone(), rx, DEADLINE)).detach();
                 tx
             });
-            let _ = queue.try_send(envelope.to_wire());
+            if let Err(smol::channel::TrySendError::Full(dropped)) =
+                queue.try_send(envelope.to_wire())
+            {
+                let n = lost.entry(address.clone()).or_default();
+                *n += 1;
+                eprintln!(
+                    "shimlessd: warning: containerd at {address} has not taken {QUEUE_EVENTS} \
+                     events; a {} event is lost ({n} so far)",
+                    dropped.topic
+                );
+            }
         }
     })
     .detach();
 }
 
-/// Sends the events of `queue` to containerd at `address`, oldest first, each until it is taken.
-async fn drain(address: String, queue: smol::channel::Receiver<pb::Envelope>) {
+/// Sends the events of `queue` to containerd at `address`, oldest first, each until it is
+/// taken; an attempt that takes longer than `deadline` is abandoned and retried.
+async fn drain(address: String, queue: smol::channel::Receiver<pb::Envelope>, deadline: Duration) {
     let path = address
         .strip_prefix("unix://")
         .unwrap_or(&address)
@@ -128,7 +151,8 @@ async fn drain(address: String, queue: smol::channel::Receiver<pb::Envelope>) {
     while let Ok(envelope) = queue.recv().await {
         loop {
             if client.is_none() {
-                match crate::grpc::connect(&path).await {
+                let connected = within(deadline, crate::grpc::connect(&path)).await;
+                match connected.and_then(|c| c.map_err(|e| e.to_string())) {
                     Ok(channel) => {
                         client = Some(pb::events_client::EventsClient::with_origin(
                             channel,
@@ -148,8 +172,11 @@ async fn drain(address: String, queue: smol::channel::Receiver<pb::Envelope>) {
             let mut request = tonic::Request::new(pb::ForwardRequest {
                 envelope: Some(envelope.clone()),
             });
-            request.set_timeout(Duration::from_secs(10));
-            match events.forward(request).await {
+            request.set_timeout(deadline);
+            let answer = within(deadline, events.forward(request))
+                .await
+                .unwrap_or_else(|why| Err(tonic::Status::deadline_exceeded(why)));
+            match answer {
                 Ok(_) => {
                     backoff = Duration::from_millis(50);
                     break;
@@ -174,6 +201,18 @@ async fn drain(address: String, queue: smol::channel::Receiver<pb::Envelope>) {
     }
 }
 
+/// `attempt`, or an error once `limit` has passed.
+async fn within<T>(
+    limit: Duration,
+    attempt: impl std::future::Future<Output = T>,
+) -> Result<T, String> {
+    futures_lite::future::or(async { Ok(attempt.await) }, async {
+        smol::Timer::after(limit).await;
+        Err(format!("no answer within {limit:?}"))
+    })
+    .await
+}
+
 fn retryable(code: tonic::Code) -> bool {
     matches!(
         code,
@@ -185,4 +224,95 @@ fn retryable(code: tonic::Code) -> bool {
             | tonic::Code::Aborted
             | tonic::Code::Internal
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// containerd's Events service, losing its first `Forward` call (never answering it): a
+    /// fault a real containerd shows only under conditions a test cannot make on demand.
+    #[derive(Default, Clone)]
+    struct LosesFirstCall {
+        calls: Arc<AtomicUsize>,
+        delivered: Arc<Mutex<Vec<String>>>,
+    }
+
+    #[tonic::async_trait]
+    impl pb::events_server::Events for LosesFirstCall {
+        async fn publish(
+            &self,
+            _: tonic::Request<pb::PublishRequest>,
+        ) -> Result<tonic::Response<()>, tonic::Status> {
+            Err(tonic::Status::unimplemented("publish"))
+        }
+        async fn forward(
+            &self,
+            req: tonic::Request<pb::ForwardRequest>,
+        ) -> Result<tonic::Response<()>, tonic::Status> {
+            if self.calls.fetch_add(1, Ordering::SeqCst) == 0 {
+                futures_lite::future::pending::<()>().await;
+            }
+            let topic = req.into_inner().envelope.unwrap_or_default().topic;
+            lock(&self.delivered).push(topic);
+            Ok(tonic::Response::new(()))
+        }
+        type SubscribeStream = futures_lite::stream::Empty<Result<pb::Envelope, tonic::Status>>;
+        async fn subscribe(
+            &self,
+            _: tonic::Request<pb::SubscribeRequest>,
+        ) -> Result<tonic::Response<Self::SubscribeStream>, tonic::Status> {
+            Err(tonic::Status::unimplemented("subscribe"))
+        }
+    }
+
+    #[test]
+    fn a_call_containerd_never_answers_costs_a_retry_not_the_queue() {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("containerd.sock");
+        let containerd = LosesFirstCall::default();
+        let listener = crate::grpc::listen::bind(&socket).unwrap();
+        let server = pb::events_server::EventsServer::new(containerd.clone());
+        let me = rustix::process::geteuid().as_raw();
+        std::thread::spawn(move || {
+            let ex = Arc::new(smol::Executor::new());
+            let config = crate::grpc::ServeConfig {
+                allowed_uids: vec![me],
+                ..Default::default()
+            };
+            let _ =
+                smol::block_on(ex.run(crate::grpc::serve(listener, server, ex.clone(), config)));
+        });
+        let (tx, rx) = smol::channel::bounded(QUEUE_EVENTS);
+        for topic in ["/tasks/exit", "/tasks/delete"] {
+            let envelope = pb::Envelope {
+                topic: topic.into(),
+                ..Default::default()
+            };
+            tx.try_send(envelope).unwrap();
+        }
+        let address = format!("unix://{}", socket.display());
+        let delivered = containerd.delivered.clone();
+        let outcome = smol::block_on(futures_lite::future::or(
+            async {
+                drain(address, rx, Duration::from_millis(300)).await;
+                "the forwarder stopped"
+            },
+            async {
+                let until = std::time::Instant::now() + Duration::from_secs(10);
+                while lock(&delivered).len() < 2 && std::time::Instant::now() < until {
+                    smol::Timer::after(Duration::from_millis(20)).await;
+                }
+                "waited"
+            },
+        ));
+        assert_eq!(outcome, "waited");
+        assert_eq!(
+            *lock(&delivered),
+            ["/tasks/exit", "/tasks/delete"],
+            "the event whose call was lost is sent again, then the next"
+        );
+        assert_eq!(containerd.calls.load(Ordering::SeqCst), 3);
+    }
 }

@@ -8,7 +8,7 @@ use super::errors;
 use super::exits;
 use crate::console::Console;
 use crate::ids::ContainerId;
-use crate::stdio::{self, Endpoint, OpenStdio};
+use crate::stdio::{self, Endpoint, IoOwner, OpenStdio};
 use pidfd::{PidFd, ProcessIdentity};
 use runc_driver::{CreateOpts, ExecOpts, Io, Runc, Stdio};
 use std::os::fd::OwnedFd;
@@ -57,10 +57,11 @@ pub(super) struct Failed {
     pub(super) made: bool,
 }
 
-/// Parses and opens a process's three stdio endpoints (containerd's URIs or FIFO paths).
-pub(super) fn open_stdio(endpoints: [&str; 3]) -> Result<OpenStdio, Status> {
+/// Parses and opens a process's three stdio endpoints (containerd's URIs or FIFO paths); the
+/// FIFOs are given to `owner` (the runtime options' `IoUid`/`IoGid`, as the Go shim does).
+pub(super) fn open_stdio(endpoints: [&str; 3], owner: IoOwner) -> Result<OpenStdio, Status> {
     let [i, o, e] = Endpoint::parse_all(endpoints).map_err(errors::invalid)?;
-    stdio::open([&i, &o, &e]).map_err(errors::invalid)
+    stdio::open_as([&i, &o, &e], owner).map_err(errors::invalid)
 }
 
 impl Daemon {

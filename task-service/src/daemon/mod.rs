@@ -16,7 +16,8 @@
 //! undoes itself, when the call is dropped at its deadline), `stats` (containerd's metrics),
 //! `task` (the Task service, delegating to those), `admin` (shimless's Admin service), `recover`
 //! (taking back a previous run's containers), `router` and `subscribe` (the gRPC surface),
-//! `exits`, `oom` and `forward` (exit sources, OOM counts, events to containerd), `errors`
+//! `exits`, `oom` and `forward` (exit sources, OOM counts, events to containerd), `health`
+//! (`shimless.v1.Health`: whether the daemon runs degraded), `errors`
 //! (library errors as gRPC statuses).
 
 mod admin;
@@ -26,6 +27,7 @@ mod errors;
 mod exec;
 mod exits;
 mod forward;
+mod health;
 mod launch;
 mod lifecycle;
 mod oom;
@@ -39,6 +41,7 @@ mod subscribe;
 mod task;
 mod watch;
 
+pub use health::{HealthStatus, WithHealth};
 pub use recover::Recovery;
 pub use router::Router;
 

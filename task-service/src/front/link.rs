@@ -24,6 +24,11 @@ impl Link {
         }
     }
 
+    /// The executor the link's tasks run on.
+    pub fn executor(&self) -> &smol::Executor<'static> {
+        &self.ex
+    }
+
     /// A sender on a live connection, connecting (and waiting for the daemon, until `until`) if
     /// there is none.
     pub async fn sender(&self, until: Instant) -> Result<Sender, tonic::Status> {

@@ -39,6 +39,7 @@
 
 mod link;
 pub mod replay;
+pub mod subscribe;
 pub mod supervise;
 mod ttrpc;
 
@@ -277,7 +278,7 @@ async fn accept(
         shared: shared.clone(),
     });
     loop {
-        let (stream, _) = listener.accept().await?;
+        let stream = crate::grpc::accept::next(&listener, "shimless-front").await;
         let denied = shared.refuse(&stream);
         let shared2 = shared.clone();
         let header = header.clone();
@@ -356,6 +357,9 @@ async fn forward(
             Err(status) => return status.into_http(),
         };
         match sender.try_send_request(req).await {
+            Ok(response) if path == subscribe::PATH => {
+                return subscribe::decouple(response, link.executor());
+            }
             Ok(response) => return response.map(Body::new),
             Err(mut e) => {
                 link.forget_if_closed().await;

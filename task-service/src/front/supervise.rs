@@ -107,10 +107,12 @@ impl Supervisor {
 }
 
 fn open_log(path: &Path) -> std::io::Result<std::fs::File> {
-    std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
+    // Root's only: the daemon's log names bundles, stdio paths and runtime errors.
+    std::os::unix::fs::OpenOptionsExt::mode(
+        std::fs::OpenOptions::new().create(true).append(true),
+        0o600,
+    )
+    .open(path)
 }
 
 /// Finds a sibling binary: next to the running executable first (an install puts them side by

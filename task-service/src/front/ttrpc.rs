@@ -31,7 +31,7 @@ pub(super) async fn accept(
     shared: Arc<Shared>,
 ) -> std::io::Result<()> {
     loop {
-        let (stream, _) = listener.accept().await?;
+        let stream = crate::grpc::accept::next(&listener, "shimless-front").await;
         if let Some(why) = shared.refuse(&stream) {
             eprintln!("shimless-front: refused a connection: {why}");
             continue;

@@ -40,6 +40,7 @@
 //! # Ok::<(), std::io::Error>(())
 //! ```
 
+pub mod accept;
 pub mod channel;
 pub mod deadline;
 pub mod listen;

@@ -4,6 +4,7 @@ use super::{ShimError, log, namespaced};
 use crate::api::containerd::task::v3::{DeleteRequest, DeleteResponse, KillRequest, WaitRequest};
 use crate::config::Config;
 use prost::Message;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 /// containerd gives the whole `delete` 5 s (`io.containerd.timeout.shim.cleanup`).
@@ -66,28 +67,79 @@ async fn via_daemon(config: &Config, ns: &str, id: &str) -> Result<Option<Delete
     }
 }
 
-/// Without the daemon: `<runtime> --root <runc_root>/<ns> delete --force <id>`, the record
-/// removed, and the answer containerd's own shims give (killed: 137, now).
+/// What `delete` needs of a container's record: the runtime that manages it. Read alone, so a
+/// record of an older or newer daemon (other fields) still gives it.
+#[derive(Debug, serde::Deserialize)]
+struct Managed {
+    runtime: PathBuf,
+    runtime_root: PathBuf,
+    #[serde(default)]
+    systemd_cgroup: bool,
+    /// Where the daemon mounted the rootfs, if it did (the Go shim unmounts it on delete too).
+    #[serde(default)]
+    bundle: Option<PathBuf>,
+    #[serde(default)]
+    rootfs_mounted: bool,
+}
+
+/// The runtime binary, root and cgroup driver of `ns`/`id`: the ones its record names (a
+/// container created with runtime options `BinaryName`, `Root` or `SystemdCgroup` lives
+/// there, as the Go shim reads them back from the bundle's `options.json`), else the
+/// configured defaults.
+fn managed_by(config: &Config, record: &Path, ns: &str) -> Managed {
+    let defaults = || Managed {
+        runtime: PathBuf::from(&config.runtime),
+        runtime_root: config.runc_root.join(ns),
+        systemd_cgroup: false,
+        bundle: None,
+        rootfs_mounted: false,
+    };
+    match std::fs::read(record) {
+        Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_else(|e| {
+            log(&format!(
+                "delete: record {} does not parse ({e}); using the configured runtime and root",
+                record.display()
+            ));
+            defaults()
+        }),
+        Err(_) => defaults(),
+    }
+}
+
+/// Without the daemon: `<runtime> --root <root> delete --force <id>` with the container's own
+/// runtime and root, the record removed, and the answer containerd's own shims give (killed:
+/// 137, now).
 fn directly(config: &Config, ns: &str, id: &str) -> Result<DeleteResponse, ShimError> {
-    let root = config.runc_root.join(ns);
-    let out = std::process::Command::new(&config.runtime)
-        .arg("--root")
-        .arg(&root)
+    let record = config.state_dir.join(ns).join(format!("{id}.json"));
+    let managed = managed_by(config, &record, ns);
+    let mut command = std::process::Command::new(&managed.runtime);
+    command.arg("--root").arg(&managed.runtime_root);
+    if managed.systemd_cgroup {
+        command.arg("--systemd-cgroup");
+    }
+    let runtime = managed.runtime.display();
+    let out = command
         .args(["delete", "--force", id])
         .output()
         .map_err(|e| ShimError::Cleanup {
             id: id.into(),
-            why: format!("cannot run {}: {e}", config.runtime),
+            why: format!("cannot run {runtime}: {e}"),
         })?;
     let stderr = String::from_utf8_lossy(&out.stderr);
     if !out.status.success() && !stderr.contains("does not exist") && !stderr.contains("not found")
     {
         return Err(ShimError::Cleanup {
             id: id.into(),
-            why: format!("{} delete --force: {}", config.runtime, stderr.trim()),
+            why: format!(
+                "{runtime} --root {} delete --force: {}",
+                managed.runtime_root.display(),
+                stderr.trim()
+            ),
         });
     }
-    let record = config.state_dir.join(ns).join(format!("{id}.json"));
+    if let (true, Some(bundle)) = (managed.rootfs_mounted, &managed.bundle) {
+        crate::rootfs::unmount_all(bundle);
+    }
     if let Err(e) = std::fs::remove_file(&record)
         && e.kind() != std::io::ErrorKind::NotFound
     {

@@ -8,6 +8,7 @@ use crate::api::shimless::v1::{ListenRequest, RegisterPublisherRequest};
 use crate::config::Config;
 use crate::front::Protocol;
 use crate::front::supervise::find_binary;
+use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -107,9 +108,11 @@ fn ensure_front(config: &Config, config_path: &Path) -> Result<(), ShimError> {
         )
     })?;
     let log_path = config.log_dir.join("front.log");
+    // Root's only: the logs name bundles, stdio paths and runtime errors.
     let log_file = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
+        .mode(0o600)
         .open(&log_path)
         .map_err(|e| front_err("open front.log", e))?;
     let mut child = std::process::Command::new(&program)
