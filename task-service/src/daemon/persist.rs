@@ -21,7 +21,7 @@ impl Daemon {
     }
 
     /// Saves a snapshot unless a newer one was saved already or the container was deleted
-    /// meanwhile; on the blocking pool (a save fsyncs twice).
+    /// meanwhile; on the blocking pool (a save writes and renames a file).
     pub(super) async fn persist(
         &self,
         key: &Key,
@@ -44,8 +44,8 @@ impl Daemon {
             .is_some_and(|e| std::ptr::eq(Arc::as_ptr(e), entry))
     }
 
-    /// Saves on the blocking pool: a save fsyncs twice, and a burst of exits must not queue
-    /// behind each other's fsyncs on the executor's threads.
+    /// Saves on the blocking pool: a save is file I/O, and a burst of exits must not queue
+    /// behind each other's writes on the executor's threads.
     async fn save_off_executor(&self, key: &Key, record: Record) -> Result<(), Status> {
         let store = self.inner.store.clone();
         let (ns, id) = key.clone();

@@ -93,7 +93,7 @@ impl Daemon {
         }
         self.report_exits(key, entry, &reports).await;
         drop(signals);
-        // Waiters are released before the save (it fsyncs); a Delete may come in between, and
+        // Waiters are released before the save (file I/O); a Delete may come in between, and
         // a container deleted meanwhile (or a created one deleted with --force, which exits
         // after its record is gone) is not written back.
         if let Ok(true) = self.persist(key, entry, snapshot).await
