@@ -44,14 +44,7 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         .into());
     }
     // One connection per containerd task, plus the daemon link.
-    let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile);
-    if let Some(max) = limit.maximum {
-        let raised = rustix::process::Rlimit {
-            current: Some(max),
-            maximum: Some(max),
-        };
-        let _ = rustix::process::setrlimit(rustix::process::Resource::Nofile, raised);
-    }
+    task_service::grpc::accept::raise_nofile_limit();
     if config.supervise {
         let program = supervise::find_binary("shimlessd")
             .ok_or("shimlessd is neither beside shimless-front nor on PATH")?;

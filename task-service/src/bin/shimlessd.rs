@@ -48,7 +48,8 @@ fn main() {
     }
 }
 
-fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
+/// The configuration file with the command line's overrides (paths must be absolute).
+fn config_of(args: Args) -> Result<Config, Box<dyn std::error::Error>> {
     let mut config = Config::load(
         args.config
             .unwrap_or_else(task_service::config::default_path),
@@ -70,18 +71,16 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     if let Some(runtime) = args.runtime {
         config.runtime = runtime;
     }
+    Ok(config)
+}
+
+fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
+    let config = config_of(args)?;
     task_service::config::check_bpf_pin_dir(&config.bpf_pin_dir)
         .map_err(|problem| format!("--bpf-pin-dir {}: {problem}", config.bpf_pin_dir.display()))?;
     // Each container costs a pidfd and up to two FIFO readers: take every fd the hard limit
     // allows rather than fail at a few hundred containers.
-    let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile);
-    if let Some(max) = limit.maximum {
-        let raised = rustix::process::Rlimit {
-            current: Some(max),
-            maximum: Some(max),
-        };
-        let _ = rustix::process::setrlimit(rustix::process::Resource::Nofile, raised);
-    }
+    task_service::grpc::accept::raise_nofile_limit();
     // Before anything else touches the state or the socket: a second daemon on this directory
     // would unlink the first one's live socket and recover its containers a second time.
     let _lock = task_service::state::StateLock::acquire(&config.state_dir)?;

@@ -97,24 +97,49 @@ fn failed(code: tonic::Code, message: String) -> Response {
 
 /// One ttrpc request, sent to the daemon as a gRPC call.
 async fn answer(shared: &Shared, namespace: &Namespace, payload: &[u8]) -> Response {
-    let request = match Request::decode(payload) {
+    let request = match task_request(payload) {
         Ok(request) => request,
-        Err(e) => {
-            return failed(
-                tonic::Code::InvalidArgument,
-                format!("not a ttrpc request: {e}"),
-            );
-        }
+        Err(refused) => return refused,
     };
-    match request.service.as_str() {
-        "containerd.task.v2.Task" | "containerd.task.v3.Task" => {}
-        other => {
-            return failed(
-                tonic::Code::Unimplemented,
-                format!("service {other:?} is not served here (only containerd's Task service)"),
-            );
-        }
+    let (parts, body) = match as_grpc(&request, namespace) {
+        Ok(call) => call,
+        Err(refused) => return refused,
+    };
+    let deadline =
+        (request.timeout_nano > 0).then(|| Duration::from_nanos(request.timeout_nano as u64));
+    let response = forward_buffered(&shared.link, &shared.config, parts, body, deadline).await;
+    let (head, body) = response.into_parts();
+    match body.collect().await {
+        Ok(collected) => from_grpc(&head.headers, collected),
+        Err(e) => failed(
+            tonic::Code::Unavailable,
+            format!("shimlessd's answer was cut off: {e}"),
+        ),
     }
+}
+
+/// Decodes a ttrpc request, refusing any service but containerd's Task service.
+fn task_request(payload: &[u8]) -> Result<Request, Response> {
+    let request = Request::decode(payload).map_err(|e| {
+        failed(
+            tonic::Code::InvalidArgument,
+            format!("not a ttrpc request: {e}"),
+        )
+    })?;
+    match request.service.as_str() {
+        "containerd.task.v2.Task" | "containerd.task.v3.Task" => Ok(request),
+        other => Err(failed(
+            tonic::Code::Unimplemented,
+            format!("service {other:?} is not served here (only containerd's Task service)"),
+        )),
+    }
+}
+
+/// The same call as task v3 over gRPC: its head (namespace stamped on) and its framed body.
+fn as_grpc(
+    request: &Request,
+    namespace: &Namespace,
+) -> Result<(http::request::Parts, Bytes), Response> {
     let mut body = BytesMut::with_capacity(5 + request.payload.len());
     body.put_u8(0);
     body.put_u32(request.payload.len() as u32);
@@ -123,46 +148,33 @@ async fn answer(shared: &Shared, namespace: &Namespace, payload: &[u8]) -> Respo
         "http://localhost/containerd.task.v3.Task/{}",
         request.method
     );
-    let Ok(namespace_value) = http::HeaderValue::from_str(namespace.as_str()) else {
-        return failed(tonic::Code::Internal, "namespace header".into());
-    };
+    let namespace_value = http::HeaderValue::from_str(namespace.as_str())
+        .map_err(|_| failed(tonic::Code::Internal, "namespace header".into()))?;
     let built = http::Request::builder()
         .method(http::Method::POST)
         .uri(uri)
         .header("content-type", "application/grpc")
         .header("te", "trailers")
         .header("containerd-namespace", namespace_value)
-        .body(());
-    let (parts, ()) = match built {
-        Ok(req) => req.into_parts(),
-        Err(e) => {
-            return failed(
+        .body(())
+        .map_err(|e| {
+            failed(
                 tonic::Code::InvalidArgument,
                 format!("method {:?}: {e}", request.method),
-            );
-        }
-    };
-    let deadline =
-        (request.timeout_nano > 0).then(|| Duration::from_nanos(request.timeout_nano as u64));
-    let response =
-        forward_buffered(&shared.link, &shared.config, parts, body.freeze(), deadline).await;
-    let (head, body) = response.into_parts();
-    let collected = match body.collect().await {
-        Ok(collected) => collected,
-        Err(e) => {
-            return failed(
-                tonic::Code::Unavailable,
-                format!("shimlessd's answer was cut off: {e}"),
-            );
-        }
-    };
+            )
+        })?;
+    Ok((built.into_parts().0, body.freeze()))
+}
+
+/// The daemon's gRPC answer as a ttrpc response. A failure comes as trailers, or alone in the
+/// headers ("trailers-only").
+fn from_grpc(headers: &http::HeaderMap, collected: http_body_util::Collected<Bytes>) -> Response {
     let trailers = collected.trailers().cloned();
     let data: Bytes = collected.to_bytes();
-    // A failure comes as trailers, or alone in the headers ("trailers-only").
     let status = trailers
         .as_ref()
         .and_then(tonic::Status::from_header_map)
-        .or_else(|| tonic::Status::from_header_map(&head.headers));
+        .or_else(|| tonic::Status::from_header_map(headers));
     match status {
         Some(status) if status.code() != tonic::Code::Ok => {
             failed(status.code(), status.message().to_string())

@@ -9,6 +9,26 @@
 use smol::net::unix::{UnixListener, UnixStream};
 use std::time::Duration;
 
+/// Raises the soft `RLIMIT_NOFILE` to the hard limit, so that running out of descriptors comes
+/// as late as the system allows (every containerd connection, pidfd and FIFO reader costs one).
+/// Best effort: a limit that cannot be raised is left as it is.
+///
+/// ```
+/// task_service::grpc::accept::raise_nofile_limit();
+/// let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile);
+/// assert_eq!(limit.current, limit.maximum);
+/// ```
+pub fn raise_nofile_limit() {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    if let Some(max) = getrlimit(Resource::Nofile).maximum {
+        let raised = Rlimit {
+            current: Some(max),
+            maximum: Some(max),
+        };
+        let _ = setrlimit(Resource::Nofile, raised);
+    }
+}
+
 /// The first pause after a failed accept.
 pub const FIRST_PAUSE: Duration = Duration::from_millis(5);
 /// The longest pause between two failed accepts.
