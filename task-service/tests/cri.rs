@@ -1,4 +1,4 @@
-//! shimless under containerd 1.7's CRI plugin, driven the way kubelet drives it: the tests play
+//! shimless under containerd's CRI plugin (1.7 and 2.1), driven the way kubelet drives it: the tests play
 //! kubelet over CRI (`runtime.v1`, compiled from `proto/k8s/cri/runtime_v1.proto` and spoken
 //! over our own HTTP/2-on-smol channel) against a private containerd whose CRI knows shimless as
 //! the runtime handler `unified`, configured exactly as the seed writes it
@@ -13,13 +13,17 @@
 //!   pods of the default runtime (the stock runc shim) run beside them;
 //! - a handler whose options say `SystemdCgroup = true` on this machine (no systemd as init):
 //!   RunPodSandbox fails naming SystemdCgroup;
-//! - a container over its memory limit is reported `OOMKilled`;
+//! - a container over its memory limit is reported `OOMKilled`, and containerd's own event stream
+//!   (`ctr events`) shows its create, start, oom, exit and delete, once each;
 //! - a container that exits at the moment its pod is stopped, 50 times (10 times on the stock
 //!   runc shim, the reference): `StopPodSandbox` always succeeds (shimless answers a `Kill` of
 //!   an exited process `NOT_FOUND`, and the reply before the exit), and containerd never logs a
 //!   reply on an inactive stream.
+//!
+//! Every test runs against containerd 1.7 and 2.1 (`<test>::containerd_1_7`, `::containerd_2_1`):
+//! 2.x starts a pod's app containers without `<shim> start`, reusing the sandbox's bootstrap.
 
-use integration::containerd::{CRI_NAMESPACE, Containerd, ContainerdConfig, NEEDS, Runtime};
+use integration::containerd::{CRI_NAMESPACE, Containerd, ContainerdConfig, Runtime, Version};
 use integration::image::Image;
 use integration::{Need, require};
 use std::path::{Path, PathBuf};
@@ -62,8 +66,8 @@ struct Rig {
 }
 
 impl Rig {
-    fn new() -> Option<Rig> {
-        let mut needs = NEEDS.to_vec();
+    fn new(version: Version) -> Option<Rig> {
+        let mut needs = version.needs().to_vec();
         needs.extend([Need::Btf, Need::Bpffs]);
         require(&needs)?;
         rustix::process::set_child_subreaper(rustix::process::Pid::from_raw(1)).unwrap();
@@ -71,6 +75,7 @@ impl Rig {
         let shim = Shimless::bin_dir().join("containerd-shim-shimless-v2");
         let containerd = Containerd::start(
             ContainerdConfig::new()
+                .version(version)
                 .cri(PAUSE)
                 .runtime(
                     Runtime::new(UNIFIED, "io.containerd.runc.v2")
@@ -346,6 +351,67 @@ async fn wait_log(rig: &Rig, path: &Path, want: &str) -> Vec<String> {
     }
 }
 
+/// containerd's own event stream (`ctr -n k8s.io events`), recorded to a file until dropped.
+struct Events {
+    child: std::process::Child,
+    path: PathBuf,
+}
+
+impl Events {
+    fn record(rig: &Rig) -> Events {
+        let path = rig.logs.path().join("events");
+        let file = std::fs::File::create(&path).unwrap();
+        let child = rig
+            .containerd
+            .ctr(CRI_NAMESPACE)
+            .arg("events")
+            .stdout(file)
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        // `ctr events` subscribes as it starts; give it that moment.
+        std::thread::sleep(Duration::from_millis(300));
+        Events { child, path }
+    }
+
+    /// The task topics (`/tasks/exit`, ...) containerd published for container `id`, in order.
+    fn topics_of(&self, id: &str) -> Vec<String> {
+        let needle = format!("\"container_id\":\"{id}\"");
+        std::fs::read_to_string(&self.path)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains(&needle))
+            .filter_map(|l| l.split_whitespace().find(|f| f.starts_with("/tasks/")))
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// Waits (bounded) until `id` has all of `want` among its topics; returns them.
+    async fn wait_topics(&self, rig: &Rig, id: &str, want: &[&str]) -> Vec<String> {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let topics = self.topics_of(id);
+            if want.iter().all(|w| topics.iter().any(|t| t == w)) {
+                return topics;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "containerd's events for {id}: {topics:?}, want {want:?}\nall: {}\n{}",
+                std::fs::read_to_string(&self.path).unwrap_or_default(),
+                rig.logs_tail()
+            );
+            async_io::Timer::after(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for Events {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// The command lines of this containerd's stock runc shims.
 fn runc_shims(rig: &Rig) -> Vec<String> {
     rig.containerd
@@ -361,9 +427,33 @@ fn runc_shims(rig: &Rig) -> Vec<String> {
         .collect()
 }
 
-#[test]
-fn one_pod_through_cri_like_kubelet_with_runtime_class_unified() {
-    let Some(rig) = Rig::new() else {
+/// Each test once per containerd: `<name>::containerd_1_7` and `<name>::containerd_2_1`.
+macro_rules! on_both {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            use integration::containerd::Version;
+            #[test]
+            fn containerd_1_7() {
+                super::$name(Version::V1_7)
+            }
+            #[test]
+            fn containerd_2_1() {
+                super::$name(Version::V2_1)
+            }
+        }
+    )*};
+}
+
+on_both!(
+    one_pod_through_cri_like_kubelet_with_runtime_class_unified,
+    ten_pods_add_no_shim_and_default_runtime_pods_work_beside,
+    systemd_cgroup_without_systemd_fails_the_sandbox_naming_it,
+    a_container_over_its_memory_limit_is_reported_oom_killed,
+    stop_pod_sandbox_succeeds_when_its_container_exits_at_that_moment_fifty_times,
+);
+
+fn one_pod_through_cri_like_kubelet_with_runtime_class_unified(version: Version) {
+    let Some(rig) = Rig::new(version) else {
         return;
     };
     smol::block_on(async {
@@ -508,9 +598,8 @@ fn one_pod_through_cri_like_kubelet_with_runtime_class_unified() {
     });
 }
 
-#[test]
-fn ten_pods_add_no_shim_and_default_runtime_pods_work_beside() {
-    let Some(rig) = Rig::new() else {
+fn ten_pods_add_no_shim_and_default_runtime_pods_work_beside(version: Version) {
+    let Some(rig) = Rig::new(version) else {
         return;
     };
     smol::block_on(async {
@@ -599,13 +688,12 @@ fn ten_pods_add_no_shim_and_default_runtime_pods_work_beside() {
     });
 }
 
-#[test]
-fn systemd_cgroup_without_systemd_fails_the_sandbox_naming_it() {
+fn systemd_cgroup_without_systemd_fails_the_sandbox_naming_it(version: Version) {
     if task_service::options::host_has_systemd() {
         eprintln!("systemd runs this machine: SystemdCgroup = true is honoured, nothing to refuse");
         return;
     }
-    let Some(rig) = Rig::new() else {
+    let Some(rig) = Rig::new(version) else {
         return;
     };
     smol::block_on(async {
@@ -630,11 +718,11 @@ fn systemd_cgroup_without_systemd_fails_the_sandbox_naming_it() {
     });
 }
 
-#[test]
-fn a_container_over_its_memory_limit_is_reported_oom_killed() {
-    let Some(rig) = Rig::new() else {
+fn a_container_over_its_memory_limit_is_reported_oom_killed(version: Version) {
+    let Some(rig) = Rig::new(version) else {
         return;
     };
+    let events = Events::record(&rig);
     smol::block_on(async {
         let mut cri = rig.cri().await;
         let config = rig.pod_config("oom");
@@ -670,6 +758,31 @@ fn a_container_over_its_memory_limit_is_reported_oom_killed() {
             log_messages(&log, "stdout")
         );
         assert_eq!(log_messages(&log, "stdout"), ["filling"]);
+
+        // Every event of the app container reached containerd's own stream (containerd 2.x
+        // created it without `start`, reusing the sandbox's bootstrap), once each.
+        cri.remove_container(RemoveContainerRequest {
+            container_id: id.clone(),
+        })
+        .await
+        .expect("RemoveContainer");
+        let all = [
+            "/tasks/create",
+            "/tasks/start",
+            "/tasks/oom",
+            "/tasks/exit",
+            "/tasks/delete",
+        ];
+        let topics = events.wait_topics(&rig, &id, &all).await;
+        for topic in all {
+            let n = topics.iter().filter(|t| *t == topic).count();
+            assert_eq!(n, 1, "{topic} in {topics:?}");
+        }
+        let order: Vec<usize> = all
+            .iter()
+            .map(|w| topics.iter().position(|t| t == w).unwrap())
+            .collect();
+        assert!(order.windows(2).all(|w| w[0] < w[1]), "{topics:?}");
     });
 }
 
@@ -757,9 +870,8 @@ async fn stop_pods_as_their_containers_exit(
     failures
 }
 
-#[test]
-fn stop_pod_sandbox_succeeds_when_its_container_exits_at_that_moment_fifty_times() {
-    let Some(rig) = Rig::new() else {
+fn stop_pod_sandbox_succeeds_when_its_container_exits_at_that_moment_fifty_times(version: Version) {
+    let Some(rig) = Rig::new(version) else {
         return;
     };
     smol::block_on(async {

@@ -32,6 +32,7 @@
 
 mod delete;
 pub mod flags;
+pub mod info;
 mod start;
 
 use crate::config::Config;
@@ -51,6 +52,12 @@ pub enum ShimError {
     /// The daemon refused or failed a call.
     #[error("shimlessd: {0}")]
     Daemon(String),
+    /// `-info` could not describe the runtime.
+    #[error("-info: {0}")]
+    Info(String),
+    /// The configured protocol toward containerd cannot work with this containerd.
+    #[error("{0}")]
+    Protocol(String),
     /// The container could not be cleaned up.
     #[error("cannot clean up {id}: {why}")]
     Cleanup {
@@ -71,9 +78,23 @@ pub fn run(flags: &Flags, config: &Config, config_path: &Path) -> Result<Vec<u8>
             env!("CARGO_PKG_VERSION")
         )
         .into_bytes()),
-        Action::Start => start::start(flags, config, config_path),
+        Action::Start => start::start(flags, config, config_path, &read_stdin()),
+        Action::Info => info::info(config, &read_stdin()),
         Action::Delete => delete::delete(flags, config),
     }
+}
+
+/// What containerd wrote on stdin (runtime options, or 2.3's `BootstrapParams`); nothing when
+/// stdin is a terminal (run by hand) or unreadable.
+fn read_stdin() -> Vec<u8> {
+    use std::io::Read;
+    let stdin = std::io::stdin();
+    if rustix::termios::isatty(&stdin) {
+        return Vec::new();
+    }
+    let mut bytes = Vec::new();
+    let _ = stdin.lock().read_to_end(&mut bytes);
+    bytes
 }
 
 /// Writes one line to the bundle's `log` FIFO (in the current directory, which is the bundle),
