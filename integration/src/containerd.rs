@@ -994,6 +994,29 @@ impl Containerd {
         self.start_daemon()
     }
 
+    /// Stops containerd and starts `version` on the same root, state and sockets, with the
+    /// same settings in the config form that version reads: a node's containerd upgraded in
+    /// place (1.7 to 2.1) while shims and their tasks live on. `ctr` is the new version's from
+    /// then on.
+    ///
+    /// ```no_run
+    /// use integration::containerd::{Containerd, ContainerdConfig, Version};
+    /// let mut containerd = Containerd::start(ContainerdConfig::new())?;
+    /// containerd.upgrade(Version::V2_1)?;
+    /// assert_eq!(containerd.config().containerd_version(), Version::V2_1);
+    /// # Ok::<(), integration::containerd::ContainerdError>(())
+    /// ```
+    pub fn upgrade(&mut self, version: Version) -> Result<(), ContainerdError> {
+        self.stop_daemon();
+        self.config.version = version;
+        let toml = self.config.to_toml(&self.path);
+        std::fs::write(self.config_path(), toml).map_err(|source| ContainerdError::Io {
+            what: format!("write {}", self.config_path().display()),
+            source,
+        })?;
+        self.start_daemon()
+    }
+
     /// Stops containerd only (SIGTERM, then SIGKILL after [`STOP_TIMEOUT`]): shims and tasks
     /// keep running, and [`start_daemon`](Self::start_daemon) brings it back.
     pub fn stop_daemon(&mut self) {
