@@ -12,10 +12,19 @@ use crate::options::RuntimeOptions;
 use prost::Message;
 
 /// The name shimless reports (the stock shim reports `io.containerd.runc.v2`).
+///
+/// ```
+/// assert_eq!(task_service::shim::info::RUNTIME_NAME, "io.containerd.shimless.v2");
+/// ```
 pub const RUNTIME_NAME: &str = "io.containerd.shimless.v2";
 
 /// The type URL containerd registers for runtime-spec's `features.Features`, whose value is
 /// the JSON document (containerd's `typeurl` encodes non-protobuf types as JSON).
+///
+/// ```
+/// use task_service::shim::info::FEATURES_TYPE_URL;
+/// assert!(FEATURES_TYPE_URL.ends_with("/features/Features"));
+/// ```
 pub const FEATURES_TYPE_URL: &str =
     "types.containerd.io/opencontainers/runtime-spec/1/features/Features";
 

@@ -14,6 +14,14 @@
 //!   (containerd dials a gRPC address before adding `unix://` itself, and a ttrpc address without
 //!   the scheme as an abstract socket). ttrpc is the default because containerd 1.7's gRPC client
 //!   gives up a connection after 30 minutes without a call and then deletes the task.
+//!   containerd 2.3+ writes an encoded `BootstrapParams` on stdin (1.x to 2.2 write the runtime
+//!   options, or nothing); asked that way, `start` answers with an encoded `BootstrapResult`
+//!   holding the same three fields. gRPC toward containerd 2.x is refused here, naming
+//!   `containerd_protocol`: 2.x takes a new gRPC connection, which starts idle, for a dead shim.
+//!   containerd 2.x runs `start` only for a pod's sandbox and creates the pod's other containers
+//!   over the sandbox's connection; the daemon sends their events where the sandbox's go.
+//! - `-info` (containerd 2.2+, before creating a task) prints an encoded `RuntimeInfo`: see
+//!   [`info`].
 //! - `delete` (containerd's fallback when it believes the shim died) stops and deletes that one
 //!   container — through the daemon if it answers, with the runtime directly if not — and
 //!   prints a `DeleteResponse` protobuf.
