@@ -22,6 +22,7 @@ use crate::ids::{ContainerId, Namespace};
 use crate::lock::lock;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -119,11 +120,14 @@ impl Publishers {
         Some(address)
     }
 
-    /// Writes `<dir>/<ns>/<name>` through a temporary file.
+    /// Writes `<dir>/<ns>/<name>` through a temporary file of its own: concurrent `start`s of
+    /// one namespace all write the namespace's file at once.
     fn write(&self, ns: &Namespace, name: &str, address: &str) -> std::io::Result<()> {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
         let ns_dir = self.dir.join(ns.as_str());
         std::fs::create_dir_all(&ns_dir)?;
-        let tmp = ns_dir.join(format!(".{name}.tmp"));
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let tmp = ns_dir.join(format!(".{name}.{n}.tmp"));
         std::fs::write(&tmp, address)?;
         std::fs::rename(&tmp, ns_dir.join(name))
     }
@@ -433,5 +437,26 @@ mod tests {
             Some("/a/containerd.sock")
         );
         assert_eq!(again.get(&ns, NAMESPACE_FILE), None);
+    }
+
+    #[test]
+    fn concurrent_registrations_in_one_namespace_all_succeed() {
+        // Every registration also writes the namespace's file: their temporary files must not
+        // collide (a shared one made some fail with ENOENT at 16 concurrent starts).
+        let dir = tempfile::tempdir().unwrap();
+        let publishers = Publishers::open(&dir.path().join("state"));
+        let ns = Namespace::new("busy").unwrap();
+        std::thread::scope(|s| {
+            for t in 0..8 {
+                let (publishers, ns) = (&publishers, &ns);
+                s.spawn(move || {
+                    for i in 0..50 {
+                        let id = ContainerId::new(format!("c{t}-{i}")).unwrap();
+                        publishers.register(ns, &id, "/c.sock").unwrap();
+                    }
+                });
+            }
+        });
+        assert_eq!(lock(&publishers.map).len(), 400);
     }
 }

@@ -28,19 +28,7 @@ pub(super) fn start(
     stdin: &[u8],
 ) -> Result<Vec<u8>, ShimError> {
     let asked = Asked::read(stdin);
-    let mut flags = flags.clone();
-    if let Asked::Bootstrap(params) = &asked {
-        // containerd 2.3 still passes the flags; its parameters fill what they leave out.
-        for (slot, value) in [
-            (&mut flags.id, &params.instance_id),
-            (&mut flags.namespace, &params.namespace),
-            (&mut flags.address, &params.containerd_grpc_address),
-        ] {
-            if slot.is_empty() {
-                slot.clone_from(value);
-            }
-        }
-    }
+    let flags = asked.fill(flags);
     if flags.id.is_empty() {
         return Err(ShimError::Missing("id"));
     }
@@ -80,10 +68,21 @@ pub(super) fn start(
             ""
         }
     ));
+    answer(config, &asked, &socket, version)
+}
+
+/// Writes `address` and `bootstrap.json` in the bundle and returns the answer, in the form
+/// containerd asked in.
+fn answer(
+    config: &Config,
+    asked: &Asked,
+    socket: &str,
+    version: u32,
+) -> Result<Vec<u8>, ShimError> {
     let address = match config.containerd_protocol {
         // A bare path for gRPC: containerd 1.7 and 2.x dial it with net.Dial("unix", address)
         // before adding the scheme themselves, so `unix://...` would fail with ENOENT.
-        Protocol::Grpc => socket.clone(),
+        Protocol::Grpc => socket.to_string(),
         // The scheme for ttrpc: containerd's ttrpc dialer takes a bare path for an abstract
         // socket (`\0/run/...`).
         Protocol::Ttrpc => format!("unix://{socket}"),
@@ -102,7 +101,6 @@ pub(super) fn start(
             .map_err(|e| ShimError::Front(format!("cannot write {name} in the bundle: {e}")))?;
     }
     Ok(match asked {
-        // Answered in the form it was asked in.
         Asked::Bootstrap(_) => BootstrapResult {
             version: version as i32,
             address,
@@ -139,6 +137,24 @@ impl Asked {
             }
             _ => Asked::Legacy,
         }
+    }
+
+    /// `flags`, with what `BootstrapParams` say filling what they leave out (containerd 2.3
+    /// still passes the flags; a later one may not).
+    fn fill(&self, flags: &super::Flags) -> super::Flags {
+        let mut flags = flags.clone();
+        if let Asked::Bootstrap(params) = self {
+            for (slot, value) in [
+                (&mut flags.id, &params.instance_id),
+                (&mut flags.namespace, &params.namespace),
+                (&mut flags.address, &params.containerd_grpc_address),
+            ] {
+                if slot.is_empty() {
+                    slot.clone_from(value);
+                }
+            }
+        }
+        flags
     }
 }
 
