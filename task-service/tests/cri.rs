@@ -912,6 +912,8 @@ fn stop_pod_sandbox_succeeds_when_its_container_exits_at_that_moment_fifty_times
         Vec::<&str>::new(),
         "containerd dropped replies (a Wait given up early)"
     );
+}
+
 /// The command of a container that waits for `/trigger/<name>` and exits with the code in it.
 fn triggered(name: &str) -> Vec<String> {
     vec![
