@@ -33,6 +33,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 PathBuf::from("proto/shimless/v1/admin.proto"),
                 PathBuf::from("proto/containerd/cgroups/v1/metrics.proto"),
                 PathBuf::from("proto/containerd/services/version/v1/version.proto"),
+                PathBuf::from("proto/containerd/types/introspection.proto"),
+                PathBuf::from("proto/containerd/runtime/bootstrap/v1/bootstrap.proto"),
                 PathBuf::from("proto/ttrpc/ttrpc.proto"),
                 // Kubernetes' CRI (the part the CRI tests send): only `tests/cri.rs` and
                 // `benches/cri.rs` include it.

@@ -1,7 +1,8 @@
 //! A private containerd for tests: its own root, state, sockets and config in a temporary
 //! directory, started by the test and leaving nothing behind.
 //!
-//! [`Containerd::start`] writes a `config.toml` (version 2) from a [`ContainerdConfig`] into a
+//! [`Containerd::start`] writes a `config.toml` (version 2 for containerd 1.7, version 3 for
+//! 2.x: see [`Version`]) from a [`ContainerdConfig`] into a
 //! new directory under `/tmp` (ext4 here, which overlayfs accepts as its backing directory),
 //! starts `containerd --config` with its output in `containerd.log` beside it, and returns once
 //! `ctr version` answers and the chosen snapshotter (and CRI, when enabled) loaded. Nothing is
@@ -84,6 +85,114 @@ pub const NEEDS: &[Need] = &[
     Need::Program("runc"),
     Need::File(crate::bundle::BUSYBOX),
 ];
+
+/// Where `scripts/install-deps` unpacks Debian forky's containerd 2.1.9 (`containerd`, `ctr`,
+/// `containerd-shim-runc-v2`), which is never installed: the system's containerd stays 1.7.
+pub const CONTAINERD_2_1_BIN: &str = "/var/cache/shimless/containerd-2.1.9/usr/bin";
+
+/// What a test of the private containerd 2.1 needs: [`NEEDS`] and the unpacked 2.1.9.
+///
+/// ```
+/// use integration::containerd::{NEEDS_2_1, Version};
+/// assert_eq!(Version::V2_1.needs(), NEEDS_2_1);
+/// ```
+pub const NEEDS_2_1: &[Need] = &[
+    Need::Root,
+    Need::File("/var/cache/shimless/containerd-2.1.9/usr/bin/containerd"),
+    Need::File("/var/cache/shimless/containerd-2.1.9/usr/bin/ctr"),
+    Need::File("/var/cache/shimless/containerd-2.1.9/usr/bin/containerd-shim-runc-v2"),
+    Need::Program("runc"),
+    Need::File(crate::bundle::BUSYBOX),
+];
+
+/// Which containerd a [`Containerd`] runs: the system's 1.7 (config version 2) or the 2.1.9
+/// that `scripts/install-deps` unpacks (config version 3, where CRI's plugins are
+/// `io.containerd.cri.v1.runtime` and `io.containerd.cri.v1.images` and a runtime names its
+/// `sandboxer`). Its `ctr` and stock runc shim are used with it.
+///
+/// ```
+/// use integration::containerd::Version;
+/// assert_eq!(Version::V1_7.config_version(), 2);
+/// assert_eq!(Version::V2_1.config_version(), 3);
+/// assert_eq!(Version::V2_1.program("ctr").to_str(), Some("/var/cache/shimless/containerd-2.1.9/usr/bin/ctr"));
+/// assert_eq!(Version::V1_7.program("ctr").to_str(), Some("ctr"));
+/// assert_eq!("2.1".parse::<Version>(), Ok(Version::V2_1));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Version {
+    /// The system's containerd 1.7 (from `PATH`).
+    #[default]
+    V1_7,
+    /// containerd 2.1.9 from [`CONTAINERD_2_1_BIN`].
+    V2_1,
+}
+
+impl Version {
+    /// Both, oldest first: what the tests run against.
+    pub const ALL: [Version; 2] = [Version::V1_7, Version::V2_1];
+
+    /// The directory of its binaries, or `None` for the ones on `PATH`.
+    pub fn bin_dir(self) -> Option<&'static Path> {
+        match self {
+            Version::V1_7 => None,
+            Version::V2_1 => Some(Path::new(CONTAINERD_2_1_BIN)),
+        }
+    }
+
+    /// The program `name` (`containerd`, `ctr`) of this version.
+    pub fn program(self, name: &str) -> PathBuf {
+        match self.bin_dir() {
+            Some(dir) => dir.join(name),
+            None => PathBuf::from(name),
+        }
+    }
+
+    /// The `version` of its `config.toml`.
+    pub fn config_version(self) -> u32 {
+        match self {
+            Version::V1_7 => 2,
+            Version::V2_1 => 3,
+        }
+    }
+
+    /// What a test of it needs: pass it to [`require`](crate::require).
+    pub fn needs(self) -> &'static [Need] {
+        match self {
+            Version::V1_7 => NEEDS,
+            Version::V2_1 => NEEDS_2_1,
+        }
+    }
+
+    /// A short label for names and messages: `1.7`, `2.1`.
+    pub fn label(self) -> &'static str {
+        match self {
+            Version::V1_7 => "1.7",
+            Version::V2_1 => "2.1",
+        }
+    }
+}
+
+impl std::fmt::Display for Version {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "containerd {}", self.label())
+    }
+}
+
+/// A containerd version that [`Version`] does not know.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("containerd version {0:?} is not one of 1.7, 2.1")]
+pub struct UnknownVersion(pub String);
+
+impl std::str::FromStr for Version {
+    type Err = UnknownVersion;
+    fn from_str(s: &str) -> Result<Version, UnknownVersion> {
+        match s.trim_start_matches('v') {
+            "1.7" | "1" => Ok(Version::V1_7),
+            "2.1" | "2" => Ok(Version::V2_1),
+            _ => Err(UnknownVersion(s.to_string())),
+        }
+    }
+}
 
 /// The runc shim's default state directory; runc keeps `<namespace>/<id>` under it.
 const RUNC_ROOT: &str = "/run/containerd/runc";
@@ -263,10 +372,29 @@ impl Runtime {
         &self.name
     }
 
-    /// The runtime's tables as TOML source.
+    /// The runtime's tables as TOML source for containerd 1.7 (config version 2).
     pub fn to_toml(&self) -> String {
+        self.to_toml_for(Version::V1_7)
+    }
+
+    /// The runtime's tables as TOML source for `version`'s config: version 3 keeps runtimes
+    /// under `io.containerd.cri.v1.runtime` and calls `sandbox_mode` `sandboxer`.
+    ///
+    /// ```
+    /// use integration::containerd::{Runtime, Version};
+    /// let toml = Runtime::new("unified", "io.containerd.runc.v2")
+    ///     .sandbox_mode("podsandbox")
+    ///     .to_toml_for(Version::V2_1);
+    /// assert!(toml.contains("[plugins.\"io.containerd.cri.v1.runtime\".containerd.runtimes.\"unified\"]"));
+    /// assert!(toml.contains("sandboxer = \"podsandbox\""));
+    /// ```
+    pub fn to_toml_for(&self, version: Version) -> String {
+        let (plugin, mode_key) = match version.config_version() {
+            2 => ("io.containerd.grpc.v1.cri", "sandbox_mode"),
+            _ => ("io.containerd.cri.v1.runtime", "sandboxer"),
+        };
         let table = format!(
-            "plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.{}",
+            "plugins.\"{plugin}\".containerd.runtimes.{}",
             toml_string(&self.name)
         );
         let mut out = format!(
@@ -281,7 +409,7 @@ impl Runtime {
             );
         }
         if let Some(mode) = &self.sandbox_mode {
-            let _ = writeln!(out, "  sandbox_mode = {}", toml_string(mode));
+            let _ = writeln!(out, "  {mode_key} = {}", toml_string(mode));
         }
         if !self.options.is_empty() {
             let _ = writeln!(out, "[{table}.options]");
@@ -318,6 +446,7 @@ pub struct ContainerdConfig {
     path_prepend: Vec<PathBuf>,
     env: Vec<(String, String)>,
     parent_dir: PathBuf,
+    version: Version,
 }
 
 impl Default for ContainerdConfig {
@@ -333,6 +462,7 @@ impl Default for ContainerdConfig {
             path_prepend: Vec::new(),
             env: Vec::new(),
             parent_dir: PathBuf::from("/tmp"),
+            version: Version::V1_7,
         }
     }
 }
@@ -427,6 +557,25 @@ impl ContainerdConfig {
         self
     }
 
+    /// Which containerd to run (default: the system's 1.7); its `ctr` and stock runc shim
+    /// come with it.
+    ///
+    /// ```
+    /// use integration::containerd::{ContainerdConfig, Version};
+    /// let config = ContainerdConfig::new().version(Version::V2_1);
+    /// assert_eq!(config.containerd_version(), Version::V2_1);
+    /// assert!(config.to_toml("/tmp/x".as_ref()).starts_with("version = 3\n"));
+    /// ```
+    pub fn version(mut self, version: Version) -> Self {
+        self.version = version;
+        self
+    }
+
+    /// The containerd chosen.
+    pub fn containerd_version(&self) -> Version {
+        self.version
+    }
+
     /// The snapshotter chosen.
     pub fn snapshotter_name(&self) -> &str {
         &self.snapshotter
@@ -437,15 +586,38 @@ impl ContainerdConfig {
         self.sandbox_image.as_deref()
     }
 
-    /// The `config.toml` for a private containerd in `dir`.
+    /// The `config.toml` for a private containerd in `dir`, in the form its version reads.
     pub fn to_toml(&self, dir: &Path) -> String {
+        let mut out = match self.version.config_version() {
+            2 => self.to_toml_v2(dir),
+            _ => self.to_toml_v3(dir),
+        };
+        let mut runtimes = self.runtimes.clone();
+        if !runtimes.iter().any(|r| r.name == "runc") {
+            runtimes.insert(0, Runtime::new("runc", "io.containerd.runc.v2"));
+        }
+        for runtime in &runtimes {
+            let _ = write!(out, "\n{}", runtime.to_toml_for(self.version));
+        }
+        out
+    }
+
+    /// The top-level tables both versions share: root, state, sockets, log level, opt, NRI off.
+    fn common_toml(&self, out: &mut String, dir: &Path) {
         let p = |name: &str| toml_string(&dir.join(name).to_string_lossy());
-        let mut out = String::new();
-        let _ = writeln!(out, "version = 2");
         let _ = writeln!(out, "root = {}", p("root"));
         let _ = writeln!(out, "state = {}", p("state"));
         if self.sandbox_image.is_none() {
-            let _ = writeln!(out, "disabled_plugins = [\"io.containerd.grpc.v1.cri\"]");
+            let cri: &[&str] = match self.version.config_version() {
+                2 => &["io.containerd.grpc.v1.cri"],
+                _ => &[
+                    "io.containerd.grpc.v1.cri",
+                    "io.containerd.cri.v1.runtime",
+                    "io.containerd.cri.v1.images",
+                ],
+            };
+            let list: Vec<String> = cri.iter().map(|id| toml_string(id)).collect();
+            let _ = writeln!(out, "disabled_plugins = [{}]", list.join(", "));
         }
         let _ = writeln!(out, "\n[grpc]\n  address = {}", p("containerd.sock"));
         let _ = writeln!(out, "\n[ttrpc]\n  address = {}", p("containerd.sock.ttrpc"));
@@ -459,6 +631,54 @@ impl ContainerdConfig {
             out,
             "\n[plugins.\"io.containerd.nri.v1.nri\"]\n  disable = true"
         );
+    }
+
+    /// containerd 2.x's form: CRI split into `io.containerd.cri.v1.images` (snapshotter, the
+    /// pinned sandbox image, registry), `io.containerd.cri.v1.runtime` (runtimes, CNI, security
+    /// switches) and `io.containerd.grpc.v1.cri` (the streaming server).
+    fn to_toml_v3(&self, dir: &Path) -> String {
+        let p = |name: &str| toml_string(&dir.join(name).to_string_lossy());
+        let mut out = String::from("version = 3\n");
+        self.common_toml(&mut out, dir);
+        let Some(image) = &self.sandbox_image else {
+            return out;
+        };
+        let images = "plugins.\"io.containerd.cri.v1.images\"";
+        let _ = writeln!(out, "\n[{images}]");
+        let _ = writeln!(out, "  snapshotter = {}", toml_string(&self.snapshotter));
+        let _ = writeln!(out, "[{images}.pinned_images]");
+        let _ = writeln!(out, "  sandbox = {}", toml_string(image));
+        let _ = writeln!(out, "[{images}.registry]");
+        let _ = writeln!(out, "  config_path = {}", p("certs.d"));
+        let runtime = "plugins.\"io.containerd.cri.v1.runtime\"";
+        let _ = writeln!(out, "\n[{runtime}]");
+        let _ = writeln!(out, "  disable_apparmor = true");
+        let _ = writeln!(out, "  enable_selinux = false");
+        let _ = writeln!(out, "  enable_cdi = false");
+        let restrict = self
+            .restrict_oom_score_adj
+            .unwrap_or_else(|| !has_cap_sys_resource());
+        let _ = writeln!(out, "  restrict_oom_score_adj = {restrict}");
+        let _ = writeln!(out, "[{runtime}.cni]");
+        let _ = writeln!(out, "  bin_dirs = [{}]", p("cni/bin"));
+        let _ = writeln!(out, "  conf_dir = {}", p("cni/net.d"));
+        let _ = writeln!(out, "[{runtime}.containerd]");
+        let _ = writeln!(
+            out,
+            "  default_runtime_name = {}",
+            toml_string(&self.default_runtime)
+        );
+        let _ = writeln!(out, "\n[plugins.\"io.containerd.grpc.v1.cri\"]");
+        let _ = writeln!(out, "  stream_server_address = \"127.0.0.1\"");
+        let _ = writeln!(out, "  stream_server_port = \"0\"");
+        out
+    }
+
+    /// containerd 1.7's form (version 2): everything of CRI under `io.containerd.grpc.v1.cri`.
+    fn to_toml_v2(&self, dir: &Path) -> String {
+        let p = |name: &str| toml_string(&dir.join(name).to_string_lossy());
+        let mut out = String::from("version = 2\n");
+        self.common_toml(&mut out, dir);
         if let Some(image) = &self.sandbox_image {
             let cri = "plugins.\"io.containerd.grpc.v1.cri\"";
             let _ = writeln!(out, "\n[{cri}]");
@@ -484,13 +704,6 @@ impl ContainerdConfig {
                 "  default_runtime_name = {}",
                 toml_string(&self.default_runtime)
             );
-        }
-        let mut runtimes = self.runtimes.clone();
-        if !runtimes.iter().any(|r| r.name == "runc") {
-            runtimes.insert(0, Runtime::new("runc", "io.containerd.runc.v2"));
-        }
-        for runtime in &runtimes {
-            let _ = write!(out, "\n{}", runtime.to_toml());
         }
         out
     }
@@ -663,7 +876,7 @@ impl Containerd {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn ctr(&self, namespace: &str) -> Command {
-        let mut cmd = Command::new("ctr");
+        let mut cmd = Command::new(self.config.version.program("ctr"));
         cmd.arg("--address")
             .arg(self.socket())
             .args(["--namespace", namespace])
@@ -781,6 +994,29 @@ impl Containerd {
         self.start_daemon()
     }
 
+    /// Stops containerd and starts `version` on the same root, state and sockets, with the
+    /// same settings in the config form that version reads: a node's containerd upgraded in
+    /// place (1.7 to 2.1) while shims and their tasks live on. `ctr` is the new version's from
+    /// then on.
+    ///
+    /// ```no_run
+    /// use integration::containerd::{Containerd, ContainerdConfig, Version};
+    /// let mut containerd = Containerd::start(ContainerdConfig::new())?;
+    /// containerd.upgrade(Version::V2_1)?;
+    /// assert_eq!(containerd.config().containerd_version(), Version::V2_1);
+    /// # Ok::<(), integration::containerd::ContainerdError>(())
+    /// ```
+    pub fn upgrade(&mut self, version: Version) -> Result<(), ContainerdError> {
+        self.stop_daemon();
+        self.config.version = version;
+        let toml = self.config.to_toml(&self.path);
+        std::fs::write(self.config_path(), toml).map_err(|source| ContainerdError::Io {
+            what: format!("write {}", self.config_path().display()),
+            source,
+        })?;
+        self.start_daemon()
+    }
+
     /// Stops containerd only (SIGTERM, then SIGKILL after [`STOP_TIMEOUT`]): shims and tasks
     /// keep running, and [`start_daemon`](Self::start_daemon) brings it back.
     pub fn stop_daemon(&mut self) {
@@ -821,19 +1057,22 @@ impl Containerd {
             .open(&log_path)
             .map_err(io_err)?;
         let err = log.try_clone().map_err(io_err)?;
-        let mut cmd = Command::new("containerd");
+        let mut cmd = Command::new(self.config.version.program("containerd"));
         cmd.arg("--config")
             .arg(self.config_path())
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(err);
-        if !self.config.path_prepend.is_empty() {
+        // The version's own stock shim (`containerd-shim-runc-v2`) comes before the system's.
+        let own_dir = self.config.version.bin_dir().map(Path::to_path_buf);
+        if !self.config.path_prepend.is_empty() || own_dir.is_some() {
             let inherited = std::env::var_os("PATH").unwrap_or_default();
             let dirs = self
                 .config
                 .path_prepend
                 .iter()
                 .cloned()
+                .chain(own_dir)
                 .chain(std::env::split_paths(&inherited));
             let path: OsString = std::env::join_paths(dirs).map_err(|e| ContainerdError::Io {
                 what: "join containerd's PATH".into(),
@@ -843,7 +1082,12 @@ impl Containerd {
         }
         cmd.envs(self.config.env.iter().map(|(k, v)| (k, v)));
         let child = cmd.spawn().map_err(|source| ContainerdError::Spawn {
-            program: "containerd".into(),
+            program: self
+                .config
+                .version
+                .program("containerd")
+                .display()
+                .to_string(),
             source,
         })?;
         self.child = Some(child);
@@ -1231,6 +1475,60 @@ mod tests {
         ));
         assert!(toml.contains("root = \"/tmp/x/root\""));
         assert!(toml.contains("[ttrpc]\n  address = \"/tmp/x/containerd.sock.ttrpc\""));
+    }
+
+    #[test]
+    fn version_3_config_splits_cri_into_its_2x_plugins() {
+        let toml = ContainerdConfig::new()
+            .version(Version::V2_1)
+            .cri("registry.k8s.io/pause:3.9")
+            .restrict_oom_score_adj(true)
+            .runtime(
+                Runtime::new("unified", "io.containerd.runc.v2")
+                    .sandbox_mode("podsandbox")
+                    .option("SystemdCgroup", false),
+            )
+            .to_toml(Path::new("/tmp/x"));
+        let parsed: toml::Table = toml.parse().expect("valid TOML");
+        assert_eq!(parsed["version"].as_integer(), Some(3));
+        let plugins = parsed["plugins"].as_table().unwrap();
+        let images = &plugins["io.containerd.cri.v1.images"];
+        assert_eq!(
+            images["pinned_images"]["sandbox"].as_str(),
+            Some("registry.k8s.io/pause:3.9")
+        );
+        assert_eq!(images["snapshotter"].as_str(), Some("overlayfs"));
+        let runtime = &plugins["io.containerd.cri.v1.runtime"];
+        assert_eq!(runtime["restrict_oom_score_adj"].as_bool(), Some(true));
+        assert_eq!(
+            runtime["cni"]["bin_dirs"].as_array().unwrap()[0].as_str(),
+            Some("/tmp/x/cni/bin")
+        );
+        let unified = &runtime["containerd"]["runtimes"]["unified"];
+        assert_eq!(unified["sandboxer"].as_str(), Some("podsandbox"));
+        assert_eq!(unified["options"]["SystemdCgroup"].as_bool(), Some(false));
+        assert_eq!(
+            runtime["containerd"]["runtimes"]["runc"]["runtime_type"].as_str(),
+            Some("io.containerd.runc.v2")
+        );
+        assert!(
+            !plugins.contains_key("io.containerd.grpc.v1.cri") || {
+                let cri = &plugins["io.containerd.grpc.v1.cri"];
+                cri.get("containerd").is_none() && cri.get("sandbox_image").is_none()
+            }
+        );
+        assert!(parsed.get("disabled_plugins").is_none());
+
+        let without_cri = ContainerdConfig::new()
+            .version(Version::V2_1)
+            .to_toml(Path::new("/tmp/x"));
+        let parsed: toml::Table = without_cri.parse().unwrap();
+        let disabled = parsed["disabled_plugins"].as_array().unwrap();
+        assert!(
+            disabled
+                .iter()
+                .any(|p| p.as_str() == Some("io.containerd.cri.v1.runtime"))
+        );
     }
 
     #[test]

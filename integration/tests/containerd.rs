@@ -4,7 +4,8 @@
 //! are keyed by namespace and ID on the host, whatever the containerd).
 
 use integration::containerd::{
-    CRI_NAMESPACE, Containerd, ContainerdConfig, NEEDS, Runtime, mounts_under, processes_naming,
+    CRI_NAMESPACE, Containerd, ContainerdConfig, NEEDS, Runtime, Version, mounts_under,
+    processes_naming,
 };
 use integration::image::Image;
 use integration::require;
@@ -367,4 +368,59 @@ fn a_test_that_panics_leaks_nothing() {
             .join(ns)
             .exists()
     );
+}
+
+#[test]
+fn containerd_2_1_starts_with_a_version_3_config_runs_its_stock_shim_and_cri() {
+    let Some(()) = require(Version::V2_1.needs()) else {
+        return;
+    };
+    let ns = "shimless-v21";
+    let config = ContainerdConfig::new()
+        .version(Version::V2_1)
+        .cri(PAUSE)
+        .runtime(
+            Runtime::new("unified", "io.containerd.runc.v2")
+                .sandbox_mode("podsandbox")
+                .option("SystemdCgroup", false),
+        );
+    let containerd = Containerd::start(config).expect("start containerd 2.1 with CRI");
+    let version = containerd.ctr_ok("default", &["version"]).expect("version");
+    assert!(
+        version
+            .lines()
+            .filter(|l| l.trim_start().starts_with("Version:"))
+            .all(|l| l.contains("2.1.")),
+        "{version}"
+    );
+    let image = Image::busybox(BUSYBOX)
+        .write_tar(&containerd.dir().join("busybox.tar"))
+        .expect("write image");
+    containerd.import(ns, image.path()).expect("import");
+    let seven = containerd
+        .ctr(ns)
+        .args([
+            "run",
+            "--rm",
+            BUSYBOX,
+            "seven",
+            "sh",
+            "-c",
+            "echo hi; exit 7",
+        ])
+        .output()
+        .expect("ctr run");
+    assert_eq!(
+        (
+            seven.status.code(),
+            &*String::from_utf8_lossy(&seven.stdout)
+        ),
+        (Some(7), "hi\n"),
+        "stderr: {}",
+        String::from_utf8_lossy(&seven.stderr)
+    );
+    // The stock shim that ran it is 2.1.9's, found first on containerd's PATH.
+    let log = std::fs::read_to_string(containerd.log_path()).expect("log");
+    assert!(!log.contains("level=fatal"), "{log}");
+    containerd.stop().expect("clean stop");
 }

@@ -1,4 +1,4 @@
-//! containerd 1.7 with its stock shim (`containerd-shim-runc-v2`, one Go process per container)
+//! containerd (1.7, or 2.1 with `--containerd 2.1`) with its stock shim (`containerd-shim-runc-v2`, one Go process per container)
 //! vs the same containerd with shimless (`containerd-shim-shimless-v2`, which leaves one
 //! `shimless-front` and one `shimlessd` for all containers), side by side in one run.
 //!
@@ -25,9 +25,12 @@
 //! lifecycle with crun as the OCI runtime on both sides: runc options `BinaryName = "crun"`);
 //! `--containerd-protocol grpc` sets shimless's `containerd_protocol` (ttrpc by default);
 //! `--svg <path>` writes the plot elsewhere (cargo runs benches in the crate's directory);
+//! `--containerd 2.1` runs the containerd 2.1.9 that `scripts/install-deps` unpacks (and its
+//! own stock shim) instead of the system's 1.7, and writes the plot only where `--svg` says;
 //! `--state-in /dev/shm` keeps shimless's records on a tmpfs, as a node's `/run` is (here `/run`
 //! is on the disk); `--sizes ""` skips the memory part.
-//! Needs root, containerd 1.7, `ctr`, runc and `containerd-shim-runc-v2`; skips otherwise.
+//! Needs root, the chosen containerd with its `ctr` and `containerd-shim-runc-v2`, and runc;
+//! skips otherwise.
 //!
 //! Everything it started is removed when it ends, also on failure: tasks, containers and
 //! shims (by the containerd harness), then the front and the daemon (every process whose
@@ -58,7 +61,7 @@ use api::containers::containers_client::ContainersClient;
 use api::containers::{Container, CreateContainerRequest, DeleteContainerRequest, container};
 use api::tasks::tasks_client::TasksClient;
 use api::tasks::{CreateTaskRequest, DeleteTaskRequest, KillRequest, StartRequest, WaitRequest};
-use integration::containerd::{Containerd, ContainerdConfig, processes_naming};
+use integration::containerd::{Containerd, ContainerdConfig, Version, processes_naming};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -87,7 +90,10 @@ struct Args {
     protocol: Option<String>,
     /// A directory (a tmpfs, as a node's `/run`) for shimless's records, else the bench's own.
     state_in: Option<PathBuf>,
-    svg: PathBuf,
+    /// Where the plot goes (none for containerd 2.1 unless `--svg` is given).
+    svg: Option<PathBuf>,
+    /// Which containerd (`--containerd 1.7|2.1`).
+    containerd: Version,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -103,8 +109,10 @@ fn parse_args() -> Result<Args, String> {
         crun: false,
         protocol: None,
         state_in: None,
-        svg: workspace.join("docs/shimless-vs-stock.svg"),
+        svg: None,
+        containerd: Version::V1_7,
     };
+    let mut svg = None;
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
         let mut value = |name: &str| {
@@ -129,12 +137,21 @@ fn parse_args() -> Result<Args, String> {
             "--rounds" => args.rounds = number("--rounds", value("--rounds")?)?.max(1),
             "--crun" => args.crun = true,
             "--containerd-protocol" => args.protocol = Some(value("--containerd-protocol")?),
-            "--svg" => args.svg = PathBuf::from(value("--svg")?),
+            "--svg" => svg = Some(PathBuf::from(value("--svg")?)),
+            "--containerd" => {
+                let v = value("--containerd")?;
+                args.containerd = v.parse().map_err(|e| format!("--containerd: {e}"))?;
+            }
             "--state-in" => args.state_in = Some(PathBuf::from(value("--state-in")?)),
             // cargo bench passes `--bench`; libtest-style flags are not ours.
             _ => {}
         }
     }
+    args.svg = match (svg, args.containerd) {
+        (Some(path), _) => Some(path),
+        (None, Version::V1_7) => Some(workspace.join("docs/shimless-vs-stock.svg")),
+        (None, _) => None,
+    };
     Ok(args)
 }
 
@@ -843,11 +860,22 @@ fn main() {
         println!("containerd bench skipped: needs root");
         return;
     }
-    for program in ["containerd", "ctr", "runc", "containerd-shim-runc-v2"] {
-        if integration::find_program(program).is_none() {
-            println!("containerd bench skipped: {program} is not installed");
+    for program in ["containerd", "ctr", "containerd-shim-runc-v2"] {
+        let path = args.containerd.program(program);
+        if !path.is_absolute() && integration::find_program(program).is_none()
+            || path.is_absolute() && !path.exists()
+        {
+            println!(
+                "containerd bench skipped: {} of {} is not installed",
+                path.display(),
+                args.containerd
+            );
             return;
         }
+    }
+    if integration::find_program("runc").is_none() {
+        println!("containerd bench skipped: runc is not installed");
+        return;
     }
     if let Err(e) = run(&args) {
         eprintln!("containerd bench failed: {e}");
@@ -908,12 +936,14 @@ fn run(args: &Args) -> Result<(), String> {
     // still answers, then containerd and the stock shims.
     let containerd = Containerd::start(
         ContainerdConfig::new()
+            .version(args.containerd)
             .path_prepend(&bin_dir)
             .env(task_service::config::PATH_ENV, config.display().to_string()),
     )
     .map_err(|e| format!("start containerd: {e}"))?;
     println!(
-        "containerd {} with {} first on its PATH, SHIMLESS_CONFIG={}",
+        "{} in {} with {} first on its PATH, SHIMLESS_CONFIG={}",
+        args.containerd,
         containerd.dir().display(),
         bin_dir.display(),
         config.display()
@@ -958,8 +988,10 @@ fn run(args: &Args) -> Result<(), String> {
             return Err(e);
         }
     };
-    plot(&args.svg, &rows, &rates).map_err(|e| format!("plot {}: {e}", args.svg.display()))?;
-    println!("plot: {}", args.svg.display());
+    if let Some(svg) = &args.svg {
+        plot(svg, &rows, &rates).map_err(|e| format!("plot {}: {e}", svg.display()))?;
+        println!("plot: {}", svg.display());
+    }
     drop(containerd);
     drop(cleanup);
     Ok(())

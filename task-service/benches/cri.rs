@@ -1,11 +1,13 @@
 //! CRI benchmark (not a timed test): N pods (sandbox + one busybox container each, host
-//! network) through containerd 1.7's CRI plugin with the runtime handler `unified` (shimless)
+//! network) through containerd's CRI plugin (1.7, or 2.1) with the runtime handler `unified` (shimless)
 //! and N with the default runtime (one `containerd-shim-runc-v2` per pod), interleaved on one
 //! private containerd in the same run. Prints the pod start latency (RunPodSandbox through
 //! StartContainer) p50/p99 of each, and, with all 2N pods running, the PSS of shimless's front
 //! and daemon next to the total PSS of the runc shims.
 //!
-//! `cargo bench -p task-service --bench cri [-- N]` (as root; N defaults to 50).
+//! `cargo bench -p task-service --bench cri [-- N] [--containerd 2.1]` (as root; N defaults to
+//! 50; `--containerd 2.1` runs the 2.1.9 that `scripts/install-deps` unpacks instead of the
+//! system's 1.7, with the version 3 config).
 
 #[path = "peer/go_shim.rs"]
 mod go_shim;
@@ -21,7 +23,7 @@ mod runtime {
     }
 }
 
-use integration::containerd::{CRI_NAMESPACE, Containerd, ContainerdConfig, Runtime};
+use integration::containerd::{CRI_NAMESPACE, Containerd, ContainerdConfig, Runtime, Version};
 use integration::image::Image;
 use runtime::v1::runtime_service_client::RuntimeServiceClient;
 use runtime::v1::*;
@@ -109,21 +111,38 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
+/// `--containerd 1.7|2.1` (or `--containerd=2.1`) among `args`; 1.7 without it.
+fn containerd_version(args: &[String]) -> Version {
+    let value = args.iter().enumerate().find_map(|(i, a)| {
+        a.strip_prefix("--containerd=")
+            .map(str::to_string)
+            .or_else(|| (a == "--containerd").then(|| args.get(i + 1).cloned().unwrap_or_default()))
+    });
+    match value.map(|v| v.parse::<Version>()) {
+        None => Version::V1_7,
+        Some(Ok(version)) => version,
+        Some(Err(e)) => {
+            eprintln!("cri bench: {e}");
+            std::process::exit(2);
+        }
+    }
+}
+
 fn main() {
-    let n: usize = std::env::args()
-        .skip(1)
-        .find_map(|a| a.parse().ok())
-        .unwrap_or(50);
-    let mut needs = integration::containerd::NEEDS.to_vec();
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let n: usize = args.iter().find_map(|a| a.parse().ok()).unwrap_or(50);
+    let version = containerd_version(&args);
+    let mut needs = version.needs().to_vec();
     needs.extend([integration::Need::Btf, integration::Need::Bpffs]);
     if integration::require(&needs).is_none() {
-        eprintln!("cri bench: needs root, containerd 1.7 and runc; skipped");
+        eprintln!("cri bench: needs root, {version} and runc; skipped");
         return;
     }
     rustix::process::set_child_subreaper(rustix::process::Pid::from_raw(1)).unwrap();
     let shimless = Shimless::new("").cleans(CRI_NAMESPACE);
     let containerd = Containerd::start(
         ContainerdConfig::new()
+            .version(version)
             .cri(PAUSE)
             .runtime(
                 Runtime::new("unified", "io.containerd.runc.v2")
@@ -144,7 +163,7 @@ fn main() {
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     println!(
-        "{n} pods per runtime, interleaved; {cores} cores; load average before: {}",
+        "{version}: {n} pods per runtime, interleaved; {cores} cores; load average before: {}",
         load.split_whitespace()
             .take(3)
             .collect::<Vec<_>>()

@@ -17,7 +17,7 @@
 /// The `containerd.*` protobuf packages.
 #[allow(missing_docs)] // generated code: containerd's API reference documents it
 pub mod containerd {
-    /// Package `containerd.types`: mounts.
+    /// Package `containerd.types`: mounts, and the `RuntimeInfo` a shim prints for `-info`.
     pub mod types {
         include!(concat!(env!("OUT_DIR"), "/containerd.types.rs"));
     }
@@ -67,6 +67,21 @@ pub mod containerd {
                 include!(concat!(
                     env!("OUT_DIR"),
                     "/containerd.services.version.v1.rs"
+                ));
+            }
+        }
+    }
+
+    /// Package `containerd.runtime`.
+    pub mod runtime {
+        /// Package `containerd.runtime.bootstrap`.
+        pub mod bootstrap {
+            /// Package `containerd.runtime.bootstrap.v1`: what containerd 2.3+ writes on
+            /// `start`'s stdin (`BootstrapParams`) and may read back (`BootstrapResult`).
+            pub mod v1 {
+                include!(concat!(
+                    env!("OUT_DIR"),
+                    "/containerd.runtime.bootstrap.v1.rs"
                 ));
             }
         }

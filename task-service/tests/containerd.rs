@@ -1,7 +1,12 @@
-//! shimless under a real containerd 1.7 (private, started by the test), driven with `ctr` as a
+//! shimless under a real containerd (private, started by the test), driven with `ctr` as a
 //! user would: `--runtime io.containerd.shimless.v2` finds `containerd-shim-shimless-v2` on
 //! containerd's PATH, or `--runtime <path of the binary>` (the seed's `runtime_path` form).
 //! containerd talks ttrpc to the front (the default) and, in the `_over_grpc` tests, gRPC.
+//!
+//! Most tests run against both containerd 1.7 and 2.1 (`<test>::containerd_1_7`,
+//! `<test>::containerd_2_1`); gRPC toward containerd runs on 1.7 only, and 2.1 is shown to be
+//! refused at `start` naming the option; `-info` is checked against 2.1's
+//! `ctr plugins inspect-runtime` and the stock shim's own `-info`.
 //!
 //! - every `ctr` flow: attached with stdout captured, `-t`, `--rm` with the exit code,
 //!   detached, `task exec`, `kill -s`, `pause`/`resume`, `ps`, `metrics`, `rm`;
@@ -14,12 +19,14 @@
 //! - runtime options (`containerd.runc.v1.Options`): `BinaryName` picks the runtime binary,
 //!   `SystemdCgroup` without systemd is refused with a message naming it.
 
-use integration::containerd::{Containerd, ContainerdConfig, NEEDS};
+use integration::containerd::{Containerd, ContainerdConfig, Version};
 use integration::image::Image;
 use integration::{Need, require};
+use prost::Message;
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
+use task_service::api::containerd::types::RuntimeInfo;
 
 mod common;
 use common::shimless::Shimless;
@@ -36,14 +43,22 @@ struct Rig {
 }
 
 impl Rig {
-    fn new(ns: &str, shimless_extra: &str) -> Option<Rig> {
-        Rig::with(ns, shimless_extra, ContainerdConfig::new())
+    fn new(version: Version, ns: &str, shimless_extra: &str) -> Option<Rig> {
+        Rig::with(ns, shimless_extra, ContainerdConfig::new().version(version))
     }
 
+    /// `ns` gets the version's suffix (`-2.1`): cgroups are keyed by namespace and ID on the
+    /// host, and the tests of both versions run at once.
     fn with(ns: &str, shimless_extra: &str, config: ContainerdConfig) -> Option<Rig> {
-        let mut needs = NEEDS.to_vec();
+        let version = config.containerd_version();
+        let mut needs = version.needs().to_vec();
         needs.extend([Need::Btf, Need::Bpffs]);
         require(&needs)?;
+        let ns = match version {
+            Version::V1_7 => ns.to_string(),
+            other => format!("{ns}-{}", other.label()),
+        };
+        let ns = ns.as_str();
         rustix::process::set_child_subreaper(rustix::process::Pid::from_raw(1)).unwrap();
         let shimless = Shimless::new(shimless_extra).cleans(ns);
         let containerd = Containerd::start(
@@ -65,6 +80,10 @@ impl Rig {
 
     fn ctr(&self) -> Command {
         self.containerd.ctr(&self.ns)
+    }
+
+    fn version(&self) -> Version {
+        self.containerd.config().containerd_version()
     }
 
     /// `ctr <args>`, which must succeed; its stdout.
@@ -196,20 +215,65 @@ impl Triggers {
     }
 }
 
+/// Each test once per containerd: `<name>::containerd_1_7` and `<name>::containerd_2_1`.
+macro_rules! on_both {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            use integration::containerd::Version;
+            #[test]
+            fn containerd_1_7() {
+                super::$name(Version::V1_7)
+            }
+            #[test]
+            fn containerd_2_1() {
+                super::$name(Version::V2_1)
+            }
+        }
+    )*};
+}
+
+on_both!(
+    ctr_runs_containers_through_shimless_in_every_way,
+    twenty_containers_add_no_process_and_stock_containers_keep_working_beside,
+    kill_9_of_the_daemon_with_20_running_is_invisible_to_containerd,
+    a_restarted_containerd_reconnects_and_learns_an_exit_that_happened_meanwhile,
+    runtime_options_pick_the_runtime_binary_and_refuse_what_cannot_be_honoured,
+);
+
+fn ctr_runs_containers_through_shimless_in_every_way(version: Version) {
+    let Some(rig) = Rig::new(version, "shimless-ctr", "") else {
+        return;
+    };
+    every_ctr_flow(&rig);
+}
+
+/// gRPC toward containerd works with 1.7 only: containerd 2.x's gRPC client to a shim starts
+/// idle, and 2.x takes an idle connection for a dead shim (see the 2.1 test below).
 #[test]
-fn ctr_runs_containers_through_shimless_in_every_way() {
-    let Some(rig) = Rig::new("shimless-ctr", "") else {
+fn ctr_runs_containers_through_shimless_in_every_way_over_grpc() {
+    let grpc = "containerd_protocol = \"grpc\"";
+    let Some(rig) = Rig::new(Version::V1_7, "shimless-ctr-grpc", grpc) else {
         return;
     };
     every_ctr_flow(&rig);
 }
 
 #[test]
-fn ctr_runs_containers_through_shimless_in_every_way_over_grpc() {
-    let Some(rig) = Rig::new("shimless-ctr-grpc", "containerd_protocol = \"grpc\"") else {
+fn grpc_toward_containerd_2_1_is_refused_at_start_naming_the_option() {
+    let grpc = "containerd_protocol = \"grpc\"";
+    let Some(rig) = Rig::new(Version::V2_1, "shimless-grpc-2", grpc) else {
         return;
     };
-    every_ctr_flow(&rig);
+    let out = rig.run(&["--rm"], "hello", &["echo", "hello"]);
+    assert!(!out.status.success(), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("containerd_protocol = \"grpc\"") && err.contains("\"ttrpc\""),
+        "{err}"
+    );
+    assert!(rig.tasks().is_empty(), "{:?}", rig.tasks());
+    // Refused before anything started: no daemon serves a container it would have lost.
+    assert!(rig.shimless.processes("shimlessd").is_empty());
 }
 
 fn every_ctr_flow(rig: &Rig) {
@@ -236,7 +300,8 @@ fn every_ctr_flow(rig: &Rig) {
 
     // -t: ctr needs a terminal of its own, which `script` gives it.
     let ctr_line = format!(
-        "ctr --address {} -n {} run -t --rm --runtime {SHIMLESS} {BUSYBOX} tty sh -c 'tty; echo on-a-tty'",
+        "{} --address {} -n {} run -t --rm --runtime {SHIMLESS} {BUSYBOX} tty sh -c 'tty; echo on-a-tty'",
+        rig.version().program("ctr").display(),
         rig.containerd.socket().display(),
         rig.ns
     );
@@ -308,9 +373,8 @@ fn every_ctr_flow(rig: &Rig) {
     assert!(rig.tasks().is_empty(), "{:?}", rig.tasks());
 }
 
-#[test]
-fn twenty_containers_add_no_process_and_stock_containers_keep_working_beside() {
-    let Some(rig) = Rig::new("shimless-count", "") else {
+fn twenty_containers_add_no_process_and_stock_containers_keep_working_beside(version: Version) {
+    let Some(rig) = Rig::new(version, "shimless-count", "") else {
         return;
     };
     let out = rig.run(&["-d"], "c00", &["sleep", "100000"]);
@@ -352,10 +416,9 @@ fn twenty_containers_add_no_process_and_stock_containers_keep_working_beside() {
     assert_eq!(String::from_utf8_lossy(&out.stdout), "stock\n");
 }
 
-#[test]
-fn kill_9_of_the_daemon_with_20_running_is_invisible_to_containerd() {
+fn kill_9_of_the_daemon_with_20_running_is_invisible_to_containerd(version: Version) {
     // The front starts the daemon again 3 s after it dies: exits happen in between.
-    let Some(rig) = Rig::new("shimless-kill9", "restart_delay_ms = 3000") else {
+    let Some(rig) = Rig::new(version, "shimless-kill9", "restart_delay_ms = 3000") else {
         return;
     };
     kill_9_with_20_running(&rig);
@@ -364,7 +427,7 @@ fn kill_9_of_the_daemon_with_20_running_is_invisible_to_containerd() {
 #[test]
 fn kill_9_of_the_daemon_with_20_running_is_invisible_to_containerd_over_grpc() {
     let extra = "restart_delay_ms = 3000\ncontainerd_protocol = \"grpc\"";
-    let Some(rig) = Rig::new("shimless-kill9-grpc", extra) else {
+    let Some(rig) = Rig::new(Version::V1_7, "shimless-kill9-grpc", extra) else {
         return;
     };
     kill_9_with_20_running(&rig);
@@ -448,10 +511,9 @@ fn kill_9_with_20_running(rig: &Rig) {
     );
 }
 
-#[test]
-fn a_restarted_containerd_reconnects_and_learns_an_exit_that_happened_meanwhile() {
+fn a_restarted_containerd_reconnects_and_learns_an_exit_that_happened_meanwhile(version: Version) {
     // At trace level containerd logs every event forwarded to it.
-    let config = ContainerdConfig::new().log_level("trace");
+    let config = ContainerdConfig::new().version(version).log_level("trace");
     let Some(mut rig) = Rig::with("shimless-ctrd-restart", "", config) else {
         return;
     };
@@ -494,8 +556,7 @@ fn a_restarted_containerd_reconnects_and_learns_an_exit_that_happened_meanwhile(
     assert_eq!(String::from_utf8_lossy(&out.stdout), "still here\n");
 }
 
-#[test]
-fn runtime_options_pick_the_runtime_binary_and_refuse_what_cannot_be_honoured() {
+fn runtime_options_pick_the_runtime_binary_and_refuse_what_cannot_be_honoured(version: Version) {
     // The seed's configuration registers shimless with `runtime_type = "io.containerd.runc.v2"`
     // and a `runtime_path`, so containerd hands it `containerd.runc.v1.Options`. `ctr` sets
     // those options only for that runtime name, so here containerd finds shimless under the
@@ -506,7 +567,9 @@ fn runtime_options_pick_the_runtime_binary_and_refuse_what_cannot_be_honoured() 
         alias.path().join("containerd-shim-runc-v2"),
     )
     .unwrap();
-    let config = ContainerdConfig::new().path_prepend(alias.path());
+    let config = ContainerdConfig::new()
+        .version(version)
+        .path_prepend(alias.path());
     let Some(rig) = Rig::with("shimless-options", "", config) else {
         return;
     };
@@ -576,4 +639,88 @@ fn runtime_options_pick_the_runtime_binary_and_refuse_what_cannot_be_honoured() 
             rig.tasks()
         );
     }
+}
+
+#[test]
+fn info_answers_containerd_2_1_as_the_runc_shim_does() {
+    let Some(rig) = Rig::new(Version::V2_1, "shimless-info", "") else {
+        return;
+    };
+    // containerd runs `<runtime> -info` with the options on stdin and decodes the answer.
+    let inspect = |runtime: &str, extra: &[&str]| -> serde_json::Value {
+        let out = rig.ok(
+            &[&["plugins", "inspect-runtime", "--runtime", runtime], extra]
+                .concat()
+                .iter()
+                .map(|s| &**s)
+                .collect::<Vec<_>>(),
+        );
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"))
+    };
+    let shim = Shimless::bin_dir().join("containerd-shim-shimless-v2");
+    let shim = shim.to_str().unwrap();
+    let ours = inspect(shim, &[]);
+    let stock = inspect("io.containerd.runc.v2", &[]);
+    assert_eq!(ours["Name"], "io.containerd.shimless.v2", "{ours}");
+    assert_eq!(stock["Name"], "io.containerd.runc.v2", "{stock}");
+    assert_eq!(
+        ours["Version"]["Version"],
+        env!("CARGO_PKG_VERSION"),
+        "{ours}"
+    );
+    // The same `runc features`, decoded by containerd from both.
+    assert!(ours["Features"]["ociVersionMax"].is_string(), "{ours}");
+    assert_eq!(ours["Features"], stock["Features"]);
+    // Options, as containerd passes them (an encoded Any on stdin): read and given back, as
+    // the stock shim does; crun 1.8 has no `features` command, and both still answer.
+    for binary in ["runc", "crun"] {
+        let options = prost_types::Any {
+            type_url: "containerd.runc.v1.Options".into(),
+            value: task_service::api::containerd::runc::v1::Options {
+                binary_name: binary.into(),
+                ..Default::default()
+            }
+            .encode_to_vec(),
+        };
+        let stock =
+            integration::containerd::CONTAINERD_2_1_BIN.to_string() + "/containerd-shim-runc-v2";
+        let [ours, stock] = [shim, stock.as_str()].map(|program| {
+            let mut child = Command::new(program)
+                .arg("-info")
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap();
+            std::io::Write::write_all(&mut child.stdin.take().unwrap(), &options.encode_to_vec())
+                .unwrap();
+            let out = child.wait_with_output().unwrap();
+            assert!(out.status.success(), "{program} -info: {out:?}");
+            RuntimeInfo::decode(out.stdout.as_slice()).unwrap()
+        });
+        assert_eq!(ours.options, Some(options.clone()), "{binary}");
+        assert_eq!(
+            stock.options.as_ref().map(|o| &o.value),
+            Some(&options.value)
+        );
+        let features = |info: &RuntimeInfo| {
+            info.features.as_ref().map(|any| {
+                let doc: serde_json::Value = serde_json::from_slice(&any.value).unwrap();
+                (any.type_url.clone(), doc)
+            })
+        };
+        assert_eq!(features(&ours), features(&stock), "{binary}");
+        assert_eq!(
+            features(&ours).is_some(),
+            binary == "runc" || crun_has_features()
+        );
+    }
+}
+
+/// Whether this machine's crun answers `crun features` (1.9 and later).
+fn crun_has_features() -> bool {
+    Command::new("crun")
+        .arg("features")
+        .output()
+        .is_ok_and(|o| o.status.success())
 }

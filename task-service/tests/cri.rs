@@ -1,4 +1,4 @@
-//! shimless under containerd 1.7's CRI plugin, driven the way kubelet drives it: the tests play
+//! shimless under containerd's CRI plugin (1.7 and 2.1), driven the way kubelet drives it: the tests play
 //! kubelet over CRI (`runtime.v1`, compiled from `proto/k8s/cri/runtime_v1.proto` and spoken
 //! over our own HTTP/2-on-smol channel) against a private containerd whose CRI knows shimless as
 //! the runtime handler `unified`, configured exactly as the seed writes it
@@ -13,13 +13,19 @@
 //!   pods of the default runtime (the stock runc shim) run beside them;
 //! - a handler whose options say `SystemdCgroup = true` on this machine (no systemd as init):
 //!   RunPodSandbox fails naming SystemdCgroup;
-//! - a container over its memory limit is reported `OOMKilled`;
+//! - a container over its memory limit is reported `OOMKilled`, and containerd's own event stream
+//!   (`ctr events`) shows its create, start, oom, exit and delete, once each;
 //! - a container that exits at the moment its pod is stopped, 50 times (10 times on the stock
 //!   runc shim, the reference): `StopPodSandbox` always succeeds (shimless answers a `Kill` of
 //!   an exited process `NOT_FOUND`, and the reply before the exit), and containerd never logs a
 //!   reply on an inactive stream.
+//! - a node upgraded in place from containerd 1.7 to 2.1 (20 tasks, three of them CRI pods,
+//!   four exiting while no containerd runs) keeps every task, manageable, with true exit codes.
+//!
+//! Every other test runs against containerd 1.7 and 2.1 (`<test>::containerd_1_7`, `::containerd_2_1`):
+//! 2.x starts a pod's app containers without `<shim> start`, reusing the sandbox's bootstrap.
 
-use integration::containerd::{CRI_NAMESPACE, Containerd, ContainerdConfig, NEEDS, Runtime};
+use integration::containerd::{CRI_NAMESPACE, Containerd, ContainerdConfig, Runtime, Version};
 use integration::image::Image;
 use integration::{Need, require};
 use std::path::{Path, PathBuf};
@@ -62,15 +68,24 @@ struct Rig {
 }
 
 impl Rig {
-    fn new() -> Option<Rig> {
-        let mut needs = NEEDS.to_vec();
+    fn new(version: Version) -> Option<Rig> {
+        Rig::with_namespaces(version, &[])
+    }
+
+    /// Also cleans what shimless's runtime keeps for containers of `namespaces` (`ctr`'s).
+    fn with_namespaces(version: Version, namespaces: &[&str]) -> Option<Rig> {
+        let mut needs = version.needs().to_vec();
         needs.extend([Need::Btf, Need::Bpffs]);
         require(&needs)?;
         rustix::process::set_child_subreaper(rustix::process::Pid::from_raw(1)).unwrap();
-        let shimless = Shimless::new("").cleans(CRI_NAMESPACE);
+        let mut shimless = Shimless::new("").cleans(CRI_NAMESPACE);
+        for ns in namespaces {
+            shimless = shimless.cleans(ns);
+        }
         let shim = Shimless::bin_dir().join("containerd-shim-shimless-v2");
         let containerd = Containerd::start(
             ContainerdConfig::new()
+                .version(version)
                 .cri(PAUSE)
                 .runtime(
                     Runtime::new(UNIFIED, "io.containerd.runc.v2")
@@ -346,6 +361,71 @@ async fn wait_log(rig: &Rig, path: &Path, want: &str) -> Vec<String> {
     }
 }
 
+/// containerd's own event stream (`ctr -n k8s.io events`), recorded to a file until dropped.
+struct Events {
+    child: std::process::Child,
+    path: PathBuf,
+}
+
+impl Events {
+    fn record(rig: &Rig) -> Events {
+        Events::record_in(rig, CRI_NAMESPACE)
+    }
+
+    fn record_in(rig: &Rig, ns: &str) -> Events {
+        let path = rig.logs.path().join(format!("events-{ns}"));
+        let file = std::fs::File::create(&path).unwrap();
+        let child = rig
+            .containerd
+            .ctr(ns)
+            .arg("events")
+            .stdout(file)
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        // `ctr events` subscribes as it starts; give it that moment.
+        std::thread::sleep(Duration::from_millis(300));
+        Events { child, path }
+    }
+
+    /// The task topics (`/tasks/exit`, ...) containerd published for container `id`, in order.
+    fn topics_of(&self, id: &str) -> Vec<String> {
+        let needle = format!("\"container_id\":\"{id}\"");
+        std::fs::read_to_string(&self.path)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains(&needle))
+            .filter_map(|l| l.split_whitespace().find(|f| f.starts_with("/tasks/")))
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// Waits (bounded) until `id` has all of `want` among its topics; returns them.
+    async fn wait_topics(&self, rig: &Rig, id: &str, want: &[&str]) -> Vec<String> {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let topics = self.topics_of(id);
+            if want.iter().all(|w| topics.iter().any(|t| t == w)) {
+                return topics;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "containerd's events for {id}: {topics:?}, want {want:?}\nall: {}\n{}",
+                std::fs::read_to_string(&self.path).unwrap_or_default(),
+                rig.logs_tail()
+            );
+            async_io::Timer::after(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for Events {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// The command lines of this containerd's stock runc shims.
 fn runc_shims(rig: &Rig) -> Vec<String> {
     rig.containerd
@@ -361,9 +441,33 @@ fn runc_shims(rig: &Rig) -> Vec<String> {
         .collect()
 }
 
-#[test]
-fn one_pod_through_cri_like_kubelet_with_runtime_class_unified() {
-    let Some(rig) = Rig::new() else {
+/// Each test once per containerd: `<name>::containerd_1_7` and `<name>::containerd_2_1`.
+macro_rules! on_both {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            use integration::containerd::Version;
+            #[test]
+            fn containerd_1_7() {
+                super::$name(Version::V1_7)
+            }
+            #[test]
+            fn containerd_2_1() {
+                super::$name(Version::V2_1)
+            }
+        }
+    )*};
+}
+
+on_both!(
+    one_pod_through_cri_like_kubelet_with_runtime_class_unified,
+    ten_pods_add_no_shim_and_default_runtime_pods_work_beside,
+    systemd_cgroup_without_systemd_fails_the_sandbox_naming_it,
+    a_container_over_its_memory_limit_is_reported_oom_killed,
+    stop_pod_sandbox_succeeds_when_its_container_exits_at_that_moment_fifty_times,
+);
+
+fn one_pod_through_cri_like_kubelet_with_runtime_class_unified(version: Version) {
+    let Some(rig) = Rig::new(version) else {
         return;
     };
     smol::block_on(async {
@@ -508,9 +612,8 @@ fn one_pod_through_cri_like_kubelet_with_runtime_class_unified() {
     });
 }
 
-#[test]
-fn ten_pods_add_no_shim_and_default_runtime_pods_work_beside() {
-    let Some(rig) = Rig::new() else {
+fn ten_pods_add_no_shim_and_default_runtime_pods_work_beside(version: Version) {
+    let Some(rig) = Rig::new(version) else {
         return;
     };
     smol::block_on(async {
@@ -599,13 +702,12 @@ fn ten_pods_add_no_shim_and_default_runtime_pods_work_beside() {
     });
 }
 
-#[test]
-fn systemd_cgroup_without_systemd_fails_the_sandbox_naming_it() {
+fn systemd_cgroup_without_systemd_fails_the_sandbox_naming_it(version: Version) {
     if task_service::options::host_has_systemd() {
         eprintln!("systemd runs this machine: SystemdCgroup = true is honoured, nothing to refuse");
         return;
     }
-    let Some(rig) = Rig::new() else {
+    let Some(rig) = Rig::new(version) else {
         return;
     };
     smol::block_on(async {
@@ -630,11 +732,11 @@ fn systemd_cgroup_without_systemd_fails_the_sandbox_naming_it() {
     });
 }
 
-#[test]
-fn a_container_over_its_memory_limit_is_reported_oom_killed() {
-    let Some(rig) = Rig::new() else {
+fn a_container_over_its_memory_limit_is_reported_oom_killed(version: Version) {
+    let Some(rig) = Rig::new(version) else {
         return;
     };
+    let events = Events::record(&rig);
     smol::block_on(async {
         let mut cri = rig.cri().await;
         let config = rig.pod_config("oom");
@@ -670,6 +772,31 @@ fn a_container_over_its_memory_limit_is_reported_oom_killed() {
             log_messages(&log, "stdout")
         );
         assert_eq!(log_messages(&log, "stdout"), ["filling"]);
+
+        // Every event of the app container reached containerd's own stream (containerd 2.x
+        // created it without `start`, reusing the sandbox's bootstrap), once each.
+        cri.remove_container(RemoveContainerRequest {
+            container_id: id.clone(),
+        })
+        .await
+        .expect("RemoveContainer");
+        let all = [
+            "/tasks/create",
+            "/tasks/start",
+            "/tasks/oom",
+            "/tasks/exit",
+            "/tasks/delete",
+        ];
+        let topics = events.wait_topics(&rig, &id, &all).await;
+        for topic in all {
+            let n = topics.iter().filter(|t| *t == topic).count();
+            assert_eq!(n, 1, "{topic} in {topics:?}");
+        }
+        let order: Vec<usize> = all
+            .iter()
+            .map(|w| topics.iter().position(|t| t == w).unwrap())
+            .collect();
+        assert!(order.windows(2).all(|w| w[0] < w[1]), "{topics:?}");
     });
 }
 
@@ -757,9 +884,8 @@ async fn stop_pods_as_their_containers_exit(
     failures
 }
 
-#[test]
-fn stop_pod_sandbox_succeeds_when_its_container_exits_at_that_moment_fifty_times() {
-    let Some(rig) = Rig::new() else {
+fn stop_pod_sandbox_succeeds_when_its_container_exits_at_that_moment_fifty_times(version: Version) {
+    let Some(rig) = Rig::new(version) else {
         return;
     };
     smol::block_on(async {
@@ -786,4 +912,251 @@ fn stop_pod_sandbox_succeeds_when_its_container_exits_at_that_moment_fifty_times
         Vec::<&str>::new(),
         "containerd dropped replies (a Wait given up early)"
     );
+}
+
+/// The command of a container that waits for `/trigger/<name>` and exits with the code in it.
+fn triggered(name: &str) -> Vec<String> {
+    vec![
+        "sh".into(),
+        "-c".into(),
+        format!("while [ ! -s /trigger/{name} ]; do sleep 0.05; done; exit $(cat /trigger/{name})"),
+    ]
+}
+
+/// Writes `code` into `dir/<name>` at once (a rename), which makes that container exit.
+fn fire(dir: &Path, name: &str, code: u8) {
+    let tmp = dir.join(format!(".{name}"));
+    std::fs::write(&tmp, format!("{code}\n")).unwrap();
+    std::fs::rename(tmp, dir.join(name)).unwrap();
+}
+
+/// `ctr task ls` of `ns`: container ID to PID.
+fn task_pids(rig: &Rig, ns: &str) -> std::collections::HashMap<String, u32> {
+    rig.containerd
+        .ctr_ok(ns, &["task", "ls"])
+        .unwrap()
+        .lines()
+        .skip(1)
+        .filter_map(|l| {
+            let mut f = l.split_whitespace();
+            Some((f.next()?.to_string(), f.next()?.parse().ok()?))
+        })
+        .collect()
+}
+
+/// Waits (bounded) until `ns`'s tasks satisfy `check`.
+fn wait_tasks(
+    rig: &Rig,
+    ns: &str,
+    what: &str,
+    check: impl Fn(&std::collections::HashMap<String, String>) -> bool,
+) {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let tasks = rig.containerd.tasks(ns).unwrap_or_default();
+        if check(&tasks) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what}: {tasks:?}\n{}",
+            rig.logs_tail()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A node upgraded in place from containerd 1.7 to 2.1 keeps its containers: 20 tasks (three
+/// CRI pods, each a sandbox and a container, and 14 `ctr` containers) run under 1.7; it stops;
+/// four exit while no containerd runs; 2.1.9 starts on the same root and state. Every task is
+/// still there and manageable, and the four exits are reported with their true codes.
+#[test]
+fn upgrading_containerd_from_1_7_to_2_1_keeps_every_container() {
+    const NS: &str = "shimless-upgrade";
+    if integration::require(Version::V2_1.needs()).is_none() {
+        return;
+    }
+    let Some(mut rig) = Rig::with_namespaces(Version::V1_7, &[NS]) else {
+        return;
+    };
+    let triggers = tempfile::tempdir().unwrap();
+    let trigger_mount = format!(
+        "type=bind,src={},dst=/trigger,options=rbind:rw",
+        triggers.path().display()
+    );
+    let image = Image::busybox(BUSYBOX)
+        .write_tar(&rig.containerd.dir().join("busybox-ctr.tar"))
+        .unwrap();
+    rig.containerd.import(NS, image.path()).unwrap();
+    let ctr_ids: Vec<String> = (0..14).map(|i| format!("u{i:02}")).collect();
+    for id in &ctr_ids {
+        let mut args = vec!["run", "-d", "--runtime", "io.containerd.shimless.v2"];
+        args.extend(["--mount", &trigger_mount, BUSYBOX, id]);
+        let cmd = triggered(id);
+        args.extend(cmd.iter().map(String::as_str));
+        rig.containerd.ctr_ok(NS, &args).unwrap();
+    }
+    let pods: Vec<Pod> = smol::block_on(async {
+        let mut cri = rig.cri().await;
+        let mut pods = Vec::new();
+        for i in 0..3 {
+            let name = format!("up-{i}");
+            let config = rig.pod_config(&name);
+            let id = run_pod(&mut cri, config.clone(), UNIFIED).await.unwrap();
+            let mut container = Rig::container_config(&name, &[]);
+            container.command = triggered(&name);
+            container.mounts = vec![Mount {
+                container_path: "/trigger".into(),
+                host_path: triggers.path().display().to_string(),
+                readonly: false,
+            }];
+            let container = create_container(&mut cri, &id, &config, container).await;
+            start_container(&mut cri, &container).await;
+            wait_state(&rig, &mut cri, &container, ContainerState::ContainerRunning).await;
+            pods.push(Pod {
+                id,
+                config,
+                container,
+            });
+        }
+        pods
+    });
+    let mut pids = task_pids(&rig, NS);
+    pids.extend(task_pids(&rig, CRI_NAMESPACE));
+    assert_eq!(pids.len(), 20, "{pids:?}");
+
+    // containerd 1.7 stops; four exit while no containerd runs.
+    rig.containerd.stop_daemon();
+    for (i, id) in ctr_ids.iter().take(3).enumerate() {
+        fire(triggers.path(), id, 31 + i as u8);
+    }
+    fire(triggers.path(), "up-0", 34);
+    let gone = [&ctr_ids[0], &ctr_ids[1], &ctr_ids[2], &pods[0].container];
+    let deadline = Instant::now() + PATIENCE;
+    while gone.iter().any(|id| common::alive(pids[*id])) {
+        assert!(Instant::now() < deadline, "the four did not exit");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    rig.containerd
+        .upgrade(Version::V2_1)
+        .expect("containerd 2.1 on 1.7's root and state");
+    let version = rig.containerd.ctr_ok("default", &["version"]).unwrap();
+    assert!(version.contains("2.1."), "{version}");
+
+    // The ctr containers: 11 running, the 3 with their true codes, all manageable.
+    wait_tasks(&rig, NS, "11 running, 3 stopped", |t| {
+        t.len() == 14
+            && t.values().filter(|s| *s == "RUNNING").count() == 11
+            && t.values().filter(|s| *s == "STOPPED").count() == 3
+    });
+    for (i, id) in ctr_ids.iter().take(3).enumerate() {
+        let out = rig
+            .containerd
+            .ctr(NS)
+            .args(["task", "rm", id])
+            .output()
+            .unwrap();
+        let warned = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            warned.contains(&format!("exit code {}", 31 + i)),
+            "{id}: {out:?}"
+        );
+    }
+    let out = rig
+        .containerd
+        .ctr(NS)
+        .args(["task", "exec", "--exec-id", "after", &ctr_ids[5]])
+        .args(["sh", "-c", "echo upgraded; exit 6"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        (out.status.code(), &*String::from_utf8_lossy(&out.stdout)),
+        (Some(6), "upgraded\n"),
+        "{out:?}"
+    );
+    let events = Events::record_in(&rig, NS);
+    fire(triggers.path(), &ctr_ids[6], 46);
+    wait_tasks(&rig, NS, "u06 stops", |t| {
+        t.get(&ctr_ids[6]).map(String::as_str) == Some("STOPPED")
+    });
+    let out = rig
+        .containerd
+        .ctr(NS)
+        .args(["task", "rm", &ctr_ids[6]])
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("exit code 46"),
+        "{out:?}"
+    );
+    // Its events reach 2.1's own stream: shimless forwards to the containerd now on the socket.
+    smol::block_on(events.wait_topics(&rig, &ctr_ids[6], &["/tasks/exit", "/tasks/delete"]));
+    let exits: Vec<String> = std::fs::read_to_string(&events.path)
+        .unwrap()
+        .lines()
+        .filter(|l| l.contains("/tasks/exit"))
+        .map(str::to_string)
+        .collect();
+    assert!(
+        exits.len() == 1 && exits[0].contains("\"exit_status\":46"),
+        "{exits:?}"
+    );
+
+    // The pods: the one that exited meanwhile with its code, the others running and served.
+    smol::block_on(async {
+        let mut cri = rig.cri().await;
+        let status = wait_state(
+            &rig,
+            &mut cri,
+            &pods[0].container,
+            ContainerState::ContainerExited,
+        )
+        .await;
+        assert_eq!(status.exit_code, 34, "{status:?}");
+        for pod in &pods[1..] {
+            let status = container_status(&mut cri, &pod.container).await;
+            assert_eq!(status.state, ContainerState::ContainerRunning as i32);
+        }
+        let exec = cri
+            .exec_sync(ExecSyncRequest {
+                container_id: pods[1].container.clone(),
+                cmd: vec!["sh".into(), "-c".into(), "echo pod; exit 2".into()],
+                timeout: 30,
+            })
+            .await
+            .expect("ExecSync after the upgrade")
+            .into_inner();
+        assert_eq!((exec.exit_code, exec.stdout.as_slice()), (2, &b"pod\n"[..]));
+        fire(triggers.path(), "up-1", 35);
+        let status = wait_state(
+            &rig,
+            &mut cri,
+            &pods[1].container,
+            ContainerState::ContainerExited,
+        )
+        .await;
+        assert_eq!(status.exit_code, 35, "{status:?}");
+        for pod in &pods {
+            remove_pod(&mut cri, pod).await;
+        }
+        // A new pod under 2.1 beside the old ones.
+        let fresh = start_pod(
+            &rig,
+            &mut cri,
+            UNIFIED,
+            "after-upgrade",
+            &["sleep", "100000"],
+        )
+        .await;
+        wait_state(
+            &rig,
+            &mut cri,
+            &fresh.container,
+            ContainerState::ContainerRunning,
+        )
+        .await;
+        remove_pod(&mut cri, &fresh).await;
+    });
+    assert!(rig.containerd.tasks(CRI_NAMESPACE).unwrap().is_empty());
 }

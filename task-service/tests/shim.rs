@@ -6,12 +6,18 @@
 //!   bundle;
 //! - `delete` of a running container kills and deletes it and prints a `DeleteResponse` with
 //!   137; of an unknown container, prints 137 and touches nothing;
-//! - bad command lines exit 1 naming what is wrong.
+//! - bad command lines exit 1 naming what is wrong;
+//! - `start` as containerd 2.3 runs it (an encoded `BootstrapParams` on stdin) answers an
+//!   encoded `BootstrapResult`; with the older stdin (the options `Any`) it answers JSON; with
+//!   `containerd_protocol = "grpc"` toward 2.x it is refused naming the option.
 
 use integration::bundle::Bundle;
 use prost::Message;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use task_service::api::containerd::runtime::bootstrap::v1::{
+    BootstrapParams, BootstrapResult, Extension,
+};
 use task_service::api::containerd::task::v3::DeleteResponse;
 
 mod common;
@@ -257,4 +263,113 @@ fn delete_without_front_or_daemon_cleans_up_with_the_runtime_directly() {
         assert!(std::time::Instant::now() < deadline, "{pid} still runs");
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
+}
+
+/// Runs the shim as containerd 2.3's `shim.Command` does for `start`: its flags, its
+/// environment, the bundle as working directory, an encoded `BootstrapParams` on stdin, and
+/// stdout and stderr read together as the answer.
+fn start_as_containerd_2_3(shimless: &Shimless, bundle: &Path, id: &str, stdin: &[u8]) -> Output {
+    use std::io::Write;
+    let grpc = "/run/containerd-2.3/containerd.sock";
+    let ttrpc = "/run/containerd-2.3/containerd.sock.ttrpc";
+    let mut child = Command::new(SHIM)
+        .args(["-namespace", NS, "-address", grpc, "-publish-binary"])
+        .args(["/usr/bin/containerd", "-id", id, "start"])
+        .current_dir(bundle)
+        .env("SHIMLESS_CONFIG", shimless.config())
+        .env("GOMAXPROCS", "2")
+        .env("MAX_SHIM_VERSION", "2")
+        .env("TTRPC_ADDRESS", ttrpc)
+        .env("GRPC_ADDRESS", grpc)
+        .env("NAMESPACE", NS)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(stdin).unwrap();
+    let mut out = child.wait_with_output().unwrap();
+    let stderr = std::mem::take(&mut out.stderr);
+    out.stdout.extend(stderr);
+    out
+}
+
+fn bootstrap_params(id: &str) -> BootstrapParams {
+    let options = prost_types::Any {
+        type_url: "containerd.runc.v1.Options".into(),
+        value: task_service::api::containerd::runc::v1::Options {
+            binary_name: "runc".into(),
+            ..Default::default()
+        }
+        .encode_to_vec(),
+    };
+    BootstrapParams {
+        instance_id: id.into(),
+        namespace: NS.into(),
+        log_level: 0,
+        containerd_version: "v2.3.0".into(),
+        containerd_ttrpc_address: "/run/containerd-2.3/containerd.sock.ttrpc".into(),
+        containerd_grpc_address: "/run/containerd-2.3/containerd.sock".into(),
+        containerd_binary: "/usr/bin/containerd".into(),
+        extensions: vec![Extension {
+            value: Some(options),
+        }],
+        socket_dir: None,
+    }
+}
+
+#[test]
+fn containerd_2_3s_bootstrap_params_get_a_bootstrap_result_and_older_forms_json() {
+    let Some(()) = common::needs_daemon() else {
+        return;
+    };
+    let setup = Setup::new();
+    let bundle = tempfile::tempdir().unwrap();
+    let params = bootstrap_params("boot23");
+    let out = start_as_containerd_2_3(
+        &setup.shimless,
+        bundle.path(),
+        "boot23",
+        &params.encode_to_vec(),
+    );
+    assert!(out.status.success(), "{out:?}");
+    // containerd 2.3 decodes the answer as a BootstrapResult first.
+    let result = BootstrapResult::decode(out.stdout.as_slice()).expect("a BootstrapResult");
+    let socket = setup
+        .front_socket()
+        .with_file_name("ns")
+        .join(format!("{NS}.ttrpc.sock"));
+    assert_eq!(
+        (
+            result.version,
+            result.address.as_str(),
+            result.protocol.as_str()
+        ),
+        (3, &*format!("unix://{}", socket.display()), "ttrpc"),
+        "{result:?}"
+    );
+    assert!(socket.exists());
+    // bootstrap.json keeps the JSON form (2.x before 2.3 reads it back, and so does 2.3).
+    let json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(bundle.path().join("bootstrap.json")).unwrap())
+            .unwrap();
+    assert_eq!(json["version"], 3);
+    assert_eq!(json["address"], result.address);
+
+    // containerd 1.7 to 2.2 write the options Any (or nothing): the answer stays JSON.
+    let older = tempfile::tempdir().unwrap();
+    let any = params.extensions[0].value.clone().unwrap();
+    let out = start_as_containerd_2_3(&setup.shimless, older.path(), "older", &any.encode_to_vec());
+    assert!(out.status.success(), "{out:?}");
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(json["protocol"], "ttrpc");
+
+    // gRPC toward containerd 2.x is refused, naming the option, before anything starts.
+    let grpc = Shimless::new("containerd_protocol = \"grpc\"");
+    let refused = tempfile::tempdir().unwrap();
+    let out = start_as_containerd_2_3(&grpc, refused.path(), "g", &params.encode_to_vec());
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("containerd_protocol = \"grpc\""), "{text}");
+    assert!(grpc.processes("shimless-front").is_empty());
 }

@@ -55,6 +55,11 @@ impl Daemon {
     ) -> Result<u32, Status> {
         let _reservation = self.reserve(&key)?;
         let (bundle, opts, opened) = prepare(&r).await?;
+        // containerd 2.x creates a pod's app containers without `start`: they inherit where
+        // the sandbox's events go (daemon/forward.rs).
+        let publishers = self.inner.publishers.clone();
+        let (ns, id, at) = (key.0.clone(), key.1.clone(), bundle.clone());
+        smol::unblock(move || publishers.adopt(&ns, &id, &at)).await;
         let runtime_root = self.runtime_root(&key.0, &opts);
         let runc = self.runc(&runtime_root, &opts)?;
         // The intent first: a daemon killed from here until the full record is saved leaves a

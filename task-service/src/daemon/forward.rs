@@ -9,6 +9,12 @@
 //! without limit), and each attempt (connect and `Forward`) has [`DEADLINE`], enforced here:
 //! a containerd that accepts and never answers costs a retry, not its whole queue forever. Registrations are kept in small files beside the state directory, so a restarted daemon
 //! still knows where each container's events go.
+//!
+//! containerd 2.x runs `<shim> start` only for a pod's sandbox: for the pod's other containers it
+//! reuses the sandbox's bootstrap (version 3), writes the sandbox's ID into the container's
+//! bundle (`sandbox`) and calls `Create` directly. [`Publishers::adopt`] gives such a container
+//! its sandbox's registration (or, failing that, the last one of its namespace), so its events
+//! reach containerd whatever path created it.
 
 use crate::api::containerd::services::events::v1 as pb;
 use crate::events::{EventBus, Received, TaskEvent};
@@ -16,6 +22,7 @@ use crate::ids::{ContainerId, Namespace};
 use crate::lock::lock;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -29,11 +36,17 @@ pub(crate) const QUEUE_EVENTS: usize = 16_384;
 /// the call's `grpc-timeout` too).
 pub(crate) const DEADLINE: Duration = Duration::from_secs(10);
 
-/// Where each container's events go, persisted as `<dir>/<namespace>/<id>` holding the address.
+/// The file, in a namespace's directory, holding the address its last `start` registered (not a
+/// valid container ID: those never begin with a dot).
+const NAMESPACE_FILE: &str = ".namespace";
+
+/// Where each container's events go, persisted as `<dir>/<namespace>/<id>` holding the address,
+/// and the last address registered in each namespace (`<dir>/<namespace>/.namespace`).
 #[derive(Debug)]
 pub(crate) struct Publishers {
     dir: PathBuf,
     map: Mutex<HashMap<Key, String>>,
+    namespaces: Mutex<HashMap<Namespace, String>>,
 }
 
 impl Publishers {
@@ -43,10 +56,14 @@ impl Publishers {
         name.push(".publishers");
         let dir = state_dir.with_file_name(name);
         let mut map = HashMap::new();
+        let mut namespaces = HashMap::new();
         for ns_entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
             let Ok(ns) = Namespace::new(ns_entry.file_name().to_string_lossy()) else {
                 continue;
             };
+            if let Ok(address) = std::fs::read_to_string(ns_entry.path().join(NAMESPACE_FILE)) {
+                namespaces.insert(ns.clone(), address);
+            }
             for entry in std::fs::read_dir(ns_entry.path())
                 .into_iter()
                 .flatten()
@@ -63,18 +80,56 @@ impl Publishers {
         Publishers {
             dir,
             map: Mutex::new(map),
+            namespaces: Mutex::new(namespaces),
         }
     }
 
-    /// Records that (`ns`, `id`)'s events go to `address` (a socket path).
+    /// Records that (`ns`, `id`)'s events go to `address` (a socket path), and that `address`
+    /// is now the namespace's containerd.
     pub fn register(&self, ns: &Namespace, id: &ContainerId, address: &str) -> std::io::Result<()> {
+        self.write(ns, id.as_str(), address)?;
+        self.write(ns, NAMESPACE_FILE, address)?;
+        lock(&self.map).insert((ns.clone(), id.clone()), address.to_string());
+        lock(&self.namespaces).insert(ns.clone(), address.to_string());
+        Ok(())
+    }
+
+    /// Gives (`ns`, `id`), which containerd is creating from `bundle`, a registration if it has
+    /// none and containerd created it without `start`: containerd 2.x then names the pod's
+    /// sandbox in the bundle's `sandbox` file, and the container's events go where the
+    /// sandbox's go (or, if the sandbox has no registration, to the namespace's last
+    /// containerd). A container with neither (one `shimlessctl` made) is left alone. Returns
+    /// the address adopted.
+    pub fn adopt(&self, ns: &Namespace, id: &ContainerId, bundle: &Path) -> Option<String> {
+        if lock(&self.map).contains_key(&(ns.clone(), id.clone())) {
+            return None;
+        }
+        let sandbox = std::fs::read_to_string(bundle.join("sandbox")).ok()?;
+        let address = self
+            .get(ns, sandbox.trim())
+            .or_else(|| lock(&self.namespaces).get(ns).cloned())?;
+        if let Err(e) = self.write(ns, id.as_str(), &address) {
+            // Still forwarded while this daemon lives; only a restart would forget it.
+            eprintln!(
+                "shimlessd: cannot save where the events of {}/{} go: {e}",
+                ns.as_str(),
+                id.as_str()
+            );
+        }
+        lock(&self.map).insert((ns.clone(), id.clone()), address.clone());
+        Some(address)
+    }
+
+    /// Writes `<dir>/<ns>/<name>` through a temporary file of its own: concurrent `start`s of
+    /// one namespace all write the namespace's file at once.
+    fn write(&self, ns: &Namespace, name: &str, address: &str) -> std::io::Result<()> {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
         let ns_dir = self.dir.join(ns.as_str());
         std::fs::create_dir_all(&ns_dir)?;
-        let tmp = ns_dir.join(format!(".{}.tmp", id.as_str()));
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let tmp = ns_dir.join(format!(".{name}.{n}.tmp"));
         std::fs::write(&tmp, address)?;
-        std::fs::rename(&tmp, ns_dir.join(id.as_str()))?;
-        lock(&self.map).insert((ns.clone(), id.clone()), address.to_string());
-        Ok(())
+        std::fs::rename(&tmp, ns_dir.join(name))
     }
 
     fn get(&self, ns: &Namespace, id: &str) -> Option<String> {
@@ -314,5 +369,94 @@ mod tests {
             "the event whose call was lost is sent again, then the next"
         );
         assert_eq!(containerd.calls.load(Ordering::SeqCst), 3);
+    }
+
+    fn key(ns: &str, id: &str) -> (Namespace, ContainerId) {
+        (Namespace::new(ns).unwrap(), ContainerId::new(id).unwrap())
+    }
+
+    #[test]
+    fn a_container_created_without_start_inherits_its_sandboxs_containerd() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state");
+        let publishers = Publishers::open(&state);
+        let (ns, sandbox) = key("k8s.io", "pause1");
+        publishers
+            .register(&ns, &sandbox, "/a/containerd.sock")
+            .unwrap();
+        let (other_ns, other) = key("elsewhere", "x");
+        publishers
+            .register(&other_ns, &other, "/b/containerd.sock")
+            .unwrap();
+
+        // containerd 2.x writes the sandbox's ID into the app container's bundle.
+        let bundle = dir.path().join("app1");
+        std::fs::create_dir_all(&bundle).unwrap();
+        std::fs::write(bundle.join("sandbox"), "pause1").unwrap();
+        let (_, app) = key("k8s.io", "app1");
+        assert_eq!(
+            publishers.adopt(&ns, &app, &bundle).as_deref(),
+            Some("/a/containerd.sock")
+        );
+        assert_eq!(
+            publishers.get(&ns, "app1").as_deref(),
+            Some("/a/containerd.sock")
+        );
+        // Once registered, adopting again changes nothing.
+        assert_eq!(publishers.adopt(&ns, &app, &bundle), None);
+
+        // A sandbox without a registration: the namespace's last containerd.
+        let orphan = dir.path().join("app2");
+        std::fs::create_dir_all(&orphan).unwrap();
+        std::fs::write(orphan.join("sandbox"), "unknown-sandbox\n").unwrap();
+        let (_, app2) = key("k8s.io", "app2");
+        assert_eq!(
+            publishers.adopt(&ns, &app2, &orphan).as_deref(),
+            Some("/a/containerd.sock")
+        );
+
+        // No `sandbox` file (shimlessctl's containers): left alone.
+        let plain = dir.path().join("plain");
+        std::fs::create_dir_all(&plain).unwrap();
+        let (_, mine) = key("k8s.io", "mine");
+        assert_eq!(publishers.adopt(&ns, &mine, &plain), None);
+        assert_eq!(publishers.get(&ns, "mine"), None);
+
+        // A restarted daemon reads all of it back.
+        let again = Publishers::open(&state);
+        assert_eq!(
+            again.get(&ns, "app1").as_deref(),
+            Some("/a/containerd.sock")
+        );
+        assert_eq!(
+            again.get(&other_ns, "x").as_deref(),
+            Some("/b/containerd.sock")
+        );
+        assert_eq!(
+            lock(&again.namespaces).get(&ns).map(String::as_str),
+            Some("/a/containerd.sock")
+        );
+        assert_eq!(again.get(&ns, NAMESPACE_FILE), None);
+    }
+
+    #[test]
+    fn concurrent_registrations_in_one_namespace_all_succeed() {
+        // Every registration also writes the namespace's file: their temporary files must not
+        // collide (a shared one made some fail with ENOENT at 16 concurrent starts).
+        let dir = tempfile::tempdir().unwrap();
+        let publishers = Publishers::open(&dir.path().join("state"));
+        let ns = Namespace::new("busy").unwrap();
+        std::thread::scope(|s| {
+            for t in 0..8 {
+                let (publishers, ns) = (&publishers, &ns);
+                s.spawn(move || {
+                    for i in 0..50 {
+                        let id = ContainerId::new(format!("c{t}-{i}")).unwrap();
+                        publishers.register(ns, &id, "/c.sock").unwrap();
+                    }
+                });
+            }
+        });
+        assert_eq!(lock(&publishers.map).len(), 400);
     }
 }

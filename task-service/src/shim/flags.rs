@@ -13,6 +13,9 @@ pub enum Action {
     Delete,
     /// Print the version (`-v`).
     Version,
+    /// Print a `RuntimeInfo` protobuf (`-info`, which containerd 2.x runs before it creates a
+    /// task of a runtime other than runc's); the runtime options come on stdin.
+    Info,
 }
 
 /// The parsed command line.
@@ -95,6 +98,11 @@ impl Flags {
             match name.as_str() {
                 "debug" => flags.debug = inline.is_none_or(|v| v != "false"),
                 "v" | "version" => flags.action = Action::Version,
+                "info" => {
+                    if inline.is_none_or(|v| v != "false") {
+                        flags.action = Action::Info;
+                    }
+                }
                 "namespace" | "address" | "publish-binary" | "id" | "bundle" | "socket" => {
                     let value = match inline {
                         Some(value) => value,
@@ -115,7 +123,7 @@ impl Flags {
                 _ => return Err(FlagError::Unknown(name)),
             }
         }
-        if flags.action == Action::Version {
+        if matches!(flags.action, Action::Version | Action::Info) {
             return Ok(flags);
         }
         flags.action = match action.as_deref() {
@@ -172,5 +180,13 @@ mod tests {
         assert!(matches!(parse(&["-id", "a", "stop"]), Err(FlagError::Action(a)) if a == "stop"));
         assert!(matches!(parse(&[]), Err(FlagError::Action(a)) if a.is_empty()));
         assert_eq!(parse(&["-v"]).unwrap().action, Action::Version);
+    }
+
+    #[test]
+    fn info_needs_no_action() {
+        // containerd 2.x runs `<runtime_path> -info` and nothing else.
+        assert_eq!(parse(&["-info"]).unwrap().action, Action::Info);
+        assert_eq!(parse(&["--info"]).unwrap().action, Action::Info);
+        assert!(matches!(parse(&["-info=false"]), Err(FlagError::Action(_))));
     }
 }

@@ -14,6 +14,14 @@
 //!   (containerd dials a gRPC address before adding `unix://` itself, and a ttrpc address without
 //!   the scheme as an abstract socket). ttrpc is the default because containerd 1.7's gRPC client
 //!   gives up a connection after 30 minutes without a call and then deletes the task.
+//!   containerd 2.3+ writes an encoded `BootstrapParams` on stdin (1.x to 2.2 write the runtime
+//!   options, or nothing); asked that way, `start` answers with an encoded `BootstrapResult`
+//!   holding the same three fields. gRPC toward containerd 2.x is refused here, naming
+//!   `containerd_protocol`: 2.x takes a new gRPC connection, which starts idle, for a dead shim.
+//!   containerd 2.x runs `start` only for a pod's sandbox and creates the pod's other containers
+//!   over the sandbox's connection; the daemon sends their events where the sandbox's go.
+//! - `-info` (containerd 2.2+, before creating a task) prints an encoded `RuntimeInfo`: see
+//!   [`info`].
 //! - `delete` (containerd's fallback when it believes the shim died) stops and deletes that one
 //!   container — through the daemon if it answers, with the runtime directly if not — and
 //!   prints a `DeleteResponse` protobuf.
@@ -32,6 +40,7 @@
 
 mod delete;
 pub mod flags;
+pub mod info;
 mod start;
 
 use crate::config::Config;
@@ -51,6 +60,12 @@ pub enum ShimError {
     /// The daemon refused or failed a call.
     #[error("shimlessd: {0}")]
     Daemon(String),
+    /// `-info` could not describe the runtime.
+    #[error("-info: {0}")]
+    Info(String),
+    /// The configured protocol toward containerd cannot work with this containerd.
+    #[error("{0}")]
+    Protocol(String),
     /// The container could not be cleaned up.
     #[error("cannot clean up {id}: {why}")]
     Cleanup {
@@ -71,9 +86,23 @@ pub fn run(flags: &Flags, config: &Config, config_path: &Path) -> Result<Vec<u8>
             env!("CARGO_PKG_VERSION")
         )
         .into_bytes()),
-        Action::Start => start::start(flags, config, config_path),
+        Action::Start => start::start(flags, config, config_path, &read_stdin()),
+        Action::Info => info::info(config, &read_stdin()),
         Action::Delete => delete::delete(flags, config),
     }
+}
+
+/// What containerd wrote on stdin (runtime options, or 2.3's `BootstrapParams`); nothing when
+/// stdin is a terminal (run by hand) or unreadable.
+fn read_stdin() -> Vec<u8> {
+    use std::io::Read;
+    let stdin = std::io::stdin();
+    if rustix::termios::isatty(&stdin) {
+        return Vec::new();
+    }
+    let mut bytes = Vec::new();
+    let _ = stdin.lock().read_to_end(&mut bytes);
+    bytes
 }
 
 /// Writes one line to the bundle's `log` FIFO (in the current directory, which is the bundle),

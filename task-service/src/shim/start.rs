@@ -1,6 +1,8 @@
-//! `start`: the front serving, containerd's address registered, the bootstrap JSON.
+//! `start`: the front serving, containerd's address registered, the bootstrap answer — JSON, or
+//! a `BootstrapResult` protobuf when containerd 2.3+ asked with `BootstrapParams` on stdin.
 
 use super::{ShimError, log};
+use crate::api::containerd::runtime::bootstrap::v1::{BootstrapParams, BootstrapResult};
 use crate::api::containerd::services::version::v1::version_client::VersionClient;
 use crate::api::shimless::v1::admin_client::AdminClient;
 use crate::api::shimless::v1::front_client::FrontClient;
@@ -8,6 +10,7 @@ use crate::api::shimless::v1::{ListenRequest, RegisterPublisherRequest};
 use crate::config::Config;
 use crate::front::Protocol;
 use crate::front::supervise::find_binary;
+use prost::Message;
 use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -22,34 +25,69 @@ pub(super) fn start(
     flags: &super::Flags,
     config: &Config,
     config_path: &Path,
+    stdin: &[u8],
 ) -> Result<Vec<u8>, ShimError> {
+    let asked = Asked::read(stdin);
+    let flags = asked.fill(flags);
     if flags.id.is_empty() {
         return Err(ShimError::Missing("id"));
     }
     if flags.namespace.is_empty() {
         return Err(ShimError::Missing("namespace"));
     }
+    let version = match &asked {
+        Asked::Bootstrap(params) if !params.containerd_version.is_empty() => {
+            version_for(&params.containerd_version)
+        }
+        _ => smol::block_on(bootstrap_version(&flags.address)),
+    };
+    if version >= 3 && config.containerd_protocol == Protocol::Grpc {
+        return Err(ShimError::Protocol(format!(
+            "containerd_protocol = \"grpc\" (in {}) does not work with containerd 2.x: its gRPC \
+             client to a shim starts idle, and it takes an idle connection for a dead shim and \
+             deletes the task right after start. Use containerd_protocol = \"ttrpc\" (the \
+             default) with containerd 2.x",
+            config_path.display()
+        )));
+    }
     ensure_front(config, config_path)?;
-    let (socket, version) = smol::block_on(async {
+    let socket = smol::block_on(async {
         let socket = namespace_socket(config, &flags.namespace).await?;
         if !flags.address.is_empty() {
-            register(config, flags).await?;
+            register(config, &flags).await?;
         }
-        Ok::<_, ShimError>((socket, bootstrap_version(&flags.address).await))
+        Ok::<_, ShimError>(socket)
     })?;
     log(&format!(
-        "task {}/{} is served by shimless at {socket} (bootstrap version {version})",
-        flags.namespace, flags.id,
+        "task {}/{} is served by shimless at {socket} (bootstrap version {version}{})",
+        flags.namespace,
+        flags.id,
+        if matches!(asked, Asked::Bootstrap(_)) {
+            ", asked with BootstrapParams"
+        } else {
+            ""
+        }
     ));
+    answer(config, &asked, &socket, version)
+}
+
+/// Writes `address` and `bootstrap.json` in the bundle and returns the answer, in the form
+/// containerd asked in.
+fn answer(
+    config: &Config,
+    asked: &Asked,
+    socket: &str,
+    version: u32,
+) -> Result<Vec<u8>, ShimError> {
     let address = match config.containerd_protocol {
         // A bare path for gRPC: containerd 1.7 and 2.x dial it with net.Dial("unix", address)
         // before adding the scheme themselves, so `unix://...` would fail with ENOENT.
-        Protocol::Grpc => socket.clone(),
+        Protocol::Grpc => socket.to_string(),
         // The scheme for ttrpc: containerd's ttrpc dialer takes a bare path for an abstract
         // socket (`\0/run/...`).
         Protocol::Ttrpc => format!("unix://{socket}"),
     };
-    let answer = serde_json::json!({
+    let json = serde_json::json!({
         "version": version,
         "address": address,
         "protocol": config.containerd_protocol.as_str(),
@@ -59,10 +97,65 @@ pub(super) fn start(
     // the bootstrap JSON; 2.x: `bootstrap.json`). Go shims write `address` themselves, and
     // without it a restarted containerd takes every task for dead and deletes it.
     for name in ["address", "bootstrap.json"] {
-        write_atomically(Path::new(name), answer.as_bytes())
+        write_atomically(Path::new(name), json.as_bytes())
             .map_err(|e| ShimError::Front(format!("cannot write {name} in the bundle: {e}")))?;
     }
-    Ok(answer.into_bytes())
+    Ok(match asked {
+        Asked::Bootstrap(_) => BootstrapResult {
+            version: version as i32,
+            address,
+            protocol: config.containerd_protocol.as_str().into(),
+            ..Default::default()
+        }
+        .encode_to_vec(),
+        Asked::Legacy => json.into_bytes(),
+    })
+}
+
+/// What containerd wrote on `start`'s stdin.
+#[derive(Debug, PartialEq)]
+enum Asked {
+    /// Nothing, or the runtime options as an encoded `Any` (containerd 1.x to 2.2): answer
+    /// with the bootstrap JSON.
+    Legacy,
+    /// containerd 2.3+'s encoded `BootstrapParams`: answer with a `BootstrapResult`.
+    Bootstrap(BootstrapParams),
+}
+
+impl Asked {
+    /// Tells the two forms apart: both decode as either message (an `Any` is fields 1 and 2,
+    /// strings or bytes), but containerd always fills `BootstrapParams`' version or addresses
+    /// (fields 4 to 6), which an `Any` never has.
+    fn read(stdin: &[u8]) -> Asked {
+        match BootstrapParams::decode(stdin) {
+            Ok(params)
+                if !params.containerd_version.is_empty()
+                    || !params.containerd_ttrpc_address.is_empty()
+                    || !params.containerd_grpc_address.is_empty() =>
+            {
+                Asked::Bootstrap(params)
+            }
+            _ => Asked::Legacy,
+        }
+    }
+
+    /// `flags`, with what `BootstrapParams` say filling what they leave out (containerd 2.3
+    /// still passes the flags; a later one may not).
+    fn fill(&self, flags: &super::Flags) -> super::Flags {
+        let mut flags = flags.clone();
+        if let Asked::Bootstrap(params) = self {
+            for (slot, value) in [
+                (&mut flags.id, &params.instance_id),
+                (&mut flags.namespace, &params.namespace),
+                (&mut flags.address, &params.containerd_grpc_address),
+            ] {
+                if slot.is_empty() {
+                    slot.clone_from(value);
+                }
+            }
+        }
+        flags
+    }
 }
 
 /// Writes `path` (relative to the bundle, the working directory) through a temporary file, so
@@ -208,28 +301,82 @@ async fn bootstrap_version(address: &str) -> u32 {
         Some(reply.version)
     };
     match asked.await {
-        Some(version) => {
-            let major = version
-                .trim_start_matches('v')
-                .split('.')
-                .next()
-                .and_then(|m| m.parse::<u32>().ok());
-            match major {
-                Some(m) if m >= 2 => 3,
-                Some(_) => 2,
-                None => {
-                    log(&format!(
-                        "containerd says its version is {version:?}; answering bootstrap version 2"
-                    ));
-                    2
-                }
-            }
-        }
+        Some(version) => version_for(&version),
         None => {
             log(&format!(
                 "cannot ask containerd at {address} for its version; answering bootstrap version 2"
             ));
             2
         }
+    }
+}
+
+/// The bootstrap version for a containerd that says its version is `version` (`v2.1.9`,
+/// `2.3.0+unknown`, `1.7.24~ds1`): 3 from 2.0 on, else 2.
+fn version_for(version: &str) -> u32 {
+    let major = version
+        .trim_start_matches('v')
+        .split('.')
+        .next()
+        .and_then(|m| m.parse::<u32>().ok());
+    match major {
+        Some(m) if m >= 2 => 3,
+        Some(_) => 2,
+        None => {
+            log(&format!(
+                "containerd says its version is {version:?}; answering bootstrap version 2"
+            ));
+            2
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::containerd::runc::v1::Options;
+    use crate::api::containerd::runtime::bootstrap::v1::Extension;
+
+    #[test]
+    fn bootstrap_params_are_told_from_an_options_any() {
+        assert_eq!(Asked::read(b""), Asked::Legacy);
+        // What containerd 1.7 to 2.2 write: the runtime options as an Any.
+        let options = prost_types::Any {
+            type_url: "containerd.runc.v1.Options".into(),
+            value: Options {
+                binary_name: "crun".into(),
+                ..Default::default()
+            }
+            .encode_to_vec(),
+        };
+        assert_eq!(Asked::read(&options.encode_to_vec()), Asked::Legacy);
+        // What containerd 2.3 writes.
+        let params = BootstrapParams {
+            instance_id: "web".into(),
+            namespace: "k8s.io".into(),
+            log_level: -4,
+            containerd_version: "2.3.0".into(),
+            containerd_ttrpc_address: "/run/containerd/containerd.sock.ttrpc".into(),
+            containerd_grpc_address: "/run/containerd/containerd.sock".into(),
+            containerd_binary: "/usr/bin/containerd".into(),
+            extensions: vec![Extension {
+                value: Some(options),
+            }],
+            socket_dir: None,
+        };
+        assert_eq!(
+            Asked::read(&params.encode_to_vec()),
+            Asked::Bootstrap(params)
+        );
+        assert_eq!(Asked::read(b"not protobuf at all \xff"), Asked::Legacy);
+    }
+
+    #[test]
+    fn containerd_versions_map_to_bootstrap_versions() {
+        assert_eq!(version_for("1.7.24~ds1"), 2);
+        assert_eq!(version_for("v1.6.20"), 2);
+        assert_eq!(version_for("2.1.9+unknown"), 3);
+        assert_eq!(version_for("v2.3.0"), 3);
+        assert_eq!(version_for("dev"), 2);
     }
 }
