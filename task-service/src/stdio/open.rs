@@ -1,157 +1,12 @@
-//! A process's stdin, stdout and stderr, as containerd names them in `Create` and `Exec`.
-//!
-//! containerd creates one FIFO per stream (under `/run/containerd/fifo/...`), opens its own end,
-//! and passes the paths; an empty string means "no such stream". Other forms are URIs:
-//! `file:///path` appends the stream to a file.
-//!
-//! # Why FIFOs are handed to the container directly
-//!
-//! The Go shim copies between pipes and the FIFOs in its own goroutines. shimless has no process
-//! per container, and a copy loop inside the daemon would stop whenever the daemon restarts,
-//! leaving containers blocked on full pipes. So the container gets the FIFO itself: the write
-//! end for stdout/stderr and the read end for stdin. containerd reads and writes its ends as it
-//! always does, and sees end-of-file when the container (the only writer) exits.
-//!
-//! The daemon additionally holds a *reader* on each output FIFO ([`OpenStdio::keepalive`]):
-//! while containerd is away (restarting), a container's write never fails with `EPIPE` for
-//! lack of readers; it fills the FIFO's buffer and waits, as with the Go shim. A reader does
-//! not delay end-of-file, which depends on writers only. The daemon holds no writer on stdin,
-//! so closing stdin from containerd reaches the container.
+//! Opening the endpoints without blocking: containerd's FIFOs (with the daemon's keepalive
+//! readers), regular files and character devices, handed to the container as blocking fds.
 
 use rustix::fd::OwnedFd;
 use rustix::fs::{Mode, OFlags};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-/// One of the three standard streams.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Stream {
-    /// Standard input.
-    Stdin,
-    /// Standard output.
-    Stdout,
-    /// Standard error.
-    Stderr,
-}
-
-impl Stream {
-    /// `stdin`, `stdout` or `stderr`.
-    pub fn name(self) -> &'static str {
-        match self {
-            Stream::Stdin => "stdin",
-            Stream::Stdout => "stdout",
-            Stream::Stderr => "stderr",
-        }
-    }
-}
-
-/// Where one stream goes.
-///
-/// ```
-/// use task_service::stdio::{Endpoint, Stream};
-/// assert_eq!(Endpoint::parse(Stream::Stdout, "").unwrap(), Endpoint::None);
-/// assert_eq!(
-///     Endpoint::parse(Stream::Stdout, "/run/containerd/fifo/1/web-stdout").unwrap(),
-///     Endpoint::Fifo("/run/containerd/fifo/1/web-stdout".into())
-/// );
-/// assert_eq!(Endpoint::parse(Stream::Stdout, "file:///var/log/web.log").unwrap(), Endpoint::File("/var/log/web.log".into()));
-/// assert!(Endpoint::parse(Stream::Stdout, "relative/path").is_err());
-/// ```
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Endpoint {
-    /// No stream: the process gets `/dev/null`.
-    None,
-    /// A FIFO containerd created and holds the other end of.
-    Fifo(PathBuf),
-    /// A file the stream is appended to (`file://` URI; output streams only).
-    File(PathBuf),
-}
-
-/// Why a stream could not be set up. Names the stream and the path.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum StdioError {
-    /// The string is not a form shimless understands.
-    #[error("{stream} {value:?}: {reason}")]
-    Invalid {
-        /// The stream.
-        stream: &'static str,
-        /// The string containerd sent.
-        value: String,
-        /// What is wrong with it.
-        reason: &'static str,
-    },
-    /// Opening it failed.
-    #[error("{stream}: cannot open {path}: {source}")]
-    Open {
-        /// The stream.
-        stream: &'static str,
-        /// The path.
-        path: PathBuf,
-        /// The OS error.
-        #[source]
-        source: std::io::Error,
-    },
-}
-
-impl Endpoint {
-    /// Parses what containerd sent for `stream`.
-    pub fn parse(stream: Stream, value: &str) -> Result<Endpoint, StdioError> {
-        let invalid = |reason| StdioError::Invalid {
-            stream: stream.name(),
-            value: value.into(),
-            reason,
-        };
-        if value.is_empty() {
-            return Ok(Endpoint::None);
-        }
-        if value.contains('\0') {
-            return Err(invalid("contains a NUL byte"));
-        }
-        if let Some(rest) = value.strip_prefix("file://") {
-            if stream == Stream::Stdin {
-                return Err(invalid("file:// is for output streams only"));
-            }
-            return absolute(rest)
-                .map(Endpoint::File)
-                .ok_or_else(|| invalid("file:// needs an absolute path"));
-        }
-        if value.contains("://") {
-            return Err(invalid(
-                "unsupported URI scheme: shimless takes FIFO paths and file:// URIs",
-            ));
-        }
-        absolute(value)
-            .map(Endpoint::Fifo)
-            .ok_or_else(|| invalid("must be an absolute path"))
-    }
-
-    /// Parses stdin, stdout and stderr as a request gives them, in that order.
-    ///
-    /// ```
-    /// use task_service::stdio::Endpoint;
-    /// let [i, o, e] = Endpoint::parse_all(["", "file:///tmp/out.log", ""])?;
-    /// assert_eq!((i, e), (Endpoint::None, Endpoint::None));
-    /// assert_eq!(o, Endpoint::File("/tmp/out.log".into()));
-    /// # Ok::<(), task_service::stdio::StdioError>(())
-    /// ```
-    pub fn parse_all(values: [&str; 3]) -> Result<[Endpoint; 3], StdioError> {
-        let [i, o, e] = values;
-        Ok([
-            Endpoint::parse(Stream::Stdin, i)?,
-            Endpoint::parse(Stream::Stdout, o)?,
-            Endpoint::parse(Stream::Stderr, e)?,
-        ])
-    }
-}
-
-fn absolute(path: &str) -> Option<PathBuf> {
-    let path = Path::new(path);
-    (path.is_absolute()
-        && !path
-            .components()
-            .any(|c| c == std::path::Component::ParentDir))
-    .then(|| path.to_owned())
-}
+use super::owner::chown;
+use super::{Endpoint, IoOwner, StdioError, Stream};
 
 /// The opened streams: what to hand to the container, and what the daemon keeps.
 #[derive(Debug, Default)]
@@ -161,31 +16,6 @@ pub struct OpenStdio {
     /// Held by the daemon while the process lives: a reader per output FIFO (see the module
     /// docs). Dropping it after the process exits is right.
     pub keepalive: Vec<OwnedFd>,
-}
-
-/// Who a container's FIFOs belong to: runtime options `IoUid`/`IoGid`, so that a container
-/// running as that user can reopen its own stdio (`/dev/stdout`, `/proc/self/fd/1`). The Go
-/// shim chowns the pipes it hands the container; here the container gets containerd's FIFOs
-/// themselves, so those are chowned. Regular files and devices are never chowned.
-///
-/// ```
-/// let owner = task_service::stdio::IoOwner { uid: 1000, gid: 1000 };
-/// assert!(!owner.is_root());
-/// assert!(task_service::stdio::IoOwner::default().is_root());
-/// ```
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct IoOwner {
-    /// The owner (`IoUid`).
-    pub uid: u32,
-    /// The group (`IoGid`).
-    pub gid: u32,
-}
-
-impl IoOwner {
-    /// Root's: containerd makes its FIFOs as root, so there is nothing to change.
-    pub fn is_root(self) -> bool {
-        self.uid == 0 && self.gid == 0
-    }
 }
 
 /// Opens the three endpoints without ever blocking (a FIFO's open blocks until the other side
@@ -329,48 +159,6 @@ fn open_other(stream: Stream, path: &Path) -> Result<OwnedFd, StdioError> {
     }
 }
 
-fn chown(stream: Stream, path: &Path, fd: &OwnedFd, owner: IoOwner) -> Result<(), StdioError> {
-    if owner.is_root() {
-        return Ok(());
-    }
-    let uid = rustix::process::Uid::from_raw(owner.uid);
-    let gid = rustix::process::Gid::from_raw(owner.gid);
-    rustix::fs::fchown(fd, Some(uid), Some(gid)).map_err(|e| StdioError::Open {
-        stream: stream.name(),
-        path: path.to_owned(),
-        source: std::io::Error::new(
-            e.kind(),
-            format!(
-                "cannot give it to IoUid {} / IoGid {}: {e}",
-                owner.uid, owner.gid
-            ),
-        ),
-    })
-}
-
-/// Re-opens the daemon's keepalive readers (see the module docs) for a process adopted after a
-/// restart. A FIFO that is gone is skipped: its reader went away with it.
-///
-/// ```no_run
-/// use task_service::stdio::{keepalive, Endpoint};
-/// let out = Endpoint::Fifo("/run/containerd/fifo/1/web-stdout".into());
-/// assert_eq!(keepalive([&Endpoint::None, &out, &Endpoint::None]).len(), 1);
-/// ```
-pub fn keepalive(endpoints: [&Endpoint; 3]) -> Vec<OwnedFd> {
-    endpoints[1..]
-        .iter()
-        .filter_map(|endpoint| match endpoint {
-            Endpoint::Fifo(path) => rustix::fs::open(
-                path,
-                OFlags::RDONLY | OFlags::NONBLOCK | OFlags::CLOEXEC,
-                Mode::empty(),
-            )
-            .ok(),
-            _ => None,
-        })
-        .collect()
-}
-
 fn open_path(stream: Stream, path: &Path, flags: OFlags) -> Result<OwnedFd, StdioError> {
     rustix::fs::open(path, flags, Mode::from_raw_mode(0o640)).map_err(|e| StdioError::Open {
         stream: stream.name(),
@@ -405,32 +193,6 @@ mod tests {
             0,
         )
         .unwrap();
-    }
-
-    #[test]
-    fn bad_values_are_refused_naming_the_stream() {
-        let cases = [
-            (Stream::Stdout, "out.fifo", "must be an absolute path"),
-            (Stream::Stderr, "/a/../b", "must be an absolute path"),
-            (
-                Stream::Stdin,
-                "file:///x",
-                "file:// is for output streams only",
-            ),
-            (
-                Stream::Stdout,
-                "binary:///usr/bin/logger",
-                "unsupported URI scheme",
-            ),
-            (Stream::Stdout, "/a\0b", "contains a NUL byte"),
-        ];
-        for (stream, value, want) in cases {
-            let err = Endpoint::parse(stream, value).unwrap_err().to_string();
-            assert!(
-                err.starts_with(stream.name()) && err.contains(want),
-                "{value:?}: {err}"
-            );
-        }
     }
 
     #[test]
