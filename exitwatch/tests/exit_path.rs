@@ -29,12 +29,17 @@ fn kernel_version() -> (u32, u32) {
 /// Loads in `mode` on a fresh pin directory, records one exit, unloads; `Err` names why not.
 fn records_in(mode: AttachMode) -> Result<(), String> {
     let dir = common::pin_dir(&format!("path-{mode:?}")).ok_or("skipped")?;
-    let mut watch = ExitWatch::open_or_load_with(&dir, mode).map_err(|e| e.to_string())?;
+    let mut watch = ExitWatch::open_or_load_with(&dir, mode).map_err(|e| {
+        let _ = std::fs::remove_dir_all(&dir);
+        e.to_string()
+    })?;
     let mut child = Command::new("sh")
-        .args(["-c", "sleep 0.1; exit 9"])
+        .args(["-c", "read x; exit 9"])
+        .stdin(std::process::Stdio::piped())
         .spawn()
         .unwrap();
     watch.track(child.id(), 5).unwrap();
+    drop(child.stdin.take());
     common::reap(&mut child);
     let exit = watch.take(child.id()).unwrap().expect("recorded");
     assert_eq!((exit.cookie, exit.status), (5, ExitStatus::Exited(9)));
@@ -82,4 +87,49 @@ fn the_exit_path_this_kernel_takes_is_reported() {
     }
     let auto = auto.expect("one attach mode works");
     println!("exitwatch-auto: {auto}");
+}
+
+/// The fallback for a process that is not our child on kernels without `PIDFD_INFO_EXIT`
+/// (before 6.15): its parent reaps it, and exitwatch still has its status (where the kernel has
+/// `PIDFD_INFO_EXIT`, both agree).
+#[test]
+fn a_grandchild_reaped_by_its_own_parent_has_its_status_recorded() {
+    use std::io::BufRead;
+    let Some(dir) = common::pin_dir("grandchild") else {
+        return;
+    };
+    let mut watch = ExitWatch::open_or_load(&dir).unwrap();
+    let mut outer = Command::new("sh")
+        // The grandchild exits when our end of the pipe closes, after it is tracked.
+        .args([
+            "-c",
+            "exec 3<&0; sh -c 'read x <&3; exit 7' & echo $!; wait $!; exit 0",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(outer.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let pid: u32 = line.trim().parse().unwrap();
+    let target = pidfd::PidFd::open(pid as i32).unwrap();
+    watch.track(pid, 21).unwrap();
+    drop(outer.stdin.take());
+    assert_eq!(common::reap(&mut outer), 0, "the outer shell reaped it");
+    let exit = watch.take(pid).unwrap().expect("recorded by exitwatch");
+    assert_eq!((exit.cookie, exit.status), (21, ExitStatus::Exited(7)));
+    match target.exit_info() {
+        Ok(status) => {
+            assert_eq!(status, exit.status);
+            println!("pidfd-info-exit: yes, agrees with exitwatch");
+        }
+        Err(pidfd::Error::Unsupported { .. }) => {
+            assert!(kernel_version() < (6, 15), "{:?}", kernel_version());
+            println!("pidfd-info-exit: no, exitwatch gave the status");
+        }
+        Err(e) => panic!("{e}"),
+    }
+    watch.unload().unwrap();
 }

@@ -48,6 +48,10 @@ pub(super) fn init_script(
          mount -t proc proc /proc\n\
          mount -t sysfs sysfs /sys\n\
          mount -t devtmpfs devtmpfs /dev\n\
+         ln -s /proc/self/fd /dev/fd\n\
+         ln -s /proc/self/fd/0 /dev/stdin\n\
+         ln -s /proc/self/fd/1 /dev/stdout\n\
+         ln -s /proc/self/fd/2 /dev/stderr\n\
          mount -t tmpfs tmpfs /tmp\n\
          mount -t tmpfs tmpfs /run\n\
          mount -t cgroup2 -o nsdelegate cgroup2 /sys/fs/cgroup\n\

@@ -13,13 +13,14 @@ struct Args {
     name: String,
     kernel: Option<PathBuf>,
     files: Vec<PathBuf>,
+    modules: Vec<PathBuf>,
     binaries: Vec<PathBuf>,
     skip: Vec<String>,
     only: Vec<(String, String)>,
     timeout: Option<Duration>,
 }
 
-const USAGE: &str = "usage: kernel-matrix --name NAME [--kernel VMLINUZ] [--file PATH]... \
+const USAGE: &str = "usage: kernel-matrix --name NAME [--kernel VMLINUZ] [--file PATH]... [--insmod MODULE.ko]... \
                      [--skip TEST]... [--only BINARY=FILTER]... [--timeout-secs N] -- TEST_BINARY...";
 
 fn parse(args: Vec<String>) -> Result<Args, String> {
@@ -31,6 +32,7 @@ fn parse(args: Vec<String>) -> Result<Args, String> {
             "--name" => a.name = value("--name")?,
             "--kernel" => a.kernel = Some(value("--kernel")?.into()),
             "--file" => a.files.push(value("--file")?.into()),
+            "--insmod" => a.modules.push(value("--insmod")?.into()),
             "--skip" => a.skip.push(value("--skip")?),
             "--only" => {
                 let v = value("--only")?;
@@ -80,6 +82,15 @@ fn script(a: &Args) -> String {
          done\n\
          echo \"kernel-matrix-fact cgroup.kill $kill\"\n",
     );
+    // Modules the tests need that the guest kernel does not build in (overlayfs).
+    if a.kernel.is_some() {
+        for m in &a.modules {
+            let m = q(&m.to_string_lossy());
+            s.push_str(&format!(
+                "insmod {m} || echo kernel-matrix: insmod {m} failed\n"
+            ));
+        }
+    }
     let mut skips = String::new();
     for t in &a.skip {
         skips.push_str(&format!(" --skip {}", q(t)));
@@ -119,6 +130,7 @@ fn stripped(path: &Path, dir: &Path, n: usize) -> Result<PathBuf, String> {
         .arg("-o")
         .arg(&out)
         .arg(path)
+        .stderr(std::process::Stdio::null())
         .status()
         .map_err(|e| format!("cannot run strip (binutils): {e}"))?;
     if ok.success() {
@@ -137,10 +149,17 @@ fn in_guest(a: &Args, kernel: &Path) -> Result<String, String> {
         .map_err(|e| format!("cannot create a temporary directory: {e}"))?;
     let mut vm = Vm::new()
         .kernel(kernel)
-        .memory_mib(2048)
+        .memory_mib(4096)
         .tmpfs_root()
         .timeout(a.timeout.unwrap_or(Duration::from_secs(40 * 60)))
         .env("CGROUPFOLD_TEST_IN_VM", "1");
+    for m in &a.modules {
+        let guest = m
+            .to_str()
+            .filter(|g| g.starts_with('/'))
+            .ok_or(format!("{} must be an absolute UTF-8 path", m.display()))?;
+        vm = vm.file(m, guest);
+    }
     for (n, f) in a.files.iter().chain(&a.binaries).enumerate() {
         let guest = f
             .to_str()

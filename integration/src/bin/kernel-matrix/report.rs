@@ -106,6 +106,8 @@ pub(crate) struct Facts {
     exit_path: String,
     auto: String,
     attach: Vec<String>,
+    pidfd_info_exit: String,
+    kill: String,
 }
 
 impl Facts {
@@ -127,6 +129,10 @@ impl Facts {
                 f.exit_path = v;
             } else if let Some(v) = fact("exitwatch-auto: ") {
                 f.auto = v;
+            } else if let Some(v) = fact("cgroupfold-kill: ") {
+                f.kill = v;
+            } else if let Some(v) = fact("pidfd-info-exit: ") {
+                f.pidfd_info_exit = v;
             } else if let Some(v) = fact("exitwatch-attach: ") {
                 f.attach.push(v);
             }
@@ -168,11 +174,13 @@ pub(crate) fn print(name: &str, facts: &Facts, binaries: &[Binary], took: Durati
         println!("kernel-matrix: {name}: exitwatch attach {a}");
     }
     println!(
-        "kernel-matrix: {name} ({}): {} — {passed} passed, {failed} failed, {skipped} skipped; BTF {}, cgroup.kill {}, exit path {}, Auto attaches {}; {:.0?}",
+        "kernel-matrix: {name} ({}): {} — {passed} passed, {failed} failed, {skipped} skipped; BTF {}, cgroup.kill {} (kill_all: {}), PIDFD_INFO_EXIT {}, exit path {}, Auto attaches {}; {:.0?}",
         facts.release,
         if green { "green" } else { "RED" },
         facts.btf,
         facts.cgroup_kill,
+        facts.kill,
+        facts.pidfd_info_exit,
         facts.exit_path,
         facts.auto,
         took,
