@@ -130,27 +130,33 @@ fn folded_containers_are_killed_paused_and_listed_one_at_a_time(runtime: &'stati
     // 1.8.1 resets the memory limit to unlimited on every create even though the folded spec
     // has no memory section, so the service re-applies the pod's limits after each create.
     let memory_after_create = pod.cg.stats("pod").unwrap().memory_limit;
-    let cpu = pod
-        .cg
-        .dirs("pod")
-        .unwrap()
-        .into_iter()
-        .find(|d| d.join("cpu.shares").exists())
-        .unwrap();
-    assert_eq!(
-        std::fs::read_to_string(cpu.join("cpu.shares"))
+    let dirs = pod.cg.dirs("pod").unwrap();
+    let read = |dir: &std::path::Path, file: &str| {
+        std::fs::read_to_string(dir.join(file))
             .unwrap()
-            .trim(),
-        "512"
-    );
-    assert_eq!(
-        std::fs::read_to_string(cpu.join("cpu.cfs_quota_us"))
-            .unwrap()
-            .trim(),
-        "50000"
-    );
+            .trim()
+            .to_owned()
+    };
+    match dirs.iter().find(|d| d.join("cpu.shares").exists()) {
+        // v1 (hybrid hosts): the cpu hierarchy's files.
+        Some(cpu) => {
+            assert_eq!(read(cpu, "cpu.shares"), "512");
+            assert_eq!(read(cpu, "cpu.cfs_quota_us"), "50000");
+        }
+        // Pure v2: shares 512 is weight 1 + (512 - 2) * 9999 / 262142 = 20, as kubelet maps it.
+        None => {
+            let v2 = dirs
+                .iter()
+                .find(|d| d.join("cpu.weight").exists())
+                .expect("a cpu.weight file on v2");
+            assert_eq!(read(v2, "cpu.weight"), "20");
+            assert_eq!(read(v2, "cpu.max"), "50000 100000");
+        }
+    }
+    // On pure v2 (the kernel matrix's guests, 5.10 to 6.12) crun 1.8.1 keeps the limit.
+    let v2 = pod.cg.mode() == cgroupfold::fs::Mode::V2;
     match runtime {
-        "crun" => assert_eq!(memory_after_create, Some(MemoryLimit::Unlimited)),
+        "crun" if !v2 => assert_eq!(memory_after_create, Some(MemoryLimit::Unlimited)),
         _ => assert_eq!(
             memory_after_create,
             Some(MemoryLimit::Bytes(Bytes::mib(256)))

@@ -311,8 +311,18 @@ fn kill_all_reaches_forked_children(mode: Option<Mode>, name: &str) {
     writeln!(s.children[0].stdin.as_mut().unwrap()).unwrap();
     files_wait(|| s.cg.pids("pod").unwrap().len() == 3);
     if in_vm() && s.cg.mode() == Mode::V2 {
-        // The atomic cgroup.kill (kernel >= 5.14) is what kill_all uses here.
-        assert!(s.cg.dirs("pod").unwrap()[0].join("cgroup.kill").exists());
+        // The atomic cgroup.kill (kernel >= 5.14) is what kill_all uses here; before 5.14 it
+        // freezes, signals and thaws, and the assertions below prove that fallback.
+        let has_kill = s.cg.dirs("pod").unwrap()[0].join("cgroup.kill").exists();
+        assert_eq!(has_kill, kernel_at_least(5, 14), "cgroup.kill");
+        println!(
+            "cgroupfold-kill: {}",
+            if has_kill {
+                "cgroup.kill"
+            } else {
+                "freeze, SIGKILL each, thaw"
+            }
+        );
     }
     s.cg.kill_all("pod").unwrap();
     assert_eq!(s.cg.pids("pod").unwrap(), Vec::<u32>::new());
@@ -340,6 +350,15 @@ fn kill_all_reaches_child_cgroups(mode: Option<Mode>, name: &str) {
         assert_eq!(child.wait().unwrap().signal(), Some(9));
     }
     s.cg.remove("pod").unwrap();
+}
+
+/// Whether the running kernel is `major.minor` or newer.
+fn kernel_at_least(major: u32, minor: u32) -> bool {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
+    let mut parts = release
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|p| p.parse::<u32>().ok());
+    (parts.next().unwrap_or(0), parts.next().unwrap_or(0)) >= (major, minor)
 }
 
 fn files_wait(mut f: impl FnMut() -> bool) {

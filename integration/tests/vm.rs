@@ -66,3 +66,39 @@ fn a_dynamic_program_gets_its_libraries_and_a_hung_guest_times_out() {
     );
     assert!(err.to_string().contains("SHIMLESS_VM_KERNEL"), "{err}");
 }
+
+#[test]
+fn extra_files_bring_their_libraries_and_the_root_can_move_to_tmpfs() {
+    let mut needs = NEEDS.to_vec();
+    needs.push(integration::Need::Program("runc"));
+    let Some(()) = require(&needs) else {
+        return;
+    };
+    // runc is dynamic (libseccomp): it runs only if its libraries came along.
+    let runc = std::env::split_paths(&std::env::var_os("PATH").unwrap())
+        .map(|d| d.join("runc"))
+        .find(|r| r.is_file())
+        .unwrap();
+    let script = "awk '$2 == \"/\" {print \"root=\" $3}' /proc/mounts; \
+                  /opt/extra/runc --version | head -n1; \
+                  readlink /dev/fd";
+    let run = Vm::new()
+        .tmpfs_root()
+        .file(&runc, "/opt/extra/runc")
+        .run("/bin/busybox".as_ref(), ["sh", "-c", script])
+        .unwrap();
+    assert_eq!(run.exit_code, 0, "{}", run.output);
+    let lines: Vec<&str> = run.output.lines().collect();
+    assert!(lines.contains(&"root=tmpfs"), "{}", run.output);
+    assert!(
+        lines.iter().any(|l| l.starts_with("runc version")),
+        "{}",
+        run.output
+    );
+    assert!(lines.contains(&"/proc/self/fd"), "{}", run.output);
+    let err = Vm::new()
+        .file(&runc, "relative/runc")
+        .run("/bin/busybox".as_ref(), ["true"])
+        .unwrap_err();
+    assert!(matches!(err, VmError::BadArgument { .. }), "{err}");
+}

@@ -14,22 +14,44 @@ pub(super) fn quote(s: &str) -> Result<String, VmError> {
     Ok(format!("'{}'", s.replace('\'', r"'\''")))
 }
 
+/// The start of `/init` with [`Vm::tmpfs_root`](super::Vm::tmpfs_root): the initramfs's files
+/// copied onto a tmpfs that becomes the root (`switch_root` empties the initramfs and runs
+/// `/init` again from the tmpfs, which then finds `/.tmpfs-root` and goes on).
+const TO_TMPFS_ROOT: &str = "#!/bin/busybox sh\n\
+    if [ ! -e /.tmpfs-root ]; then\n\
+      /bin/busybox mkdir /newroot\n\
+      /bin/busybox mount -t tmpfs -o mode=0755 tmpfs /newroot\n\
+      for e in /*; do [ \"$e\" = /newroot ] || /bin/busybox cp -a \"$e\" /newroot/; done\n\
+      /bin/busybox touch /newroot/.tmpfs-root\n\
+      exec /bin/busybox switch_root /newroot /init\n\
+    fi\n";
+
 /// The guest's `/init`: mounts, the marker line once booted, the program with its
-/// environment and libraries, its exit code after the marker, and power-off.
+/// environment and libraries, its exit code after the marker, and power-off; first, with
+/// `tmpfs_root`, the move onto a tmpfs root ([`TO_TMPFS_ROOT`]).
 pub(super) fn init_script(
     marker: &str,
     program: &str,
     args: &[String],
     env: &[(String, String)],
     libs: &[PathBuf],
+    tmpfs_root: bool,
 ) -> Result<String, VmError> {
-    let mut s = String::from(
-        "#!/bin/busybox sh\n\
-         /bin/busybox --install -s\n\
+    let mut s = String::from(if tmpfs_root {
+        TO_TMPFS_ROOT
+    } else {
+        "#!/bin/busybox sh\n"
+    });
+    s.push_str(
+        "/bin/busybox --install -s\n\
          export PATH=/bin:/sbin:/usr/bin:/usr/sbin HOME=/tmp\n\
          mount -t proc proc /proc\n\
          mount -t sysfs sysfs /sys\n\
          mount -t devtmpfs devtmpfs /dev\n\
+         ln -s /proc/self/fd /dev/fd\n\
+         ln -s /proc/self/fd/0 /dev/stdin\n\
+         ln -s /proc/self/fd/1 /dev/stdout\n\
+         ln -s /proc/self/fd/2 /dev/stderr\n\
          mount -t tmpfs tmpfs /tmp\n\
          mount -t tmpfs tmpfs /run\n\
          mount -t cgroup2 -o nsdelegate cgroup2 /sys/fs/cgroup\n\
@@ -118,13 +140,14 @@ mod tests {
             &["--x".into(), "a b".into()],
             &[("K".into(), "v".into())],
             &[PathBuf::from("/lib/x/libc.so.6")],
+            false,
         )
         .unwrap();
         assert!(
             s.contains("LD_LIBRARY_PATH='/lib/x' K='v' '/opt/vm/p' '--x' 'a b'\n"),
             "{s}"
         );
-        assert!(init_script("m", "/p", &[], &[("A=B".into(), "v".into())], &[]).is_err());
+        assert!(init_script("m", "/p", &[], &[("A=B".into(), "v".into())], &[], false).is_err());
     }
 
     #[test]

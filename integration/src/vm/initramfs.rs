@@ -5,13 +5,15 @@ use std::io::{self, Read, Write};
 use std::path::Path;
 
 /// Writes the guest's initramfs to `path`: the console device, busybox, the `/init` script,
-/// the program at `guest_program` and its libraries at their host paths, and the mount points.
+/// the program at `guest_program`, the extra `files` (host source, guest path), the libraries at
+/// their host paths, and the mount points.
 pub(super) fn write(
     path: &Path,
     script: &str,
     program: &Path,
     guest_program: &str,
     libs: &[std::path::PathBuf],
+    files: &[(std::path::PathBuf, String)],
 ) -> io::Result<()> {
     let file = std::fs::File::create(path)?;
     let mut cpio = Cpio::new(io::BufWriter::new(file));
@@ -19,6 +21,9 @@ pub(super) fn write(
     cpio.file_from("bin/busybox", 0o755, Path::new(crate::bundle::BUSYBOX))?;
     cpio.bytes("init", 0o755, script.as_bytes())?;
     cpio.file_from(&guest_program[1..], 0o755, program)?;
+    for (host, guest) in files {
+        cpio.file_from(&guest[1..], 0o755, host)?;
+    }
     for lib in libs {
         cpio.file_from(&lib.to_string_lossy()[1..], 0o755, lib)?;
     }

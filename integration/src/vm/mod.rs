@@ -226,6 +226,8 @@ pub struct Vm {
     timeout: Duration,
     kernel_args: Vec<String>,
     env: Vec<(String, String)>,
+    files: Vec<(PathBuf, String)>,
+    tmpfs_root: bool,
 }
 
 impl Default for Vm {
@@ -244,6 +246,8 @@ impl Vm {
             timeout: DEFAULT_TIMEOUT,
             kernel_args: Vec::new(),
             env: Vec::new(),
+            files: Vec::new(),
+            tmpfs_root: false,
         }
     }
 
@@ -283,6 +287,40 @@ impl Vm {
         self
     }
 
+    /// One more file for the guest: `host`'s content at the absolute path `guest`, executable,
+    /// with the shared libraries `ldd` names for it (none for a static program or a script).
+    /// For programs the guest program starts, such as test binaries run by a shell script, or
+    /// `runc`.
+    ///
+    /// ```no_run
+    /// let run = integration::vm::Vm::new()
+    ///     .file("/usr/sbin/runc", "/usr/sbin/runc")
+    ///     .run("/bin/busybox".as_ref(), ["sh", "-c", "/usr/sbin/runc --version"])?;
+    /// assert_eq!(run.exit_code, 0);
+    /// # Ok::<(), integration::vm::VmError>(())
+    /// ```
+    pub fn file(mut self, host: impl Into<PathBuf>, guest: impl Into<String>) -> Vm {
+        self.files.push((host.into(), guest.into()));
+        self
+    }
+
+    /// Moves the guest's root from the initramfs onto a tmpfs (`switch_root`) before the program
+    /// runs: `pivot_root(2)`, which runc uses to enter a container's root, refuses the
+    /// initramfs (the kernel's `rootfs` can never be unmounted). Copying costs memory for a
+    /// moment (the initramfs is emptied after the switch) and a few seconds of boot.
+    ///
+    /// ```no_run
+    /// let run = integration::vm::Vm::new()
+    ///     .tmpfs_root()
+    ///     .run("/bin/busybox".as_ref(), ["sh", "-c", "grep ' / ' /proc/mounts"])?;
+    /// assert!(run.output.contains("tmpfs / tmpfs"));
+    /// # Ok::<(), integration::vm::VmError>(())
+    /// ```
+    pub fn tmpfs_root(mut self) -> Vm {
+        self.tmpfs_root = true;
+        self
+    }
+
     /// Boots, runs `program` with `args` as root in the guest (working directory `/tmp`), and
     /// returns its exit code and the console. Temporary files are removed whatever happens.
     pub fn run<I, S>(&self, program: &Path, args: I) -> Result<VmRun, VmError>
@@ -311,15 +349,39 @@ impl Vm {
                 value: program.display().to_string(),
             })?;
         let guest_program = format!("{GUEST_DIR}/{name}");
-        let libs = guest::libraries(program)?;
-        let script = guest::init_script(&marker, &guest_program, &args, &self.env, &libs)?;
+        let mut libs = guest::libraries(program)?;
+        for (host, guest_path) in &self.files {
+            if !guest_path.starts_with('/') || guest_path.len() < 2 {
+                return Err(VmError::BadArgument {
+                    value: guest_path.clone(),
+                });
+            }
+            libs.extend(guest::libraries(host)?);
+        }
+        libs.sort();
+        libs.dedup();
+        let script = guest::init_script(
+            &marker,
+            &guest_program,
+            &args,
+            &self.env,
+            &libs,
+            self.tmpfs_root,
+        )?;
         let dir = tempfile::Builder::new()
             .prefix("shimless-vm-")
             .tempdir()
             .map_err(io_err("create a temporary directory", Path::new("/tmp")))?;
         let initrd = dir.path().join("initramfs.cpio");
-        initramfs::write(&initrd, &script, program, &guest_program, &libs)
-            .map_err(io_err("write the initramfs", &initrd))?;
+        initramfs::write(
+            &initrd,
+            &script,
+            program,
+            &guest_program,
+            &libs,
+            &self.files,
+        )
+        .map_err(io_err("write the initramfs", &initrd))?;
         let boot = self.boot(&initrd, &marker)?;
         drop(dir);
         self.outcome(boot, &marker)
