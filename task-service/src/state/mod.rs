@@ -7,4 +7,4 @@
 
 mod store;
 
-pub use store::{StateError, StateStore};
+pub use store::{Listing, StateError, StateStore};
