@@ -274,10 +274,12 @@ impl Daemon {
                 .push(format!("{name} (create interrupted)"));
             return Ok(());
         }
-        let known = !matches!(
-            runc.state(id.as_str()).await,
-            Err(runc_driver::Error::NotFound { .. })
-        );
+        let mut record = record;
+        let runtime_state = runc.state(id.as_str()).await;
+        let known = !matches!(runtime_state, Err(runc_driver::Error::NotFound { .. }));
+        if let Ok(state) = &runtime_state {
+            started_while_down(&mut record, state);
+        }
         let init = &record.container.init;
         let live = match init.state {
             ProcessState::Stopped(_) => Reopened::Gone,
@@ -455,6 +457,25 @@ pub(super) fn note_root(
         root.systemd_cgroup = record.systemd_cgroup;
     }
     root.ids.insert(id.to_string());
+}
+
+/// A `Start` the daemon died in may have started the init after its record was saved as
+/// created: what the runtime says wins (a created init that runs is started, or paused).
+fn started_while_down(record: &mut Record, state: &runc_driver::State) {
+    use runc_driver::Status as Runtime;
+    let init = &mut record.container.init;
+    if init.state != ProcessState::Created {
+        return;
+    }
+    if matches!(
+        state.status,
+        Runtime::Running | Runtime::Pausing | Runtime::Paused
+    ) {
+        let _ = init.start();
+    }
+    if matches!(state.status, Runtime::Pausing | Runtime::Paused) {
+        let _ = init.pause();
+    }
 }
 
 /// Waits (up to 30 s) until no process runs the runtime on container `id` under `root`: a
