@@ -184,6 +184,7 @@ mod tests {
     use super::*;
 
     #[test]
+    #[allow(clippy::zombie_processes)] // reaped through its pidfd
     fn a_child_with_a_pidfd_is_left_to_its_waiter() {
         let child = std::process::Command::new("true").spawn().unwrap();
         let pidfd = pidfd::PidFd::from_child(&child).unwrap();

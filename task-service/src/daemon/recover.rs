@@ -489,7 +489,10 @@ async fn wait_for_runtime_calls(root: &std::path::Path, id: &str) {
         let Ok(entries) = std::fs::read_dir("/proc") else {
             return true;
         };
-        entries.flatten().any(|entry| {
+        let processes = entries
+            .flatten()
+            .filter(|entry| entry.file_name().to_str().is_some_and(is_pid));
+        processes.into_iter().any(|entry| {
             match std::fs::read(entry.path().join("cmdline")) {
                 Ok(cmdline) => {
                     let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
@@ -507,4 +510,9 @@ async fn wait_for_runtime_calls(root: &std::path::Path, id: &str) {
     while busy() && std::time::Instant::now() < deadline {
         async_io::Timer::after(std::time::Duration::from_millis(20)).await;
     }
+}
+
+/// Whether a `/proc` entry names a process (all digits).
+fn is_pid(name: &str) -> bool {
+    !name.is_empty() && name.bytes().all(|b| b.is_ascii_digit())
 }

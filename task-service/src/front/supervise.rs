@@ -76,7 +76,7 @@ impl Supervisor {
         loop {
             match rustix::process::wait(rustix::process::WaitOptions::empty()) {
                 Ok(Some((pid, status))) if pid.as_raw_nonzero().get() as u32 == daemon => {
-                    let delay = backoff.next();
+                    let delay = backoff.delay();
                     eprintln!(
                         "shimless-front: shimlessd (pid {daemon}) {} after {:.1?}{}; {}; \
                          starting it again in {delay:?}",
@@ -90,7 +90,7 @@ impl Supervisor {
                         match self.spawn() {
                             Ok(pid) => break pid,
                             Err(e) => {
-                                let delay = backoff.next();
+                                let delay = backoff.delay();
                                 eprintln!("shimless-front: {e}; trying again in {delay:?}");
                                 std::thread::sleep(delay);
                             }
@@ -126,11 +126,11 @@ pub const STABLE_AFTER: Duration = Duration::from_secs(60);
 /// use std::time::Duration;
 /// use task_service::front::supervise::Backoff;
 /// let mut b = Backoff::new(Duration::from_millis(200));
-/// assert_eq!(b.next(), Duration::from_millis(200));
-/// assert_eq!(b.next(), Duration::from_millis(400));
-/// assert_eq!(b.next(), Duration::from_millis(800));
-/// for _ in 0..20 { b.next(); }
-/// assert_eq!(b.next(), task_service::front::supervise::MAX_RESTART_DELAY);
+/// assert_eq!(b.delay(), Duration::from_millis(200));
+/// assert_eq!(b.delay(), Duration::from_millis(400));
+/// assert_eq!(b.delay(), Duration::from_millis(800));
+/// for _ in 0..20 { b.delay(); }
+/// assert_eq!(b.delay(), task_service::front::supervise::MAX_RESTART_DELAY);
 /// assert_eq!(b.streak(), "24 exits in a row within 60s of their start");
 /// ```
 #[derive(Debug, Clone)]
@@ -151,7 +151,7 @@ impl Backoff {
     }
 
     /// The pause before the next start, after an exit (or a failed start) now.
-    pub fn next(&mut self) -> Duration {
+    pub fn delay(&mut self) -> Duration {
         if self.started.elapsed() >= STABLE_AFTER {
             self.failures = 0;
             self.started = std::time::Instant::now();
