@@ -278,6 +278,29 @@ impl ExitWatch {
         }
     }
 
+    /// Reads the recorded exit of `pid`, if there is one, and leaves it in place: for a
+    /// supervisor that drops it with [`ExitWatch::take`] only once it has made the exit durable
+    /// elsewhere, so that a crash in between finds it again.
+    ///
+    /// ```no_run
+    /// let mut watch = exitwatch::ExitWatch::open_or_load("/sys/fs/bpf/exitwatch")?;
+    /// if let Some(exit) = watch.peek(4242)? {
+    ///     println!("{exit:?}"); // ... saved somewhere durable, then:
+    ///     watch.take(4242)?;
+    /// }
+    /// # Ok::<(), exitwatch::Error>(())
+    /// ```
+    pub fn peek(&self, pid: u32) -> Result<Option<Exit>, Error> {
+        match self.events.get(&pid, 0) {
+            Ok(record) => Exit::from_record(pid, record).map(Some),
+            Err(MapError::KeyNotFound) => Ok(None),
+            Err(e) => Err(Error::Bpf {
+                what: "read an exit",
+                source: Box::new(e),
+            }),
+        }
+    }
+
     /// Takes (reads and removes) the recorded exit of `pid`, if there is one.
     pub fn take(&mut self, pid: u32) -> Result<Option<Exit>, Error> {
         match self.events.get(&pid, 0) {

@@ -21,23 +21,46 @@ const POLL: Duration = Duration::from_millis(20);
 /// assert!(runc_driver::runtime_calls(root, "web").is_empty());
 /// ```
 pub fn runtime_calls(root: &Path, id: &str) -> Vec<i32> {
+    calls_if_known(root, id).unwrap_or_default()
+}
+
+/// [`runtime_calls`], or `None` when `/proc` cannot tell (it, or a process's `cmdline`, could
+/// not be read for another reason than the process being gone, e.g. no descriptor left): that
+/// is no proof that nothing runs.
+fn calls_if_known(root: &Path, id: &str) -> Option<Vec<i32>> {
     let root = root.as_os_str().as_encoded_bytes();
     let id = id.as_bytes();
-    let Ok(dirs) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    dirs.flatten()
-        .filter_map(|entry| entry.file_name().to_str()?.parse::<i32>().ok())
-        .filter(|pid| {
-            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-            let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
-            args.contains(&root) && args.contains(&id)
-        })
-        .collect()
+    let mut calls = Vec::new();
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        let cmdline = match std::fs::read(format!("/proc/{pid}/cmdline")) {
+            Ok(cmdline) => cmdline,
+            Err(e) if gone(&e) => continue,
+            Err(_) => return None,
+        };
+        let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+        if args.contains(&root) && args.contains(&id) {
+            calls.push(pid);
+        }
+    }
+    Some(calls)
+}
+
+/// Whether reading a `/proc/<pid>` file failed because the process has gone meanwhile.
+fn gone(e: &std::io::Error) -> bool {
+    e.kind() == std::io::ErrorKind::NotFound
+        || e.raw_os_error() == Some(rustix::io::Errno::SRCH.raw_os_error())
 }
 
 /// Waits, up to `timeout`, until no process runs the runtime on container `id` under `root`
-/// (see [`runtime_calls`]), looking every 20 ms; whether none is left.
+/// (see [`runtime_calls`]), looking every 20 ms; whether none is left. A `/proc` that cannot be
+/// read counts as a call still running.
 ///
 /// ```no_run
 /// # async fn f() {
@@ -51,7 +74,7 @@ pub fn runtime_calls(root: &Path, id: &str) -> Vec<i32> {
 pub async fn wait_for_runtime_calls(root: &Path, id: &str, timeout: Duration) -> bool {
     let deadline = Instant::now() + timeout;
     loop {
-        if runtime_calls(root, id).is_empty() {
+        if calls_if_known(root, id).is_some_and(|calls| calls.is_empty()) {
             return true;
         }
         if Instant::now() >= deadline {

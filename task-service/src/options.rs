@@ -32,7 +32,8 @@ pub const TYPE_URL: &str = "containerd.runc.v1.Options";
 pub struct RuntimeOptions {
     /// The runtime binary (`runc`, `crun`, or an absolute path); `None` = the daemon's default.
     pub binary: Option<String>,
-    /// The runtime's `--root`; `None` = the daemon's per-namespace default.
+    /// The parent of the runtime's `--root` (the namespace is appended, as containerd does);
+    /// `None` = the daemon's configured `runc_root`.
     pub root: Option<PathBuf>,
     /// Use the systemd cgroup driver (`--systemd-cgroup`).
     pub systemd_cgroup: bool,

@@ -88,6 +88,9 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let ex = Arc::new(smol::Executor::new());
     let daemon = Daemon::new(config.clone(), ex.clone())
         .map_err(|e| format!("cannot become the child subreaper: {e}"))?;
+    daemon
+        .reap_orphans()
+        .map_err(|e| format!("cannot start the orphan reaper: {e}"))?;
     for warning in daemon.warnings() {
         eprintln!("shimlessd: warning: {warning}");
     }

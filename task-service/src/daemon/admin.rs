@@ -26,7 +26,8 @@ impl Admin for Daemon {
             .map(|(key, entry)| summary(key, entry))
             .collect();
         tasks.sort_by(|a, b| (&a.namespace, &a.id).cmp(&(&b.namespace, &b.id)));
-        Ok(Response::new(ListResponse { tasks }))
+        let problems = lock(&self.inner.problems).clone();
+        Ok(Response::new(ListResponse { tasks, problems }))
     }
 
     async fn register_publisher(

@@ -76,10 +76,8 @@ impl Exits {
     pub(crate) fn recorded(&self, identity: &ProcessIdentity, cookie: u64) -> Option<Exit> {
         let watch = self.watch.as_ref()?;
         let pid = u32::try_from(identity.pid).ok()?;
-        let mut watch = lock(watch);
-        let exit = watch.take(pid).ok()??;
-        // `take` removed it; a record of another process with this PID is not ours to drop,
-        // but it cannot be put back either: it belonged to a process nobody tracks any more.
+        // Read, not taken: a daemon killed before the exit is saved finds it again.
+        let exit = lock(watch).peek(pid).ok()??;
         let ticks = exit.started_after_boot.as_nanos() / (1_000_000_000 / USER_HZ);
         if exit.cookie != cookie || ticks != u128::from(identity.start_time) {
             return None;

@@ -75,6 +75,7 @@ impl Daemon {
         opened: OpenStdio,
         terminal: bool,
     ) -> Result<Launched, Failed> {
+        let _launching = self.inner.reaper.launching(); // its child is not an orphan
         let (stdio, for_console) = split_stdio(opened.container, terminal);
         let (pid, master) = run(runc, id, &spawn, stdio, terminal)
             .await

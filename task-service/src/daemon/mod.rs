@@ -13,12 +13,13 @@
 //! records), `launch` (the one spawn path of an init's `Create` and an exec's `Start`),
 //! `create` and `exec` (those two calls), `watch` (waiting for exits and reporting them),
 //! `lifecycle` (start, kill, pause, delete), `outlive` (a call's work that finishes, or
-//! undoes itself, when the call is dropped at its deadline), `stats` (containerd's metrics),
-//! `task` (the Task service, delegating to those), `admin` (shimless's Admin service), `recover`
-//! (taking back a previous run's containers), `router` and `subscribe` (the gRPC surface),
-//! `exits`, `oom` and `forward` (exit sources, OOM counts, events to containerd), `health`
-//! (`shimless.v1.Health`: whether the daemon runs degraded), `errors`
-//! (library errors as gRPC statuses).
+//! undoes itself, when the call is dropped at its deadline), `reaper` (orphans nobody waits
+//! for), `stats` (containerd's metrics), `task` (the Task service, delegating to those), `admin`
+//! (shimless's Admin service), `recover` (taking back a previous run's containers, with `reopen`
+//! for processes and `rebuild` for unreadable records), `router` and `subscribe` (the gRPC
+//! surface), `exits`, `oom` and `forward` (exit sources, OOM counts, events to containerd),
+//! `health` (`shimless.v1.Health`: whether the daemon runs degraded), `errors` (library errors
+//! as gRPC statuses).
 
 mod admin;
 mod container;
@@ -33,8 +34,11 @@ mod lifecycle;
 mod oom;
 mod outlive;
 mod persist;
+mod reaper;
+mod rebuild;
 mod record;
 mod recover;
+mod reopen;
 mod router;
 mod stats;
 mod subscribe;
@@ -91,6 +95,11 @@ struct Inner {
     creating: Mutex<HashSet<Key>>,
     /// Where each container's events go (containerd's address, from the shim's `start`).
     publishers: Arc<forward::Publishers>,
+    /// What the last recovery could not take back or check (see [`Recovery::problems`]),
+    /// listed by `Admin/List` until the next restart.
+    problems: Mutex<Vec<String>>,
+    /// Reaps orphans re-parented to the daemon that nobody waits for.
+    reaper: Arc<reaper::Reaper>,
 }
 
 impl std::fmt::Debug for Daemon {
@@ -121,6 +130,8 @@ impl Daemon {
                 exits,
                 warnings: warning.into_iter().collect(),
                 creating: Mutex::new(HashSet::new()),
+                problems: Mutex::new(Vec::new()),
+                reaper: Arc::default(),
             }),
         })
     }
@@ -129,6 +140,20 @@ impl Daemon {
     /// privileges do not allow it).
     pub fn warnings(&self) -> &[String] {
         &self.inner.warnings
+    }
+
+    /// Starts reaping the orphans that become the daemon's children and that nobody waits for
+    /// (a hook's background process, a double fork): without it they stay zombies, as the
+    /// daemon is their subreaper. Children with a waiter (container processes, runtime calls)
+    /// are never taken from it. Call once, in the process that serves.
+    ///
+    /// ```no_run
+    /// # let daemon: task_service::daemon::Daemon = todo!();
+    /// daemon.reap_orphans()?;
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn reap_orphans(&self) -> std::io::Result<()> {
+        self.inner.reaper.start()
     }
 
     /// Whether exit codes are recorded in the kernel (exitwatch loaded).
@@ -161,11 +186,13 @@ impl Daemon {
     }
 
     /// The runtime root of a namespace: the container's `Root` option, else the configured
-    /// per-namespace directory.
+    /// root, with the namespace appended either way (as containerd's runc shim does), so that
+    /// no two namespaces, and no other runtime's root given as `Root`, share a directory.
     fn runtime_root(&self, ns: &Namespace, opts: &RuntimeOptions) -> PathBuf {
         opts.root
-            .clone()
-            .unwrap_or_else(|| self.inner.config.runc_root.join(ns.as_str()))
+            .as_deref()
+            .unwrap_or(&self.inner.config.runc_root)
+            .join(ns.as_str())
     }
 
     /// The driver for a container's runtime options under `root`, made once and shared.

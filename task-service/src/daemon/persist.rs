@@ -38,7 +38,7 @@ impl Daemon {
     }
 
     /// Whether `entry` is still the container under `key` (not deleted meanwhile).
-    fn is_current(&self, key: &Key, entry: &Entry) -> bool {
+    pub(super) fn is_current(&self, key: &Key, entry: &Entry) -> bool {
         lock(&self.inner.containers)
             .get(key)
             .is_some_and(|e| std::ptr::eq(Arc::as_ptr(e), entry))

@@ -4,8 +4,15 @@
 //! Every record is one of: a `Create` the daemon died in (its runtime container removed), a
 //! `Delete` it died in (finished), or a container to take back: a live init re-opened by PID
 //! and start time and watched again, or one that exited while no daemon ran, reported with
-//! exitwatch's status (else as lost, code 255). Runtime containers without a record are
-//! removed.
+//! exitwatch's status (else as lost, code 255).
+//!
+//! Nothing fails recovery as a whole but an unreadable state directory: an entry that cannot be
+//! taken back (a stray file, a record whose runtime binary is gone, a root that cannot be
+//! listed, a failed removal) is skipped and reported. A record that cannot be read is kept, and
+//! its container rebuilt from the runtime's state and its bundle (`rebuild`). A process whose
+//! pidfd cannot be re-opened for any reason but "no such process" is kept and re-opened later
+//! (`reopen`), never taken as exited. Runtime containers that no record names are left alone:
+//! shimless removes only what it has a record or an intent for.
 
 use super::Daemon;
 use super::container::{Entry, Key};
@@ -13,11 +20,12 @@ use super::errors;
 use super::exits;
 use super::oom::MemoryCgroup;
 use super::record::Record;
+use super::reopen::{self, Reopened};
 use crate::ids::{ContainerId, Namespace};
 use crate::lock::lock;
 use crate::model::ProcessState;
 use crate::stdio::{self, Endpoint};
-use pidfd::{PidFd, ProcessIdentity};
+use pidfd::ProcessIdentity;
 use runc_driver::Runc;
 use std::collections::{HashMap, HashSet};
 use std::fmt;
@@ -51,11 +59,24 @@ pub struct Recovery {
     /// Deletes interrupted by the restart (the runtime had removed the container, the record
     /// was still there): finished by removing the record.
     pub finished_deletes: Vec<String>,
-    /// Runtime containers with no record (the daemon stopped between `runc create` and the
-    /// record's write): deleted with `--force`.
+    /// `Create`s interrupted by the restart (a record still marked `creating`): whatever the
+    /// runtime made of them was deleted with `--force`.
     pub orphans_removed: Vec<String>,
-    /// Records that could not be read, left in place for a human, with the reason.
+    /// Records that could not be read, kept for a human, with the reason. Their containers
+    /// are rebuilt from the runtime's state when the runtime knows them (see `rebuilt`).
     pub unreadable: Vec<String>,
+    /// Containers taken back from the runtime's state and their bundle, their record being
+    /// unreadable (their stdio and execs are not known any more).
+    pub rebuilt: Vec<String>,
+    /// Processes whose pidfd could not be re-opened for a reason other than "gone" (e.g. no
+    /// file descriptor left): kept as the record says and re-opened in the background.
+    pub unverified: Vec<String>,
+    /// Entries skipped, with why: stray files in the state directory, records whose runtime
+    /// cannot be run, roots that cannot be listed, failed removals.
+    pub skipped: Vec<String>,
+    /// Runtime containers that no record or intent names, left alone: shimless did not make
+    /// them (another runtime's, or containerd's own, under a shared root).
+    pub left_alone: Vec<String>,
 }
 
 impl fmt::Display for Recovery {
@@ -74,16 +95,9 @@ impl fmt::Display for Recovery {
                 .collect();
             write!(f, " ({})", exits.join(", "))?;
         }
-        let lists = [
-            ("already stopped", &self.stopped),
-            ("lost (code 255)", &self.lost),
-            ("interrupted deletes finished", &self.finished_deletes),
-            ("orphans removed", &self.orphans_removed),
-            ("unreadable records", &self.unreadable),
-        ];
-        for (what, list) in lists {
+        for (what, list) in self.lists() {
             if !list.is_empty() {
-                write!(f, ", {} {what} ({})", list.len(), list.join(", "))?;
+                write!(f, ", {} {what} ({})", list.len(), list.join("; "))?;
             }
         }
         Ok(())
@@ -91,6 +105,42 @@ impl fmt::Display for Recovery {
 }
 
 impl Recovery {
+    /// The named lists beyond the adopted and exited ones, as the report prints them.
+    fn lists(&self) -> [(&'static str, &Vec<String>); 9] {
+        [
+            ("already stopped", &self.stopped),
+            ("lost (code 255)", &self.lost),
+            ("interrupted deletes finished", &self.finished_deletes),
+            ("orphans removed", &self.orphans_removed),
+            ("unreadable records kept", &self.unreadable),
+            ("rebuilt from the runtime", &self.rebuilt),
+            ("not verified yet", &self.unverified),
+            ("skipped", &self.skipped),
+            ("runtime containers left alone", &self.left_alone),
+        ]
+    }
+
+    /// What an operator must look at: unreadable records, unverified processes, skipped
+    /// entries and foreign runtime containers, one line each (what `shimlessctl ps` prints).
+    ///
+    /// ```
+    /// let mut r = task_service::daemon::Recovery::default();
+    /// r.skipped.push("/run/shimless/state/default/x.json~: not a record".into());
+    /// assert_eq!(r.problems(), vec!["skipped: /run/shimless/state/default/x.json~: not a record"]);
+    /// ```
+    pub fn problems(&self) -> Vec<String> {
+        let lists = [
+            ("unreadable record kept", &self.unreadable),
+            ("not verified yet", &self.unverified),
+            ("skipped", &self.skipped),
+            ("runtime container left alone", &self.left_alone),
+        ];
+        lists
+            .into_iter()
+            .flat_map(|(what, list)| list.iter().map(move |item| format!("{what}: {item}")))
+            .collect()
+    }
+
     /// Sorts every list, so that a report reads the same whatever the order of the records.
     fn sort(&mut self) {
         for list in [
@@ -99,6 +149,11 @@ impl Recovery {
             &mut self.lost,
             &mut self.finished_deletes,
             &mut self.orphans_removed,
+            &mut self.unreadable,
+            &mut self.rebuilt,
+            &mut self.unverified,
+            &mut self.skipped,
+            &mut self.left_alone,
         ] {
             list.sort();
         }
@@ -108,16 +163,16 @@ impl Recovery {
 
 /// A runtime root to reconcile: the binary (and cgroup manager) to list it with, the namespace
 /// it serves, and the ids it should hold.
-struct Root {
-    binary: PathBuf,
-    systemd_cgroup: bool,
-    ns: Namespace,
+pub(super) struct Root {
+    pub(super) binary: PathBuf,
+    pub(super) systemd_cgroup: bool,
+    pub(super) ns: Namespace,
     ids: HashSet<String>,
 }
 
 /// Every runtime root to reconcile, keyed by root alone: the same root must not be listed twice
 /// with different binaries.
-type Roots = HashMap<PathBuf, Root>;
+pub(super) type Roots = HashMap<PathBuf, Root>;
 
 /// A recovered process: its id (an exec's), state and identity.
 type Process = (String, ProcessState, Option<ProcessIdentity>);
@@ -126,8 +181,10 @@ impl Daemon {
     /// Takes back the containers of a previous run from their records: live inits are
     /// re-opened by PID and start time (a PID now owned by another process is never adopted)
     /// and watched again; inits that exited while no daemon ran get their status from
-    /// exitwatch and are reported once; interrupted deletes are finished; runtime containers
-    /// without a record are removed. Call once, before serving.
+    /// exitwatch and are reported once; interrupted creates are undone and interrupted deletes
+    /// finished. One entry that cannot be taken back is skipped and reported, never fatal: the
+    /// only error is a state directory that cannot be read. Call once, before serving; what
+    /// needs a human stays visible in `Admin/List` ([`Recovery::problems`]).
     ///
     /// ```no_run
     /// # async fn f(daemon: task_service::daemon::Daemon) -> Result<(), tonic::Status> {
@@ -137,28 +194,42 @@ impl Daemon {
     /// ```
     pub async fn recover(&self) -> Result<Recovery, Status> {
         let mut report = Recovery::default();
-        let keys = self
+        let listing = self
             .inner
             .store
-            .list()
+            .listing()
             .map_err(|e| errors::internal("list the records", e))?;
+        report
+            .skipped
+            .extend(listing.strays.iter().map(ToString::to_string));
         let mut roots = self.namespace_roots();
-        for (ns, id) in keys {
+        let mut unreadable = Vec::new();
+        for (ns, id) in listing.records {
             let name = format!("{}/{}", ns.as_str(), id.as_str());
             let record: Record = match self.inner.store.load(&ns, &id) {
                 Ok(Some(record)) => record,
                 Ok(None) => continue,
                 Err(e) => {
                     report.unreadable.push(format!("{name}: {e}"));
+                    unreadable.push((ns, id));
                     continue;
                 }
             };
-            note_root(&mut roots, &ns, &id, &record);
-            self.recover_record((ns, id), name, record, &mut report)
-                .await?;
+            let noted = (ns.clone(), id.clone(), record.clone());
+            let recovered = self
+                .recover_record((ns, id), name.clone(), record, &mut report)
+                .await;
+            if let Err(e) = &recovered {
+                report.skipped.push(format!("{name}: {}", e.message()));
+            }
+            note_root(&mut roots, &noted.0, &noted.1, &noted.2, recovered.is_ok());
         }
-        self.remove_orphans(roots, &mut report).await?;
+        for key in unreadable {
+            self.rebuild(key, &mut roots, &mut report).await;
+        }
+        self.note_foreign(roots, &mut report).await;
         report.sort();
+        *lock(&self.inner.problems) = report.problems();
         Ok(report)
     }
 
@@ -187,7 +258,7 @@ impl Daemon {
     }
 
     /// Sorts one record into the report: an interrupted `Create` undone, an interrupted
-    /// `Delete` finished, or the container taken back.
+    /// `Delete` finished, or the container taken back. An error skips this record only.
     async fn recover_record(
         &self,
         key: Key,
@@ -213,17 +284,19 @@ impl Daemon {
                 .push(format!("{name} (create interrupted)"));
             return Ok(());
         }
-        let known = !matches!(
-            runc.state(id.as_str()).await,
-            Err(runc_driver::Error::NotFound { .. })
-        );
+        let mut record = record;
+        let runtime_state = runc.state(id.as_str()).await;
+        let known = !matches!(runtime_state, Err(runc_driver::Error::NotFound { .. }));
+        if let Ok(state) = &runtime_state {
+            started_while_down(&mut record, state);
+        }
         let init = &record.container.init;
         let live = match init.state {
-            ProcessState::Stopped(_) => None,
-            _ => record.identity.and_then(|i| PidFd::reopen(&i).ok()),
+            ProcessState::Stopped(_) => Reopened::Gone,
+            _ => reopen::reopen(record.identity.as_ref()).await,
         };
         let deleting = !known
-            && live.is_none()
+            && matches!(live, Reopened::Gone)
             && matches!(init.state, ProcessState::Stopped(_) | ProcessState::Created);
         if deleting {
             self.drop_record(ns, id, &record)?;
@@ -235,20 +308,21 @@ impl Daemon {
     }
 
     /// Holds a recovered container again, with its execs, and settles its init: kept stopped,
-    /// adopted and watched, or reported as exited while no daemon ran.
-    async fn take_back(
+    /// adopted and watched, kept to be verified later, or reported as exited while no daemon
+    /// ran.
+    pub(super) async fn take_back(
         &self,
         key: Key,
         name: String,
         record: Record,
         runc: Runc,
-        live: Option<PidFd>,
+        live: Reopened,
         report: &mut Recovery,
     ) {
         // Only a live process needs its output FIFOs kept open (they were valid at Create).
         let endpoints = [&record.stdin, &record.stdout, &record.stderr].map(String::as_str);
         let keepalive = match (&live, Endpoint::parse_all(endpoints)) {
-            (Some(_), Ok([i, o, e])) => stdio::keepalive([&i, &o, &e]),
+            (Reopened::Live(_), Ok([i, o, e])) => stdio::keepalive([&i, &o, &e]),
             _ => Vec::new(),
         };
         let init_state = record.container.init.state;
@@ -262,22 +336,27 @@ impl Daemon {
                 (exec_id.clone(), p.state, identity)
             })
             .collect();
-        let memory_cgroup = live
-            .as_ref()
-            .and_then(|pidfd| MemoryCgroup::of(pidfd.pid()));
+        let memory_cgroup = match &live {
+            Reopened::Live(pidfd) => MemoryCgroup::of(pidfd.pid()),
+            _ => None,
+        };
         let entry = Entry::new(record, runc, keepalive, memory_cgroup);
         lock(&self.inner.containers).insert(key.clone(), entry.clone());
-        self.recover_execs(&key, &entry, execs).await;
+        self.recover_execs(&key, &entry, execs, report).await;
         match (init_state, live) {
             (ProcessState::Stopped(exit), _) => {
                 let _ = entry.init_exit.set(exit).await;
                 report.stopped.push(name);
             }
-            (_, Some(pidfd)) => {
+            (_, Reopened::Live(pidfd)) => {
                 report.adopted.push(name);
                 self.watch_exit(key, entry, None, pidfd);
             }
-            (_, None) => {
+            (_, Reopened::Unknown(why)) => {
+                report.unverified.push(format!("{name}: {why}"));
+                self.reopen_later(key, entry, None, identity);
+            }
+            (_, Reopened::Gone) => {
                 let cookie = exits::cookie(key.0.as_str(), key.1.as_str(), None);
                 let (exit, found) = self.inner.exits.while_down(identity.as_ref(), cookie);
                 if found {
@@ -293,10 +372,17 @@ impl Daemon {
     }
 
     /// Takes back a recovered container's execs: live ones are watched again, ones that exited
-    /// while no daemon ran are reported (from exitwatch, else lost), and finished ones keep
-    /// their exit for `Wait`. Execs added but never started are dropped (their spec was not
-    /// persisted): containerd sees them as gone.
-    async fn recover_execs(&self, key: &Key, entry: &Arc<Entry>, execs: Vec<Process>) {
+    /// while no daemon ran are reported (from exitwatch, else lost), ones that cannot be
+    /// re-opened for now are kept and re-opened later, and finished ones keep their exit for
+    /// `Wait`. Execs added but never started are dropped (their spec was not persisted):
+    /// containerd sees them as gone.
+    async fn recover_execs(
+        &self,
+        key: &Key,
+        entry: &Arc<Entry>,
+        execs: Vec<Process>,
+        report: &mut Recovery,
+    ) {
         for (exec_id, state, identity) in execs {
             let slot: Arc<super::container::ExecSlot> = Arc::default();
             lock(&entry.execs).insert(exec_id.clone(), slot.clone());
@@ -309,11 +395,16 @@ impl Daemon {
                     lock(&entry.execs).remove(&exec_id);
                 }
                 ProcessState::Running | ProcessState::Paused => {
-                    match identity.and_then(|i| PidFd::reopen(&i).ok()) {
-                        Some(pidfd) => {
+                    match reopen::reopen(identity.as_ref()).await {
+                        Reopened::Live(pidfd) => {
                             self.watch_exit(key.clone(), entry.clone(), Some(exec_id), pidfd)
                         }
-                        None => {
+                        Reopened::Unknown(why) => {
+                            let name = format!("{}/{} exec {exec_id}", key.0, key.1);
+                            report.unverified.push(format!("{name}: {why}"));
+                            self.reopen_later(key.clone(), entry.clone(), Some(exec_id), identity);
+                        }
+                        Reopened::Gone => {
                             let cookie =
                                 exits::cookie(key.0.as_str(), key.1.as_str(), Some(&exec_id));
                             let (exit, _) = self.inner.exits.while_down(identity.as_ref(), cookie);
@@ -325,32 +416,44 @@ impl Daemon {
         }
     }
 
-    /// Removes the runtime containers that no record names (the daemon stopped between
-    /// `runc create` and the record's write).
-    async fn remove_orphans(&self, roots: Roots, report: &mut Recovery) -> Result<(), Status> {
+    /// Reports the runtime containers that no record names, and leaves them alone: shimless
+    /// removes only what it has a record or an intent for (a root may be shared with another
+    /// runtime, or be containerd's own). A root that cannot be listed is reported too.
+    async fn note_foreign(&self, roots: Roots, report: &mut Recovery) {
         for (root, known) in roots {
-            let runc = self.runc_for(&known.binary, &root, known.systemd_cgroup)?;
-            let Ok(states) = runc.list().await else {
-                continue;
+            let listed = match self.runc_for(&known.binary, &root, known.systemd_cgroup) {
+                Ok(runc) => runc.list().await.map_err(|e| e.to_string()),
+                Err(e) => Err(e.message().to_string()),
             };
-            for state in states {
-                if known.ids.contains(&state.id) {
+            let states = match listed {
+                Ok(states) => states,
+                Err(e) => {
+                    let what = format!("runtime root {} (not listed): {e}", root.display());
+                    report.skipped.push(what);
                     continue;
                 }
-                if runc.delete(&state.id, true).await.is_ok() {
+            };
+            for state in states {
+                if !known.ids.contains(&state.id) {
                     report
-                        .orphans_removed
-                        .push(format!("{}/{}", known.ns.as_str(), state.id));
+                        .left_alone
+                        .push(format!("{} in {}", state.id, root.display()));
                 }
             }
         }
-        Ok(())
     }
 }
 
-/// Notes that `record`'s runtime root holds `id`; the binary that made the records is the one
-/// to list the root with.
-fn note_root(roots: &mut Roots, ns: &Namespace, id: &ContainerId, record: &Record) {
+/// Notes that `record`'s runtime root holds `id`. The binary of a record that was taken back
+/// (`usable`) is the one to list the root with; a skipped record's (its binary may be gone)
+/// only if no other names the root.
+pub(super) fn note_root(
+    roots: &mut Roots,
+    ns: &Namespace,
+    id: &ContainerId,
+    record: &Record,
+    usable: bool,
+) {
     let root = roots
         .entry(record.runtime_root.clone())
         .or_insert_with(|| Root {
@@ -359,7 +462,28 @@ fn note_root(roots: &mut Roots, ns: &Namespace, id: &ContainerId, record: &Recor
             ns: ns.clone(),
             ids: HashSet::new(),
         });
-    root.binary = record.runtime.clone();
-    root.systemd_cgroup = record.systemd_cgroup;
+    if usable {
+        root.binary = record.runtime.clone();
+        root.systemd_cgroup = record.systemd_cgroup;
+    }
     root.ids.insert(id.to_string());
+}
+
+/// A `Start` the daemon died in may have started the init after its record was saved as
+/// created: what the runtime says wins (a created init that runs is started, or paused).
+fn started_while_down(record: &mut Record, state: &runc_driver::State) {
+    use runc_driver::Status as Runtime;
+    let init = &mut record.container.init;
+    if init.state != ProcessState::Created {
+        return;
+    }
+    if matches!(
+        state.status,
+        Runtime::Running | Runtime::Pausing | Runtime::Paused
+    ) {
+        let _ = init.start();
+    }
+    if matches!(state.status, Runtime::Pausing | Runtime::Paused) {
+        let _ = init.pause();
+    }
 }

@@ -1,5 +1,6 @@
-//! The front keeps `shimlessd` running: it starts it, starts it again whenever it exits, and
-//! reaps the container processes that a dead daemon leaves behind.
+//! The front keeps `shimlessd` running: it starts it, starts it again whenever it exits (ever
+//! more slowly while it keeps exiting soon after its start, saying why it exited), and reaps
+//! the container processes that a dead daemon leaves behind.
 //!
 //! The front makes itself the child subreaper, so when the daemon dies its orphaned container
 //! inits become the front's children (not PID 1's, which on some machines never reaps). Their
@@ -31,7 +32,8 @@ pub struct Supervisor {
     pub args: Vec<OsString>,
     /// Where its output is appended.
     pub log: PathBuf,
-    /// How long to wait before starting it again after it exits.
+    /// How long to wait before starting it again after it exits; doubled after each exit
+    /// that comes soon after its start, up to [`MAX_RESTART_DELAY`] (see [`Backoff`]).
     pub restart_delay: Duration,
 }
 
@@ -70,28 +72,31 @@ impl Supervisor {
     }
 
     fn run(self, mut daemon: u32) {
+        let mut backoff = Backoff::new(self.restart_delay);
         loop {
             match rustix::process::wait(rustix::process::WaitOptions::empty()) {
                 Ok(Some((pid, status))) if pid.as_raw_nonzero().get() as u32 == daemon => {
-                    let how = match (status.exit_status(), status.terminating_signal()) {
-                        (Some(code), _) => format!("exited with {code}"),
-                        (_, Some(signal)) => format!("was killed by signal {signal}"),
-                        _ => "ended".to_string(),
-                    };
+                    let delay = backoff.delay();
                     eprintln!(
-                        "shimless-front: shimlessd (pid {daemon}) {how}; starting it again in {:?}",
-                        self.restart_delay
+                        "shimless-front: shimlessd (pid {daemon}) {} after {:.1?}{}; {}; \
+                         starting it again in {delay:?}",
+                        how_it_ended(&status),
+                        backoff.ran_for(),
+                        last_words(&self.log),
+                        backoff.streak(),
                     );
-                    std::thread::sleep(self.restart_delay);
+                    std::thread::sleep(delay);
                     daemon = loop {
                         match self.spawn() {
                             Ok(pid) => break pid,
                             Err(e) => {
-                                eprintln!("shimless-front: {e}; trying again in 1 s");
-                                std::thread::sleep(Duration::from_secs(1));
+                                let delay = backoff.delay();
+                                eprintln!("shimless-front: {e}; trying again in {delay:?}");
+                                std::thread::sleep(delay);
                             }
                         }
                     };
+                    backoff.started();
                     eprintln!("shimless-front: shimlessd started again (pid {daemon})");
                 }
                 // An orphaned container process: its status is the daemon's to read elsewhere.
@@ -103,6 +108,108 @@ impl Supervisor {
                 }
             }
         }
+    }
+}
+
+/// The longest pause between two starts of a daemon that keeps exiting.
+pub const MAX_RESTART_DELAY: Duration = Duration::from_secs(30);
+
+/// How long a daemon must run for its next exit to count as a first failure again.
+pub const STABLE_AFTER: Duration = Duration::from_secs(60);
+
+/// The pause before each restart of the daemon: the configured delay after a daemon that ran
+/// for [`STABLE_AFTER`] or more, doubled after each exit that came sooner, up to
+/// [`MAX_RESTART_DELAY`]. A daemon that cannot start (bad state, bad config) is thus retried
+/// ever more slowly, not hundreds of times a minute.
+///
+/// ```
+/// use std::time::Duration;
+/// use task_service::front::supervise::Backoff;
+/// let mut b = Backoff::new(Duration::from_millis(200));
+/// assert_eq!(b.delay(), Duration::from_millis(200));
+/// assert_eq!(b.delay(), Duration::from_millis(400));
+/// assert_eq!(b.delay(), Duration::from_millis(800));
+/// for _ in 0..20 { b.delay(); }
+/// assert_eq!(b.delay(), task_service::front::supervise::MAX_RESTART_DELAY);
+/// assert_eq!(b.streak(), "24 exits in a row within 60s of their start");
+/// ```
+#[derive(Debug, Clone)]
+pub struct Backoff {
+    first: Duration,
+    failures: u32,
+    started: std::time::Instant,
+}
+
+impl Backoff {
+    /// A backoff starting at `first`, for a daemon started now.
+    pub fn new(first: Duration) -> Backoff {
+        Backoff {
+            first,
+            failures: 0,
+            started: std::time::Instant::now(),
+        }
+    }
+
+    /// The pause before the next start, after an exit (or a failed start) now.
+    pub fn delay(&mut self) -> Duration {
+        if self.started.elapsed() >= STABLE_AFTER {
+            self.failures = 0;
+            self.started = std::time::Instant::now();
+        }
+        let factor = 1u32 << self.failures.min(16);
+        self.failures = self.failures.saturating_add(1);
+        self.first
+            .saturating_mul(factor)
+            .clamp(self.first, MAX_RESTART_DELAY.max(self.first))
+    }
+
+    /// Notes that the daemon was started again now.
+    pub fn started(&mut self) {
+        self.started = std::time::Instant::now();
+    }
+
+    /// How long the daemon ran before this exit.
+    pub fn ran_for(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    /// How many exits came in a row, each soon after its start, as a log line says it.
+    pub fn streak(&self) -> String {
+        match self.failures {
+            0 | 1 => "its first exit in a while".to_string(),
+            n => format!("{n} exits in a row within {STABLE_AFTER:?} of their start"),
+        }
+    }
+}
+
+/// How a wait status says the daemon ended: `exited with 1`, `was killed by signal 9`.
+fn how_it_ended(status: &rustix::process::WaitStatus) -> String {
+    match (status.exit_status(), status.terminating_signal()) {
+        (Some(code), _) => format!("exited with {code}"),
+        (_, Some(signal)) => format!("was killed by signal {signal}"),
+        _ => "ended".to_string(),
+    }
+}
+
+/// The daemon's last log line (what it said as it exited), as ` (last words: "...")`, or
+/// nothing if the log has none.
+fn last_words(log: &Path) -> String {
+    use std::io::{Read, Seek, SeekFrom};
+    let Ok(mut file) = std::fs::File::open(log) else {
+        return String::new();
+    };
+    let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+    let mut tail = Vec::new();
+    let read = file
+        .seek(SeekFrom::Start(len.saturating_sub(4096)))
+        .and_then(|_| file.read_to_end(&mut tail));
+    if read.is_err() {
+        return String::new();
+    }
+    let text = String::from_utf8_lossy(&tail);
+    match text.lines().rev().find(|l| !l.trim().is_empty()) {
+        Some(line) => format!(" (last words: {:?})", line.trim()),
+        None => String::new(),
     }
 }
 

@@ -31,4 +31,4 @@ mod store;
 
 pub use lock::{LockError, StateLock};
 pub(crate) use store::create_private_dir;
-pub use store::{StateError, StateStore};
+pub use store::{Listing, StateError, StateStore};

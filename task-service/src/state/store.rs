@@ -62,6 +62,15 @@ pub enum StateError {
         #[source]
         source: InvalidId,
     },
+    /// A file in the state directory that is not a record: not `<namespace>/<id>.json`.
+    #[error(
+        "unexpected file {path} in the state directory: records are <namespace>/<id>.json; \
+         move it elsewhere"
+    )]
+    NotARecord {
+        /// The file.
+        path: PathBuf,
+    },
 }
 
 fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> StateError + 'a {
@@ -185,42 +194,146 @@ impl StateStore {
         }
     }
 
+    /// Moves the record of (`ns`, `id`) aside, to `<id>.json.<mark>` beside it, for a human
+    /// to look at (a record that could not be read, before a rebuilt one replaces it); its new
+    /// path. Later listings report the file as not a record.
+    ///
+    /// ```
+    /// use task_service::ids::{ContainerId, Namespace};
+    /// let dir = tempfile::tempdir()?;
+    /// let store = task_service::state::StateStore::new(dir.path());
+    /// let (ns, id) = (Namespace::new("default")?, ContainerId::new("web")?);
+    /// store.save(&ns, &id, &1)?;
+    /// let aside = store.set_aside(&ns, &id, "unreadable")?;
+    /// assert!(aside.ends_with("default/web.json.unreadable"));
+    /// assert_eq!(store.load::<u32>(&ns, &id)?, None);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn set_aside(
+        &self,
+        ns: &Namespace,
+        id: &ContainerId,
+        mark: &str,
+    ) -> Result<PathBuf, StateError> {
+        let path = self.path(ns, id);
+        let aside = path.with_file_name(format!("{id}{SUFFIX}.{mark}"));
+        fs::rename(&path, &aside).map_err(io_err("rename", &path))?;
+        Ok(aside)
+    }
+
     /// Every (namespace, id) that has a record, sorted; temporary files left by a crash are
-    /// deleted on the way. A file whose name no container could have is an error, not skipped.
+    /// deleted on the way. A file whose name no container could have is an error, not skipped
+    /// (see [`StateStore::listing`] for a listing that reports such files and goes on).
+    ///
+    /// ```
+    /// let dir = tempfile::tempdir()?;
+    /// let store = task_service::state::StateStore::new(dir.path());
+    /// std::fs::create_dir_all(dir.path().join("default"))?;
+    /// std::fs::write(dir.path().join("default/x.json~"), b"")?;
+    /// assert!(store.list().is_err());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn list(&self) -> Result<Vec<(Namespace, ContainerId)>, StateError> {
-        let mut found = Vec::new();
+        let listing = self.listing()?;
+        match listing.strays.into_iter().next() {
+            Some(stray) => Err(stray),
+            None => Ok(listing.records),
+        }
+    }
+
+    /// Every (namespace, id) that has a record, sorted, and beside them every entry of the
+    /// state directory that is not a record (`x.json~`, `.keep`, `lost+found`, an unreadable
+    /// namespace directory), each as the error naming it. One odd entry never hides the
+    /// records next to it; only an unreadable state directory fails the whole listing.
+    ///
+    /// ```
+    /// use task_service::ids::{ContainerId, Namespace};
+    /// let dir = tempfile::tempdir()?;
+    /// let store = task_service::state::StateStore::new(dir.path());
+    /// store.save(&Namespace::new("default")?, &ContainerId::new("web")?, &1)?;
+    /// std::fs::write(dir.path().join("default/web.json~"), b"")?;
+    /// std::fs::create_dir(dir.path().join("lost+found"))?;
+    /// let listing = store.listing()?;
+    /// assert_eq!(listing.records.len(), 1);
+    /// assert_eq!(listing.strays.len(), 2);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn listing(&self) -> Result<Listing, StateError> {
+        let mut listing = Listing::default();
         let namespaces = match fs::read_dir(&self.root) {
             Ok(entries) => entries,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(found),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(listing),
             Err(e) => return Err(io_err("read", &self.root)(e)),
         };
         for ns_entry in namespaces {
             let ns_entry = ns_entry.map_err(io_err("read", &self.root))?;
             let ns_path = ns_entry.path();
-            let ns = Namespace::new(ns_entry.file_name().to_string_lossy().into_owned()).map_err(
-                |source| StateError::Stray {
-                    path: ns_path.clone(),
+            let name = ns_entry.file_name().to_string_lossy().into_owned();
+            match Namespace::new(name) {
+                Ok(ns) if ns_path.is_dir() => list_namespace(&ns, &ns_path, &mut listing),
+                Ok(_) => listing.strays.push(not_a_directory(ns_path)),
+                Err(source) => listing.strays.push(StateError::Stray {
+                    path: ns_path,
                     source,
-                },
-            )?;
-            for entry in fs::read_dir(&ns_path).map_err(io_err("read", &ns_path))? {
-                let entry = entry.map_err(io_err("read", &ns_path))?;
-                let name = entry.file_name().to_string_lossy().into_owned();
-                if name.starts_with('.') && name.contains(TEMP_MARK) {
-                    let _ = fs::remove_file(entry.path());
-                    continue;
-                }
-                let id = name.strip_suffix(SUFFIX).unwrap_or(&name);
-                let id = ContainerId::new(id).map_err(|source| StateError::Stray {
-                    path: entry.path(),
-                    source,
-                })?;
-                found.push((ns.clone(), id));
+                }),
             }
         }
-        found.sort();
-        Ok(found)
+        listing.records.sort();
+        Ok(listing)
     }
+}
+
+/// What [`StateStore::listing`] found: the records, and the entries that are not records.
+///
+/// ```
+/// let listing = task_service::state::Listing::default();
+/// assert!(listing.records.is_empty() && listing.strays.is_empty());
+/// ```
+#[derive(Debug, Default)]
+#[non_exhaustive]
+pub struct Listing {
+    /// Every (namespace, id) that has a record, sorted.
+    pub records: Vec<(Namespace, ContainerId)>,
+    /// Every other entry, as the error that names it and says why it is not a record.
+    pub strays: Vec<StateError>,
+}
+
+/// Lists one namespace directory into `listing`: its records, its strays, its temporary files
+/// deleted.
+fn list_namespace(ns: &Namespace, ns_path: &Path, listing: &mut Listing) {
+    let entries = match fs::read_dir(ns_path) {
+        Ok(entries) => entries,
+        Err(e) => return listing.strays.push(io_err("read", ns_path)(e)),
+    };
+    for entry in entries {
+        let entry = match entry {
+            Ok(entry) => entry,
+            Err(e) => return listing.strays.push(io_err("read", ns_path)(e)),
+        };
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with('.') && name.contains(TEMP_MARK) {
+            let _ = fs::remove_file(entry.path());
+            continue;
+        }
+        let Some(id) = name.strip_suffix(SUFFIX) else {
+            listing
+                .strays
+                .push(StateError::NotARecord { path: entry.path() });
+            continue;
+        };
+        match ContainerId::new(id) {
+            Ok(id) => listing.records.push((ns.clone(), id)),
+            Err(source) => listing.strays.push(StateError::Stray {
+                path: entry.path(),
+                source,
+            }),
+        }
+    }
+}
+
+/// The error for a namespace entry of the state directory that is a file, not a directory.
+fn not_a_directory(path: PathBuf) -> StateError {
+    StateError::NotARecord { path }
 }
 
 #[cfg(test)]
@@ -300,6 +413,38 @@ mod tests {
         let err = StateStore::new(dir.path()).list().unwrap_err();
         assert!(matches!(err, StateError::Stray { .. }), "{err}");
         assert!(err.to_string().contains("bad name.json"), "{err}");
+    }
+
+    #[test]
+    fn stray_entries_are_reported_beside_the_records_they_never_hide() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateStore::new(dir.path());
+        let (ns, id) = ids();
+        store.save(&ns, &id, &1u32).unwrap();
+        fs::write(dir.path().join("k8s.io/web.json~"), b"").unwrap();
+        fs::write(dir.path().join("k8s.io/.keep"), b"").unwrap();
+        fs::write(dir.path().join("k8s.io/notes"), b"").unwrap();
+        fs::create_dir(dir.path().join("lost+found")).unwrap();
+        fs::write(dir.path().join("stray-file"), b"").unwrap();
+        let listing = store.listing().unwrap();
+        assert_eq!(listing.records, vec![ids()]);
+        let mut named: Vec<String> = listing
+            .strays
+            .iter()
+            .map(|e| e.to_string().split_whitespace().nth(2).unwrap().to_string())
+            .collect();
+        named.sort();
+        let root = dir.path().display();
+        assert_eq!(
+            named,
+            vec![
+                format!("{root}/k8s.io/.keep"),
+                format!("{root}/k8s.io/notes"),
+                format!("{root}/k8s.io/web.json~"),
+                format!("{root}/lost+found"),
+                format!("{root}/stray-file"),
+            ]
+        );
     }
 
     #[test]

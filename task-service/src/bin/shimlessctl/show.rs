@@ -17,12 +17,16 @@ pub(crate) async fn ps(ctl: &Ctl, all: bool) -> Result<i32> {
     } else {
         ctl.namespace.clone()
     };
-    let tasks = admin
+    let listed = admin
         .list(ListRequest { namespace })
         .await
         .map_err(status)?
-        .into_inner()
-        .tasks;
+        .into_inner();
+    // What the daemon's recovery left for a human: on stderr, so the table stays parseable.
+    for problem in &listed.problems {
+        eprintln!("shimlessctl: warning: {problem}");
+    }
+    let tasks = listed.tasks;
     if ctl.json() {
         let rows: Vec<_> = tasks
             .iter()
