@@ -20,7 +20,7 @@
 
 use crate::api::containerd::services::events::v1::events_client;
 use crate::api::containerd::task::v3::task_client;
-use crate::api::shimless::v1::{admin_client, health_client};
+use crate::api::shimless::v1::{admin_client, front_client, health_client};
 use crate::grpc::{self, Channel};
 use std::path::Path;
 use tonic::Request;
@@ -29,6 +29,9 @@ use tonic::Request;
 pub type TaskClient = task_client::TaskClient<Channel>;
 /// shimless's `shimless.v1.Admin` client (`List`, `RegisterPublisher`).
 pub type AdminClient = admin_client::AdminClient<Channel>;
+/// shimless's `shimless.v1.Front` client (`Listen`: the socket of a namespace), served by the
+/// front only.
+pub type FrontClient = front_client::FrontClient<Channel>;
 /// shimless's `shimless.v1.Health` client (`Status`).
 pub type HealthClient = health_client::HealthClient<Channel>;
 /// containerd's `containerd.services.events.v1.Events` client (the daemon serves `Subscribe`).
@@ -68,6 +71,11 @@ impl Client {
     /// The Events client.
     pub fn events(&self) -> EventsClient {
         EventsClient::with_origin(self.channel.clone(), origin())
+    }
+
+    /// The Front client (the front's own socket only).
+    pub fn front(&self) -> FrontClient {
+        FrontClient::with_origin(self.channel.clone(), origin())
     }
 
     /// The Health client (`shimless.v1.Health`: whether the daemon runs degraded).

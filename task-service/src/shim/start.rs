@@ -4,9 +4,8 @@
 use super::{ShimError, log};
 use crate::api::containerd::runtime::bootstrap::v1::{BootstrapParams, BootstrapResult};
 use crate::api::containerd::services::version::v1::version_client::VersionClient;
-use crate::api::shimless::v1::admin_client::AdminClient;
-use crate::api::shimless::v1::front_client::FrontClient;
 use crate::api::shimless::v1::{ListenRequest, RegisterPublisherRequest};
+use crate::client::Client;
 use crate::config::Config;
 use crate::front::Protocol;
 use crate::front::supervise::find_binary;
@@ -245,13 +244,17 @@ fn ensure_front(config: &Config, config_path: &Path) -> Result<(), ShimError> {
     Ok(())
 }
 
+/// A connection to the front's own socket.
+async fn connect_front(config: &Config) -> Result<Client, ShimError> {
+    Client::connect(&config.socket)
+        .await
+        .map_err(|e| ShimError::Front(format!("connect to {}: {e}", config.socket.display())))
+}
+
 /// The socket of the task's namespace, served by the front: containerd sends no namespace with
 /// its calls to a gRPC shim, so the socket says it.
 async fn namespace_socket(config: &Config, namespace: &str) -> Result<String, ShimError> {
-    let channel = crate::grpc::connect(&config.socket)
-        .await
-        .map_err(|e| ShimError::Front(format!("connect to {}: {e}", config.socket.display())))?;
-    let mut front = FrontClient::with_origin(channel, http::Uri::from_static("http://localhost"));
+    let mut front = connect_front(config).await?.front();
     let mut req = tonic::Request::new(ListenRequest {
         namespace: namespace.to_string(),
         protocol: config.containerd_protocol.as_str().to_string(),
@@ -267,10 +270,7 @@ async fn namespace_socket(config: &Config, namespace: &str) -> Result<String, Sh
 /// Tells the daemon (through the front, which holds the call until the daemon answers) where
 /// this container's events go.
 async fn register(config: &Config, flags: &super::Flags) -> Result<(), ShimError> {
-    let channel = crate::grpc::connect(&config.socket)
-        .await
-        .map_err(|e| ShimError::Front(format!("connect to {}: {e}", config.socket.display())))?;
-    let mut admin = AdminClient::with_origin(channel, http::Uri::from_static("http://localhost"));
+    let mut admin = connect_front(config).await?.admin();
     let mut req = tonic::Request::new(RegisterPublisherRequest {
         namespace: flags.namespace.clone(),
         id: flags.id.clone(),
@@ -293,8 +293,7 @@ async fn bootstrap_version(address: &str) -> u32 {
     }
     let asked = async {
         let channel = crate::grpc::connect(path).await.ok()?;
-        let mut client =
-            VersionClient::with_origin(channel, http::Uri::from_static("http://localhost"));
+        let mut client = VersionClient::with_origin(channel, crate::client::origin());
         let mut req = tonic::Request::new(());
         req.set_timeout(Duration::from_secs(5));
         let reply = client.version(req).await.ok()?.into_inner();
