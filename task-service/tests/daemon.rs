@@ -2,13 +2,11 @@
 
 use integration::bundle::BundleBuilder;
 use integration::{Need, require};
-use std::sync::Arc;
 use task_service::api::containerd::task::v3::*;
 use task_service::api::containerd::v1::types::Status as TaskStatus;
 use task_service::config::Config;
 use task_service::daemon::Daemon;
 use task_service::events::{Received, TaskEvent};
-use task_service::grpc;
 
 mod common;
 use common::client;
@@ -39,18 +37,7 @@ fn start_daemon() -> Option<Running> {
         runc_root: dir.path().join("runc"),
         ..Config::default()
     };
-    let ex = Arc::new(smol::Executor::new());
-    let daemon = Daemon::new(config.clone(), ex.clone()).unwrap();
-    let listener = grpc::listen::bind(&config.socket).unwrap();
-    let server = daemon.clone().into_server();
-    std::thread::spawn(move || {
-        let _ = smol::block_on(ex.run(grpc::serve(
-            listener,
-            server,
-            ex.clone(),
-            grpc::ServeConfig::default(),
-        )));
-    });
+    let daemon = common::serve_in_process(&config);
     Some(Running {
         socket: config.socket,
         dir,

@@ -27,6 +27,26 @@ pub fn needs_daemon() -> Option<()> {
     ])
 }
 
+/// A `Daemon` made from `config` and served on `config.socket` by a thread of its own, in this
+/// test process (what a test that inspects the daemon's state directly needs).
+pub fn serve_in_process(config: &task_service::config::Config) -> task_service::daemon::Daemon {
+    use std::sync::Arc;
+    use task_service::grpc;
+    let ex = Arc::new(smol::Executor::new());
+    let daemon = task_service::daemon::Daemon::new(config.clone(), ex.clone()).unwrap();
+    let listener = grpc::listen::bind(&config.socket).unwrap();
+    let server = daemon.clone().into_server();
+    std::thread::spawn(move || {
+        let _ = smol::block_on(ex.run(grpc::serve(
+            listener,
+            server,
+            ex.clone(),
+            grpc::ServeConfig::default(),
+        )));
+    });
+    daemon
+}
+
 /// A Task client on the daemon's socket.
 pub async fn client(socket: &Path) -> Client {
     task_service::client::Client::connect(socket)
