@@ -20,12 +20,13 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use task_service::api::containerd::task::v3::task_client::TaskClient;
 use task_service::api::containerd::task::v3::*;
-use task_service::api::shimless::v1::{RegisterPublisherRequest, admin_client::AdminClient};
+use task_service::api::shimless::v1::RegisterPublisherRequest;
 use task_service::events::TaskEvent;
 use task_service::grpc;
 use tonic::{Code, Status};
 
 mod common;
+use common::processes::zombies_of;
 
 const NS: &str = "churn-test";
 /// What the exec of every lifecycle exits with.
@@ -94,13 +95,8 @@ impl Conn {
             if let Some(c) = &self.task {
                 return c.clone();
             }
-            match grpc::connect(&self.socket).await {
-                Ok(channel) => {
-                    self.task = Some(TaskClient::with_origin(
-                        channel,
-                        "http://localhost".parse().unwrap(),
-                    ))
-                }
+            match task_service::client::Client::connect(&self.socket).await {
+                Ok(client) => self.task = Some(client.task()),
                 Err(_) => {
                     smol::Timer::after(Duration::from_millis(50)).await;
                 }
@@ -298,8 +294,8 @@ async fn exec(conn: &mut Conn, id: &str, want: &mut Expected) {
 async fn register(socket: &Path, id: &str, sink: &Path) {
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
-        if let Ok(channel) = grpc::connect(socket).await {
-            let mut admin = AdminClient::with_origin(channel, "http://localhost".parse().unwrap());
+        if let Ok(client) = task_service::client::Client::connect(socket).await {
+            let mut admin = client.admin();
             let r = RegisterPublisherRequest {
                 namespace: NS.into(),
                 id: id.into(),
@@ -324,21 +320,6 @@ impl Random {
         self.0 ^= self.0 << 17;
         self.0 % below
     }
-}
-
-fn zombies_of(parent: u32) -> Vec<u32> {
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| {
-            std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
-                let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-                let fields: Vec<&str> = rest.split_whitespace().collect();
-                fields.first() == Some(&"Z") && fields.get(1) == Some(&parent.to_string().as_str())
-            })
-        })
-        .collect()
 }
 
 #[test]

@@ -18,7 +18,6 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 use task_service::api::containerd::task::v3::*;
 use task_service::api::shimless::v1::ListenRequest;
-use task_service::api::shimless::v1::front_client::FrontClient;
 
 mod common;
 use common::shimless::Shimless;
@@ -49,10 +48,10 @@ fn daemon(s: &Shimless, socket: &Path, log: &str) -> Child {
 }
 
 async fn listen(socket: &Path) -> Result<String, String> {
-    let channel = task_service::grpc::connect(socket)
+    let mut front = task_service::client::Client::connect(socket)
         .await
-        .map_err(|e| e.to_string())?;
-    let mut front = FrontClient::with_origin(channel, "http://localhost".parse().unwrap());
+        .map_err(|e| e.to_string())?
+        .front();
     front
         .listen(ListenRequest {
             namespace: NS.into(),
@@ -254,7 +253,6 @@ fn shim_delete_without_a_daemon_uses_the_containers_own_runtime_root() {
 #[test]
 fn stalled_subscribers_lose_their_own_events_and_the_link_stays_up() {
     use task_service::api::containerd::services::events::v1::SubscribeRequest;
-    use task_service::api::containerd::services::events::v1::events_client::EventsClient;
     use task_service::events::TaskEvent;
     let dir = tempfile::tempdir().unwrap();
     let me = rustix::process::geteuid().as_raw();
@@ -301,9 +299,10 @@ fn stalled_subscribers_lose_their_own_events_and_the_link_stays_up() {
     smol::block_on(async {
         // Each subscriber on a connection of its own, as separate `shimlessctl events` are.
         let subscribe = || async {
-            let channel = task_service::grpc::connect(&front_socket).await.unwrap();
-            let mut events =
-                EventsClient::with_origin(channel, "http://localhost".parse().unwrap());
+            let mut events = task_service::client::Client::connect(&front_socket)
+                .await
+                .unwrap()
+                .events();
             events
                 .subscribe(SubscribeRequest::default())
                 .await

@@ -21,11 +21,11 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 use task_service::api::containerd::task::v3::*;
 use task_service::api::containerd::v1::types::Status as TaskStatus;
-use task_service::api::shimless::v1::{ListRequest, ListResponse, admin_client::AdminClient};
-use task_service::grpc;
+use task_service::api::shimless::v1::{ListRequest, ListResponse};
 
 mod common;
 use common::client;
+use common::processes::{be_subreaper, reap_children, runc_ids, zombies_of};
 
 const NS: &str = "recovery-test";
 
@@ -78,22 +78,6 @@ fn daemon(paths: &Paths) -> Child {
     Child::start(daemon_command(paths), &paths.log(), "serving on").unwrap()
 }
 
-/// The ids runc lists under `root`, sorted.
-fn runc_ids(root: &Path) -> Vec<String> {
-    let out = Command::new("runc")
-        .arg("--root")
-        .arg(root)
-        .args(["list", "-q"])
-        .output()
-        .unwrap();
-    let mut ids: Vec<String> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(str::to_string)
-        .collect();
-    ids.sort();
-    ids
-}
-
 /// Removes whatever a failed run left in the runtime roots, so a failure leaks nothing.
 struct ForceDelete(Vec<PathBuf>);
 
@@ -105,19 +89,11 @@ impl Drop for ForceDelete {
     }
 }
 
-/// Reaps every exited child (the test is the subreaper a killed daemon's containers fall to).
-fn reap_children() {
-    while let Ok(Some(_)) = rustix::process::wait(rustix::process::WaitOptions::NOHANG) {}
-}
-
-/// The test process as the subreaper, as systemd is on a node.
-fn be_subreaper() {
-    rustix::process::set_child_subreaper(rustix::process::Pid::from_raw(1)).unwrap();
-}
-
 async fn admin_list(socket: &Path) -> ListResponse {
-    let channel = grpc::connect(socket).await.unwrap();
-    let mut admin = AdminClient::with_origin(channel, "http://localhost".parse().unwrap());
+    let mut admin = task_service::client::Client::connect(socket)
+        .await
+        .unwrap()
+        .admin();
     admin
         .list(ListRequest {
             namespace: String::new(),
@@ -556,25 +532,6 @@ fn a_pidfd_that_cannot_be_reopened_for_want_of_descriptors_is_no_exit() {
     });
     assert_eq!(runc_ids(&ns_root), Vec::<String>::new());
     reap_children();
-}
-
-/// The zombie children of `parent`.
-fn zombies_of(parent: u32) -> Vec<u32> {
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| {
-            std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
-                let fields: Vec<&str> = stat
-                    .rsplit_once(')')
-                    .map_or("", |(_, rest)| rest)
-                    .split_whitespace()
-                    .collect();
-                fields.first() == Some(&"Z") && fields.get(1) == Some(&parent.to_string().as_str())
-            })
-        })
-        .collect()
 }
 
 #[test]

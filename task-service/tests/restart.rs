@@ -18,6 +18,7 @@ use tonic::{Code, Request};
 
 mod common;
 use common::client;
+use common::processes::{reap_children, runc_ids};
 
 const NS: &str = "restart-test";
 
@@ -39,27 +40,6 @@ impl Paths {
     fn state(&self) -> PathBuf {
         self.dir.path().join("state")
     }
-}
-
-/// Reaps every exited child (we are the subreaper the killed daemon's containers fall to, as
-/// systemd would be on a node).
-fn reap_children() {
-    while let Ok(Some(_)) = rustix::process::wait(rustix::process::WaitOptions::NOHANG) {}
-}
-
-fn runc_ids(root: &Path) -> Vec<String> {
-    let out = Command::new("runc")
-        .arg("--root")
-        .arg(root)
-        .args(["list", "-q"])
-        .output()
-        .unwrap();
-    let mut ids: Vec<String> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(str::to_string)
-        .collect();
-    ids.sort();
-    ids
 }
 
 /// Removes whatever a failed run left in the runtime root, so a failure leaks nothing.

@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod processes;
 pub mod shimless;
 #[allow(unused_imports)] // not every test binary uses it
 pub use shimless::alive;
