@@ -104,10 +104,16 @@ mod tests {
     #[test]
     fn a_call_is_found_until_it_ends() {
         let dir = tempfile::tempdir().unwrap();
-        let mut call = fake_call(dir.path(), "calls-test-a", "0.3");
+        let mut call = fake_call(dir.path(), "calls-test-a", "1");
         let pid = call.id() as i32;
-        // The shell, and for a moment its child before it execs sleep, which has its arguments.
-        assert!(runtime_calls(dir.path(), "calls-test-a").contains(&pid));
+        // Until the child has exec'd `sh`, its cmdline is still this test binary's: look until
+        // the shell's arguments show (the shell stays a second; its `sleep` child, forked before
+        // it execs, may show for a moment too).
+        let seen = Instant::now() + Duration::from_secs(10);
+        while !runtime_calls(dir.path(), "calls-test-a").contains(&pid) {
+            assert!(Instant::now() < seen, "the fake call {pid} never showed");
+            std::thread::sleep(Duration::from_millis(5));
+        }
         assert!(runtime_calls(dir.path(), "calls-test-other").is_empty());
         let done = futures_lite::future::block_on(wait_for_runtime_calls(
             dir.path(),
