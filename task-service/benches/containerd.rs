@@ -316,42 +316,7 @@ fn run(args: &Args) -> Result<(), String> {
         .tempdir()
         .map_err(|e| format!("create a temporary directory: {e}"))?;
     let d = dir.path();
-    // shimless's records where a node keeps them: `/run` is a tmpfs on a systemd node (here it
-    // is on the ext4 disk, where each record's fsync waits for the journal).
-    let state_dir = match &args.state_in {
-        Some(parent) => Some(
-            tempfile::Builder::new()
-                .prefix("shimless-bench-state-")
-                .tempdir_in(parent)
-                .map_err(|e| format!("create a directory in {}: {e}", parent.display()))?,
-        ),
-        None => None,
-    };
-    let state = state_dir
-        .as_ref()
-        .map_or_else(|| d.join("state"), |s| s.path().to_owned());
-    let config = d.join("shimless.toml");
-    let cleanup = ShimlessCleanup {
-        config: config.clone(),
-        runc_root: d.join("runc"),
-        pin_dir: PathBuf::from(format!("/sys/fs/bpf/shimless-bench-{}", std::process::id())),
-    };
-    std::fs::write(
-        &config,
-        format!(
-            "socket = \"{0}/run/front.sock\"\ndaemon_socket = \"{0}/run/daemon.sock\"\n\
-             state_dir = \"{3}\"\nrunc_root = \"{0}/runc\"\nlog_dir = \"{0}/logs\"\n\
-             bpf_pin_dir = \"{1}\"\n{2}",
-            d.display(),
-            cleanup.pin_dir.display(),
-            args.protocol
-                .as_ref()
-                .map(|p| format!("containerd_protocol = \"{p}\"\n"))
-                .unwrap_or_default(),
-            state.display()
-        ),
-    )
-    .map_err(|e| format!("write {}: {e}", config.display()))?;
+    let setup = Setup::write(d, args)?;
     let bin_dir = Path::new(SHIM_BIN)
         .parent()
         .ok_or("the shim binary has no directory")?
@@ -359,13 +324,16 @@ fn run(args: &Args) -> Result<(), String> {
     let bundle = integration::bundle::BundleBuilder::new()
         .build()
         .map_err(|e| format!("make the busybox rootfs: {e}"))?;
-    // Dropped before `cleanup` (declared after it): tasks and containers go while the front
+    // Dropped before `setup` (declared after it): tasks and containers go while the front
     // still answers, then containerd and the stock shims.
     let containerd = Containerd::start(
         ContainerdConfig::new()
             .version(args.containerd)
             .path_prepend(&bin_dir)
-            .env(task_service::config::PATH_ENV, config.display().to_string()),
+            .env(
+                task_service::config::PATH_ENV,
+                setup.config.display().to_string(),
+            ),
     )
     .map_err(|e| format!("start containerd: {e}"))?;
     println!(
@@ -373,53 +341,118 @@ fn run(args: &Args) -> Result<(), String> {
         args.containerd,
         containerd.dir().display(),
         bin_dir.display(),
-        config.display()
+        setup.config.display()
     );
-    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
-    println!("load average before: {}", load.trim());
-
-    let result = smol::block_on(async {
-        let client = Client::connect(&containerd.socket(), bundle.rootfs()).await?;
-        println!("memory (sizes {:?}):", args.sizes);
-        let rows = memory(&client, &containerd, &cleanup, &args.sizes).await?;
-        print_memory(&rows);
-        println!();
-        println!(
-            "lifecycle ({} sequential, {} at {CONCURRENCY} concurrent, {} rounds alternated):",
-            args.seq, args.conc, args.rounds
+    println!("load average before: {}", load_average());
+    let result = smol::block_on(measure(args, &containerd, &setup.cleanup, bundle.rootfs()));
+    println!("load average after: {}", load_average());
+    let (rows, rates) = result.inspect_err(|_| {
+        eprintln!(
+            "containerd log tail:\n{}\nfront/daemon logs in {}",
+            containerd.log_tail(20),
+            d.join("logs").display()
         );
-        let mut rates = throughput(&client, args, "", "life").await?;
-        if args.crun {
-            match integration::bundle::prepare_crun() {
-                Ok(()) => {
-                    let mut crun = client.clone();
-                    crun.binary = Some("crun".into());
-                    rates.extend(throughput(&crun, args, " (crun)", "crun").await?);
-                }
-                Err(e) => println!("crun not measured: {e}"),
-            }
-        }
-        print_rates(&rates);
-        Ok::<_, String>((rows, rates))
-    });
-    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
-    println!("load average after: {}", load.trim());
-    let (rows, rates) = match result {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!(
-                "containerd log tail:\n{}\nfront/daemon logs in {}",
-                containerd.log_tail(20),
-                d.join("logs").display()
-            );
-            return Err(e);
-        }
-    };
+    })?;
     if let Some(svg) = &args.svg {
         plot(svg, &rows, &rates).map_err(|e| format!("plot {}: {e}", svg.display()))?;
         println!("plot: {}", svg.display());
     }
     drop(containerd);
-    drop(cleanup);
+    drop(setup);
     Ok(())
+}
+
+/// shimless's private configuration for one run, and what removes its traces.
+struct Setup {
+    /// Where the records live when `--state-in` is given (removed when dropped).
+    _state_dir: Option<tempfile::TempDir>,
+    config: PathBuf,
+    cleanup: ShimlessCleanup,
+}
+
+impl Setup {
+    /// Writes the configuration in `d`: sockets, records, runc root, logs and eBPF pins of
+    /// this run's own.
+    fn write(d: &Path, args: &Args) -> Result<Setup, String> {
+        // shimless's records where a node keeps them: `/run` is a tmpfs on a systemd node
+        // (here it is on the ext4 disk, where each record's fsync waits for the journal).
+        let state_dir = match &args.state_in {
+            Some(parent) => Some(
+                tempfile::Builder::new()
+                    .prefix("shimless-bench-state-")
+                    .tempdir_in(parent)
+                    .map_err(|e| format!("create a directory in {}: {e}", parent.display()))?,
+            ),
+            None => None,
+        };
+        let state = state_dir
+            .as_ref()
+            .map_or_else(|| d.join("state"), |s| s.path().to_owned());
+        let config = d.join("shimless.toml");
+        let cleanup = ShimlessCleanup {
+            config: config.clone(),
+            runc_root: d.join("runc"),
+            pin_dir: PathBuf::from(format!("/sys/fs/bpf/shimless-bench-{}", std::process::id())),
+        };
+        std::fs::write(
+            &config,
+            format!(
+                "socket = \"{0}/run/front.sock\"\ndaemon_socket = \"{0}/run/daemon.sock\"\n\
+                 state_dir = \"{3}\"\nrunc_root = \"{0}/runc\"\nlog_dir = \"{0}/logs\"\n\
+                 bpf_pin_dir = \"{1}\"\n{2}",
+                d.display(),
+                cleanup.pin_dir.display(),
+                args.protocol
+                    .as_ref()
+                    .map(|p| format!("containerd_protocol = \"{p}\"\n"))
+                    .unwrap_or_default(),
+                state.display()
+            ),
+        )
+        .map_err(|e| format!("write {}: {e}", config.display()))?;
+        Ok(Setup {
+            _state_dir: state_dir,
+            config,
+            cleanup,
+        })
+    }
+}
+
+/// Both parts, printed as they finish: memory at each size, then lifecycle rates.
+async fn measure(
+    args: &Args,
+    containerd: &Containerd,
+    cleanup: &ShimlessCleanup,
+    rootfs: PathBuf,
+) -> Result<(Vec<MemoryRow>, Rates), String> {
+    let client = Client::connect(&containerd.socket(), rootfs).await?;
+    println!("memory (sizes {:?}):", args.sizes);
+    let rows = memory(&client, containerd, cleanup, &args.sizes).await?;
+    print_memory(&rows);
+    println!();
+    println!(
+        "lifecycle ({} sequential, {} at {CONCURRENCY} concurrent, {} rounds alternated):",
+        args.seq, args.conc, args.rounds
+    );
+    let mut rates = throughput(&client, args, "", "life").await?;
+    if args.crun {
+        match integration::bundle::prepare_crun() {
+            Ok(()) => {
+                let mut crun = client.clone();
+                crun.binary = Some("crun".into());
+                rates.extend(throughput(&crun, args, " (crun)", "crun").await?);
+            }
+            Err(e) => println!("crun not measured: {e}"),
+        }
+    }
+    print_rates(&rates);
+    Ok((rows, rates))
+}
+
+/// The load averages, as `/proc/loadavg` says them.
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .unwrap_or_default()
+        .trim()
+        .to_owned()
 }
