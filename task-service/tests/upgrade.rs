@@ -295,6 +295,15 @@ fn an_upgrade_with_ten_running_is_invisible_to_containerd() {
     );
     let log = rig.shimless.log("front.log");
     assert!(log.contains("connection(s) handed over"), "{log}");
+    // The three attached `ctr run`s each hold a Wait (containerd 1.7 holds none for detached
+    // tasks): read by the old front, sent again by the new one.
+    let handing = log.lines().find(|l| l.contains("handing")).unwrap_or("");
+    let resent: usize = handing
+        .split_once(" (")
+        .and_then(|(_, rest)| rest.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0);
+    assert_eq!(resent, 3, "{handing}");
+    assert!(handing.contains("handing 10 connection(s)"), "{handing}");
     assert_eq!(rig.tasks(), before, "the task list is unchanged");
 
     // Exits after the upgrade: true codes to the held Waits and to containerd's events.

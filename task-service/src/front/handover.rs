@@ -388,8 +388,14 @@ fn exec(shared: &Shared, binary: &Path, manifest: &Manifest) -> String {
         return format!("cannot keep the sockets open across exec: {e}");
     }
     eprintln!(
-        "shimless-front: handing {} connection(s) and {} socket(s) to {} (generation {})",
+        "shimless-front: handing {} connection(s) ({} read(s) to send again) and {} socket(s) \
+         to {} (generation {})",
         manifest.connections.len(),
+        manifest
+            .connections
+            .iter()
+            .map(|c| c.pending.len())
+            .sum::<usize>(),
         manifest.listeners.len() + 1,
         binary.display(),
         manifest.generation + 1
