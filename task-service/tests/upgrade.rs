@@ -9,8 +9,9 @@
 //!   containerd's events with their true codes; a new container runs;
 //! - an upgrade to a binary that exits at once is refused with what it said; the old front
 //!   goes on serving the running containers and new ones;
-//! - five upgrades in a row while containers are created, exec'd into and deleted: every
-//!   command succeeds and no task is lost.
+//! - five upgrades in a row while containers are run (`--rm`, their codes checked) and exec'd
+//!   into without pause: every command succeeds with its code, the kept tasks are unchanged and
+//!   report their true codes, containerd saw no shim disconnect.
 
 use integration::containerd::{Containerd, ContainerdConfig, Version};
 use integration::image::Image;
@@ -411,4 +412,100 @@ fn an_upgrade_to_a_binary_that_exits_at_once_leaves_the_old_front_serving() {
     );
     assert_eq!(rig.info().generation, 0);
     assert_eq!(rig.shim_deaths(&["b0".to_string()]), Vec::<String>::new());
+}
+
+#[test]
+fn five_upgrades_in_a_row_under_churn_lose_nothing() {
+    let Some(rig) = Rig::new("shimless-upgrade-churn") else {
+        return;
+    };
+    let triggers = Triggers::new();
+    let keep: Vec<String> = (0..3).map(|i| format!("k{i}")).collect();
+    for id in &keep {
+        let out = rig.run(
+            &["-d", "--mount", &triggers.mount()],
+            id,
+            &Triggers::command(id),
+        );
+        assert!(out.status.success(), "{id}: {out:?}");
+    }
+    let before = rig.tasks();
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let done = std::sync::atomic::AtomicUsize::new(0);
+    std::thread::scope(|scope| {
+        // Churn: containers created, exec'd into, waited for and deleted, without pause.
+        let churn = scope.spawn(|| {
+            let mut failures = Vec::new();
+            let mut i = 0;
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                let code = (i % 50) as i32 + 1;
+                let id = format!("c{i}");
+                let script = format!("exit {code}");
+                let out = rig.run(&["--rm"], &id, &["sh".into(), "-c".into(), script]);
+                if out.status.code() != Some(code) {
+                    failures.push(format!("run {id}: {out:?}"));
+                }
+                let exec_id = format!("e{i}");
+                let out = rig
+                    .ctr()
+                    .args([
+                        "task",
+                        "exec",
+                        "--exec-id",
+                        &exec_id,
+                        "k0",
+                        "sh",
+                        "-c",
+                        "exit 3",
+                    ])
+                    .output()
+                    .unwrap();
+                if out.status.code() != Some(3) {
+                    failures.push(format!("exec {exec_id}: {out:?}"));
+                }
+                done.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                i += 1;
+            }
+            failures
+        });
+        for round in 1..=5u32 {
+            std::thread::sleep(Duration::from_millis(500));
+            let out = rig.upgrade(&[]);
+            assert!(
+                out.status.success(),
+                "upgrade {round}: {out:?}\nfront: {}",
+                rig.shimless.log("front.log")
+            );
+            assert_eq!(rig.info().generation, round);
+        }
+        std::thread::sleep(Duration::from_millis(500));
+        stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        let failures = churn.join().unwrap();
+        assert_eq!(
+            failures,
+            Vec::<String>::new(),
+            "{}",
+            rig.shimless.log("front.log")
+        );
+    });
+    assert!(done.load(std::sync::atomic::Ordering::SeqCst) >= 5);
+    assert_eq!(
+        rig.tasks(),
+        before,
+        "only the three kept tasks, as they were"
+    );
+    for (i, id) in keep.iter().enumerate() {
+        triggers.fire(id, 60 + i as u8);
+    }
+    wait_until("the kept three stopped", Duration::from_secs(30), || {
+        rig.tasks().values().all(|(_, s)| s == "STOPPED")
+    });
+    assert_eq!(rig.shim_deaths(&keep), Vec::<String>::new());
+    for (i, id) in keep.iter().enumerate() {
+        let out = rig.ctr().args(["task", "rm", id]).output().unwrap();
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains(&format!("exit code {}", 60 + i)),
+            "{out:?}"
+        );
+    }
 }

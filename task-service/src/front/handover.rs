@@ -15,7 +15,9 @@
 //!    boundary (keeping the bytes of a message it has only partly read).
 //! 3. **Drain**: calls that change something are given up to [`DRAIN_TIME`] to be answered;
 //!    any still running after it is answered `UNAVAILABLE` (it may have taken effect, as when
-//!    the daemon dies under it). Calls that only read (`Wait`, `State`, ...) are not waited for:
+//!    the daemon dies under it). Calls on the front's own socket (`shimlessctl`, the shim's
+//!    `start`) get the same time; its connections are not handed over but closed by the
+//!    `execve` (their clients connect again; the socket itself, with its backlog, is kept). Calls that only read (`Wait`, `State`, ...) are not waited for:
 //!    the new front sends them again.
 //! 4. **Exec**: a [`Manifest`] (listeners, connections, unread bytes, reads to send again, the
 //!    daemon's pid, the generation) goes into a memfd, and the process `execve`s

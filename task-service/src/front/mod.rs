@@ -170,6 +170,8 @@ struct Shared {
     conns: std::sync::Mutex<std::collections::HashMap<u64, Arc<ttrpc::Conn>>>,
     /// Live gRPC connections on namespace sockets (these cannot be handed over).
     grpc_conns: std::sync::atomic::AtomicUsize,
+    /// gRPC calls being answered (until their answer's head), which a handover waits for.
+    grpc_calls: std::sync::atomic::AtomicUsize,
     public_fd: std::sync::Mutex<std::os::fd::RawFd>,
     listeners: std::sync::Mutex<Vec<handover::HandedListener>>,
     lineage: Option<handover::Lineage>,
@@ -314,6 +316,7 @@ fn shared(
         gate: Default::default(),
         conns: Default::default(),
         grpc_conns: Default::default(),
+        grpc_calls: Default::default(),
         public_fd: std::sync::Mutex::new(-1),
         listeners: Default::default(),
         lineage,
@@ -441,6 +444,7 @@ async fn accept(
             let header = header.clone();
             let mut own = own.clone();
             async move {
+                let _call = Counted::new(shared.clone(), |s| &s.grpc_calls);
                 if let Some(why) = denied {
                     return Ok::<_, Infallible>(tonic::Status::permission_denied(why).into_http());
                 }
@@ -457,7 +461,9 @@ async fn accept(
             }
         });
         let exec = SmolExecutor::new(shared.ex.clone());
-        let counted = namespace.is_some().then(|| GrpcConn::count(shared.clone()));
+        let counted = namespace
+            .is_some()
+            .then(|| Counted::new(shared.clone(), |s| &s.grpc_conns));
         shared
             .ex
             .spawn(async move {
@@ -482,23 +488,19 @@ async fn accept(
     }
 }
 
-/// Counts a live gRPC connection on a namespace socket until dropped.
-struct GrpcConn(Arc<Shared>);
+/// One more in a count (a live gRPC connection, a call being answered) until dropped.
+struct Counted(Arc<Shared>, fn(&Shared) -> &std::sync::atomic::AtomicUsize);
 
-impl GrpcConn {
-    fn count(shared: Arc<Shared>) -> GrpcConn {
-        shared
-            .grpc_conns
-            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        GrpcConn(shared)
+impl Counted {
+    fn new(shared: Arc<Shared>, count: fn(&Shared) -> &std::sync::atomic::AtomicUsize) -> Counted {
+        count(&shared).fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Counted(shared, count)
     }
 }
 
-impl Drop for GrpcConn {
+impl Drop for Counted {
     fn drop(&mut self) {
-        self.0
-            .grpc_conns
-            .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+        (self.1)(&self.0).fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
     }
 }
 
