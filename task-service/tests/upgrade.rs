@@ -438,7 +438,7 @@ fn five_upgrades_in_a_row_under_churn_lose_nothing() {
             let mut failures = Vec::new();
             let mut i = 0;
             while !stop.load(std::sync::atomic::Ordering::SeqCst) {
-                let code = (i % 50) as i32 + 1;
+                let code: i32 = i % 50 + 1;
                 let id = format!("c{i}");
                 let script = format!("exit {code}");
                 let out = rig.run(&["--rm"], &id, &["sh".into(), "-c".into(), script]);

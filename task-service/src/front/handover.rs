@@ -137,6 +137,12 @@ pub struct HandedConnection {
 }
 
 /// Why a handed-over front cannot start.
+///
+/// ```
+/// use task_service::front::handover::HandoverError;
+/// let e = HandoverError::NotASocket(12);
+/// assert!(e.to_string().contains("fd 12"));
+/// ```
 #[derive(Debug, thiserror::Error)]
 pub enum HandoverError {
     /// The manifest could not be read from its descriptor.
@@ -161,6 +167,11 @@ pub enum HandoverError {
 impl Manifest {
     /// Reads and closes the manifest's memfd, checking that every descriptor it names is an
     /// open socket. Call once, early: the descriptors are owned by whoever takes them next.
+    ///
+    /// ```
+    /// use task_service::front::handover::{HandoverError, Manifest};
+    /// assert!(matches!(Manifest::take(-1), Err(HandoverError::NotASocket(-1))));
+    /// ```
     pub fn take(fd: RawFd) -> Result<Manifest, HandoverError> {
         let read = |source| HandoverError::Read { fd, source };
         rustix::io::fcntl_getfd(borrow(fd)?).map_err(|e| read(e.into()))?;
@@ -216,6 +227,14 @@ pub(super) fn owned(fd: RawFd) -> OwnedFd {
 
 /// Runs `binary --config <config> --check`: fine if it prints [`READY`] within
 /// [`CHECK_TIME`]; else why not, with what it said.
+///
+/// ```
+/// use std::path::Path;
+/// use task_service::front::handover::check;
+/// let why = check(Path::new("/bin/false"), Path::new("/etc/shimless/config.toml")).unwrap_err();
+/// assert!(why.contains("without saying it was ready"), "{why}");
+/// assert!(check(Path::new("/nonexistent"), Path::new("x")).unwrap_err().contains("cannot run"));
+/// ```
 pub fn check(binary: &Path, config: &Path) -> Result<(), String> {
     let shown = binary.display();
     let mut child = std::process::Command::new(binary)

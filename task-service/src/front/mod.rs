@@ -245,6 +245,24 @@ pub async fn serve(
 
 /// [`serve`], upgradable in place when `lineage` is given (`shimless.v1.Front/Upgrade`, or
 /// `SIGHUP`; see [`handover`]).
+///
+/// ```no_run
+/// use std::sync::Arc;
+/// use task_service::front::{self, FrontConfig, handover::Lineage};
+/// let ex = Arc::new(smol::Executor::new());
+/// let config = FrontConfig::new("/run/shimless/daemon.sock", "/run/shimless/ns");
+/// let lineage = Lineage {
+///     binary: "/usr/local/bin/shimless-front".into(),
+///     config_path: "/etc/shimless/config.toml".into(),
+///     generation: 0,
+///     daemon: None,
+/// };
+/// smol::block_on(ex.run(async {
+///     let listener = task_service::grpc::listen::bind("/run/shimless/shimless.sock")?;
+///     front::serve_upgradable(listener, config, ex.clone(), Some(lineage)).await
+/// }))?;
+/// # Ok::<(), std::io::Error>(())
+/// ```
 pub async fn serve_upgradable(
     listener: UnixListener,
     config: FrontConfig,

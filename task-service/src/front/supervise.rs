@@ -50,6 +50,17 @@ impl Supervisor {
     /// already runs as its child, after an upgrade of the front by `execve`) instead of starting
     /// one, if it still is this process's child. Returns the pid of the daemon being supervised,
     /// kept current across restarts.
+    ///
+    /// ```no_run
+    /// # let supervisor = task_service::front::supervise::Supervisor {
+    /// #     program: "/usr/local/bin/shimlessd".into(), args: vec![],
+    /// #     log: "/var/log/shimless/shimlessd.log".into(),
+    /// #     restart_delay: std::time::Duration::from_millis(200),
+    /// # };
+    /// let daemon = supervisor.start_adopting(Some(4242))?;
+    /// println!("supervising shimlessd pid {}", daemon.load(std::sync::atomic::Ordering::SeqCst));
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn start_adopting(self, daemon: Option<u32>) -> std::io::Result<Arc<AtomicU32>> {
         rustix::process::set_child_subreaper(rustix::process::Pid::from_raw(1))?;
         let first = match daemon.filter(|pid| is_own_child(*pid)) {
