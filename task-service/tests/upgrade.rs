@@ -9,7 +9,9 @@
 //!   containerd's events with their true codes; a new container runs;
 //! - an upgrade to a binary that exits at once is refused with what it said; the old front
 //!   goes on serving the running containers and new ones;
-//! - five upgrades in a row while containers are run (`--rm`, their codes checked) and exec'd
+//! - an upgrade while containerd holds a gRPC connection is refused naming why, and the front
+//!   goes on serving it;
+//! - five upgrades in a row (the last by `SIGHUP`) while containers are run (`--rm`, their codes checked) and exec'd
 //!   into without pause: every command succeeds with its code, the kept tasks are unchanged and
 //!   report their true codes, containerd saw no shim disconnect.
 
@@ -36,12 +38,17 @@ struct Rig {
 
 impl Rig {
     fn new(ns: &str) -> Option<Rig> {
+        Rig::with(ns, "")
+    }
+
+    /// With `shimless_extra` appended to shimless's configuration.
+    fn with(ns: &str, shimless_extra: &str) -> Option<Rig> {
         let config = ContainerdConfig::new().version(Version::V1_7);
         let mut needs = Version::V1_7.needs().to_vec();
         needs.extend([Need::Btf, Need::Bpffs]);
         require(&needs)?;
         rustix::process::set_child_subreaper(rustix::process::Pid::from_raw(1)).unwrap();
-        let shimless = Shimless::new("").cleans(ns);
+        let shimless = Shimless::new(shimless_extra).cleans(ns);
         let containerd = Containerd::start(
             config
                 .path_prepend(Shimless::bin_dir())
@@ -468,7 +475,7 @@ fn five_upgrades_in_a_row_under_churn_lose_nothing() {
             }
             failures
         });
-        for round in 1..=5u32 {
+        for round in 1..=4u32 {
             std::thread::sleep(Duration::from_millis(500));
             let out = rig.upgrade(&[]);
             assert!(
@@ -478,6 +485,18 @@ fn five_upgrades_in_a_row_under_churn_lose_nothing() {
             );
             assert_eq!(rig.info().generation, round);
         }
+        // The fifth by signal.
+        std::thread::sleep(Duration::from_millis(500));
+        let front = rig.info().pid;
+        rustix::process::kill_process(
+            rustix::process::Pid::from_raw(front as i32).unwrap(),
+            rustix::process::Signal::HUP,
+        )
+        .unwrap();
+        wait_until("SIGHUP upgraded the front", Duration::from_secs(30), || {
+            std::thread::sleep(Duration::from_millis(100));
+            rig.info().generation == 5
+        });
         std::thread::sleep(Duration::from_millis(500));
         stop.store(true, std::sync::atomic::Ordering::SeqCst);
         let failures = churn.join().unwrap();
@@ -508,4 +527,32 @@ fn five_upgrades_in_a_row_under_churn_lose_nothing() {
             "{out:?}"
         );
     }
+}
+
+#[test]
+fn an_upgrade_with_a_grpc_connection_open_is_refused_and_the_front_serves_on() {
+    let Some(rig) = Rig::with("shimless-upgrade-grpc", "containerd_protocol = \"grpc\"") else {
+        return;
+    };
+    let triggers = Triggers::new();
+    let out = rig.run(
+        &["-d", "--mount", &triggers.mount()],
+        "g0",
+        &Triggers::command("g0"),
+    );
+    assert!(out.status.success(), "{out:?}");
+    let out = rig.upgrade(&[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(stderr.contains("1 gRPC connection(s)"), "{stderr}");
+    assert_eq!(rig.info().generation, 0);
+    triggers.fire("g0", 12);
+    wait_until("g0 stopped", Duration::from_secs(30), || {
+        rig.tasks().get("g0").is_some_and(|(_, s)| s == "STOPPED")
+    });
+    let out = rig.ctr().args(["task", "rm", "g0"]).output().unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("exit code 12"),
+        "{out:?}"
+    );
 }
