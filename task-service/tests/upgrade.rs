@@ -311,6 +311,10 @@ fn an_upgrade_with_ten_running_is_invisible_to_containerd() {
         .and_then(|(_, rest)| rest.split_whitespace().next()?.parse().ok())
         .unwrap_or(0);
     assert_eq!(resent, 3, "{handing}");
+    // How long containerd's connections went unread (`--nocapture` shows it).
+    for line in log.lines().filter(|l| l.contains("unread for")) {
+        println!("{line}");
+    }
     assert!(handing.contains("handing 10 connection(s)"), "{handing}");
     assert_eq!(rig.tasks(), before, "the task list is unchanged");
 
@@ -476,7 +480,7 @@ fn five_upgrades_in_a_row_under_churn_lose_nothing() {
             failures
         });
         for round in 1..=4u32 {
-            std::thread::sleep(Duration::from_millis(500));
+            std::thread::sleep(Duration::from_millis(1000));
             let out = rig.upgrade(&[]);
             assert!(
                 out.status.success(),
@@ -486,7 +490,7 @@ fn five_upgrades_in_a_row_under_churn_lose_nothing() {
             assert_eq!(rig.info().generation, round);
         }
         // The fifth by signal.
-        std::thread::sleep(Duration::from_millis(500));
+        std::thread::sleep(Duration::from_millis(1000));
         let front = rig.info().pid;
         rustix::process::kill_process(
             rustix::process::Pid::from_raw(front as i32).unwrap(),
@@ -507,7 +511,17 @@ fn five_upgrades_in_a_row_under_churn_lose_nothing() {
             rig.shimless.log("front.log")
         );
     });
-    assert!(done.load(std::sync::atomic::Ordering::SeqCst) >= 5);
+    let done = done.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(done >= 5, "{done}");
+    println!("{done} run+exec rounds across five upgrades");
+    for line in rig
+        .shimless
+        .log("front.log")
+        .lines()
+        .filter(|l| l.contains("unread for"))
+    {
+        println!("{line}");
+    }
     assert_eq!(
         rig.tasks(),
         before,

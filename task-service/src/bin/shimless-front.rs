@@ -104,7 +104,11 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             config.supervise,
             lineage.generation,
             match &manifest {
-                Some(m) => format!(", {} connection(s) handed over", m.connections.len()),
+                Some(m) => format!(
+                    ", {} connection(s) handed over, unread for {} ms",
+                    m.connections.len(),
+                    handover::monotonic_ns().saturating_sub(m.paused_at_ns) / 1_000_000
+                ),
                 None => String::new(),
             }
         );

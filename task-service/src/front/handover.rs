@@ -32,7 +32,7 @@ use super::gate::Gate;
 use super::{Protocol, Shared, ttrpc};
 use std::io::{Read, Seek, Write};
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
-use std::os::unix::process::CommandExt;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -97,6 +97,10 @@ pub struct Manifest {
     pub listeners: Vec<HandedListener>,
     /// The live ttrpc connections.
     pub connections: Vec<HandedConnection>,
+    /// When the old front paused (`CLOCK_MONOTONIC`, ns), so the new one can say how long
+    /// containerd's connections went unread.
+    #[serde(default)]
+    pub paused_at_ns: u64,
 }
 
 /// A namespace socket's listener.
@@ -273,10 +277,14 @@ pub fn check(binary: &Path, config: &Path) -> Result<(), String> {
         }
     };
     // The supervisor may reap it first (it reaps every child): then its status is unknown.
-    let status = child
-        .wait()
-        .map(|s| s.to_string())
-        .unwrap_or_else(|_| "ended".into());
+    let status = match child.wait() {
+        Ok(status) => match (status.code(), status.signal()) {
+            (Some(code), _) => format!("exited with {code}"),
+            (_, Some(signal)) => format!("was killed by signal {signal}"),
+            _ => "ended".into(),
+        },
+        Err(_) => "ended".into(),
+    };
     if ready {
         return Ok(());
     }
@@ -322,6 +330,7 @@ pub(super) async fn hand_over(shared: &Arc<Shared>, binary: &Path) -> String {
 }
 
 async fn paused(shared: &Arc<Shared>, binary: &Path) -> String {
+    let paused_at_ns = monotonic_ns();
     if !wait_for(STOP_TIME, || everything_stopped(&shared.gate, shared)).await {
         return format!("the front's connections did not stop reading within {STOP_TIME:?}");
     }
@@ -356,6 +365,7 @@ async fn paused(shared: &Arc<Shared>, binary: &Path) -> String {
         public: *crate::lock::lock(&shared.public_fd),
         listeners: crate::lock::lock(&shared.listeners).clone(),
         connections: handed,
+        paused_at_ns,
     };
     let why = exec(shared, binary, &manifest);
     drop(guards);
@@ -363,6 +373,17 @@ async fn paused(shared: &Arc<Shared>, binary: &Path) -> String {
         conn.unclaim(shared, handed.pending);
     }
     why
+}
+
+/// `CLOCK_MONOTONIC` in nanoseconds (the same clock on both sides of an `execve`).
+///
+/// ```
+/// let a = task_service::front::handover::monotonic_ns();
+/// assert!(task_service::front::handover::monotonic_ns() >= a);
+/// ```
+pub fn monotonic_ns() -> u64 {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
+    (t.tv_sec as u64).saturating_mul(1_000_000_000) + t.tv_nsec as u64
 }
 
 /// The live ttrpc connections.
