@@ -51,6 +51,12 @@ impl Gate {
         who: &str,
     ) -> smol::net::unix::UnixStream {
         loop {
+            if self.is_paused() {
+                self.parked.fetch_add(1, Ordering::SeqCst);
+                self.until(false).await;
+                self.parked.fetch_sub(1, Ordering::SeqCst);
+                continue;
+            }
             let accepted = futures_lite::future::or(
                 async { Some(crate::grpc::accept::next(listener, who).await) },
                 async {
@@ -62,9 +68,6 @@ impl Gate {
             if let Some(stream) = accepted {
                 return stream;
             }
-            self.parked.fetch_add(1, Ordering::SeqCst);
-            self.until(false).await;
-            self.parked.fetch_sub(1, Ordering::SeqCst);
         }
     }
 

@@ -206,6 +206,8 @@ impl Shared {
         protocol: Protocol,
         listener: UnixListener,
     ) {
+        // Counted before its task runs, so a handover never misses a loop not yet parked.
+        self.gate.count_loop();
         crate::lock::lock(&self.listeners).push(handover::HandedListener {
             namespace: namespace.to_string(),
             protocol,
@@ -448,8 +450,8 @@ async fn accept(
     });
     if namespace.is_none() {
         *crate::lock::lock(&shared.public_fd) = std::os::fd::AsRawFd::as_raw_fd(&listener);
+        shared.gate.count_loop();
     }
-    shared.gate.count_loop();
     loop {
         let stream = shared.gate.accept(&listener, "shimless-front").await;
         let denied = shared.refuse(&stream);

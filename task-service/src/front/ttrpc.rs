@@ -36,7 +36,6 @@ pub(super) async fn accept(
     namespace: Namespace,
     shared: Arc<Shared>,
 ) -> std::io::Result<()> {
-    shared.gate.count_loop();
     loop {
         let stream = shared.gate.accept(&listener, "shimless-front").await;
         if let Some(why) = shared.refuse(&stream) {
