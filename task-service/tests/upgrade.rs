@@ -1,5 +1,5 @@
-//! Upgrading the front on a live node under a real containerd 1.7 (private, ttrpc toward the
-//! front): `shimlessctl upgrade` hands every socket and containerd connection to the new front
+//! Upgrading the front on a live node under a real containerd 1.7 (and 2.1 for the first test;
+//! private, ttrpc toward the front): `shimlessctl upgrade` hands every socket and containerd connection to the new front
 //! binary (see `task_service::front::handover`).
 //!
 //! - ten containers running, three of them with `ctr run` attached (a `Wait` held through
@@ -43,8 +43,19 @@ impl Rig {
 
     /// With `shimless_extra` appended to shimless's configuration.
     fn with(ns: &str, shimless_extra: &str) -> Option<Rig> {
-        let config = ContainerdConfig::new().version(Version::V1_7);
-        let mut needs = Version::V1_7.needs().to_vec();
+        Rig::on(Version::V1_7, ns, shimless_extra)
+    }
+
+    /// On containerd `version`; `ns` gets the version's suffix but on 1.7 (cgroups are keyed
+    /// by namespace and id on the host, and tests run at once).
+    fn on(version: Version, ns: &str, shimless_extra: &str) -> Option<Rig> {
+        let ns = match version {
+            Version::V1_7 => ns.to_string(),
+            other => format!("{ns}-{}", other.label()),
+        };
+        let ns = ns.as_str();
+        let config = ContainerdConfig::new().version(version);
+        let mut needs = version.needs().to_vec();
         needs.extend([Need::Btf, Need::Bpffs]);
         require(&needs)?;
         rustix::process::set_child_subreaper(rustix::process::Pid::from_raw(1)).unwrap();
@@ -236,7 +247,16 @@ fn wait_until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
 
 #[test]
 fn an_upgrade_with_ten_running_is_invisible_to_containerd() {
-    let Some(rig) = Rig::new("shimless-upgrade") else {
+    ten_running(Version::V1_7);
+}
+
+#[test]
+fn an_upgrade_with_ten_running_is_invisible_to_containerd_2_1() {
+    ten_running(Version::V2_1);
+}
+
+fn ten_running(version: Version) {
+    let Some(rig) = Rig::on(version, "shimless-upgrade", "") else {
         return;
     };
     let triggers = Triggers::new();
