@@ -8,7 +8,8 @@
 //!   `/probe-dir/probe modified Ns ago, validity 4s` once validity has passed; a missing file,
 //!   paths that try to leave the container (`..`, an absolute symlink, a magic link) and a
 //!   bad command line, each with its code and text; the runtime is never called for a marker
-//!   exec (a real exec beside it is noted once);
+//!   exec (a real exec beside it is noted once); containerd publishes `exec-added`,
+//!   `exec-started`, `exit` for it, as for the real exec;
 //! - 200 concurrent marker execs: all answered 0, and no exec left in shimless's record, no
 //!   FIFO left in containerd's state, no descriptor left open in `shimlessd`;
 //! - a stopped container: the marker gets the same answer a real exec gets;
@@ -355,11 +356,14 @@ fn the_marker_answers_exec_sync_like_the_seeds_file_probe_without_the_runtime(ve
         let c = pod.container.as_str();
         let calls_before = rig.runtime_calls();
 
-        // Touched every 2 s: fresh.
+        // Touched every 2 s: fresh. containerd sees the events a real exec gives, in order.
+        let events = Events::record(&rig);
         let fresh = probe(&mut cri, c, "/probe-dir/probe").await;
         assert_eq!(fresh.code, 0, "{fresh:?}\n{}", rig.logs_tail());
         assert_age_line(&fresh.stdout, "/probe-dir/probe", 0..=3);
         assert_eq!(fresh.stderr, "");
+        let one_exec = ["/tasks/exec-added", "/tasks/exec-started", "/tasks/exit"];
+        assert_eq!(events.wait_topics(c, 3).await, one_exec);
 
         // Missing, and paths that try to leave the container: each resolved inside it.
         let missing = probe(&mut cri, c, "/probe-dir/nope").await;
@@ -406,6 +410,13 @@ fn the_marker_answers_exec_sync_like_the_seeds_file_probe_without_the_runtime(ve
             .await
             .unwrap();
         assert_eq!(real.code, 0, "{real:?}");
+        // Seven execs (six markers, one real), each announced once with each topic.
+        let topics = events.wait_topics(c, 7 * 3).await;
+        for topic in one_exec {
+            let n = topics.iter().filter(|t| *t == topic).count();
+            assert_eq!(n, 7, "{topic}: {topics:?}");
+        }
+        assert_eq!(topics.len(), 7 * 3, "{topics:?}");
         let calls = rig.runtime_calls();
         let execs: Vec<_> = calls[calls_before.len()..]
             .iter()
@@ -548,6 +559,61 @@ fn the_stock_runtime_with_the_static_binary_answers_the_same(version: Version) {
         remove_pod(&mut cri, &ours).await;
         remove_pod(&mut cri, &stock).await;
     });
+}
+
+/// containerd's own event stream (`ctr -n k8s.io events`), recorded to a file until dropped.
+struct Events {
+    child: std::process::Child,
+    path: PathBuf,
+}
+
+impl Events {
+    fn record(rig: &Rig) -> Events {
+        let path = rig.dir.path().join("events");
+        let file = std::fs::File::create(&path).unwrap();
+        let child = rig
+            .containerd
+            .ctr(CRI_NAMESPACE)
+            .arg("events")
+            .stdout(file)
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        // `ctr events` subscribes as it starts; give it that moment.
+        std::thread::sleep(Duration::from_millis(300));
+        Events { child, path }
+    }
+
+    /// The task topics (`/tasks/exit`, ...) containerd published for container `id`, in order.
+    fn topics_of(&self, id: &str) -> Vec<String> {
+        let needle = format!("\"container_id\":\"{id}\"");
+        std::fs::read_to_string(&self.path)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains(&needle))
+            .filter_map(|l| l.split_whitespace().find(|f| f.starts_with("/tasks/")))
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// Waits (bounded) until `id` has at least `count` topics; returns them.
+    async fn wait_topics(&self, id: &str, count: usize) -> Vec<String> {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let topics = self.topics_of(id);
+            if topics.len() >= count || Instant::now() > deadline {
+                return topics;
+            }
+            async_io::Timer::after(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for Events {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 /// StopContainer, RemoveContainer, StopPodSandbox, RemovePodSandbox.
