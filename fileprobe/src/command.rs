@@ -103,11 +103,21 @@ impl ProbeCommand {
     }
 
     /// The probe path, as the container sees it.
+    ///
+    /// ```
+    /// let c = fileprobe::ProbeCommand::parse(["file", "/probe", "10"]).unwrap();
+    /// assert_eq!(c.path(), "/probe");
+    /// ```
     pub fn path(&self) -> &str {
         &self.path
     }
 
     /// How recently the file must have been modified.
+    ///
+    /// ```
+    /// let c = fileprobe::ProbeCommand::parse(["file", "/probe", "10"]).unwrap();
+    /// assert_eq!(c.validity(), std::time::Duration::from_secs(10));
+    /// ```
     pub fn validity(&self) -> Duration {
         self.validity
     }
@@ -165,6 +175,12 @@ pub enum ProbeOutcome {
 
 impl ProbeOutcome {
     /// The exit code: 0 fresh, 1 failed, 2 usage.
+    ///
+    /// ```
+    /// use fileprobe::{ProbeFailure, ProbeOutcome};
+    /// let missing = ProbeOutcome::Failed(ProbeFailure::Missing { path: "/p".into() });
+    /// assert_eq!(missing.exit_code(), 1);
+    /// ```
     pub fn exit_code(&self) -> u8 {
         match self {
             ProbeOutcome::Fresh { .. } => 0,
@@ -175,6 +191,16 @@ impl ProbeOutcome {
 
     /// What goes to standard output: the one-line reason (with its newline), or nothing for a
     /// usage error.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let fresh = fileprobe::ProbeOutcome::Fresh {
+    ///     path: "/probe-dir/probe".into(),
+    ///     age: Duration::from_millis(3_900),
+    ///     validity: Duration::from_secs(30),
+    /// };
+    /// assert_eq!(fresh.stdout(), "/probe-dir/probe modified 3s ago, validity 30s\n");
+    /// ```
     pub fn stdout(&self) -> String {
         match self {
             ProbeOutcome::Fresh {
@@ -193,6 +219,11 @@ impl ProbeOutcome {
     }
 
     /// What goes to standard error: the command-line error and the usage, or nothing.
+    ///
+    /// ```
+    /// let out = fileprobe::run_command(fileprobe::open_root("/").unwrap(), ["file"], std::time::SystemTime::now());
+    /// assert!(out.stderr().starts_with("shimless-probe: `file` takes PATH and VALIDITY"));
+    /// ```
     pub fn stderr(&self) -> String {
         match self {
             ProbeOutcome::Usage(e) => format!("shimless-probe: {e}\n{USAGE}\n"),
