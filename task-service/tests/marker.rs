@@ -3,7 +3,7 @@
 //! stdout/stderr, its code through `Wait`, `State` and `Delete`, its events in a real exec's
 //! order; `Kill` and a second `Start` answered as for an exited exec; a container that stopped
 //! between `Exec` and `Start`, and one stopped before `Exec`; `probe_command = ""` turns the
-//! marker off.
+//! marker off; a start that cannot be saved fails and still reports the exit.
 
 use integration::bundle::{Bundle, BundleBuilder};
 use integration::{Need, require};
@@ -303,6 +303,54 @@ fn an_empty_probe_command_runs_the_exec_as_any_other() {
             started.unwrap_err().message().contains("shimless-probe"),
             "the runtime's error names the missing binary"
         );
+        common::kill_wait_delete(&mut c, NS, id).await;
+    });
+}
+
+#[test]
+fn a_marker_whose_start_cannot_be_saved_fails_and_still_exits() {
+    let Some(d) = start_daemon("shimless-probe") else {
+        return;
+    };
+    if require(&[Need::Program("chattr")]).is_none() {
+        return;
+    }
+    let out = d.dir.path().to_owned();
+    let records = d.dir.path().join("state").join(NS);
+    // Nothing can be created or renamed in an immutable directory: every save fails.
+    let immutable = |on: bool| {
+        let flag = if on { "+i" } else { "-i" };
+        let status = std::process::Command::new("chattr")
+            .arg(flag)
+            .arg(&records)
+            .status()
+            .expect("chattr runs");
+        assert!(status.success(), "chattr {flag} {}", records.display());
+    };
+    smol::block_on(async {
+        let mut c = client(&d.socket).await;
+        let id = "marker4";
+        let _bundle = probed_container(&mut c, id).await;
+        let args = ["shimless-probe", "file", "/old", "30"];
+        c.exec(ns(exec_request(&out, id, "unsaved", &args)))
+            .await
+            .unwrap();
+        immutable(true);
+        let started = start_exec(&mut c, id, "unsaved").await;
+        immutable(false);
+        let failed = started.unwrap_err();
+        assert_eq!(failed.code(), Code::Internal, "{failed:?}");
+        assert!(failed.message().contains("save"), "{}", failed.message());
+        // Not left running: its exit is there for Wait.
+        let waited = smol::future::or(
+            async { Some(wait_exec(&mut c, id, "unsaved").await) },
+            async {
+                async_io::Timer::after(Duration::from_secs(10)).await;
+                None
+            },
+        )
+        .await;
+        assert_eq!(waited, Some(1));
         common::kill_wait_delete(&mut c, NS, id).await;
     });
 }

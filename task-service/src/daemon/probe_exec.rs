@@ -81,7 +81,10 @@ impl Daemon {
         .await
     }
 
-    /// Records the marker exec started, announces it, then records and reports its exit.
+    /// Records the marker exec started, announces it, then records and reports its exit. If
+    /// the record cannot be saved, the call fails but the exit is still reported (as a real
+    /// exec that cannot be recorded is killed and its exit reported): no exec is ever left
+    /// running without a process.
     async fn finish_probe_exec(
         self,
         key: Key,
@@ -98,22 +101,24 @@ impl Daemon {
                 .map_err(errors::refused)?;
             entry.snapshot(&record)
         };
-        self.persist(&key, &entry, snapshot).await?;
-        self.publish(
-            &key.0,
-            TaskEvent::ExecStarted(ev::TaskExecStarted {
-                container_id: key.1.to_string(),
-                exec_id: exec_id.clone(),
-                pid: 0,
-            }),
-        );
+        let saved = self.persist(&key, &entry, snapshot).await;
+        if saved.is_ok() {
+            self.publish(
+                &key.0,
+                TaskEvent::ExecStarted(ev::TaskExecStarted {
+                    container_id: key.1.to_string(),
+                    exec_id: exec_id.clone(),
+                    pid: 0,
+                }),
+            );
+        }
         drop(gate);
         let exit = Exit {
             status: ExitStatus::Exited(outcome.exit_code()),
             at: SystemTime::now(),
         };
         self.exec_exited(&key, &entry, &exec_id, exit).await;
-        Ok(0)
+        saved.map(|_| 0)
     }
 }
 
