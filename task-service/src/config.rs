@@ -81,6 +81,10 @@ pub struct Config {
     /// speak) or `grpc` (containerd 1.7's gRPC client drops a connection that sees no call for
     /// 30 minutes and then takes the task's shim for dead).
     pub containerd_protocol: crate::front::Protocol,
+    /// Which pods run in one cgroup (their pod's) when the pod carries no
+    /// `shimless.io/cgroup` annotation: `never` (default), `when-lossless` or `always` (see
+    /// [`crate::fold`]).
+    pub fold: crate::fold::FoldPolicy,
 }
 
 impl Default for Config {
@@ -101,6 +105,7 @@ impl Default for Config {
             restart_delay_ms: 200,
             hold_ms: 60_000,
             containerd_protocol: crate::front::Protocol::Ttrpc,
+            fold: crate::fold::FoldPolicy::Never,
         }
     }
 }

@@ -204,6 +204,9 @@ impl Task for Daemon {
                     any.type_url
                 ))
             })?;
+        if self.update_folded(&key, &entry, &resources).await? {
+            return Ok(Response::new(()));
+        }
         entry
             .runc
             .update(key.1.as_str(), &resources)
