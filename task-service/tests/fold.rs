@@ -590,6 +590,123 @@ fn one_folded_container_killed_paused_and_removed_leaves_its_siblings(version: V
     });
 }
 
+/// Two containers of 16 MiB each in a folded pod (so the pod's limit is 32 MiB): `hog` holds
+/// 64 MiB in a shell variable and is OOM-killed; it alone is `OOMKilled`, its sibling runs on,
+/// and when the sibling is then SIGKILLed by `StopContainer` it is not taken for OOM-killed.
+fn an_oom_kill_in_a_folded_pod_is_reported_for_its_container_only(version: Version) {
+    let Some(rig) = Rig::new(version, "oom") else {
+        return;
+    };
+    smol::block_on(async {
+        let mut cri = rig.cri().await;
+        let config = rig.pod_config("o0", Some("folded"));
+        let pod = cri
+            .run_pod_sandbox(RunPodSandboxRequest {
+                config: Some(config.clone()),
+                runtime_handler: UNIFIED.into(),
+            })
+            .await
+            .expect("RunPodSandbox")
+            .into_inner()
+            .pod_sandbox_id;
+        let small = Resources {
+            memory_limit: Some(Bytes::mib(16)),
+            ..Default::default()
+        };
+        let mut ids = Vec::new();
+        for name in ["calm", "hog"] {
+            let mut c = container_config(name, &small);
+            if name == "hog" {
+                c.command = [
+                    "sh",
+                    "-c",
+                    "sleep 1; x=$(dd if=/dev/zero bs=1048576 count=64 2>/dev/null | tr '\\0' a); \
+                     echo survived",
+                ]
+                .iter()
+                .map(|s| s.to_string())
+                .collect();
+            }
+            let id = cri
+                .create_container(CreateContainerRequest {
+                    pod_sandbox_id: pod.clone(),
+                    config: Some(c),
+                    sandbox_config: Some(config.clone()),
+                })
+                .await
+                .expect("CreateContainer")
+                .into_inner()
+                .container_id;
+            cri.start_container(StartContainerRequest {
+                container_id: id.clone(),
+            })
+            .await
+            .expect("StartContainer");
+            ids.push(id);
+        }
+        let path = rig.pod_cgroup("o0");
+        assert_eq!(
+            read_u64(&v1_dir("memory", &path), "memory.limit_in_bytes"),
+            32 << 20
+        );
+        let (calm, hog) = (&ids[0], &ids[1]);
+        let deadline = Instant::now() + PATIENCE;
+        let status = loop {
+            let s = cri
+                .container_status(ContainerStatusRequest {
+                    container_id: hog.clone(),
+                    verbose: false,
+                })
+                .await
+                .expect("ContainerStatus")
+                .into_inner()
+                .status
+                .unwrap();
+            if s.state == ContainerState::ContainerExited as i32 {
+                break s;
+            }
+            assert!(Instant::now() < deadline, "the hog never exited");
+            async_io::Timer::after(Duration::from_millis(50)).await;
+        };
+        assert_eq!(
+            (status.reason.as_str(), status.exit_code),
+            ("OOMKilled", 137),
+            "{status:?}\n{}",
+            rig.diagnostics()
+        );
+        assert_eq!(state(&mut cri, calm).await, ContainerState::ContainerRunning as i32);
+        // `sleep` as its namespace's init ignores SIGTERM: StopContainer ends with SIGKILL.
+        cri.stop_container(StopContainerRequest {
+            container_id: calm.clone(),
+            timeout: 1,
+        })
+        .await
+        .expect("StopContainer");
+        let calm_status = cri
+            .container_status(ContainerStatusRequest {
+                container_id: calm.clone(),
+                verbose: false,
+            })
+            .await
+            .expect("ContainerStatus")
+            .into_inner()
+            .status
+            .unwrap();
+        assert_eq!(calm_status.exit_code, 137, "{calm_status:?}");
+        assert_ne!(calm_status.reason, "OOMKilled", "{calm_status:?}");
+        cri.stop_pod_sandbox(StopPodSandboxRequest {
+            pod_sandbox_id: pod.clone(),
+        })
+        .await
+        .expect("StopPodSandbox");
+        cri.remove_pod_sandbox(RemovePodSandboxRequest {
+            pod_sandbox_id: pod.clone(),
+        })
+        .await
+        .expect("RemovePodSandbox");
+    });
+}
+
 fn cmdline(pid: u32) -> String {
     let raw = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
     String::from_utf8_lossy(&raw).replace('\0', " ")
@@ -644,4 +761,5 @@ on_both!(
     folded_and_unfolded_pods_side_by_side,
     one_folded_container_killed_paused_and_removed_leaves_its_siblings,
     a_bad_fold_annotation_is_refused_at_run_pod_sandbox,
+    an_oom_kill_in_a_folded_pod_is_reported_for_its_container_only,
 );

@@ -72,9 +72,14 @@ impl Daemon {
             .and_then(|l| l.cgroups_path().as_ref())
             .map(|p| p.display().to_string())
             .unwrap_or_default();
+        let pod_cgroup = pod_cgroup_of(&path).map_err(refuse)?;
+        // A new pod: none of its OOM kills is reported yet.
+        lock(&REPORTED_OOMS)
+            .get_or_insert_with(Default::default)
+            .insert(pod_cgroup.trim_start_matches('/').to_owned(), 0);
         Ok(Some(Folding {
             sandbox_id: key.1.to_string(),
-            pod_cgroup: pod_cgroup_of(&path).map_err(refuse)?,
+            pod_cgroup,
             choice,
             joined: true,
             resources: None,
@@ -238,6 +243,33 @@ pub(super) async fn stop_container(pod: String, init: u32, paused: bool) -> Resu
     .await
     .map(drop)
     .map_err(|e| super::errors::internal("stop or continue the folded container", e))
+}
+
+/// OOM kills counted in each folded pod cgroup that were already reported for one of its
+/// containers (by pod cgroup). Not persisted: after a restart at most one earlier kill can be
+/// reported again, and only for a container whose init was SIGKILLed.
+static REPORTED_OOMS: std::sync::Mutex<Option<std::collections::HashMap<String, u64>>> =
+    std::sync::Mutex::new(None);
+
+/// Whether an init exit is to be reported as an OOM kill, given `kills` counted in its memory
+/// cgroup. Unfolded: any count (the cgroup is the container's own). Folded (the count is the
+/// pod's): only an init killed by SIGKILL, and only while the pod has kills not yet reported
+/// for another container, so that a sibling's OOM kill never makes a container `OOMKilled`.
+pub(super) fn claims_oom(entry: &Entry, kills: u64, exit: &crate::model::Exit) -> bool {
+    let Some((pod, _)) = joined(entry) else {
+        return true;
+    };
+    let sigkill = exit.code_for_containerd() == 128 + 9;
+    let mut reported = lock(&REPORTED_OOMS);
+    let seen = reported
+        .get_or_insert_with(Default::default)
+        .entry(pod)
+        .or_insert(kills.saturating_sub(1));
+    if sigkill && kills > *seen {
+        *seen += 1;
+        return true;
+    }
+    false
 }
 
 /// Kubelet's pod values over every container of the pod, and what the joined ones lose.
