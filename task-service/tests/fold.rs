@@ -55,11 +55,16 @@ struct Rig {
 
 impl Rig {
     fn new(version: Version, name: &str) -> Option<Rig> {
+        Rig::with_config(version, name, "")
+    }
+
+    /// With `extra` lines in shimless's configuration.
+    fn with_config(version: Version, name: &str, extra: &str) -> Option<Rig> {
         let mut needs = version.needs().to_vec();
         needs.extend([Need::Btf, Need::Bpffs]);
         require(&needs)?;
         rustix::process::set_child_subreaper(rustix::process::Pid::from_raw(1)).unwrap();
-        let shimless = Shimless::new("").cleans(CRI_NAMESPACE);
+        let shimless = Shimless::new(extra).cleans(CRI_NAMESPACE);
         let shim = Shimless::bin_dir().join("containerd-shim-shimless-v2");
         let containerd = Containerd::start(
             ContainerdConfig::new()
@@ -707,6 +712,158 @@ fn an_oom_kill_in_a_folded_pod_is_reported_for_its_container_only(version: Versi
     });
 }
 
+/// A folded pod's decision is in the records: after `shimlessd` is killed (the front starts it
+/// again), a new container of the pod still joins the pod cgroup, and the pod's values are
+/// computed again over all four containers.
+fn a_folded_pod_stays_folded_across_a_daemon_restart(version: Version) {
+    let Some(rig) = Rig::new(version, "restart") else {
+        return;
+    };
+    smol::block_on(async {
+        let mut cri = rig.cri().await;
+        let pod = start_pod(&rig, &mut cri, "r0", Some("folded")).await;
+        for (_, id) in &pod.containers {
+            wait_running(&rig, &mut cri, id).await;
+        }
+        let old = rig.shimless.processes("shimlessd");
+        assert_eq!(old.len(), 1, "{old:?}");
+        rustix::process::kill_process(
+            rustix::process::Pid::from_raw(old[0] as i32).unwrap(),
+            rustix::process::Signal::KILL,
+        )
+        .unwrap();
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let now = rig.shimless.processes("shimlessd");
+            if !now.is_empty() && now != old {
+                break;
+            }
+            assert!(Instant::now() < deadline, "shimlessd never came back");
+            async_io::Timer::after(Duration::from_millis(50)).await;
+        }
+        let late = Resources {
+            cpu_request: Some(MilliCpu(100)),
+            cpu_limit: Some(MilliCpu(200)),
+            memory_request: None,
+            memory_limit: Some(Bytes::mib(16)),
+        };
+        let config = rig.pod_config("r0", Some("folded"));
+        let id = cri
+            .create_container(CreateContainerRequest {
+                pod_sandbox_id: pod.id.clone(),
+                config: Some(container_config("late", &late)),
+                sandbox_config: Some(config),
+            })
+            .await
+            .expect("CreateContainer after the restart")
+            .into_inner()
+            .container_id;
+        cri.start_container(StartContainerRequest {
+            container_id: id.clone(),
+        })
+        .await
+        .unwrap_or_else(|e| panic!("StartContainer after the restart: {e}\n{}", rig.diagnostics()));
+        let path = rig.pod_cgroup("r0");
+        for (dir, n) in children(&path) {
+            assert_eq!(n, Some(0), "{}", dir.display());
+        }
+        assert_eq!(sleepers(&path).len(), 4);
+        let mut all: Vec<Resources> = containers().iter().map(|(_, r)| *r).collect();
+        all.push(late);
+        let kubelet = pod_cgroup(&PodResources {
+            containers: all,
+            ..Default::default()
+        });
+        assert_eq!(kubelet.memory.v1_limit_in_bytes(), 128 << 20);
+        assert_eq!(
+            read_u64(&v1_dir("memory", &path), "memory.limit_in_bytes"),
+            128 << 20
+        );
+        assert_eq!(
+            read_u64(&v1_dir("cpu", &path), "cpu.shares"),
+            kubelet.cpu_shares
+        );
+        let listed = rig.listed().await;
+        let t = listed.iter().find(|t| t.id == id).expect("listed");
+        assert_eq!(t.pod_cgroup, format!("/{path}"));
+        remove_pod(&mut cri, &pod).await;
+    });
+}
+
+/// `fold = "when-lossless"` and no annotation: the first container joins the pod cgroup (a
+/// pod of one loses nothing); the second, whose `cpu.shares` split with the first would be
+/// lost, keeps the cgroup containerd gave it, below the pod's; the pod's values are kubelet's
+/// over both, and what the joined container gives up by it is listed.
+fn when_lossless_a_container_that_would_lose_a_limit_keeps_its_cgroup(version: Version) {
+    let Some(rig) = Rig::with_config(version, "lossless", "fold = \"when-lossless\"") else {
+        return;
+    };
+    smol::block_on(async {
+        let mut cri = rig.cri().await;
+        let config = rig.pod_config("l0", None);
+        let pod = cri
+            .run_pod_sandbox(RunPodSandboxRequest {
+                config: Some(config.clone()),
+                runtime_handler: UNIFIED.into(),
+            })
+            .await
+            .expect("RunPodSandbox")
+            .into_inner()
+            .pod_sandbox_id;
+        let mut ids = Vec::new();
+        for (name, r) in &containers()[..2] {
+            let id = cri
+                .create_container(CreateContainerRequest {
+                    pod_sandbox_id: pod.clone(),
+                    config: Some(container_config(name, r)),
+                    sandbox_config: Some(config.clone()),
+                })
+                .await
+                .expect("CreateContainer")
+                .into_inner()
+                .container_id;
+            cri.start_container(StartContainerRequest {
+                container_id: id.clone(),
+            })
+            .await
+            .expect("StartContainer");
+            ids.push(id);
+        }
+        let path = rig.pod_cgroup("l0");
+        let memory = v1_dir("memory", &path);
+        let child_dirs: Vec<String> = std::fs::read_dir(&memory)
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_type().unwrap().is_dir())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(child_dirs, [ids[1].clone()], "only the second has its own");
+        assert_eq!(procs(&format!("{path}/{}", ids[1])).len(), 1);
+        assert_eq!(sleepers(&path).len(), 2);
+        assert_eq!(read_u64(&memory, "memory.limit_in_bytes"), 96 << 20);
+        let listed = rig.listed().await;
+        let web = listed.iter().find(|t| t.id == ids[0]).unwrap();
+        let side = listed.iter().find(|t| t.id == ids[1]).unwrap();
+        assert_eq!(web.pod_cgroup, format!("/{path}"));
+        assert_eq!(side.pod_cgroup, "");
+        assert!(
+            web.fold_losses.iter().any(|l| l.contains("memory limit 67108864")),
+            "{:?}",
+            web.fold_losses
+        );
+        cri.stop_pod_sandbox(StopPodSandboxRequest {
+            pod_sandbox_id: pod.clone(),
+        })
+        .await
+        .expect("StopPodSandbox");
+        cri.remove_pod_sandbox(RemovePodSandboxRequest {
+            pod_sandbox_id: pod.clone(),
+        })
+        .await
+        .expect("RemovePodSandbox");
+    });
+}
+
 fn cmdline(pid: u32) -> String {
     let raw = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
     String::from_utf8_lossy(&raw).replace('\0', " ")
@@ -762,4 +919,6 @@ on_both!(
     one_folded_container_killed_paused_and_removed_leaves_its_siblings,
     a_bad_fold_annotation_is_refused_at_run_pod_sandbox,
     an_oom_kill_in_a_folded_pod_is_reported_for_its_container_only,
+    a_folded_pod_stays_folded_across_a_daemon_restart,
+    when_lossless_a_container_that_would_lose_a_limit_keeps_its_cgroup,
 );

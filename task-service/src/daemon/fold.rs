@@ -44,6 +44,14 @@ impl Daemon {
         let Some(folding) = folding else {
             return Ok(None);
         };
+        if folding.resources.is_some() {
+            // Before the runtime runs it, as kubelet sizes the pod before its containers: a
+            // container's own limits may not exceed its parent's (v1 refuses a child's larger
+            // CFS quota), and a joining one must not start under the pod's smaller limit.
+            let mut members = self.pod_members(&key.0, &folding.sandbox_id);
+            members.push(folding.clone());
+            apply(&folding, figures(&members).config).await;
+        }
         if folding.joined {
             let mut spec = spec;
             cgroupfold::fold::fold_spec(&mut spec, &folding.pod_cgroup).map_err(|e| {
@@ -148,15 +156,7 @@ impl Daemon {
         let Some((own, figures)) = self.pod_figures(key) else {
             return;
         };
-        let path = own.pod_cgroup.trim_start_matches('/').to_owned();
-        let config = figures.config;
-        let applied = smol::unblock(move || Cgroups::detect()?.apply(&path, &config)).await;
-        if let Err(e) = applied {
-            eprintln!(
-                "shimlessd: folded pod {}: cannot apply the pod's values to {}: {e}",
-                own.sandbox_id, own.pod_cgroup
-            );
-        }
+        apply(&own, figures.config).await;
         let lost: Vec<String> = figures.losses.iter().map(ToString::to_string).collect();
         if !lost.is_empty() {
             eprintln!(
@@ -166,6 +166,19 @@ impl Daemon {
                 lost.join("; ")
             );
         }
+    }
+}
+
+/// Writes the pod's values to the pod cgroup of `own`; a failure is logged (the containers
+/// run under the values the cgroup had).
+async fn apply(own: &Folding, config: CgroupConfig) {
+    let path = own.pod_cgroup.trim_start_matches('/').to_owned();
+    let applied = smol::unblock(move || Cgroups::detect()?.apply(&path, &config)).await;
+    if let Err(e) = applied {
+        eprintln!(
+            "shimlessd: folded pod {}: cannot apply the pod's values to {}: {e}",
+            own.sandbox_id, own.pod_cgroup
+        );
     }
 }
 
