@@ -409,6 +409,20 @@ fn sleepers(pod: &str) -> Vec<u32> {
     pids
 }
 
+/// Waits (bounded) until exactly `n` processes run `sleep 100000` in pod cgroup `pod`: a
+/// started container's init may not have exec'd its command yet, a killed one may not be gone.
+fn wait_sleepers(pod: &str, n: usize) -> Vec<u32> {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let now = sleepers(pod);
+        if now.len() == n {
+            return now;
+        }
+        assert!(Instant::now() < deadline, "{n} sleeps in {pod}, not {now:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 fn folded_and_unfolded_pods_side_by_side(version: Version) {
     let Some(rig) = Rig::new(version, "side") else {
         return;
@@ -453,8 +467,7 @@ fn folded_and_unfolded_pods_side_by_side(version: Version) {
             let cmdlines: Vec<String> = procs(&path).iter().map(|p| cmdline(*p)).collect();
             assert_eq!(cmdlines.len(), 5, "{cmdlines:?}");
             assert_eq!(cmdlines.iter().filter(|c| c.contains("sleep 3600")).count(), 2);
-            let sleeps = sleepers(&path);
-            assert_eq!(sleeps.len(), 3);
+            let sleeps = wait_sleepers(&path, 3);
             for pid in &sleeps {
                 assert!(procs(&path).contains(pid), "{pid} in {path}");
             }
@@ -534,8 +547,7 @@ fn one_folded_container_killed_paused_and_removed_leaves_its_siblings(version: V
         let memory = v1_dir("memory", &path);
         let limit = read_u64(&memory, "memory.limit_in_bytes");
         assert_eq!(limit, 112 << 20);
-        let before = sleepers(&path);
-        assert_eq!(before.len(), 3);
+        let before = wait_sleepers(&path, 3);
         let mut task = rig.task().await;
         let [(_, web), (_, side), (_, log)] = &pod.containers[..] else {
             unreachable!()
@@ -569,7 +581,7 @@ fn one_folded_container_killed_paused_and_removed_leaves_its_siblings(version: V
             assert!(Instant::now() < deadline, "{side} never exited");
             async_io::Timer::after(Duration::from_millis(50)).await;
         }
-        assert_eq!(sleepers(&path).len(), 2, "two siblings left");
+        wait_sleepers(&path, 2);
         assert_eq!(state(&mut cri, web).await, ContainerState::ContainerRunning as i32);
         assert_eq!(state(&mut cri, log).await, ContainerState::ContainerRunning as i32);
 
@@ -588,7 +600,7 @@ fn one_folded_container_killed_paused_and_removed_leaves_its_siblings(version: V
             .expect("RemoveContainer");
         }
         assert_eq!(state(&mut cri, web).await, ContainerState::ContainerRunning as i32);
-        assert_eq!(sleepers(&path).len(), 1);
+        wait_sleepers(&path, 1);
         assert_eq!(read_u64(&memory, "memory.limit_in_bytes"), limit);
         assert_eq!(procs(&path).len(), 3, "the sandbox's two processes and web's");
         remove_pod(&mut cri, &pod).await;
@@ -767,7 +779,7 @@ fn a_folded_pod_stays_folded_across_a_daemon_restart(version: Version) {
         for (dir, n) in children(&path) {
             assert_eq!(n, Some(0), "{}", dir.display());
         }
-        assert_eq!(sleepers(&path).len(), 4);
+        wait_sleepers(&path, 4);
         let mut all: Vec<Resources> = containers().iter().map(|(_, r)| *r).collect();
         all.push(late);
         let kubelet = pod_cgroup(&PodResources {
@@ -839,7 +851,7 @@ fn when_lossless_a_container_that_would_lose_a_limit_keeps_its_cgroup(version: V
             .collect();
         assert_eq!(child_dirs, [ids[1].clone()], "only the second has its own");
         assert_eq!(procs(&format!("{path}/{}", ids[1])).len(), 1);
-        assert_eq!(sleepers(&path).len(), 2);
+        wait_sleepers(&path, 2);
         assert_eq!(read_u64(&memory, "memory.limit_in_bytes"), 96 << 20);
         let listed = rig.listed().await;
         let web = listed.iter().find(|t| t.id == ids[0]).unwrap();

@@ -247,15 +247,35 @@ pub(super) async fn signal_container(pod: String, init: u32, signal: i32) -> Res
 pub(super) async fn stop_container(pod: String, init: u32, paused: bool) -> Result<(), Status> {
     smol::unblock(move || {
         let cg = Cgroups::detect()?;
-        if paused {
+        let pids = if paused {
             cgroupfold::fold::stop_container(&cg, &pod, init)
         } else {
             cgroupfold::fold::continue_container(&cg, &pod, init)
-        }
+        }?;
+        settle(&pids, paused);
+        Ok::<(), cgroupfold::fs::FsError>(())
     })
     .await
-    .map(drop)
     .map_err(|e| super::errors::internal("stop or continue the folded container", e))
+}
+
+/// Waits (at most 2 s) until every process of `pids` that still exists shows as stopped
+/// (`stopped`) or not: a signal is delivered when its target next runs, and `Pause` answers
+/// only once the container is paused, as the freezer's `runc pause` does.
+fn settle(pids: &[u32], stopped: bool) {
+    let is_stopped = |pid: u32| {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        let state = stat.rsplit_once(')')?.1.trim_start().chars().next()?;
+        Some(state == 'T')
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    while pids
+        .iter()
+        .any(|&p| is_stopped(p).is_some_and(|s| s != stopped))
+        && std::time::Instant::now() < deadline
+    {
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
 }
 
 /// OOM kills counted in each folded pod cgroup that were already reported for one of its
