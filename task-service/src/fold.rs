@@ -302,6 +302,22 @@ mod tests {
     }
 
     #[test]
+    fn the_config_key_takes_three_values_and_names_a_wrong_one() {
+        use crate::config::Config;
+        assert_eq!(Config::default().fold, FoldPolicy::Never);
+        for (text, want) in [
+            ("never", FoldPolicy::Never),
+            ("when-lossless", FoldPolicy::WhenLossless),
+            ("always", FoldPolicy::Always),
+        ] {
+            let config = Config::from_toml(&format!("fold = \"{text}\"")).unwrap();
+            assert_eq!(config.fold, want);
+        }
+        let err = Config::from_toml("fold = \"sometimes\"").unwrap_err().to_string();
+        assert!(err.contains("sometimes") && err.contains("when-lossless"), "{err}");
+    }
+
+    #[test]
     fn kubelet_values_round_trip_through_the_spec() {
         for milli in [1u64, 100, 250, 333, 1000, 1500, 64_000] {
             let shares = cgroupfold::math::cpu_shares(Some(MilliCpu(milli)));

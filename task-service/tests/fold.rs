@@ -18,7 +18,9 @@ use integration::image::Image;
 use integration::{Need, require};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
-use task_service::api::containerd::task::v3::{KillRequest, PauseRequest, ResumeRequest};
+use task_service::api::containerd::task::v3::{
+    KillRequest, PauseRequest, PidsRequest, ResumeRequest, UpdateTaskRequest,
+};
 use task_service::api::shimless::v1::{ListRequest, TaskSummary};
 use task_service::client::namespaced;
 
@@ -502,6 +504,11 @@ fn folded_and_unfolded_pods_side_by_side(version: Version) {
                 let t = listed.iter().find(|t| &t.id == id).expect("listed");
                 assert_eq!(t.pod_cgroup, want);
                 assert_eq!(t.fold_losses.len(), 7, "{:?}", t.fold_losses);
+                // Rewritten: the pod's cgroup, no limits of its own.
+                let text = std::fs::read(PathBuf::from(&t.bundle).join("config.json")).unwrap();
+                let bundle: serde_json::Value = serde_json::from_slice(&text).unwrap();
+                assert_eq!(bundle["linux"]["cgroupsPath"], want.as_str());
+                assert!(bundle["linux"]["resources"].get("memory").is_none(), "{bundle}");
                 assert!(
                     t.fold_losses.iter().any(|l| l.contains("cpu.shares split between 3")),
                     "{:?}",
@@ -513,7 +520,16 @@ fn folded_and_unfolded_pods_side_by_side(version: Version) {
             for id in pod.containers.iter().map(|(_, id)| id).chain([&pod.id]) {
                 let t = listed.iter().find(|t| &t.id == id).expect("listed");
                 assert_eq!((t.pod_cgroup.as_str(), t.fold_losses.len()), ("", 0));
-                // Its spec as containerd wrote it: its own cgroup, its own limits.
+                // Its spec as containerd wrote it (the same document containerd keeps in its
+                // metadata): its own cgroup, its own limits.
+                let text = std::fs::read(PathBuf::from(&t.bundle).join("config.json")).unwrap();
+                let bundle: serde_json::Value = serde_json::from_slice(&text).unwrap();
+                let info = rig
+                    .containerd
+                    .ctr_ok(CRI_NAMESPACE, &["containers", "info", id])
+                    .unwrap();
+                let info: serde_json::Value = serde_json::from_str(&info).unwrap();
+                assert_eq!(bundle, info["Spec"], "{id}'s config.json is containerd's spec");
                 let spec = oci_spec::runtime::Spec::load(PathBuf::from(&t.bundle).join("config.json")).unwrap();
                 let linux = spec.linux().as_ref().unwrap();
                 assert_eq!(
@@ -545,13 +561,45 @@ fn one_folded_container_killed_paused_and_removed_leaves_its_siblings(version: V
         }
         let path = rig.pod_cgroup(&pod.name);
         let memory = v1_dir("memory", &path);
-        let limit = read_u64(&memory, "memory.limit_in_bytes");
-        assert_eq!(limit, 112 << 20);
+        assert_eq!(read_u64(&memory, "memory.limit_in_bytes"), 112 << 20);
         let before = wait_sleepers(&path, 3);
         let mut task = rig.task().await;
         let [(_, web), (_, side), (_, log)] = &pod.containers[..] else {
             unreachable!()
         };
+
+        // Pids of `web`: its own process only (`runc ps` would list the whole pod cgroup).
+        let pids = task
+            .pids(namespaced(CRI_NAMESPACE, PidsRequest { id: web.clone() }))
+            .await
+            .expect("Pids")
+            .into_inner()
+            .processes;
+        assert_eq!(pids.len(), 1, "{pids:?}");
+        assert!(before.contains(&pids[0].pid), "{pids:?} in {before:?}");
+
+        // Update `web` to a 128 MiB limit: the pod's limit becomes kubelet's sum again
+        // (128 + 32 + 16 MiB), not `web`'s own (what `runc update` would write).
+        let resources = serde_json::json!({
+            "cpu": {"shares": 256, "quota": 50000, "period": 100000},
+            "memory": {"limit": 128i64 << 20},
+        });
+        task.update(namespaced(
+            CRI_NAMESPACE,
+            UpdateTaskRequest {
+                id: web.clone(),
+                resources: Some(prost_types::Any {
+                    type_url: "types.containerd.io/opencontainers/runtime-spec/1/LinuxResources"
+                        .into(),
+                    value: serde_json::to_vec(&resources).unwrap(),
+                }),
+                annotations: Default::default(),
+            },
+        ))
+        .await
+        .expect("Update");
+        assert_eq!(read_u64(&memory, "memory.limit_in_bytes"), 176 << 20);
+        let limit = read_u64(&memory, "memory.limit_in_bytes");
 
         // Pause `web`: only its process stops; resume: it runs again.
         task.pause(namespaced(CRI_NAMESPACE, PauseRequest { id: web.clone() }))

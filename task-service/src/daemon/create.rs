@@ -60,9 +60,9 @@ impl Daemon {
         let publishers = self.inner.publishers.clone();
         let (ns, id, at) = (key.0.clone(), key.1.clone(), bundle.clone());
         smol::unblock(move || publishers.adopt(&ns, &id, &at)).await;
-        let fold = self.fold_at_create(&key, &bundle).await?;
         let runtime_root = self.runtime_root(&key.0, &opts);
         let runc = self.runc(&runtime_root, &opts)?;
+        let fold = self.fold_at_create(&key, &bundle, runc.binary()).await?;
         // The intent first: a daemon killed from here until the full record is saved leaves a
         // `creating` record, and the next daemon removes whatever the runtime made of it.
         let mut record = Record {

@@ -30,6 +30,7 @@ impl Daemon {
         &self,
         key: &Key,
         bundle: &Path,
+        runtime: &Path,
     ) -> Result<Option<Folding>, Status> {
         let config = bundle.join("config.json");
         let load = config.clone();
@@ -44,6 +45,16 @@ impl Daemon {
         let Some(folding) = folding else {
             return Ok(None);
         };
+        if folding.joined && runtime.file_name().is_some_and(|n| n == "crun") {
+            // crun's delete of one container kills its siblings and removes the pod cgroup.
+            return Err(Status::invalid_argument(format!(
+                "container {:?}: a folded pod needs runc 1.1 (crun's delete of one container \
+                 kills every container of the pod cgroup); use runc for this runtime handler \
+                 or annotate the pod {}=unfolded",
+                key.1.as_str(),
+                crate::fold::ANNOTATION
+            )));
+        }
         if folding.resources.is_some() {
             // Before the runtime runs it, as kubelet sizes the pod before its containers: a
             // container's own limits may not exceed its parent's (v1 refuses a child's larger
@@ -240,6 +251,15 @@ pub(super) async fn signal_container(pod: String, init: u32, signal: i32) -> Res
     })
     .await
     .map_err(|e| super::errors::internal("signal the folded container's processes", e))
+}
+
+/// The processes of a folded container (its PID namespace inside the pod cgroup), for `Pids`:
+/// the runtime's `ps` would list the siblings' too.
+pub(super) async fn container_pids(pod: String, init: u32) -> Result<Vec<i32>, Status> {
+    smol::unblock(move || cgroupfold::fold::container_pids(&Cgroups::detect()?, &pod, init))
+        .await
+        .map(|pids| pids.into_iter().filter_map(|p| i32::try_from(p).ok()).collect())
+        .map_err(|e| super::errors::internal("list the folded container's processes", e))
 }
 
 /// Stops (`paused`) or continues every process of a folded container, for `Pause`/`Resume`:
