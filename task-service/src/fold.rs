@@ -146,10 +146,7 @@ impl Role {
         let Some(a) = spec.annotations() else {
             return Role::NotCri;
         };
-        match (
-            a.get(CONTAINER_TYPE).map(String::as_str),
-            a.get(SANDBOX_ID),
-        ) {
+        match (a.get(CONTAINER_TYPE).map(String::as_str), a.get(SANDBOX_ID)) {
             (Some("sandbox"), _) => Role::Sandbox,
             (Some("container"), Some(sandbox)) => Role::Container {
                 sandbox_id: sandbox.clone(),
@@ -218,7 +215,9 @@ impl SpecResources {
             cpu_shares: cpu.and_then(|c| c.shares()),
             cpu_quota: cpu.and_then(|c| c.quota()),
             cpu_period: cpu.and_then(|c| c.period()),
-            memory_limit: res.and_then(|r| r.memory().as_ref()).and_then(|m| m.limit()),
+            memory_limit: res
+                .and_then(|r| r.memory().as_ref())
+                .and_then(|m| m.limit()),
         }
     }
 
@@ -313,8 +312,13 @@ mod tests {
             let config = Config::from_toml(&format!("fold = \"{text}\"")).unwrap();
             assert_eq!(config.fold, want);
         }
-        let err = Config::from_toml("fold = \"sometimes\"").unwrap_err().to_string();
-        assert!(err.contains("sometimes") && err.contains("when-lossless"), "{err}");
+        let err = Config::from_toml("fold = \"sometimes\"")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("sometimes") && err.contains("when-lossless"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -340,7 +344,11 @@ mod tests {
         };
         let k = r.kubelet();
         assert_eq!(k.cpu_limit, Some(MilliCpu(1500)));
-        assert_eq!(k.cpu_request, Some(MilliCpu(1500)), "defaulted from the limit");
+        assert_eq!(
+            k.cpu_request,
+            Some(MilliCpu(1500)),
+            "defaulted from the limit"
+        );
         assert_eq!(k.memory_limit, Some(Bytes(1 << 30)));
         assert_eq!(k.memory_request, Some(Bytes(1 << 30)));
         assert_eq!(SpecResources::default().kubelet(), Resources::default());
@@ -349,7 +357,12 @@ mod tests {
     #[test]
     fn pod_cgroup_is_the_sandbox_cgroups_parent() {
         assert_eq!(pod_cgroup_of("/kubepods/podu/s").unwrap(), "/kubepods/podu");
-        for bad in ["", "/s", "kubepods/podu/s", "kubepods.slice:cri-containerd:s"] {
+        for bad in [
+            "",
+            "/s",
+            "kubepods/podu/s",
+            "kubepods.slice:cri-containerd:s",
+        ] {
             assert!(pod_cgroup_of(bad).is_err(), "{bad}");
         }
     }

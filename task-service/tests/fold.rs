@@ -285,7 +285,9 @@ async fn start_pod(rig: &Rig, cri: &mut Cri, name: &str, fold: Option<&str>) -> 
                 sandbox_config: Some(config.clone()),
             })
             .await
-            .unwrap_or_else(|e| panic!("CreateContainer {name}/{cname}: {e}\n{}", rig.diagnostics()))
+            .unwrap_or_else(|e| {
+                panic!("CreateContainer {name}/{cname}: {e}\n{}", rig.diagnostics())
+            })
             .into_inner()
             .container_id;
         cri.start_container(StartContainerRequest {
@@ -384,7 +386,8 @@ fn children(path: &str) -> Vec<(PathBuf, Option<usize>)> {
 
 /// The processes in `path`'s memory cgroup.
 fn procs(path: &str) -> Vec<u32> {
-    let text = std::fs::read_to_string(v1_dir("memory", path).join("cgroup.procs")).unwrap_or_default();
+    let text =
+        std::fs::read_to_string(v1_dir("memory", path).join("cgroup.procs")).unwrap_or_default();
     text.lines().filter_map(|l| l.trim().parse().ok()).collect()
 }
 
@@ -396,7 +399,7 @@ fn sleepers(pod: &str) -> Vec<u32> {
             continue;
         };
         let cmd = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
-        if cmd != b"sleep\0100000\0" {
+        if cmd != b"sleep\x00100000\x00" {
             continue;
         }
         let cgroups = std::fs::read_to_string(entry.path().join("cgroup")).unwrap_or_default();
@@ -420,7 +423,10 @@ fn wait_sleepers(pod: &str, n: usize) -> Vec<u32> {
         if now.len() == n {
             return now;
         }
-        assert!(Instant::now() < deadline, "{n} sleeps in {pod}, not {now:?}");
+        assert!(
+            Instant::now() < deadline,
+            "{n} sleeps in {pod}, not {now:?}"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -468,7 +474,10 @@ fn folded_and_unfolded_pods_side_by_side(version: Version) {
             // `sleep 3600`) and the three containers' sleeps, all in the pod cgroup itself.
             let cmdlines: Vec<String> = procs(&path).iter().map(|p| cmdline(*p)).collect();
             assert_eq!(cmdlines.len(), 5, "{cmdlines:?}");
-            assert_eq!(cmdlines.iter().filter(|c| c.contains("sleep 3600")).count(), 2);
+            assert_eq!(
+                cmdlines.iter().filter(|c| c.contains("sleep 3600")).count(),
+                2
+            );
             let sleeps = wait_sleepers(&path, 3);
             for pid in &sleeps {
                 assert!(procs(&path).contains(pid), "{pid} in {path}");
@@ -489,7 +498,10 @@ fn folded_and_unfolded_pods_side_by_side(version: Version) {
             for ((_, r), (_, id)) in containers().iter().zip(&pod.containers) {
                 let own = v1_dir("memory", &format!("{path}/{id}"));
                 let want = cgroupfold::math::container_cgroup(r);
-                assert_eq!(read_u64(&own, "memory.limit_in_bytes"), want.memory.v1_limit_in_bytes());
+                assert_eq!(
+                    read_u64(&own, "memory.limit_in_bytes"),
+                    want.memory.v1_limit_in_bytes()
+                );
                 assert_eq!(procs(&format!("{path}/{id}")).len(), 1);
             }
         }
@@ -508,9 +520,14 @@ fn folded_and_unfolded_pods_side_by_side(version: Version) {
                 let text = std::fs::read(PathBuf::from(&t.bundle).join("config.json")).unwrap();
                 let bundle: serde_json::Value = serde_json::from_slice(&text).unwrap();
                 assert_eq!(bundle["linux"]["cgroupsPath"], want.as_str());
-                assert!(bundle["linux"]["resources"].get("memory").is_none(), "{bundle}");
                 assert!(
-                    t.fold_losses.iter().any(|l| l.contains("cpu.shares split between 3")),
+                    bundle["linux"]["resources"].get("memory").is_none(),
+                    "{bundle}"
+                );
+                assert!(
+                    t.fold_losses
+                        .iter()
+                        .any(|l| l.contains("cpu.shares split between 3")),
                     "{:?}",
                     t.fold_losses
                 );
@@ -529,8 +546,13 @@ fn folded_and_unfolded_pods_side_by_side(version: Version) {
                     .ctr_ok(CRI_NAMESPACE, &["containers", "info", id])
                     .unwrap();
                 let info: serde_json::Value = serde_json::from_str(&info).unwrap();
-                assert_eq!(bundle, info["Spec"], "{id}'s config.json is containerd's spec");
-                let spec = oci_spec::runtime::Spec::load(PathBuf::from(&t.bundle).join("config.json")).unwrap();
+                assert_eq!(
+                    bundle, info["Spec"],
+                    "{id}'s config.json is containerd's spec"
+                );
+                let spec =
+                    oci_spec::runtime::Spec::load(PathBuf::from(&t.bundle).join("config.json"))
+                        .unwrap();
                 let linux = spec.linux().as_ref().unwrap();
                 assert_eq!(
                     linux.cgroups_path().as_ref().unwrap().display().to_string(),
@@ -544,7 +566,11 @@ fn folded_and_unfolded_pods_side_by_side(version: Version) {
         }
         for pod in folded.iter().chain(&unfolded) {
             let path = rig.pod_cgroup(&pod.name);
-            assert_eq!(procs(&path), Vec::<u32>::new(), "{path} empty after removal");
+            assert_eq!(
+                procs(&path),
+                Vec::<u32>::new(),
+                "{path} empty after removal"
+            );
         }
     });
 }
@@ -605,12 +631,19 @@ fn one_folded_container_killed_paused_and_removed_leaves_its_siblings(version: V
         task.pause(namespaced(CRI_NAMESPACE, PauseRequest { id: web.clone() }))
             .await
             .expect("Pause");
-        let stopped: Vec<u32> = before.iter().copied().filter(|p| proc_state(*p) == 'T').collect();
+        let stopped: Vec<u32> = before
+            .iter()
+            .copied()
+            .filter(|p| proc_state(*p) == 'T')
+            .collect();
         assert_eq!(stopped.len(), 1, "one of {before:?} stopped");
         task.resume(namespaced(CRI_NAMESPACE, ResumeRequest { id: web.clone() }))
             .await
             .expect("Resume");
-        assert!(before.iter().all(|p| proc_state(*p) != 'T'), "all running again");
+        assert!(
+            before.iter().all(|p| proc_state(*p) != 'T'),
+            "all running again"
+        );
 
         // Kill `side` with all: only its process goes; the pod keeps its values.
         task.kill(namespaced(
@@ -630,8 +663,14 @@ fn one_folded_container_killed_paused_and_removed_leaves_its_siblings(version: V
             async_io::Timer::after(Duration::from_millis(50)).await;
         }
         wait_sleepers(&path, 2);
-        assert_eq!(state(&mut cri, web).await, ContainerState::ContainerRunning as i32);
-        assert_eq!(state(&mut cri, log).await, ContainerState::ContainerRunning as i32);
+        assert_eq!(
+            state(&mut cri, web).await,
+            ContainerState::ContainerRunning as i32
+        );
+        assert_eq!(
+            state(&mut cri, log).await,
+            ContainerState::ContainerRunning as i32
+        );
 
         // Stop and remove `log`: `web` still runs, in its pod cgroup, with the pod's limit.
         cri.stop_container(StopContainerRequest {
@@ -647,10 +686,17 @@ fn one_folded_container_killed_paused_and_removed_leaves_its_siblings(version: V
             .await
             .expect("RemoveContainer");
         }
-        assert_eq!(state(&mut cri, web).await, ContainerState::ContainerRunning as i32);
+        assert_eq!(
+            state(&mut cri, web).await,
+            ContainerState::ContainerRunning as i32
+        );
         wait_sleepers(&path, 1);
         assert_eq!(read_u64(&memory, "memory.limit_in_bytes"), limit);
-        assert_eq!(procs(&path).len(), 3, "the sandbox's two processes and web's");
+        assert_eq!(
+            procs(&path).len(),
+            3,
+            "the sandbox's two processes and web's"
+        );
         remove_pod(&mut cri, &pod).await;
     });
 }
@@ -739,7 +785,10 @@ fn an_oom_kill_in_a_folded_pod_is_reported_for_its_container_only(version: Versi
             "{status:?}\n{}",
             rig.diagnostics()
         );
-        assert_eq!(state(&mut cri, calm).await, ContainerState::ContainerRunning as i32);
+        assert_eq!(
+            state(&mut cri, calm).await,
+            ContainerState::ContainerRunning as i32
+        );
         // `sleep` as its namespace's init ignores SIGTERM: StopContainer ends with SIGKILL.
         cri.stop_container(StopContainerRequest {
             container_id: calm.clone(),
@@ -822,7 +871,12 @@ fn a_folded_pod_stays_folded_across_a_daemon_restart(version: Version) {
             container_id: id.clone(),
         })
         .await
-        .unwrap_or_else(|e| panic!("StartContainer after the restart: {e}\n{}", rig.diagnostics()));
+        .unwrap_or_else(|e| {
+            panic!(
+                "StartContainer after the restart: {e}\n{}",
+                rig.diagnostics()
+            )
+        });
         let path = rig.pod_cgroup("r0");
         for (dir, n) in children(&path) {
             assert_eq!(n, Some(0), "{}", dir.display());
@@ -907,7 +961,9 @@ fn when_lossless_a_container_that_would_lose_a_limit_keeps_its_cgroup(version: V
         assert_eq!(web.pod_cgroup, format!("/{path}"));
         assert_eq!(side.pod_cgroup, "");
         assert!(
-            web.fold_losses.iter().any(|l| l.contains("memory limit 67108864")),
+            web.fold_losses
+                .iter()
+                .any(|l| l.contains("memory limit 67108864")),
             "{:?}",
             web.fold_losses
         );
@@ -951,7 +1007,9 @@ fn a_bad_fold_annotation_is_refused_at_run_pod_sandbox(version: Version) {
             .expect_err("a bad annotation is refused");
         let msg = err.message();
         assert!(
-            msg.contains("shimless.io/cgroup") && msg.contains("squashed") && msg.contains("\"folded\""),
+            msg.contains("shimless.io/cgroup")
+                && msg.contains("squashed")
+                && msg.contains("\"folded\""),
             "{msg}"
         );
         assert_eq!(rig.containerd.tasks(CRI_NAMESPACE).unwrap().len(), 0);

@@ -70,7 +70,8 @@ impl Runtime {
     /// assert!(toml.contains("pod_annotations = [\"shimless.io/*\"]"), "{toml}");
     /// ```
     pub fn pod_annotations<S: Into<String>>(mut self, globs: impl IntoIterator<Item = S>) -> Self {
-        self.pod_annotations.extend(globs.into_iter().map(Into::into));
+        self.pod_annotations
+            .extend(globs.into_iter().map(Into::into));
         self
     }
 
@@ -119,7 +120,11 @@ impl Runtime {
             let _ = writeln!(out, "  {mode_key} = {}", toml_string(mode));
         }
         if !self.pod_annotations.is_empty() {
-            let globs: Vec<String> = self.pod_annotations.iter().map(|g| toml_string(g)).collect();
+            let globs: Vec<String> = self
+                .pod_annotations
+                .iter()
+                .map(|g| toml_string(g))
+                .collect();
             let _ = writeln!(out, "  pod_annotations = [{}]", globs.join(", "));
         }
         if !self.options.is_empty() {

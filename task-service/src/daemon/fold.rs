@@ -228,7 +228,10 @@ pub(super) fn joined(entry: &Entry) -> Option<(String, u32)> {
     let record = lock(&entry.record);
     let fold = record.fold.as_ref().filter(|f| f.joined)?;
     let pid = record.container.init.pid.filter(|&p| p > 0)?;
-    Some((fold.pod_cgroup.trim_start_matches('/').to_owned(), pid as u32))
+    Some((
+        fold.pod_cgroup.trim_start_matches('/').to_owned(),
+        pid as u32,
+    ))
 }
 
 /// Signals every process of a folded container (its PID namespace inside the pod cgroup), for
@@ -258,7 +261,11 @@ pub(super) async fn signal_container(pod: String, init: u32, signal: i32) -> Res
 pub(super) async fn container_pids(pod: String, init: u32) -> Result<Vec<i32>, Status> {
     smol::unblock(move || cgroupfold::fold::container_pids(&Cgroups::detect()?, &pod, init))
         .await
-        .map(|pids| pids.into_iter().filter_map(|p| i32::try_from(p).ok()).collect())
+        .map(|pids| {
+            pids.into_iter()
+                .filter_map(|p| i32::try_from(p).ok())
+                .collect()
+        })
         .map_err(|e| super::errors::internal("list the folded container's processes", e))
 }
 
