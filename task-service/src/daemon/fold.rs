@@ -45,16 +45,21 @@ impl Daemon {
         let Some(folding) = folding else {
             return Ok(None);
         };
-        if folding.joined && runtime.file_name().is_some_and(|n| n == "crun") {
-            // crun's delete of one container kills its siblings and removes the pod cgroup.
-            return Err(Status::invalid_argument(format!(
-                "container {:?}: a folded pod needs runc 1.1 (crun's delete of one container \
-                 kills every container of the pod cgroup); use runc for this runtime handler \
-                 or annotate the pod {}=unfolded",
-                key.1.as_str(),
-                crate::fold::ANNOTATION
-            )));
-        }
+        // Checked before anything is written: a container that cannot be folded is refused
+        // with the pod's values and its spec as they were.
+        let folded_spec = if folding.joined {
+            check_runtime(key, runtime)?;
+            let mut spec = spec;
+            cgroupfold::fold::fold_spec(&mut spec, &folding.pod_cgroup).map_err(|e| {
+                Status::invalid_argument(format!(
+                    "container {:?} of a folded pod: {e}",
+                    key.1.as_str()
+                ))
+            })?;
+            Some(spec)
+        } else {
+            None
+        };
         if folding.resources.is_some() {
             // Before the runtime runs it, as kubelet sizes the pod before its containers: a
             // container's own limits may not exceed its parent's (v1 refuses a child's larger
@@ -63,14 +68,7 @@ impl Daemon {
             members.push(folding.clone());
             apply(&folding, figures(&members).config).await;
         }
-        if folding.joined {
-            let mut spec = spec;
-            cgroupfold::fold::fold_spec(&mut spec, &folding.pod_cgroup).map_err(|e| {
-                Status::invalid_argument(format!(
-                    "container {:?} of a folded pod: {e}",
-                    key.1.as_str()
-                ))
-            })?;
+        if let Some(spec) = folded_spec {
             smol::unblock(move || write_atomically(&config, &spec))
                 .await
                 .map_err(|e| super::errors::internal("write the folded config.json", e))?;
@@ -221,6 +219,21 @@ impl Daemon {
         self.apply_pod_values(key).await;
         Ok(true)
     }
+}
+
+/// Refuses crun for a folded container: its delete of one container kills its siblings and
+/// removes the pod cgroup (`cgroupfold::fold::observed`).
+fn check_runtime(key: &Key, runtime: &Path) -> Result<(), Status> {
+    if runtime.file_name().is_some_and(|n| n == "crun") {
+        return Err(Status::invalid_argument(format!(
+            "container {:?}: a folded pod needs runc 1.1 (crun's delete of one container kills \
+             every container of the pod cgroup); use runc for this runtime handler or annotate \
+             the pod {}=unfolded",
+            key.1.as_str(),
+            crate::fold::ANNOTATION
+        )));
+    }
+    Ok(())
 }
 
 /// A joined container's pod cgroup and init pid, for the calls done per container.
