@@ -47,13 +47,19 @@ fn namespaces() -> NamespaceOption {
     }
 }
 
-/// A host-network pod `name` under `<root>/<layout>/pod<name>`, three containers (250m/500m
+/// A host-network pod `name` under `<root>/<layout>/pod<name>` (containerd leaves an unfolded
+/// pod's own directory behind, as kubelet removes it), three containers (250m/500m
 /// CPU and 64 MiB each): RunPodSandbox, CreateContainer and StartContainer ×3; its sandbox id
 /// and the time they took.
-async fn start_pod(cri: &mut Cri, logs: &Path, name: &str, folded: bool) -> (String, Duration) {
+async fn start_pod(
+    cri: &mut Cri,
+    logs: &Path,
+    name: &str,
+    folded: bool,
+    layout: &str,
+) -> (String, Duration) {
     let log_dir = logs.join(name);
     std::fs::create_dir_all(&log_dir).unwrap();
-    let layout = if folded { "folded" } else { "unfolded" };
     let config = PodSandboxConfig {
         metadata: Some(PodSandboxMetadata {
             name: name.into(),
@@ -256,15 +262,20 @@ fn main() {
         );
         // One pod of each first, untimed (the first starts the front and the daemon).
         let warm = [
-            start_pod(&mut cri, logs.path(), "warm-f", true).await.0,
-            start_pod(&mut cri, logs.path(), "warm-u", false).await.0,
+            start_pod(&mut cri, logs.path(), "warm-f", true, "warm")
+                .await
+                .0,
+            start_pod(&mut cri, logs.path(), "warm-u", false, "warm")
+                .await
+                .0,
         ];
         remove_pods(&mut cri, &warm).await;
         for i in 0..n {
-            let (id, t) = start_pod(&mut cri, logs.path(), &format!("f{i}"), true).await;
+            let (id, t) = start_pod(&mut cri, logs.path(), &format!("f{i}"), true, "folded").await;
             folded.push(t);
             folded_ids.push(id);
-            let (id, t) = start_pod(&mut cri, logs.path(), &format!("u{i}"), false).await;
+            let (id, t) =
+                start_pod(&mut cri, logs.path(), &format!("u{i}"), false, "unfolded").await;
             unfolded.push(t);
             unfolded_ids.push(id);
         }
@@ -280,7 +291,9 @@ fn main() {
     let (((f_dirs, hierarchies), (u_dirs, _)), (f_rm, u_rm)) = (counts, removal);
     // Each layout's parent directory (`<root>/<layout>`) is not counted; the pods' are.
     let per = |dirs: usize| dirs as f64 / (n * hierarchies.max(1)) as f64;
-    println!("\n| layout | pods | cgroup dirs ({hierarchies} hierarchies) | per pod and hierarchy | start p50 | start p99 | remove all |");
+    println!(
+        "\n| layout | pods | cgroup dirs ({hierarchies} hierarchies) | per pod and hierarchy | start p50 | start p99 | remove all |"
+    );
     println!("|---|---:|---:|---:|---:|---:|---:|");
     for (name, dirs, times, rm) in [
         ("folded", f_dirs, &folded, f_rm),
