@@ -85,6 +85,10 @@ pub struct Config {
     /// and no runtime call: `shimless-probe file PATH VALIDITY` checks PATH's mtime inside the
     /// container (see `fileprobe::run_command`). Empty turns the marker off.
     pub probe_command: String,
+    /// Which pods run in one cgroup (their pod's) when the pod carries no
+    /// `shimless.io/cgroup` annotation: `never` (default), `when-lossless` or `always` (see
+    /// [`crate::fold`]).
+    pub fold: crate::fold::FoldPolicy,
 }
 
 impl Default for Config {
@@ -106,6 +110,7 @@ impl Default for Config {
             hold_ms: 60_000,
             containerd_protocol: crate::front::Protocol::Ttrpc,
             probe_command: "shimless-probe".into(),
+            fold: crate::fold::FoldPolicy::Never,
         }
     }
 }

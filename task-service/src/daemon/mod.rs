@@ -28,6 +28,7 @@ mod create;
 mod errors;
 mod exec;
 mod exits;
+mod fold;
 mod forward;
 mod health;
 mod launch;
