@@ -79,7 +79,7 @@ async fn run() -> usize {
     report.check("oom_killed_from_memory_events", oom_killed(&mut cri).await);
     let pods = ten_pods(&mut report, &mut cri).await;
     kill_shimlessd(&mut report, &mut cri, &pods).await;
-    let mut cri = restart_containerd(&mut report, &pods).await;
+    let mut cri = restart_containerd(&mut report, cri, &pods).await;
     for pod in &pods {
         let _ = remove_pod(&mut cri, pod).await;
     }
@@ -100,7 +100,32 @@ impl Report {
             Err(why) => {
                 self.failed += 1;
                 println!("FAIL {name}: {}", why.replace('\n', " | "));
+                if self.failed == 1 {
+                    diagnostics();
+                }
             }
+        }
+    }
+}
+
+/// Set once the stock pods are gone (diagnostics say whether a failure came before).
+static STOCK_DONE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// What the node looked like, after a failure: processes with their cgroups, the daemon's and
+/// the front's logs, containerd's journal.
+fn diagnostics() {
+    for script in [
+        "ps -eo pid,ppid,stat,etimes,cgroup:100,args",
+        "tail -n 60 /var/log/shimless/shimlessd.log",
+        "tail -n 20 /var/log/shimless/front.log",
+        "journalctl -q -u containerd --no-pager -n 40",
+        "systemctl list-units --no-legend --plain 'cri-containerd-*'",
+        "journalctl -q --no-pager -o short-monotonic -n 80 _PID=1",
+        "journalctl -q --no-pager -o short-monotonic -k -n 30",
+    ] {
+        println!("| $ {script}");
+        for line in sh(script).unwrap_or_else(|e| e).lines() {
+            println!("| {line}");
         }
     }
 }
@@ -220,6 +245,7 @@ async fn connect() -> Result<Cri, String> {
 }
 
 /// A pod as kubelet makes it, with one container.
+#[derive(Clone)]
 struct Pod {
     name: String,
     uid: String,
@@ -592,6 +618,7 @@ async fn ten_pods_outcome(cri: &mut Cri, pods: &[Pod], after_first: &[u32]) -> O
     for pod in pods {
         wait_state(cri, &pod.container, ContainerState::ContainerRunning).await?;
     }
+    pids_of(cri, pods).await?;
     let after_tenth = shim_like();
     info(format!(
         "shim-like processes after the 1st shimless pod: {}, after the 10th: {}",
@@ -631,6 +658,7 @@ async fn stock_units(cri: &mut Cri, shimless_units: usize, shimless_pods: usize)
     for pod in &stock {
         remove_pod(cri, pod).await?;
     }
+    STOCK_DONE.store(true, std::sync::atomic::Ordering::Relaxed);
     info(format!(
         "systemd scopes+slices added: 10 shimless pods {shimless_units} ({:.1}/pod, incl. kubepods slices), 3 stock pods {stock_units} ({:.1}/pod); stock shim processes added: {stock_shims}",
         shimless_units as f64 / 10.0,
@@ -645,15 +673,34 @@ async fn stock_units(cri: &mut Cri, shimless_units: usize, shimless_pods: usize)
     })
 }
 
-/// `kill -9 shimlessd`: running pods keep running, and an exit that happens meanwhile is
-/// reported with its code.
+/// `kill -9 shimlessd`: an exit that happens meanwhile is reported with its code, and the
+/// running pods keep running.
 async fn kill_shimlessd(report: &mut Report, cri: &mut Cri, pods: &[Pod]) {
-    report.check("kill_9_shimlessd", kill_outcome(cri, pods).await);
+    let before = pids_of(cri, pods).await;
+    let exiting = match start_pod(cri, UNIFIED, "exits-7", "sleep 5; exit 7").await {
+        Ok(p) => p,
+        Err(e) => {
+            report.check("kill_9_shimlessd_exit_reported", Err(e));
+            return;
+        }
+    };
+    report.check(
+        "kill_9_shimlessd_exit_reported",
+        kill_and_wait_exit(cri, &exiting).await,
+    );
+    let outcome = match before {
+        Ok(before) => pids_of(cri, pods).await.and_then(|after| {
+            ensure(before == after, || {
+                format!("container PIDs changed: {before:?} -> {after:?}")
+            })
+        }),
+        Err(e) => Err(format!("before the kill: {e}")),
+    };
+    report.check("kill_9_shimlessd_containers_keep_running", outcome);
+    let _ = remove_pod(cri, &exiting).await;
 }
 
-async fn kill_outcome(cri: &mut Cri, pods: &[Pod]) -> Outcome {
-    let before = pids_of(cri, pods).await?;
-    let exiting = start_pod(cri, UNIFIED, "exits-7", "sleep 5; exit 7").await?;
+async fn kill_and_wait_exit(cri: &mut Cri, exiting: &Pod) -> Outcome {
     wait_state(cri, &exiting.container, ContainerState::ContainerRunning).await?;
     let daemons = processes(|n| n == "shimlessd");
     ensure(daemons.len() == 1, || {
@@ -663,17 +710,7 @@ async fn kill_outcome(cri: &mut Cri, pods: &[Pod]) -> Outcome {
     let s = wait_state(cri, &exiting.container, ContainerState::ContainerExited).await?;
     ensure(s.exit_code == 7, || {
         format!("the exit during the daemon's restart: {s:?}")
-    })?;
-    let after = pids_of(cri, pods).await?;
-    ensure(before == after, || {
-        format!("container PIDs changed: {before:?} -> {after:?}")
-    })?;
-    let daemons_now = processes(|n| n == "shimlessd");
-    info(format!(
-        "shimlessd {:?} after kill -9 of {}",
-        daemons_now, daemons[0]
-    ));
-    remove_pod(cri, &exiting).await
+    })
 }
 
 /// The init PID of each pod's container, all RUNNING.
@@ -686,7 +723,11 @@ async fn pids_of(cri: &mut Cri, pods: &[Pod]) -> Result<BTreeMap<String, u32>, S
         })?;
         let pid = pid.ok_or_else(|| format!("no pid for {}", pod.name))?;
         ensure(Path::new(&format!("/proc/{pid}")).exists(), || {
-            format!("{}'s pid {pid} is gone", pod.name)
+            format!(
+                "{}'s pid {pid} is gone (after the stock pods: {})",
+                pod.name,
+                STOCK_DONE.load(std::sync::atomic::Ordering::Relaxed)
+            )
         })?;
         pids.insert(pod.name.clone(), pid);
     }
@@ -695,9 +736,25 @@ async fn pids_of(cri: &mut Cri, pods: &[Pod]) -> Result<BTreeMap<String, u32>, S
 
 /// `systemctl restart containerd` leaves every container, the front and the daemon running;
 /// `systemctl stop`, an exit while containerd is down, `start`: the exit is reported.
-async fn restart_containerd(report: &mut Report, pods: &[Pod]) -> Cri {
-    let mut cri = connect().await.expect("containerd answered before");
-    let outcome = restart_outcome(&mut cri, pods).await;
+/// Runs on the pods still running (the checks before may have lost some), at least two.
+async fn restart_containerd(report: &mut Report, mut cri: Cri, pods: &[Pod]) -> Cri {
+    let mut live = Vec::new();
+    for pod in pods {
+        if matches!(status(&mut cri, &pod.container).await, Ok((s, _)) if s.state == ContainerState::ContainerRunning as i32)
+        {
+            live.push(pod.clone());
+        }
+    }
+    info(format!(
+        "{} of {} pods still running",
+        live.len(),
+        pods.len()
+    ));
+    let pods = &live[..];
+    let outcome = match pods.len() {
+        0 | 1 => Err("fewer than two pods still run".to_owned()),
+        _ => restart_outcome(&mut cri, pods).await,
+    };
     report.check("systemctl_restart_containerd_keeps_containers", outcome);
     let mut cri = connect().await.unwrap_or(cri);
     let outcome = stop_start_outcome(&mut cri, pods).await;
