@@ -50,6 +50,8 @@ impl Setup {
             .env("SHIMLESS_CONFIG", self.shimless.config())
             .env_remove("NAMESPACE")
             .env_remove("GRPC_ADDRESS")
+            // What containerd.service (Type=notify) leaves in containerd's environment.
+            .env("NOTIFY_SOCKET", "/run/systemd/notify")
             .output()
             .unwrap()
     }
@@ -113,6 +115,18 @@ fn concurrent_starts_start_one_front_and_print_the_same_bootstrap() {
     }
     assert_eq!(setup.processes("shimless-front").len(), 1);
     assert_eq!(setup.processes("shimlessd").len(), 1);
+    // systemd's notify socket never reaches the front, the daemon (nor runc): runc would bind
+    // one in the container's state directory, a path too long for a unix socket.
+    for name in ["shimless-front", "shimlessd"] {
+        let pid = setup.processes(name)[0];
+        let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
+        assert!(
+            !environ
+                .split(|b| *b == 0)
+                .any(|var| var.starts_with(b"NOTIFY_SOCKET=")),
+            "{name} has NOTIFY_SOCKET in its environment"
+        );
+    }
     // The logs name bundles and runtime errors: root's only.
     for log in ["front.log", "shimlessd.log"] {
         let path = setup.shimless.dir.path().join("logs").join(log);

@@ -86,6 +86,9 @@ impl Supervisor {
             .stdout(log.try_clone()?)
             .stderr(log)
             .current_dir("/")
+            // Never systemd's notify socket for runc (see `shim::start`), even when the front
+            // runs under a Type=notify unit.
+            .env_remove("NOTIFY_SOCKET")
             .spawn()
             .map_err(|e| {
                 std::io::Error::new(

@@ -217,6 +217,11 @@ fn ensure_front(config: &Config, config_path: &Path) -> Result<(), ShimError> {
         .current_dir("/")
         // Out of containerd's process group: a signal to it must not reach the front.
         .process_group(0)
+        // containerd.service is Type=notify: its NOTIFY_SOCKET would reach runc, which then
+        // binds a notify socket in the container's state directory, a path too long for a
+        // unix socket under /run/shimless/runc/<namespace>/<64-hex id> ("bind: invalid
+        // argument"). The stock runc shim does not pass it on either.
+        .env_remove("NOTIFY_SOCKET")
         .spawn()
         .map_err(|e| front_err(&format!("run {}", program.display()), e))?;
     let deadline = Instant::now() + FRONT_START;
