@@ -96,7 +96,13 @@ impl Rig {
             containerd,
             shimless,
             logs: tempfile::tempdir().unwrap(),
-            root: format!("shimless-fold-{name}-{}", std::process::id()),
+            // Per version too: both versions of a test run at once and must not share a pod
+            // cgroup.
+            root: format!(
+                "shimless-fold-{name}-{}-{}",
+                version.label().replace('.', ""),
+                std::process::id()
+            ),
         })
     }
 
