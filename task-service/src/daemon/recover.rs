@@ -17,7 +17,6 @@
 use super::Daemon;
 use super::container::{Entry, Key};
 use super::errors;
-use super::exits;
 use super::oom::MemoryCgroup;
 use super::record::Record;
 use super::reopen::{self, Reopened};
@@ -228,6 +227,8 @@ impl Daemon {
             self.rebuild(key, &mut roots, &mut report).await;
         }
         self.note_foreign(roots, &mut report).await;
+        // Every record now says what the outboxes held as evidence of exits handed over.
+        self.inner.forwarder.settle_all();
         report.sort();
         *lock(&self.inner.problems) = report.problems();
         Ok(report)
@@ -357,8 +358,8 @@ impl Daemon {
                 self.reopen_later(key, entry, None, identity);
             }
             (_, Reopened::Gone) => {
-                let cookie = exits::cookie(key.0.as_str(), key.1.as_str(), None);
-                let (exit, found) = self.inner.exits.while_down(identity.as_ref(), cookie);
+                let (exit, found) =
+                    self.exit_while_unwatched(&key, &entry, None, identity.as_ref());
                 if found {
                     report
                         .exited_while_down
@@ -405,9 +406,9 @@ impl Daemon {
                             self.reopen_later(key.clone(), entry.clone(), Some(exec_id), identity);
                         }
                         Reopened::Gone => {
-                            let cookie =
-                                exits::cookie(key.0.as_str(), key.1.as_str(), Some(&exec_id));
-                            let (exit, _) = self.inner.exits.while_down(identity.as_ref(), cookie);
+                            let exec = Some(exec_id.as_str());
+                            let (exit, _) =
+                                self.exit_while_unwatched(key, entry, exec, identity.as_ref());
                             self.exec_exited(key, entry, &exec_id, exit).await;
                         }
                     }
