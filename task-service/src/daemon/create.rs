@@ -78,6 +78,7 @@ impl Daemon {
             identity: None,
             container: Container::new(None),
             exec_identities: Default::default(),
+            io_owner: opts.io_owner(),
             created_at: SystemTime::now(),
         };
         check_caller(caller, &key)?;

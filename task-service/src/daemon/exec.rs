@@ -10,7 +10,7 @@ use crate::api::containerd::events as ev;
 use crate::api::containerd::task::v3::ExecProcessRequest;
 use crate::events::TaskEvent;
 use crate::lock::lock;
-use crate::stdio::{Endpoint, IoOwner};
+use crate::stdio::Endpoint;
 use std::sync::Arc;
 use tonic::Status;
 
@@ -96,10 +96,11 @@ impl Daemon {
         );
         self.outlive(|caller| async move {
             let stdio = pending.stdio.clone();
-            let opened = smol::unblock(move || {
-                open_stdio(stdio.each_ref().map(String::as_str), IoOwner::default())
-            })
-            .await?;
+            // An exec's FIFOs go to the container's IoUid/IoGid, as the Go shim's do.
+            let owner = lock(&entry.record).io_owner;
+            let opened =
+                smol::unblock(move || open_stdio(stdio.each_ref().map(String::as_str), owner))
+                    .await?;
             if caller.gone() {
                 // Nothing made yet: the exec stays pending, a later Start may still run it.
                 lock(&entry.pending_execs).insert(exec_id.clone(), pending);

@@ -95,6 +95,7 @@ fn rebuilt_record(runc: &Runc, root: PathBuf, state: &State) -> Record {
         identity,
         container,
         exec_identities: Default::default(),
+        io_owner: Default::default(),
         created_at: SystemTime::now(),
     }
 }
