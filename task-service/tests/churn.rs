@@ -65,14 +65,29 @@ impl Rig {
         self.dir.path().join("shimlessd.log")
     }
     fn daemon(&self) -> Child {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_shimlessd"));
-        cmd.args(["--config", "/nonexistent/shimless.toml", "--socket"])
-            .arg(self.socket())
-            .arg("--state-dir")
-            .arg(self.state())
-            .arg("--runc-root")
-            .arg(self.dir.path().join("runc"));
-        Child::start(cmd, &self.log(), "serving on").unwrap()
+        let command = || {
+            let mut cmd = Command::new(env!("CARGO_BIN_EXE_shimlessd"));
+            cmd.args(["--config", "/nonexistent/shimless.toml", "--socket"])
+                .arg(self.socket())
+                .arg("--state-dir")
+                .arg(self.state())
+                .arg("--runc-root")
+                .arg(self.dir.path().join("runc"));
+            cmd
+        };
+        // A daemon killed while a runtime it forked had not exec'd yet: that child holds the
+        // state lock (the directory's open file) a moment more, and the next daemon refuses
+        // to start. The front restarts it with a backoff; so does this, for a second.
+        for _ in 0..5 {
+            match Child::start(command(), &self.log(), "serving on") {
+                Err(e) if e.to_string().contains("another shimlessd is running") => {
+                    eprintln!("churn: the state lock was still held; starting again");
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+                started => return started.unwrap(),
+            }
+        }
+        Child::start(command(), &self.log(), "serving on").unwrap()
     }
 }
 

@@ -286,6 +286,17 @@ impl Daemon {
             return Ok(());
         }
         let mut record = record;
+        if record.container.init.state == ProcessState::Created {
+            // Killed during its Start: a `runc start` it ran may still be on its way, and the
+            // runtime's state read before it ends would keep a running init recorded as
+            // created (a later Start then fails against a running container).
+            let _ = runc_driver::wait_for_runtime_calls(
+                &record.runtime_root,
+                id.as_str(),
+                RUNTIME_CALLS_TIMEOUT,
+            )
+            .await;
+        }
         let runtime_state = runc.state(id.as_str()).await;
         let known = !matches!(runtime_state, Err(runc_driver::Error::NotFound { .. }));
         if let Ok(state) = &runtime_state {

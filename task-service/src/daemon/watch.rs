@@ -68,8 +68,9 @@ impl Daemon {
     }
 
     /// Records an init exit and reports what the model releases: each exit is published
-    /// first, then saved, and only then dropped from exitwatch, so a crash anywhere in between
-    /// reports it again after the restart rather than never.
+    /// first (into its containerd's outbox), then saved, and only then dropped from exitwatch
+    /// and settled in the outbox, so a daemon killed anywhere in between has it sent after the
+    /// restart once: from the outbox if it is there, else published by recovery.
     pub(super) async fn init_exited(&self, key: &Key, entry: &Entry, exit: Exit) {
         let _gate = entry.start_gate.lock().await;
         // After any `Kill` in progress has answered (see `Entry::signal_gate`).
