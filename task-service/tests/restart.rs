@@ -181,9 +181,9 @@ fn kill_9_of_the_daemon_loses_no_exit_and_leaks_no_container() {
     );
     assert!(!recovered.contains("lost"), "{recovered}");
 
-    // Every exit of the 60 reaches containerd once with its code, whichever daemon sent it:
-    // those recovery publishes, and those the first daemon handed over (its outbox) but
-    // containerd had not taken when it died.
+    // Every exit of the 60 reaches containerd with its code, whichever daemon sent it: those
+    // recovery publishes, and those the first daemon handed over (its outbox) but containerd
+    // had not taken when it died; at most the one in flight at the kill twice.
     smol::block_on(async {
         // Those the report lists, e.g. "60 exited while down (restart-test/c000: 1, ...)",
         // carry their true code.
@@ -221,8 +221,16 @@ fn kill_9_of_the_daemon_loses_no_exit_and_leaks_no_container() {
                 .filter(|(id, _)| id.as_str() < "c060")
                 .collect();
             exits.sort();
-            if exits.len() >= want.len() {
-                assert_eq!(exits, want, "each exit forwarded once with its code");
+            let mut once = exits.clone();
+            once.dedup();
+            if once.len() >= want.len() {
+                assert_eq!(once, want, "each exit forwarded with its code");
+                // Forwarding is one event at a time: the one containerd took as the daemon
+                // died, before the daemon saw the answer, is the only one sent again.
+                assert!(
+                    exits.len() - once.len() <= 1,
+                    "more than the one event in flight sent twice: {exits:?}"
+                );
                 break;
             }
             assert!(
@@ -403,6 +411,92 @@ fn an_exit_containerd_never_took_survives_kill_9_and_reaches_it_once() {
         common::delete(&mut c, NS, &id).await;
     });
     second.kill();
+    reap_children();
+}
+
+/// A runtime that returns from `exec` half a second after runc did: the exec has ended by the
+/// time the daemon tracks it in the kernel.
+const LATE_EXEC_RUNC: &str = "#!/bin/sh\nrunc \"$@\"\nrc=$?\ncase \" $* \" in *\" exec \"*) sleep 0.5;; esac\nexit $rc\n";
+
+/// An exec that ended before the daemon tracked it in the kernel, and the daemon killed as soon
+/// as the exec's `Start` answered: the next daemon still has its code (saved with the start),
+/// never 255. (Before, the watcher saved its exit after the answer, and a kill in the
+/// millisecond between lost it; this test cannot hit that millisecond on demand, so it guards
+/// the path that no longer has it: the exit saved with the start, read back by recovery.)
+#[test]
+fn an_exec_that_ended_before_it_was_tracked_keeps_its_code_across_kill_9() {
+    let Some(()) = common::needs_daemon() else {
+        return;
+    };
+    rustix::process::set_child_subreaper(rustix::process::Pid::from_raw(1)).unwrap();
+    let paths = Paths {
+        dir: tempfile::tempdir().unwrap(),
+    };
+    let log = paths.dir.path().join("shimlessd.log");
+    let _cleanup = ForceDelete(paths.runc_root().join(NS));
+    let runtime = paths.dir.path().join("runc-late-exec");
+    std::fs::write(&runtime, LATE_EXEC_RUNC).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&runtime, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let start = || {
+        let mut command = Shimlessd::new(env!("CARGO_BIN_EXE_shimlessd"))
+            .socket(paths.socket())
+            .state_dir(paths.state())
+            .runc_root(paths.runc_root())
+            .command();
+        command.arg("--runtime").arg(&runtime);
+        Child::start(command, &log, "serving on").unwrap()
+    };
+    let bundle = integration::bundle::BundleBuilder::new()
+        .args(["sh", "-c", "sleep 1000"])
+        .build()
+        .unwrap();
+    let id = format!("early-{}", std::process::id());
+    let mut first = start();
+    let process = oci_spec::runtime::ProcessBuilder::default()
+        .args(vec!["sh".to_string(), "-c".into(), "exit 4".into()])
+        .cwd("/")
+        .env(vec!["PATH=/bin".to_string()])
+        .build()
+        .unwrap();
+    smol::block_on(async {
+        let mut c = client(&paths.socket()).await;
+        common::create(&mut c, NS, &id, bundle.path()).await;
+        common::start(&mut c, NS, &id).await;
+        c.exec(ns(ExecProcessRequest {
+            id: id.clone(),
+            exec_id: "e1".into(),
+            spec: Some(prost_types::Any {
+                type_url: "types.containerd.io/opencontainers/runtime-spec/1/Process".into(),
+                value: serde_json::to_vec(&process).unwrap(),
+            }),
+            ..Default::default()
+        }))
+        .await
+        .unwrap();
+        c.start(ns(StartRequest {
+            id: id.clone(),
+            exec_id: "e1".into(),
+        }))
+        .await
+        .unwrap();
+        first.kill();
+    });
+    reap_children();
+    let _second = start();
+    smol::block_on(async {
+        let mut c = client(&paths.socket()).await;
+        let waited = c
+            .wait(ns(WaitRequest {
+                id: id.clone(),
+                exec_id: "e1".into(),
+            }))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(waited.exit_status, 4, "the exec's own code, not 255");
+        common::kill_wait_delete(&mut c, NS, &id).await;
+    });
     reap_children();
 }
 

@@ -10,6 +10,7 @@ use crate::api::containerd::events as ev;
 use crate::api::containerd::task::v3::ExecProcessRequest;
 use crate::events::TaskEvent;
 use crate::lock::lock;
+use crate::model::Exit;
 use crate::stdio::Endpoint;
 use std::sync::Arc;
 use tonic::Status;
@@ -143,6 +144,13 @@ impl Daemon {
             );
         }
         let pid = launched.pid;
+        // An exec that ended before the kernel tracked it has its status in its zombie only
+        // (the daemon's child): reaped now, it is saved with the start, so a daemon killed
+        // before the watcher would have saved it does not report it as 255.
+        let early = launched.pidfd.try_wait().ok().flatten().map(|status| Exit {
+            status,
+            at: std::time::SystemTime::now(),
+        });
         let slot = lock(&entry.execs)
             .entry(exec_id.to_string())
             .or_default()
@@ -158,40 +166,51 @@ impl Daemon {
             if let Some(identity) = launched.identity {
                 record.exec_identities.insert(exec_id.to_string(), identity);
             }
-            started
-                .map_err(errors::refused)
-                .map(|()| entry.snapshot(&record))
+            started.map_err(errors::refused).map(|()| {
+                let ended = early.map(|exit| record.container.exec_exited(exec_id, exit));
+                let reports = ended.and_then(Result::ok).unwrap_or_default();
+                (entry.snapshot(&record), reports)
+            })
         };
-        let saved = match recorded {
-            Ok(snapshot) => self.persist(key, entry, snapshot).await.map(drop),
-            Err(status) => Err(status),
+        let (saved, reports) = match recorded {
+            Ok((snapshot, reports)) => (self.persist(key, entry, snapshot).await, reports),
+            Err(status) => (Err(status), Vec::new()),
         };
-        let outcome = match saved {
-            Ok(()) if caller.gone() => Err(Status::deadline_exceeded(format!(
+        let outcome = match &saved {
+            Ok(_) if caller.gone() => Err(Status::deadline_exceeded(format!(
                 "exec {exec_id:?}: the call was dropped before the exec was started; it was killed"
             ))),
-            other => other,
+            Ok(_) => Ok(()),
+            Err(status) => Err(status.clone()),
         };
         if outcome.is_err() {
             // Killed, and watched below: its exit is reported, its Wait and the init's held exit
             // released, nothing left behind.
             let _ = launched.pidfd.send_signal(pidfd::Signal::KILL);
         }
-        self.watch_exit(
-            key.clone(),
-            entry.clone(),
-            Some(exec_id.to_string()),
-            launched.pidfd,
-        );
+        if reports.is_empty() {
+            self.watch_exit(
+                key.clone(),
+                entry.clone(),
+                Some(exec_id.to_string()),
+                launched.pidfd,
+            );
+        }
+        if outcome.is_ok() {
+            self.publish(
+                &key.0,
+                TaskEvent::ExecStarted(ev::TaskExecStarted {
+                    container_id: key.1.to_string(),
+                    exec_id: exec_id.to_string(),
+                    pid: pid as u32,
+                }),
+            );
+        }
+        if !reports.is_empty() {
+            // Ended already: reported here, after `TaskExecStarted`, as the watcher would.
+            self.exited_early(key, entry, pid, &reports, &saved).await;
+        }
         outcome?;
-        self.publish(
-            &key.0,
-            TaskEvent::ExecStarted(ev::TaskExecStarted {
-                container_id: key.1.to_string(),
-                exec_id: exec_id.to_string(),
-                pid: pid as u32,
-            }),
-        );
         Ok(pid as u32)
     }
 }

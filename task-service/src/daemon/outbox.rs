@@ -15,8 +15,8 @@
 //! the file lives beside the records in `/run` and describes processes that cannot outlive
 //! the node, and a write is durable against the death of the process without one.
 //!
-//! The only duplicates are the events containerd accepted in the instant before the daemon
-//! died and before their ack was appended.
+//! The only duplicate a kill can cause is the event in flight (a containerd gets one at a
+//! time): containerd accepted it, and the daemon died before it saw the answer.
 
 use crate::api::containerd::events::TaskExit;
 use crate::api::containerd::services::events::v1 as pb;

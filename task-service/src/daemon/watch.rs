@@ -138,6 +138,23 @@ impl Daemon {
         }
     }
 
+    /// Reports an exec whose exit its `Start` took and saved (it ended before the kernel
+    /// tracked it): its waiters released, its exit published, exitwatch's copy dropped.
+    pub(super) async fn exited_early(
+        &self,
+        key: &Key,
+        entry: &Entry,
+        pid: i32,
+        reports: &[crate::model::ExitReport],
+        saved: &Result<bool, tonic::Status>,
+    ) {
+        self.report_exits(key, entry, reports).await;
+        self.settle_exits(key, reports, saved);
+        if let Ok(true) = saved {
+            self.inner.exits.forget(pid);
+        }
+    }
+
     /// Once the record says the processes of `reports` exited (saved, or its container gone),
     /// the outboxes need not keep their exits as evidence for recovery.
     fn settle_exits(
