@@ -418,6 +418,13 @@ fn churn_while_the_daemon_is_killed_at_random_loses_and_leaks_nothing() {
         daemon = rig.daemon();
     }
     stop.store(true, Ordering::Relaxed);
+    // Reaping goes on while the workers finish, as systemd's does: an exec orphaned by the
+    // last kill stays a zombie in its container's PID namespace until reaped, and its init,
+    // killed, cannot finish exiting before (its `Wait` would hang).
+    while !threads.iter().all(|t| t.is_finished()) {
+        while let Ok(Some(_)) = rustix::process::wait(rustix::process::WaitOptions::NOHANG) {}
+        std::thread::sleep(Duration::from_millis(50));
+    }
     for t in threads {
         t.join().unwrap();
     }
@@ -464,7 +471,10 @@ fn churn_while_the_daemon_is_killed_at_random_loses_and_leaks_nothing() {
         missing.len(),
         twice.len()
     );
-    assert!(missing.is_empty(), "exits never forwarded: see the line above");
+    assert!(
+        missing.is_empty(),
+        "exits never forwarded: see the line above"
+    );
     // One event at a time goes to containerd: a kill can make it send again only the one in
     // flight.
     let extra: usize = twice.iter().map(|(_, codes)| codes.len() - 1).sum();
@@ -473,7 +483,10 @@ fn churn_while_the_daemon_is_killed_at_random_loses_and_leaks_nothing() {
         "{extra} exits sent again, more than one per kill ({kills})"
     );
     if std::env::var_os("SHIMLESS_CHURN_STRICT_FORWARD").is_some() {
-        assert!(twice.is_empty(), "exits forwarded twice: see the line above");
+        assert!(
+            twice.is_empty(),
+            "exits forwarded twice: see the line above"
+        );
     }
     let wrong: Vec<_> = expected
         .iter()

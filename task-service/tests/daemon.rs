@@ -855,7 +855,11 @@ fn an_execs_fifos_are_given_to_the_containers_io_uid_and_io_gid() {
         }))
         .await
         .unwrap();
-        assert_eq!(owner(&exec_out), (1000, 1001), "the exec's FIFO, as the init's");
+        assert_eq!(
+            owner(&exec_out),
+            (1000, 1001),
+            "the exec's FIFO, as the init's"
+        );
         let waited = c
             .wait(ns(WaitRequest {
                 id: id.clone(),

@@ -196,7 +196,10 @@ fn kill_9_of_the_daemon_loses_no_exit_and_leaks_no_container() {
             .filter(|e| !e.is_empty())
             .map(|e| {
                 let (name, code) = e.split_once(": ").unwrap();
-                (name.rsplit('/').next().unwrap().to_string(), code.parse().unwrap())
+                (
+                    name.rsplit('/').next().unwrap().to_string(),
+                    code.parse().unwrap(),
+                )
             })
             .collect();
         assert!(
@@ -233,10 +236,7 @@ fn kill_9_of_the_daemon_loses_no_exit_and_leaks_no_container() {
                 );
                 break;
             }
-            assert!(
-                Instant::now() < deadline,
-                "exits not forwarded: {exits:?}"
-            );
+            assert!(Instant::now() < deadline, "exits not forwarded: {exits:?}");
             smol::Timer::after(Duration::from_millis(50)).await;
         }
         let after: Vec<_> = sink.received().split_off(forwarded_before);
@@ -416,7 +416,8 @@ fn an_exit_containerd_never_took_survives_kill_9_and_reaches_it_once() {
 
 /// A runtime that returns from `exec` half a second after runc did: the exec has ended by the
 /// time the daemon tracks it in the kernel.
-const LATE_EXEC_RUNC: &str = "#!/bin/sh\nrunc \"$@\"\nrc=$?\ncase \" $* \" in *\" exec \"*) sleep 0.5;; esac\nexit $rc\n";
+const LATE_EXEC_RUNC: &str =
+    "#!/bin/sh\nrunc \"$@\"\nrc=$?\ncase \" $* \" in *\" exec \"*) sleep 0.5;; esac\nexit $rc\n";
 
 /// An exec that ended before the daemon tracked it in the kernel, and the daemon killed as soon
 /// as the exec's `Start` answered: the next daemon still has its code (saved with the start),

@@ -278,10 +278,11 @@ impl Outbox {
     /// Rewrites the file when most of it is records nobody needs any more.
     fn compact(&mut self) {
         let kept: u64 = self.kept.values().map(|k| k.bytes).sum();
-        if self.file_bytes >= COMPACT_AT && kept * 4 < self.file_bytes {
-            if let Err(e) = self.rewrite() {
-                eprintln!("shimlessd: cannot compact {}: {e}", self.path.display());
-            }
+        if self.file_bytes >= COMPACT_AT
+            && kept * 4 < self.file_bytes
+            && let Err(e) = self.rewrite()
+        {
+            eprintln!("shimlessd: cannot compact {}: {e}", self.path.display());
         }
     }
 
@@ -358,7 +359,9 @@ fn decode(bytes: &[u8]) -> (Vec<Record>, Vec<String>) {
         let len = u32::from_le_bytes(frame[..4].try_into().unwrap_or_default()) as usize;
         let sum = u64::from_le_bytes(frame[4..].try_into().unwrap_or_default());
         if !(9..=MAX_PAYLOAD).contains(&len) {
-            problems.push(format!("impossible record length {len} at byte {at}: the rest is skipped"));
+            problems.push(format!(
+                "impossible record length {len} at byte {at}: the rest is skipped"
+            ));
             break;
         }
         let Some(payload) = bytes.get(at + FRAME..at + FRAME + len) else {
@@ -367,7 +370,9 @@ fn decode(bytes: &[u8]) -> (Vec<Record>, Vec<String>) {
         };
         at += FRAME + len;
         if fnv64(payload) != sum {
-            problems.push(format!("record ending at byte {at} has a wrong checksum (skipped)"));
+            problems.push(format!(
+                "record ending at byte {at} has a wrong checksum (skipped)"
+            ));
             continue;
         }
         let seq = u64::from_le_bytes(payload[1..9].try_into().unwrap_or_default());
@@ -454,7 +459,11 @@ mod tests {
             Some(137),
             "settled, but not taken yet: still handed over"
         );
-        assert_eq!(topics(&again).len(), 3, "settling never drops what is pending");
+        assert_eq!(
+            topics(&again).len(),
+            3,
+            "settling never drops what is pending"
+        );
     }
 
     #[test]
@@ -494,7 +503,10 @@ mod tests {
         // The seq of the torn record may be used again: it was never sent.
         assert_eq!(again.append(start("b")).0, 2);
         let (third, problems) = Outbox::load(&path).unwrap();
-        assert!(problems.is_empty(), "rewritten without the torn tail: {problems:?}");
+        assert!(
+            problems.is_empty(),
+            "rewritten without the torn tail: {problems:?}"
+        );
         assert_eq!(
             topics(&third),
             [(1, "/tasks/start".into()), (2, "/tasks/start".into())]
@@ -548,7 +560,10 @@ mod tests {
         let (again, problems) = Outbox::load(&outbox.path).unwrap();
         assert!(problems.is_empty(), "{problems:?}");
         assert_eq!(again.pending_len(), 1);
-        assert_eq!(again.pending().map(|(seq, _)| seq).collect::<Vec<_>>(), [waiting]);
+        assert_eq!(
+            again.pending().map(|(seq, _)| seq).collect::<Vec<_>>(),
+            [waiting]
+        );
         assert_eq!(again.next_seq, last + 2);
     }
 }
