@@ -590,11 +590,16 @@ fn an_exec_that_ends_before_it_is_tracked_has_its_exit_saved_before_start_answer
         d.slow("after", "exec", Some(0.5));
         c.start(ns(start_exec(id, "e1"))).await.unwrap();
         d.slow("after", "exec", None);
-        // A daemon killed now must still know the code: the record says it already.
+        // A daemon killed now must still know the code: the record has it already (taken by
+        // the Start, or the watcher's save that follows it).
         let record = std::fs::read(d.state_dir().join(format!("{id}.json"))).unwrap();
         let record: serde_json::Value = serde_json::from_slice(&record).unwrap();
         let state = &record["container"]["execs"]["e1"]["state"];
-        assert!(state.get("stopped").is_some(), "saved as {state}");
+        let saved = [
+            &record["early_exits"]["e1"]["status"]["exited"],
+            &state["stopped"]["status"]["exited"],
+        ];
+        assert!(saved.contains(&&serde_json::json!(4)), "saved as {record}");
         let waited = c.wait(ns(wait_exec(id, "e1"))).await.unwrap().into_inner();
         assert_eq!(waited.exit_status, 4);
         // containerd sees it started, then exited, once (after the container's own events:

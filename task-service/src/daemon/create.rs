@@ -79,6 +79,7 @@ impl Daemon {
             container: Container::new(None),
             exec_identities: Default::default(),
             io_owner: opts.io_owner(),
+            early_exits: Default::default(),
             created_at: SystemTime::now(),
         };
         check_caller(caller, &key)?;

@@ -145,8 +145,9 @@ impl Daemon {
         }
         let pid = launched.pid;
         // An exec that ended before the kernel tracked it has its status in its zombie only
-        // (the daemon's child): reaped now, it is saved with the start, so a daemon killed
-        // before the watcher would have saved it does not report it as 255.
+        // (the daemon's child): reaped now (the pidfd keeps the status for the watcher), it is
+        // saved with the start, so a daemon killed before the watcher reports it does not
+        // report 255.
         let early = launched.pidfd.try_wait().ok().flatten().map(|status| Exit {
             status,
             at: std::time::SystemTime::now(),
@@ -166,51 +167,43 @@ impl Daemon {
             if let Some(identity) = launched.identity {
                 record.exec_identities.insert(exec_id.to_string(), identity);
             }
-            started.map_err(errors::refused).map(|()| {
-                let ended = early.map(|exit| record.container.exec_exited(exec_id, exit));
-                let reports = ended.and_then(Result::ok).unwrap_or_default();
-                (entry.snapshot(&record), reports)
-            })
+            if let Some(exit) = early {
+                record.early_exits.insert(exec_id.to_string(), exit);
+            }
+            started
+                .map_err(errors::refused)
+                .map(|()| entry.snapshot(&record))
         };
-        let (saved, reports) = match recorded {
-            Ok((snapshot, reports)) => (self.persist(key, entry, snapshot).await, reports),
-            Err(status) => (Err(status), Vec::new()),
+        let saved = match recorded {
+            Ok(snapshot) => self.persist(key, entry, snapshot).await.map(drop),
+            Err(status) => Err(status),
         };
-        let outcome = match &saved {
-            Ok(_) if caller.gone() => Err(Status::deadline_exceeded(format!(
+        let outcome = match saved {
+            Ok(()) if caller.gone() => Err(Status::deadline_exceeded(format!(
                 "exec {exec_id:?}: the call was dropped before the exec was started; it was killed"
             ))),
-            Ok(_) => Ok(()),
-            Err(status) => Err(status.clone()),
+            other => other,
         };
         if outcome.is_err() {
             // Killed, and watched below: its exit is reported, its Wait and the init's held exit
             // released, nothing left behind.
             let _ = launched.pidfd.send_signal(pidfd::Signal::KILL);
         }
-        if reports.is_empty() {
-            self.watch_exit(
-                key.clone(),
-                entry.clone(),
-                Some(exec_id.to_string()),
-                launched.pidfd,
-            );
-        }
-        if outcome.is_ok() {
-            self.publish(
-                &key.0,
-                TaskEvent::ExecStarted(ev::TaskExecStarted {
-                    container_id: key.1.to_string(),
-                    exec_id: exec_id.to_string(),
-                    pid: pid as u32,
-                }),
-            );
-        }
-        if !reports.is_empty() {
-            // Ended already: reported here, after `TaskExecStarted`, as the watcher would.
-            self.exited_early(key, entry, pid, &reports, &saved).await;
-        }
+        self.watch_exit(
+            key.clone(),
+            entry.clone(),
+            Some(exec_id.to_string()),
+            launched.pidfd,
+        );
         outcome?;
+        self.publish(
+            &key.0,
+            TaskEvent::ExecStarted(ev::TaskExecStarted {
+                container_id: key.1.to_string(),
+                exec_id: exec_id.to_string(),
+                pid: pid as u32,
+            }),
+        );
         Ok(pid as u32)
     }
 }

@@ -96,6 +96,7 @@ fn rebuilt_record(runc: &Runc, root: PathBuf, state: &State) -> Record {
         container,
         exec_identities: Default::default(),
         io_owner: Default::default(),
+        early_exits: Default::default(),
         created_at: SystemTime::now(),
     }
 }

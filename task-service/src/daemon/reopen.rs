@@ -113,7 +113,8 @@ impl Daemon {
 
     /// How a process that is gone ended while nobody watched it, and whether a source knew:
     /// the exit an outbox holds (a daemon killed after handing it to containerd, before saving
-    /// it: containerd must see one status), else exitwatch's record, else lost.
+    /// it: containerd must see one status), else the one an exec's `Start` took (it ended
+    /// before the kernel tracked it), else exitwatch's record, else lost.
     pub(super) fn exit_while_unwatched(
         &self,
         key: &Key,
@@ -121,17 +122,23 @@ impl Daemon {
         exec_id: Option<&str>,
         identity: Option<&ProcessIdentity>,
     ) -> (Exit, bool) {
-        let pid = {
+        let (pid, early) = {
             let record = lock(&entry.record);
             match exec_id {
-                None => record.container.init.pid,
-                Some(exec_id) => record.container.execs.get(exec_id).and_then(|p| p.pid),
+                None => (record.container.init.pid, None),
+                Some(exec_id) => (
+                    record.container.execs.get(exec_id).and_then(|p| p.pid),
+                    record.early_exits.get(exec_id).copied(),
+                ),
             }
         };
         let id = exec_id.unwrap_or(key.1.as_str());
         let handed = ExitKey::new(key.0.as_str(), key.1.as_str(), id, pid.unwrap_or(0) as u32);
         if let Some(exit) = self.inner.forwarder.handed_over(&handed) {
             return (exit_of(&exit), true);
+        }
+        if let Some(exit) = early {
+            return (exit, true);
         }
         let cookie = exits::cookie(key.0.as_str(), key.1.as_str(), exec_id);
         self.inner.exits.while_down(identity, cookie)

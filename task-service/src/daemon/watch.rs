@@ -115,6 +115,7 @@ impl Daemon {
         let signals = entry.signal_gate.lock().await;
         let (reports, snapshot) = {
             let mut record = lock(&entry.record);
+            record.early_exits.remove(exec_id);
             let reports = record
                 .container
                 .exec_exited(exec_id, exit)
@@ -134,23 +135,6 @@ impl Daemon {
         if let Ok(true) = saved
             && let Some(pid) = pid
         {
-            self.inner.exits.forget(pid);
-        }
-    }
-
-    /// Reports an exec whose exit its `Start` took and saved (it ended before the kernel
-    /// tracked it): its waiters released, its exit published, exitwatch's copy dropped.
-    pub(super) async fn exited_early(
-        &self,
-        key: &Key,
-        entry: &Entry,
-        pid: i32,
-        reports: &[crate::model::ExitReport],
-        saved: &Result<bool, tonic::Status>,
-    ) {
-        self.report_exits(key, entry, reports).await;
-        self.settle_exits(key, reports, saved);
-        if let Ok(true) = saved {
             self.inner.exits.forget(pid);
         }
     }
