@@ -420,7 +420,7 @@ const LATE_EXEC_RUNC: &str =
     "#!/bin/sh\nrunc \"$@\"\nrc=$?\ncase \" $* \" in *\" exec \"*) sleep 0.5;; esac\nexit $rc\n";
 
 /// An exec that ended before the daemon tracked it in the kernel, and the daemon killed as soon
-/// as the exec's `Start` answered: the next daemon still has its code (saved with the start),
+/// as the exec's `Start` answered: the next daemon still has its code (kept with the start),
 /// never 255. (Before, the watcher saved its exit after the answer, and a kill in the
 /// millisecond between lost it; this test cannot hit that millisecond on demand, so it guards
 /// the path that no longer has it: the exit saved with the start, read back by recovery.)
