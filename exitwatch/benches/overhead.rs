@@ -43,6 +43,16 @@ fn main() {
         return;
     }
     let dir = format!("/sys/fs/bpf/exitwatch-bench-{}", std::process::id());
+    workloads(&dir);
+    let mut watch = ExitWatch::open_or_load(&dir).unwrap();
+    program_cost();
+    call_cost(&mut watch);
+    map_memory(&watch);
+    watch.unload().unwrap();
+}
+
+/// Each workload timed alternately without and with the program attached; medians and ratio.
+fn workloads(dir: &str) {
     println!("| workload | without exitwatch | with exitwatch | ratio |");
     println!("|---|---:|---:|---:|");
     for (name, work) in [
@@ -55,7 +65,7 @@ fn main() {
         let (mut off, mut on) = (Vec::new(), Vec::new());
         for _ in 0..ROUNDS {
             off.push(work());
-            let watch = ExitWatch::open_or_load(&dir).unwrap();
+            let watch = ExitWatch::open_or_load(dir).unwrap();
             on.push(work());
             watch.unload().unwrap();
         }
@@ -69,31 +79,36 @@ fn main() {
             b.as_secs_f64() / a.as_secs_f64()
         );
     }
+}
 
-    let mut watch = ExitWatch::open_or_load(&dir).unwrap();
-    {
-        let _stats = aya::sys::enable_stats(aya::sys::Stats::RunTime).unwrap();
-        let program = || {
-            aya::programs::loaded_programs()
-                .filter_map(Result::ok)
-                .filter(|p| p.name_as_str().is_some_and(|n| n.starts_with("exitwatch_")))
-                .max_by_key(|p| p.id())
-                .unwrap()
-        };
-        let before = program();
-        let wall = forks();
-        let after = program();
-        let runs = after.run_count() - before.run_count();
-        let ns = (after.run_time() - before.run_time()).as_nanos() as f64 / runs.max(1) as f64;
-        let per_fork = wall.as_secs_f64() * 1e9 / 10_000.0;
-        println!("\n| program cost | value |\n|---|---:|");
-        println!("| invocations during 10,000 fork + exit | {runs} |");
-        println!("| run time per invocation (kernel BPF stats) | {ns:.0} ns |");
-        println!(
-            "| share of a fork + exit cycle ({per_fork:.0} ns here) | {:.3} % |",
-            100.0 * ns * runs as f64 / 10_000.0 / per_fork
-        );
-    }
+/// The attached program's own run time per invocation, from the kernel's BPF stats, over
+/// 10,000 forks.
+fn program_cost() {
+    let _stats = aya::sys::enable_stats(aya::sys::Stats::RunTime).unwrap();
+    let program = || {
+        aya::programs::loaded_programs()
+            .filter_map(Result::ok)
+            .filter(|p| p.name_as_str().is_some_and(|n| n.starts_with("exitwatch_")))
+            .max_by_key(|p| p.id())
+            .unwrap()
+    };
+    let before = program();
+    let wall = forks();
+    let after = program();
+    let runs = after.run_count() - before.run_count();
+    let ns = (after.run_time() - before.run_time()).as_nanos() as f64 / runs.max(1) as f64;
+    let per_fork = wall.as_secs_f64() * 1e9 / 10_000.0;
+    println!("\n| program cost | value |\n|---|---:|");
+    println!("| invocations during 10,000 fork + exit | {runs} |");
+    println!("| run time per invocation (kernel BPF stats) | {ns:.0} ns |");
+    println!(
+        "| share of a fork + exit cycle ({per_fork:.0} ns here) | {:.3} % |",
+        100.0 * ns * runs as f64 / 10_000.0 / per_fork
+    );
+}
+
+/// `track` + `untrack` and `take` per call.
+fn call_cost(watch: &mut ExitWatch) {
     let me = std::process::id();
     let n = 20_000u32;
     let t = Instant::now();
@@ -116,7 +131,10 @@ fn main() {
         "| `take` of an absent exit | {:.1} µs |",
         per_take.as_secs_f64() * 1e6
     );
+}
 
+/// Each pinned map's size and kernel memory (`memlock` from its fdinfo).
+fn map_memory(watch: &ExitWatch) {
     println!("\n| map | entries | kernel memory (memlock) |\n|---|---:|---:|");
     for map in ["tracing_tasks", "exited_events", "exitwatch_counters"] {
         let path = watch.pin_dir().join(map);
@@ -137,5 +155,4 @@ fn main() {
             memlock / (1024.0 * 1024.0)
         );
     }
-    watch.unload().unwrap();
 }

@@ -185,6 +185,42 @@ struct Load {
     c: fileprobe::Counters,
 }
 
+/// N directories `c<i>` in `dir`, each with an empty `probe` file; the files.
+fn probe_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    (0..N)
+        .map(|i| {
+            let d = dir.join(format!("c{i}"));
+            std::fs::create_dir(&d).unwrap();
+            let f = d.join("probe");
+            std::fs::write(&f, b"").unwrap();
+            f
+        })
+        .collect()
+}
+
+/// A thread touching the files in turn, each once every TOUCH_EVERY, until `stop`; it
+/// returns its own CPU seconds and how many touches it made.
+fn touch_in_turn(
+    files: Vec<std::path::PathBuf>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<(f64, u64)> {
+    std::thread::spawn(move || {
+        let t0 = Instant::now();
+        let mut touched = 0u64;
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            let due = (t0.elapsed().as_secs_f64() / TOUCH_EVERY.as_secs_f64() * N as f64) as u64;
+            while touched < due {
+                let f = &files[(touched % N as u64) as usize];
+                let file = std::fs::File::options().write(true).open(f).unwrap();
+                file.set_modified(SystemTime::now()).unwrap();
+                touched += 1;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        (thread_cpu_seconds(), touched)
+    })
+}
+
 /// 10,000 probes on one prober for 30 s, each container's file `/c<i>/probe` in its own
 /// directory, touched every 20 s by a thread playing the 10,000 containers (500 touches a
 /// second, spread evenly; its CPU is the containers', not the prober's, and is subtracted).
@@ -194,15 +230,7 @@ struct Load {
 /// `ChangeWatch::disabled()` (a statx per check).
 fn scheduler_load(spread: bool, inotify: bool) -> Load {
     let dir = tempfile::tempdir().unwrap();
-    let files: Vec<std::path::PathBuf> = (0..N)
-        .map(|i| {
-            let d = dir.path().join(format!("c{i}"));
-            std::fs::create_dir(&d).unwrap();
-            let f = d.join("probe");
-            std::fs::write(&f, b"").unwrap();
-            f
-        })
-        .collect();
+    let files = probe_files(dir.path());
     let root = Arc::new(fileprobe::open_root(dir.path().to_str().unwrap()).unwrap());
     let rss0 = rss_kib();
     let watch = if inotify {
@@ -234,25 +262,7 @@ fn scheduler_load(spread: bool, inotify: bool) -> Load {
     }
     let rss_added = rss_kib();
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let toucher = {
-        let stop = stop.clone();
-        std::thread::spawn(move || {
-            let t0 = Instant::now();
-            let mut touched = 0u64;
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                let due =
-                    (t0.elapsed().as_secs_f64() / TOUCH_EVERY.as_secs_f64() * N as f64) as u64;
-                while touched < due {
-                    let f = &files[(touched % N as u64) as usize];
-                    let file = std::fs::File::options().write(true).open(f).unwrap();
-                    file.set_modified(SystemTime::now()).unwrap();
-                    touched += 1;
-                }
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            (thread_cpu_seconds(), touched)
-        })
-    };
+    let toucher = touch_in_turn(files, stop.clone());
     let c0 = cpu_seconds();
     let t0 = Instant::now();
     async_io::block_on(async {

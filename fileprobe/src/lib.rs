@@ -13,6 +13,10 @@
 //!   of the parent directory, falling back to the full resolution whenever in doubt; with a
 //!   [`ChangeWatch`] (one inotify instance, a watch per directory) a check of a file that has
 //!   not changed since its last `statx` needs no syscall at all.
+//! - [`run_command`]: the `shimless-probe file PATH VALIDITY` command as a typed
+//!   [`ProbeOutcome`] (exit code 0/1/2 and a one-line reason), the one code path of the
+//!   `shimless-probe` binary (root `/`) and of `shimlessd`'s answer to an exec of it (the
+//!   container's root);
 //! - [`Machine`]: kubelet's per-probe state machine (initial results, startup gating, thresholds,
 //!   hold after a liveness/startup failure until a new container id), pure on an injected clock;
 //! - [`Prober`]: every probe of a node on one `async-io` timer (100 ms ticks in an ordered map), due
@@ -42,6 +46,7 @@
 
 mod check;
 mod clock;
+mod command;
 mod config;
 mod prober;
 mod state;
@@ -51,6 +56,7 @@ pub use check::{
     CachedPath, ProbeFailure, check, check_at, mtime_at, open_container_root, open_root,
 };
 pub use clock::ManualClock;
+pub use command::{ProbeCommand, ProbeOutcome, USAGE, UsageError, run_command};
 pub use config::{ConfigError, FileAction, FileProbe, ProbeKind, ProbeSpec};
 pub use prober::{Counters, ProbeEvent, Prober, ProberHandle, Target};
 pub use state::{Machine, ProbeResult, Skip, first_due};

@@ -2,7 +2,7 @@
 //! with `waitpid(-1, WNOHANG)` (how containerd's Go shim learns of exits), side by side in one
 //! run, plus the memory each costs per watched process.
 //!
-//! Run: `cargo bench -p pidfd --bench exit_latency` (spawns up to 10,000 `sleep` processes).
+//! Run: `cargo bench -p shimless-pidfd --bench exit_latency` (spawns up to 10,000 `sleep` processes).
 //!
 //! For each size N (1, 100, 10,000 watched processes) the bench kills min(N, 100) of them at
 //! once with SIGKILL, several rounds, and measures from each `kill` to the moment the watcher

@@ -1,9 +1,9 @@
 //! Watches processes that end in every way a process can end, through pidfds on one async-io
-//! reactor, and prints how each one ended. This is the workspace's `scripts/demo` today.
+//! reactor, and prints how each one ended.
 //!
 //! ```text
-//! cargo run -p pidfd --example watch            # the default set of processes
-//! cargo run -p pidfd --example watch -- --count 500   # plus 500 extra `sleep`s killed at once
+//! cargo run -p shimless-pidfd --example watch                  # the default set of processes
+//! cargo run -p shimless-pidfd --example watch -- --count 500   # plus 500 `sleep`s killed at once
 //! ```
 
 use futures_lite::future;
@@ -18,7 +18,9 @@ struct Watched {
     is_child: bool,
 }
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
+type BoxError = Box<dyn std::error::Error>;
+
+fn main() -> Result<(), BoxError> {
     let extra = match parse_args() {
         Ok(extra) => extra,
         Err(msg) => {
@@ -27,30 +29,66 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     };
     let started = Instant::now();
+    let mut watched = the_usual_endings()?;
+    let mut parent = grandchild(&mut watched)?;
+    let extra_start = watched.len();
+    for _ in 0..extra {
+        spawn(&mut watched, "extra sleep, SIGKILLed", "exec sleep 60")?;
+    }
+    println!(
+        "watching {} processes through pidfds on one reactor (pid, what, how it ended):",
+        watched.len()
+    );
+    let (firsts, extras) = watched.split_at(extra_start);
+    future::block_on(send_signals(firsts, extras))?;
+    wait_all(firsts, extras)?;
+    parent.wait()?;
+    println!("done in {:.2} s", started.elapsed().as_secs_f64());
+    Ok(())
+}
+
+/// Starts `script` in a shell and watches it as `what`.
+fn spawn(watched: &mut Vec<Watched>, what: &'static str, script: &str) -> Result<(), BoxError> {
+    let child = Command::new("sh")
+        .args(["-c", script])
+        .stdin(Stdio::null())
+        .spawn()?;
+    watched.push(Watched {
+        what,
+        pidfd: PidFd::from_child(&child)?,
+        is_child: true,
+    });
+    Ok(())
+}
+
+/// Children that exit with codes, kill themselves, and wait for our SIGTERM (index 4) and
+/// SIGKILL (index 5).
+fn the_usual_endings() -> Result<Vec<Watched>, BoxError> {
     let mut watched = Vec::new();
-    let mut spawn = |what: &'static str, script: &str| -> Result<(), Box<dyn std::error::Error>> {
-        let child = Command::new("sh")
-            .args(["-c", script])
-            .stdin(Stdio::null())
-            .spawn()?;
-        watched.push(Watched {
-            what,
-            pidfd: PidFd::from_child(&child)?,
-            is_child: true,
-        });
-        Ok(())
-    };
-    spawn("exits 0", "sleep 0.2; exit 0")?;
-    spawn("exits 42", "sleep 0.3; exit 42")?;
-    spawn("exits 255", "sleep 0.4; exit 255")?;
+    spawn(&mut watched, "exits 0", "sleep 0.2; exit 0")?;
+    spawn(&mut watched, "exits 42", "sleep 0.3; exit 42")?;
+    spawn(&mut watched, "exits 255", "sleep 0.4; exit 255")?;
     spawn(
+        &mut watched,
         "kills itself with SIGSEGV",
         "sleep 0.5; ulimit -c 0; kill -SEGV $$",
     )?;
-    spawn("sleeps until we send SIGTERM", "exec sleep 60")?;
-    spawn("sleeps until we send SIGKILL", "exec sleep 60")?;
+    spawn(
+        &mut watched,
+        "sleeps until we send SIGTERM",
+        "exec sleep 60",
+    )?;
+    spawn(
+        &mut watched,
+        "sleeps until we send SIGKILL",
+        "exec sleep 60",
+    )?;
+    Ok(watched)
+}
 
-    // A grandchild: its own parent (a shell) reaps it, so only the kernel can tell us its status.
+/// A grandchild: its own parent (a shell) reaps it, so only the kernel can tell us its status.
+/// The parent, to be waited for at the end.
+fn grandchild(watched: &mut Vec<Watched>) -> Result<std::process::Child, BoxError> {
     let mut parent = Command::new("sh")
         .args([
             "-c",
@@ -60,46 +98,29 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .spawn()?;
     let mut line = String::new();
     std::io::BufReader::new(parent.stdout.take().ok_or("no stdout")?).read_line(&mut line)?;
-    let grandchild = PidFd::open(line.trim().parse()?)?;
     watched.push(Watched {
         what: "grandchild, reaped by its own parent",
-        pidfd: grandchild,
+        pidfd: PidFd::open(line.trim().parse()?)?,
         is_child: false,
     });
+    Ok(parent)
+}
 
-    let extra_start = watched.len();
-    for _ in 0..extra {
-        let child = Command::new("sleep")
-            .arg("60")
-            .stdin(Stdio::null())
-            .spawn()?;
-        watched.push(Watched {
-            what: "extra sleep, SIGKILLed",
-            pidfd: PidFd::from_child(&child)?,
-            is_child: true,
-        });
+/// After 0.7 s, SIGTERM and SIGKILL to the two sleepers and SIGKILL to every extra. Signals go
+/// through the pidfd: they can only ever reach the process we opened.
+async fn send_signals(firsts: &[Watched], extras: &[Watched]) -> Result<(), Error> {
+    smol::Timer::after(Duration::from_millis(700)).await;
+    firsts[4].pidfd.send_signal(Signal::TERM)?;
+    firsts[5].pidfd.send_signal(Signal::KILL)?;
+    for w in extras {
+        w.pidfd.send_signal(Signal::KILL)?;
     }
+    Ok(())
+}
 
-    println!(
-        "watching {} processes through pidfds on one reactor (pid, what, how it ended):",
-        watched.len()
-    );
-    // Signals go through the pidfd: they can only ever reach the process we opened.
-    let term = &watched[4].pidfd;
-    let kill = &watched[5].pidfd;
-    let (extras, firsts) = (&watched[extra_start..], &watched[..extra_start]);
-
-    future::block_on(async {
-        smol::Timer::after(Duration::from_millis(700)).await;
-        term.send_signal(Signal::TERM)?;
-        kill.send_signal(Signal::KILL)?;
-        for w in extras {
-            w.pidfd.send_signal(Signal::KILL)?;
-        }
-        Ok::<(), Error>(())
-    })?;
-
-    // Wait for all of them at once, each reported as soon as it ends.
+/// Waits for all of them at once, each of `firsts` reported as soon as it ends, the extras
+/// counted by exit code.
+fn wait_all(firsts: &[Watched], extras: &[Watched]) -> Result<(), Error> {
     let ex = smol::LocalExecutor::new();
     let tasks: Vec<_> = firsts
         .iter()
@@ -120,14 +141,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             t.await?;
         }
         let codes = extra_done.await?;
-        if extra > 0 {
-            println!("  {extra} extra processes ended; containerd exit codes seen: {codes:?}");
+        if !extras.is_empty() {
+            let n = extras.len();
+            println!("  {n} extra processes ended; containerd exit codes seen: {codes:?}");
         }
-        Ok::<(), Error>(())
-    }))?;
-    parent.wait()?;
-    println!("done in {:.2} s", started.elapsed().as_secs_f64());
-    Ok(())
+        Ok(())
+    }))
 }
 
 async fn report(w: &Watched) -> Result<(), Error> {

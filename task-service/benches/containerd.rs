@@ -37,8 +37,16 @@
 //! command line names this run's shimless configuration), shimless's runc state and eBPF pins,
 //! the containers' empty cgroups.
 
+#[path = "containerd/args.rs"]
+mod args;
+#[path = "containerd/cleanup.rs"]
+mod cleanup;
+#[path = "containerd/client.rs"]
+mod client;
 #[path = "peer/go_shim.rs"]
 mod go_shim;
+#[path = "containerd/report.rs"]
+mod report;
 
 /// containerd's Containers and Tasks services (client side), from `benches/proto/`.
 #[allow(missing_docs, clippy::all, clippy::pedantic)]
@@ -57,15 +65,13 @@ mod api {
     }
 }
 
-use api::containers::containers_client::ContainersClient;
-use api::containers::{Container, CreateContainerRequest, DeleteContainerRequest, container};
-use api::tasks::tasks_client::TasksClient;
-use api::tasks::{CreateTaskRequest, DeleteTaskRequest, KillRequest, StartRequest, WaitRequest};
-use integration::containerd::{Containerd, ContainerdConfig, Version, processes_naming};
+use args::{Args, parse_args};
+use cleanup::{ShimlessCleanup, memory_sum, shimless_pids, stock_shim_pids};
+use client::{Client, for_each};
+use integration::containerd::{Containerd, ContainerdConfig};
+use report::{plot, print_memory, print_rates};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
-use task_service::grpc::Channel;
 
 /// The containerd namespace of the benchmark (also the parent of its containers' cgroups).
 const NS: &str = "shimless-bench";
@@ -79,391 +85,8 @@ const FILL_PARALLEL: usize = 16;
 /// The concurrency of the concurrent lifecycle.
 const CONCURRENCY: usize = 16;
 
-#[derive(Debug, Clone)]
-struct Args {
-    sizes: Vec<usize>,
-    seq: usize,
-    conc: usize,
-    rounds: usize,
-    crun: bool,
-    /// shimless's `containerd_protocol` (`ttrpc` or `grpc`), when given.
-    protocol: Option<String>,
-    /// A directory (a tmpfs, as a node's `/run`) for shimless's records, else the bench's own.
-    state_in: Option<PathBuf>,
-    /// Where the plot goes (none for containerd 2.1 unless `--svg` is given).
-    svg: Option<PathBuf>,
-    /// Which containerd (`--containerd 1.7|2.1`).
-    containerd: Version,
-}
-
-fn parse_args() -> Result<Args, String> {
-    let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap_or(Path::new("."))
-        .to_owned();
-    let mut args = Args {
-        sizes: vec![10, 100, 1000],
-        seq: 50,
-        conc: 160,
-        rounds: 2,
-        crun: false,
-        protocol: None,
-        state_in: None,
-        svg: None,
-        containerd: Version::V1_7,
-    };
-    let mut svg = None;
-    let mut it = std::env::args().skip(1);
-    while let Some(arg) = it.next() {
-        let mut value = |name: &str| {
-            it.next()
-                .ok_or_else(|| format!("{name} needs a value (see the module docs)"))
-        };
-        let number = |name: &str, v: String| {
-            v.parse::<usize>()
-                .map_err(|_| format!("{name} {v:?}: expected a whole number"))
-        };
-        match arg.as_str() {
-            "--sizes" => {
-                let v = value("--sizes")?;
-                args.sizes = v
-                    .split(',')
-                    .filter(|n| !n.trim().is_empty())
-                    .map(|n| number("--sizes", n.trim().to_string()))
-                    .collect::<Result<_, _>>()?;
-            }
-            "--seq" => args.seq = number("--seq", value("--seq")?)?,
-            "--conc" => args.conc = number("--conc", value("--conc")?)?,
-            "--rounds" => args.rounds = number("--rounds", value("--rounds")?)?.max(1),
-            "--crun" => args.crun = true,
-            "--containerd-protocol" => args.protocol = Some(value("--containerd-protocol")?),
-            "--svg" => svg = Some(PathBuf::from(value("--svg")?)),
-            "--containerd" => {
-                let v = value("--containerd")?;
-                args.containerd = v.parse().map_err(|e| format!("--containerd: {e}"))?;
-            }
-            "--state-in" => args.state_in = Some(PathBuf::from(value("--state-in")?)),
-            // cargo bench passes `--bench`; libtest-style flags are not ours.
-            _ => {}
-        }
-    }
-    args.svg = match (svg, args.containerd) {
-        (Some(path), _) => Some(path),
-        (None, Version::V1_7) => Some(workspace.join("docs/shimless-vs-stock.svg")),
-        (None, _) => None,
-    };
-    Ok(args)
-}
-
 fn mib(kib: u64) -> f64 {
     kib as f64 / 1024.0
-}
-
-/// Removes, when dropped, what shimless left: the front and the daemon (every process whose
-/// command line names `config`), the containers in its runc roots, its eBPF pins, and the
-/// benchmark's empty cgroups.
-struct ShimlessCleanup {
-    config: PathBuf,
-    runc_root: PathBuf,
-    pin_dir: PathBuf,
-}
-
-impl ShimlessCleanup {
-    /// Kills the front and the daemon (the next shim `start` starts them again).
-    fn kill_processes(&self) {
-        for _ in 0..50 {
-            let pids = processes_naming(&self.config);
-            if pids.is_empty() {
-                return;
-            }
-            for pid in pids {
-                if let Some(pid) = rustix::process::Pid::from_raw(pid as i32) {
-                    let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
-                }
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-}
-
-impl Drop for ShimlessCleanup {
-    fn drop(&mut self) {
-        self.kill_processes();
-        // Every namespace directory, whichever namespace shimless filed the containers under.
-        for entry in std::fs::read_dir(&self.runc_root)
-            .into_iter()
-            .flatten()
-            .flatten()
-        {
-            for runtime in ["runc", "crun"] {
-                integration::bundle::delete_all(runtime, &entry.path());
-            }
-        }
-        let _ = std::fs::remove_dir_all(&self.pin_dir);
-        remove_empty_cgroups();
-    }
-}
-
-/// Removes the benchmark's cgroups (`/<NS>/<id>` under `/sys/fs/cgroup/*`) that are empty, and
-/// what crun 1.8.1 makes under `/sys/fs/cgroup/hugetlb`, which on this machine is a plain
-/// directory rather than a mounted hierarchy (crun creates `<NS>/<id>/cgroup.procs` there as
-/// ordinary files and leaves them). On a real cgroup file system `rmdir` removes only cgroups
-/// without processes or children; elsewhere the whole `<NS>` directory goes.
-fn remove_empty_cgroups() {
-    const CGROUP_SUPER_MAGIC: i64 = 0x0027_e0eb;
-    const CGROUP2_SUPER_MAGIC: i64 = 0x6367_7270;
-    for hierarchy in std::fs::read_dir("/sys/fs/cgroup")
-        .into_iter()
-        .flatten()
-        .flatten()
-    {
-        let parent = hierarchy.path().join(NS);
-        if !parent.is_dir() {
-            continue;
-        }
-        let is_cgroupfs = rustix::fs::statfs(&parent).is_ok_and(|fs| {
-            let kind = fs.f_type;
-            kind == CGROUP_SUPER_MAGIC || kind == CGROUP2_SUPER_MAGIC
-        });
-        if !is_cgroupfs {
-            let _ = std::fs::remove_dir_all(&parent);
-            continue;
-        }
-        for child in std::fs::read_dir(&parent).into_iter().flatten().flatten() {
-            if child.file_type().is_ok_and(|t| t.is_dir()) {
-                let _ = std::fs::remove_dir(child.path());
-            }
-        }
-        let _ = std::fs::remove_dir(&parent);
-    }
-}
-
-/// The PIDs of this run's `shimless-front` and `shimlessd`.
-fn shimless_pids(config: &Path) -> (Vec<u32>, Vec<u32>) {
-    let mut front = Vec::new();
-    let mut daemon = Vec::new();
-    for pid in processes_naming(config) {
-        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-        let argv0 = cmdline.split(|b| *b == 0).next().unwrap_or_default();
-        let argv0 = String::from_utf8_lossy(argv0);
-        if argv0.ends_with("shimless-front") {
-            front.push(pid);
-        } else if argv0.ends_with("shimlessd") {
-            daemon.push(pid);
-        }
-    }
-    (front, daemon)
-}
-
-/// The PIDs of the stock shims of `containerd`.
-fn stock_shim_pids(containerd: &Containerd) -> Vec<u32> {
-    containerd
-        .shim_pids()
-        .into_iter()
-        .filter(|pid| {
-            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-            let argv0 = cmdline.split(|b| *b == 0).next().unwrap_or_default();
-            String::from_utf8_lossy(argv0).ends_with("containerd-shim-runc-v2")
-        })
-        .collect()
-}
-
-/// PSS and private memory summed over `pids`, in KiB.
-fn memory_sum(pids: &[u32]) -> (u64, u64) {
-    pids.iter()
-        .filter_map(|pid| go_shim::memory_kib(*pid))
-        .fold((0, 0), |(p, q), (pss, private)| (p + pss, q + private))
-}
-
-/// A client of one containerd: containers, tasks, and how to make one container.
-#[derive(Clone)]
-struct Client {
-    containers: ContainersClient<Channel>,
-    tasks: TasksClient<Channel>,
-    rootfs: PathBuf,
-    /// `BinaryName` for the runc options (`crun`), or none.
-    binary: Option<String>,
-}
-
-fn namespaced<T>(msg: T) -> tonic::Request<T> {
-    let mut req = tonic::Request::new(msg);
-    req.metadata_mut().insert(
-        "containerd-namespace",
-        tonic::metadata::MetadataValue::from_static(NS),
-    );
-    req.set_timeout(Duration::from_secs(120));
-    req
-}
-
-impl Client {
-    async fn connect(socket: &Path, rootfs: PathBuf) -> Result<Client, String> {
-        let channel = task_service::grpc::connect(socket)
-            .await
-            .map_err(|e| format!("connect to {}: {e}", socket.display()))?;
-        let origin: http::Uri = "http://localhost".parse().map_err(|e| format!("{e}"))?;
-        Ok(Client {
-            containers: ContainersClient::with_origin(channel.clone(), origin.clone()),
-            tasks: TasksClient::with_origin(channel, origin),
-            rootfs,
-            binary: None,
-        })
-    }
-
-    /// The OCI spec (JSON) of container `id`.
-    fn spec(&self, id: &str) -> Vec<u8> {
-        serde_json::json!({
-            "ociVersion": "1.1.0",
-            "process": {
-                "terminal": false,
-                "user": {"uid": 0, "gid": 0},
-                "args": ["sleep", "1000000"],
-                "env": ["PATH=/bin"],
-                "cwd": "/",
-                "noNewPrivileges": true,
-            },
-            "root": {"path": self.rootfs, "readonly": true},
-            "hostname": "bench",
-            "mounts": [
-                {"destination": "/proc", "type": "proc", "source": "proc",
-                 "options": ["nosuid", "noexec", "nodev"]},
-                {"destination": "/dev", "type": "tmpfs", "source": "tmpfs",
-                 "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]},
-            ],
-            "linux": {
-                "namespaces": [{"type": "pid"}, {"type": "ipc"}, {"type": "uts"}, {"type": "mount"}],
-                "cgroupsPath": format!("/{NS}/{id}"),
-            },
-        })
-        .to_string()
-        .into_bytes()
-    }
-
-    fn runtime_options(&self) -> Option<prost_types::Any> {
-        use prost::Message;
-        let binary = self.binary.as_ref()?;
-        let options = task_service::api::containerd::runc::v1::Options {
-            binary_name: binary.clone(),
-            ..Default::default()
-        };
-        Some(prost_types::Any {
-            type_url: RUNC_OPTIONS_TYPE.into(),
-            value: options.encode_to_vec(),
-        })
-    }
-
-    /// Creates and starts container `id` through `runtime`.
-    async fn run(&mut self, id: &str, runtime: &str) -> Result<(), String> {
-        let container = Container {
-            id: id.into(),
-            runtime: Some(container::Runtime {
-                name: runtime.into(),
-                options: self.runtime_options(),
-            }),
-            spec: Some(prost_types::Any {
-                type_url: SPEC_TYPE.into(),
-                value: self.spec(id),
-            }),
-            ..Default::default()
-        };
-        self.containers
-            .create(namespaced(CreateContainerRequest {
-                container: Some(container),
-            }))
-            .await
-            .map_err(|e| format!("Containers.Create {id}: {}", e.message()))?;
-        self.tasks
-            .create(namespaced(CreateTaskRequest {
-                container_id: id.into(),
-                ..Default::default()
-            }))
-            .await
-            .map_err(|e| format!("Tasks.Create {id} ({runtime}): {}", e.message()))?;
-        self.tasks
-            .start(namespaced(StartRequest {
-                container_id: id.into(),
-                exec_id: String::new(),
-            }))
-            .await
-            .map_err(|e| format!("Tasks.Start {id}: {}", e.message()))?;
-        Ok(())
-    }
-
-    /// Kills (SIGKILL) container `id`, waits for its exit, deletes its task and itself.
-    async fn remove(&mut self, id: &str) -> Result<(), String> {
-        self.tasks
-            .kill(namespaced(KillRequest {
-                container_id: id.into(),
-                signal: 9,
-                ..Default::default()
-            }))
-            .await
-            .map_err(|e| format!("Tasks.Kill {id}: {}", e.message()))?;
-        let exit = self
-            .tasks
-            .wait(namespaced(WaitRequest {
-                container_id: id.into(),
-                exec_id: String::new(),
-            }))
-            .await
-            .map_err(|e| format!("Tasks.Wait {id}: {}", e.message()))?
-            .into_inner();
-        if exit.exit_status != 137 {
-            return Err(format!(
-                "{id} exited with {} after SIGKILL, not 137",
-                exit.exit_status
-            ));
-        }
-        self.tasks
-            .delete(namespaced(DeleteTaskRequest {
-                container_id: id.into(),
-            }))
-            .await
-            .map_err(|e| format!("Tasks.Delete {id}: {}", e.message()))?;
-        self.containers
-            .delete(namespaced(DeleteContainerRequest { id: id.into() }))
-            .await
-            .map_err(|e| format!("Containers.Delete {id}: {}", e.message()))?;
-        Ok(())
-    }
-}
-
-/// Runs `job(i)` for every i in 0..n, `parallel` at a time; the first error stops new jobs.
-async fn for_each<F, Fut>(n: usize, parallel: usize, job: F) -> Result<(), String>
-where
-    F: Fn(usize) -> Fut,
-    Fut: std::future::Future<Output = Result<(), String>>,
-{
-    let next = AtomicUsize::new(0);
-    let failed = std::sync::Mutex::new(None::<String>);
-    let worker = || async {
-        loop {
-            let i = next.fetch_add(1, Ordering::Relaxed);
-            if i >= n || failed.lock().map(|f| f.is_some()).unwrap_or(true) {
-                return;
-            }
-            if let Err(e) = job(i).await {
-                if let Ok(mut f) = failed.lock() {
-                    f.get_or_insert(e);
-                }
-                return;
-            }
-        }
-    };
-    let mut workers: Vec<_> = (0..parallel.max(1)).map(|_| Box::pin(worker())).collect();
-    futures_lite::future::poll_fn(|cx| {
-        workers.retain_mut(|w| w.as_mut().poll(cx).is_pending());
-        if workers.is_empty() {
-            std::task::Poll::Ready(())
-        } else {
-            std::task::Poll::Pending
-        }
-    })
-    .await;
-    drop(workers);
-    match failed.into_inner() {
-        Ok(Some(e)) => Err(e),
-        _ => Ok(()),
-    }
 }
 
 /// Memory figures at one N.
@@ -652,202 +275,6 @@ async fn throughput(
     Ok(rates)
 }
 
-fn print_memory(rows: &[MemoryRow]) {
-    println!();
-    println!(
-        "| N | stock shims | stock total PSS MiB (private) | stock per shim MiB | shimless front + daemon PSS MiB (private) | front | daemon | stock / shimless |"
-    );
-    println!("|---:|---:|---:|---:|---:|---:|---:|---:|");
-    for r in rows {
-        let per = if r.stock_shims > 0 {
-            mib(r.stock_pss) / r.stock_shims as f64
-        } else {
-            0.0
-        };
-        println!(
-            "| {} | {} | {:.1} ({:.1}) | {:.2} | {:.1} ({:.1}) | {:.1} | {:.1} | {:.0}× |",
-            r.n,
-            r.stock_shims,
-            mib(r.stock_pss),
-            mib(r.stock_private),
-            per,
-            mib(r.shimless_pss()),
-            mib(r.front_private + r.daemon_private),
-            mib(r.front_pss),
-            mib(r.daemon_pss),
-            r.stock_pss as f64 / r.shimless_pss().max(1) as f64
-        );
-    }
-    if let Some(base) = rows.iter().find(|r| r.n == 10) {
-        for r in rows.iter().filter(|r| r.n > 10) {
-            let per = (r.front_pss as f64 - base.front_pss as f64) / (r.n - 10) as f64;
-            println!(
-                "front PSS per containerd connection (N = 10 → {}): {:.1} KiB; daemon per container: {:.1} KiB",
-                r.n,
-                per,
-                (r.daemon_pss as f64 - base.daemon_pss as f64) / (r.n - 10) as f64
-            );
-        }
-    }
-}
-
-fn print_rates(rates: &Rates) {
-    println!();
-    println!("| lifecycle | stock containers/s | shimless containers/s | shimless / stock |");
-    println!("|---|---:|---:|---:|");
-    for (label, stock, shimless) in rates {
-        println!(
-            "| {label} ({} each) | {:.1} | {:.1} | {:.2}× |",
-            stock.containers,
-            stock.per_second(),
-            shimless.per_second(),
-            shimless.per_second() / stock.per_second()
-        );
-    }
-}
-
-fn plot(path: &Path, rows: &[MemoryRow], rates: &Rates) -> Result<(), Box<dyn std::error::Error>> {
-    use plotters::prelude::*;
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    let root = SVGBackend::new(path, (1100, 480)).into_drawing_area();
-    root.fill(&WHITE)?;
-    let (left, right) = root.split_horizontally(560);
-    let stock_color = RGBColor(204, 85, 0);
-    let shimless_color = RGBColor(0, 114, 178);
-
-    if !rows.is_empty() {
-        let max_n = rows.iter().map(|r| r.n).max().unwrap_or(10) as f64;
-        let min_n = rows.iter().map(|r| r.n).min().unwrap_or(10) as f64;
-        let max_mib = rows
-            .iter()
-            .map(|r| mib(r.stock_pss.max(r.shimless_pss())))
-            .fold(1.0, f64::max);
-        let min_mib = rows
-            .iter()
-            .map(|r| mib(r.stock_pss.min(r.shimless_pss())))
-            .fold(max_mib, f64::min)
-            .max(0.1);
-        let mut chart = ChartBuilder::on(&left)
-            .caption("Memory (PSS) vs running containers", ("sans-serif", 20))
-            .margin(15)
-            .x_label_area_size(45)
-            .y_label_area_size(60)
-            .build_cartesian_2d(
-                ((min_n * 0.8)..(max_n * 1.25)).log_scale(),
-                ((min_mib * 0.5)..(max_mib * 2.0)).log_scale(),
-            )?;
-        chart
-            .configure_mesh()
-            .light_line_style(WHITE)
-            .x_label_formatter(&|n| format!("{n:.0}"))
-            .y_label_formatter(&|m| format!("{m:.0}"))
-            .x_desc("running containers (N), log scale")
-            .y_desc("PSS, MiB, log scale")
-            .draw()?;
-        let series = [
-            (
-                "stock: sum of containerd-shim-runc-v2",
-                stock_color,
-                rows.iter()
-                    .map(|r| (r.n as f64, mib(r.stock_pss)))
-                    .collect::<Vec<_>>(),
-            ),
-            (
-                "shimless: front + daemon",
-                shimless_color,
-                rows.iter()
-                    .map(|r| (r.n as f64, mib(r.shimless_pss())))
-                    .collect(),
-            ),
-        ];
-        for (name, color, points) in series {
-            chart
-                .draw_series(LineSeries::new(points.clone(), color.stroke_width(2)))?
-                .label(name)
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color));
-            chart.draw_series(points.iter().map(|p| Circle::new(*p, 4, color.filled())))?;
-            chart.draw_series(points.iter().map(|&(x, y)| {
-                Text::new(
-                    format!("{y:.0}"),
-                    (x, y * 1.25),
-                    ("sans-serif", 13).into_font(),
-                )
-            }))?;
-        }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperLeft)
-            .background_style(WHITE.mix(0.8))
-            .border_style(BLACK)
-            .draw()?;
-    }
-
-    if !rates.is_empty() {
-        let max_rate = rates
-            .iter()
-            .map(|(_, s, l)| s.per_second().max(l.per_second()))
-            .fold(1.0, f64::max);
-        let groups = rates.len();
-        let labels: Vec<String> = rates.iter().map(|(l, _, _)| l.clone()).collect();
-        let mut chart = ChartBuilder::on(&right)
-            .caption("Lifecycle throughput (create→delete)", ("sans-serif", 20))
-            .margin(15)
-            .x_label_area_size(45)
-            .y_label_area_size(60)
-            .build_cartesian_2d(0.0..groups as f64, 0.0..max_rate * 1.2)?;
-        chart
-            .configure_mesh()
-            .disable_x_mesh()
-            .light_line_style(WHITE)
-            .x_labels(groups * 2 + 1)
-            .x_label_formatter(&|x| {
-                let i = x.floor() as usize;
-                if (x - x.floor() - 0.5).abs() < 0.01 && i < labels.len() {
-                    labels[i].clone()
-                } else {
-                    String::new()
-                }
-            })
-            .y_desc("containers per second")
-            .draw()?;
-        for (i, (_, stock, shimless)) in rates.iter().enumerate() {
-            let x = i as f64;
-            for (offset, color, value) in [
-                (0.12, stock_color, stock.per_second()),
-                (0.52, shimless_color, shimless.per_second()),
-            ] {
-                chart.draw_series(std::iter::once(Rectangle::new(
-                    [(x + offset, 0.0), (x + offset + 0.36, value)],
-                    color.filled(),
-                )))?;
-                chart.draw_series(std::iter::once(Text::new(
-                    format!("{value:.1}"),
-                    (x + offset + 0.05, value + max_rate * 0.04),
-                    ("sans-serif", 13).into_font(),
-                )))?;
-            }
-        }
-        for (name, color) in [("stock", stock_color), ("shimless", shimless_color)] {
-            chart
-                .draw_series(std::iter::empty::<Rectangle<(f64, f64)>>())?
-                .label(name)
-                .legend(move |(x, y)| {
-                    Rectangle::new([(x, y - 5), (x + 15, y + 5)], color.filled())
-                });
-        }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperLeft)
-            .background_style(WHITE.mix(0.8))
-            .border_style(BLACK)
-            .draw()?;
-    }
-    root.present()?;
-    Ok(())
-}
-
 fn main() {
     let args = match parse_args() {
         Ok(args) => args,
@@ -889,42 +316,7 @@ fn run(args: &Args) -> Result<(), String> {
         .tempdir()
         .map_err(|e| format!("create a temporary directory: {e}"))?;
     let d = dir.path();
-    // shimless's records where a node keeps them: `/run` is a tmpfs on a systemd node (here it
-    // is on the ext4 disk, where each record's fsync waits for the journal).
-    let state_dir = match &args.state_in {
-        Some(parent) => Some(
-            tempfile::Builder::new()
-                .prefix("shimless-bench-state-")
-                .tempdir_in(parent)
-                .map_err(|e| format!("create a directory in {}: {e}", parent.display()))?,
-        ),
-        None => None,
-    };
-    let state = state_dir
-        .as_ref()
-        .map_or_else(|| d.join("state"), |s| s.path().to_owned());
-    let config = d.join("shimless.toml");
-    let cleanup = ShimlessCleanup {
-        config: config.clone(),
-        runc_root: d.join("runc"),
-        pin_dir: PathBuf::from(format!("/sys/fs/bpf/shimless-bench-{}", std::process::id())),
-    };
-    std::fs::write(
-        &config,
-        format!(
-            "socket = \"{0}/run/front.sock\"\ndaemon_socket = \"{0}/run/daemon.sock\"\n\
-             state_dir = \"{3}\"\nrunc_root = \"{0}/runc\"\nlog_dir = \"{0}/logs\"\n\
-             bpf_pin_dir = \"{1}\"\n{2}",
-            d.display(),
-            cleanup.pin_dir.display(),
-            args.protocol
-                .as_ref()
-                .map(|p| format!("containerd_protocol = \"{p}\"\n"))
-                .unwrap_or_default(),
-            state.display()
-        ),
-    )
-    .map_err(|e| format!("write {}: {e}", config.display()))?;
+    let setup = Setup::write(d, args)?;
     let bin_dir = Path::new(SHIM_BIN)
         .parent()
         .ok_or("the shim binary has no directory")?
@@ -932,13 +324,16 @@ fn run(args: &Args) -> Result<(), String> {
     let bundle = integration::bundle::BundleBuilder::new()
         .build()
         .map_err(|e| format!("make the busybox rootfs: {e}"))?;
-    // Dropped before `cleanup` (declared after it): tasks and containers go while the front
+    // Dropped before `setup` (declared after it): tasks and containers go while the front
     // still answers, then containerd and the stock shims.
     let containerd = Containerd::start(
         ContainerdConfig::new()
             .version(args.containerd)
             .path_prepend(&bin_dir)
-            .env(task_service::config::PATH_ENV, config.display().to_string()),
+            .env(
+                task_service::config::PATH_ENV,
+                setup.config.display().to_string(),
+            ),
     )
     .map_err(|e| format!("start containerd: {e}"))?;
     println!(
@@ -946,53 +341,118 @@ fn run(args: &Args) -> Result<(), String> {
         args.containerd,
         containerd.dir().display(),
         bin_dir.display(),
-        config.display()
+        setup.config.display()
     );
-    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
-    println!("load average before: {}", load.trim());
-
-    let result = smol::block_on(async {
-        let client = Client::connect(&containerd.socket(), bundle.rootfs()).await?;
-        println!("memory (sizes {:?}):", args.sizes);
-        let rows = memory(&client, &containerd, &cleanup, &args.sizes).await?;
-        print_memory(&rows);
-        println!();
-        println!(
-            "lifecycle ({} sequential, {} at {CONCURRENCY} concurrent, {} rounds alternated):",
-            args.seq, args.conc, args.rounds
+    println!("load average before: {}", load_average());
+    let result = smol::block_on(measure(args, &containerd, &setup.cleanup, bundle.rootfs()));
+    println!("load average after: {}", load_average());
+    let (rows, rates) = result.inspect_err(|_| {
+        eprintln!(
+            "containerd log tail:\n{}\nfront/daemon logs in {}",
+            containerd.log_tail(20),
+            d.join("logs").display()
         );
-        let mut rates = throughput(&client, args, "", "life").await?;
-        if args.crun {
-            match integration::bundle::prepare_crun() {
-                Ok(()) => {
-                    let mut crun = client.clone();
-                    crun.binary = Some("crun".into());
-                    rates.extend(throughput(&crun, args, " (crun)", "crun").await?);
-                }
-                Err(e) => println!("crun not measured: {e}"),
-            }
-        }
-        print_rates(&rates);
-        Ok::<_, String>((rows, rates))
-    });
-    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
-    println!("load average after: {}", load.trim());
-    let (rows, rates) = match result {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!(
-                "containerd log tail:\n{}\nfront/daemon logs in {}",
-                containerd.log_tail(20),
-                d.join("logs").display()
-            );
-            return Err(e);
-        }
-    };
+    })?;
     if let Some(svg) = &args.svg {
         plot(svg, &rows, &rates).map_err(|e| format!("plot {}: {e}", svg.display()))?;
         println!("plot: {}", svg.display());
     }
     drop(containerd);
-    drop(cleanup);
+    drop(setup);
     Ok(())
+}
+
+/// shimless's private configuration for one run, and what removes its traces.
+struct Setup {
+    /// Where the records live when `--state-in` is given (removed when dropped).
+    _state_dir: Option<tempfile::TempDir>,
+    config: PathBuf,
+    cleanup: ShimlessCleanup,
+}
+
+impl Setup {
+    /// Writes the configuration in `d`: sockets, records, runc root, logs and eBPF pins of
+    /// this run's own.
+    fn write(d: &Path, args: &Args) -> Result<Setup, String> {
+        // shimless's records where a node keeps them: `/run` is a tmpfs on a systemd node
+        // (here it is on the ext4 disk, where each record's fsync waits for the journal).
+        let state_dir = match &args.state_in {
+            Some(parent) => Some(
+                tempfile::Builder::new()
+                    .prefix("shimless-bench-state-")
+                    .tempdir_in(parent)
+                    .map_err(|e| format!("create a directory in {}: {e}", parent.display()))?,
+            ),
+            None => None,
+        };
+        let state = state_dir
+            .as_ref()
+            .map_or_else(|| d.join("state"), |s| s.path().to_owned());
+        let config = d.join("shimless.toml");
+        let cleanup = ShimlessCleanup {
+            config: config.clone(),
+            runc_root: d.join("runc"),
+            pin_dir: PathBuf::from(format!("/sys/fs/bpf/shimless-bench-{}", std::process::id())),
+        };
+        std::fs::write(
+            &config,
+            format!(
+                "socket = \"{0}/run/front.sock\"\ndaemon_socket = \"{0}/run/daemon.sock\"\n\
+                 state_dir = \"{3}\"\nrunc_root = \"{0}/runc\"\nlog_dir = \"{0}/logs\"\n\
+                 bpf_pin_dir = \"{1}\"\n{2}",
+                d.display(),
+                cleanup.pin_dir.display(),
+                args.protocol
+                    .as_ref()
+                    .map(|p| format!("containerd_protocol = \"{p}\"\n"))
+                    .unwrap_or_default(),
+                state.display()
+            ),
+        )
+        .map_err(|e| format!("write {}: {e}", config.display()))?;
+        Ok(Setup {
+            _state_dir: state_dir,
+            config,
+            cleanup,
+        })
+    }
+}
+
+/// Both parts, printed as they finish: memory at each size, then lifecycle rates.
+async fn measure(
+    args: &Args,
+    containerd: &Containerd,
+    cleanup: &ShimlessCleanup,
+    rootfs: PathBuf,
+) -> Result<(Vec<MemoryRow>, Rates), String> {
+    let client = Client::connect(&containerd.socket(), rootfs).await?;
+    println!("memory (sizes {:?}):", args.sizes);
+    let rows = memory(&client, containerd, cleanup, &args.sizes).await?;
+    print_memory(&rows);
+    println!();
+    println!(
+        "lifecycle ({} sequential, {} at {CONCURRENCY} concurrent, {} rounds alternated):",
+        args.seq, args.conc, args.rounds
+    );
+    let mut rates = throughput(&client, args, "", "life").await?;
+    if args.crun {
+        match integration::bundle::prepare_crun() {
+            Ok(()) => {
+                let mut crun = client.clone();
+                crun.binary = Some("crun".into());
+                rates.extend(throughput(&crun, args, " (crun)", "crun").await?);
+            }
+            Err(e) => println!("crun not measured: {e}"),
+        }
+    }
+    print_rates(&rates);
+    Ok((rows, rates))
+}
+
+/// The load averages, as `/proc/loadavg` says them.
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .unwrap_or_default()
+        .trim()
+        .to_owned()
 }

@@ -28,6 +28,7 @@ use integration::image::Image;
 use runtime::v1::runtime_service_client::RuntimeServiceClient;
 use runtime::v1::*;
 use shimless::Shimless;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 type Cri = RuntimeServiceClient<task_service::grpc::Channel>;
@@ -36,7 +37,7 @@ const BUSYBOX: &str = "docker.io/shimless/busybox:test";
 const PAUSE: &str = "registry.k8s.io/pause:3.9";
 
 /// RunPodSandbox, CreateContainer, StartContainer of a host-network pod; the time they took.
-async fn start_pod(cri: &mut Cri, logs: &std::path::Path, name: &str, handler: &str) -> Duration {
+async fn start_pod(cri: &mut Cri, logs: &Path, name: &str, handler: &str) -> Duration {
     let log_dir = logs.join(name);
     std::fs::create_dir_all(&log_dir).unwrap();
     let config = PodSandboxConfig {
@@ -140,6 +141,26 @@ fn main() {
     }
     rustix::process::set_child_subreaper(rustix::process::Pid::from_raw(1)).unwrap();
     let shimless = Shimless::new("").cleans(CRI_NAMESPACE);
+    let containerd = start_containerd(version, &shimless);
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    println!(
+        "{version}: {n} pods per runtime, interleaved; {cores} cores; load average before: {}",
+        load_average()
+    );
+    let logs = tempfile::tempdir().unwrap();
+    let (unified, stock) = smol::block_on(start_pods(&containerd, logs.path(), n));
+    wait_all_running(&containerd, n);
+    std::thread::sleep(Duration::from_secs(2));
+    report(&containerd, &shimless, n + 1, unified, stock);
+    println!("load average after: {}", load_average());
+    // containerd's clean-up deletes every task and container; then shimless's processes go.
+    drop(containerd);
+    drop(shimless);
+}
+
+/// A private containerd with CRI, the `unified` runtime (shimless) beside the default runc
+/// shim, and busybox imported.
+fn start_containerd(version: Version, shimless: &Shimless) -> Containerd {
     let containerd = Containerd::start(
         ContainerdConfig::new()
             .version(version)
@@ -159,47 +180,56 @@ fn main() {
         .unwrap();
     containerd.import(CRI_NAMESPACE, image.path()).unwrap();
     containerd.wait_cri_knows(&image).unwrap();
-    let logs = tempfile::tempdir().unwrap();
-    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
-    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
-    println!(
-        "{version}: {n} pods per runtime, interleaved; {cores} cores; load average before: {}",
-        load.split_whitespace()
-            .take(3)
-            .collect::<Vec<_>>()
-            .join(" ")
-    );
+    containerd
+}
 
+/// `n` pods through each runtime, alternating; each pod's start time, per runtime.
+async fn start_pods(
+    containerd: &Containerd,
+    logs: &Path,
+    n: usize,
+) -> (Vec<Duration>, Vec<Duration>) {
     let (mut unified, mut stock) = (Vec::new(), Vec::new());
-    smol::block_on(async {
-        let mut cri = RuntimeServiceClient::with_origin(
-            task_service::grpc::connect(&containerd.socket())
-                .await
-                .unwrap(),
-            "http://localhost".parse().unwrap(),
-        );
-        // One pod of each first, untimed: the first unified pod starts the front and daemon,
-        // and both runtimes' first pod warms containerd's caches.
-        start_pod(&mut cri, logs.path(), "warm-u", "unified").await;
-        start_pod(&mut cri, logs.path(), "warm-s", "").await;
-        for i in 0..n {
-            unified.push(start_pod(&mut cri, logs.path(), &format!("u{i}"), "unified").await);
-            stock.push(start_pod(&mut cri, logs.path(), &format!("s{i}"), "").await);
-        }
-    });
-    // Every container RUNNING: the tasks containerd lists (sandboxes and containers).
+    let mut cri = RuntimeServiceClient::with_origin(
+        task_service::grpc::connect(&containerd.socket())
+            .await
+            .unwrap(),
+        "http://localhost".parse().unwrap(),
+    );
+    // One pod of each first, untimed: the first unified pod starts the front and daemon,
+    // and both runtimes' first pod warms containerd's caches.
+    start_pod(&mut cri, logs, "warm-u", "unified").await;
+    start_pod(&mut cri, logs, "warm-s", "").await;
+    for i in 0..n {
+        unified.push(start_pod(&mut cri, logs, &format!("u{i}"), "unified").await);
+        stock.push(start_pod(&mut cri, logs, &format!("s{i}"), "").await);
+    }
+    (unified, stock)
+}
+
+/// Waits until every container is RUNNING: the tasks containerd lists (sandboxes and
+/// containers of `n` pods and the warm-up pod, per runtime).
+fn wait_all_running(containerd: &Containerd, n: usize) {
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         let tasks = containerd.tasks(CRI_NAMESPACE).unwrap();
         let running = tasks.values().filter(|s| *s == "RUNNING").count();
         if running == 4 * (n + 1) {
-            break;
+            return;
         }
         assert!(Instant::now() < deadline, "only {running} tasks running");
         std::thread::sleep(Duration::from_millis(100));
     }
-    std::thread::sleep(Duration::from_secs(2));
+}
 
+/// The table: shim processes, their PSS and pod start times, per runtime.
+fn report(
+    containerd: &Containerd,
+    shimless: &Shimless,
+    pods: usize,
+    mut unified: Vec<Duration>,
+    mut stock: Vec<Duration>,
+) {
     let shimless_pids: Vec<u32> = ["shimless-front", "shimlessd"]
         .iter()
         .flat_map(|name| shimless.processes(name))
@@ -214,10 +244,8 @@ fn main() {
         })
         .collect();
     let runc_kib: u64 = runc_shims.iter().map(|&p| pss_kib(p)).sum();
-
     unified.sort();
     stock.sort();
-    let pods = n + 1;
     println!("\n| runtime | pods | shim processes | their PSS | per pod | start p50 | start p99 |");
     println!("|---|---:|---:|---:|---:|---:|---:|");
     println!(
@@ -241,15 +269,13 @@ fn main() {
         runc_kib as f64 / shimless_kib.max(1) as f64,
         percentile(&unified, 0.5).as_secs_f64() / percentile(&stock, 0.5).as_secs_f64()
     );
+}
+
+/// The 1, 5 and 15 minute load averages.
+fn load_average() -> String {
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
-    println!(
-        "load average after: {}",
-        load.split_whitespace()
-            .take(3)
-            .collect::<Vec<_>>()
-            .join(" ")
-    );
-    // containerd's clean-up deletes every task and container; then shimless's processes go.
-    drop(containerd);
-    drop(shimless);
+    load.split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ")
 }

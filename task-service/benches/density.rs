@@ -70,6 +70,12 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[i]
 }
 
+/// Memory at one size: containers, PSS and private KiB.
+type Row = (usize, u64, u64);
+
+/// The Go shim's mean PSS and private KiB, and over how many shims.
+type ShimMemory = (u64, u64, u64);
+
 fn main() {
     let max: usize = std::env::args()
         .skip(1)
@@ -91,12 +97,23 @@ fn main() {
     let socket = daemon.socket();
     let empty = go_shim::memory_kib(daemon.daemon.pid()).unwrap();
     println!("shimlessd with 0 containers: PSS {:.2} MiB", mib(empty.0));
+    let (bundles, rows) = fill(&socket, daemon.daemon.pid(), &steps);
+    let shim = go_shim_memory(&bundles[0].rootfs());
+    print_table(&rows, shim);
+    exit_to_wait(&socket, &bundles);
+    remove_all(&socket, bundles.len());
+    drop(daemon);
+    while let Ok(Some(_)) = rustix::process::wait(rustix::process::WaitOptions::NOHANG) {}
+}
+
+/// Starts containers up to each of `steps`, printing the daemon's memory at each.
+fn fill(socket: &Path, daemon: u32, steps: &[usize]) -> (Vec<Bundle>, Vec<Row>) {
     let mut bundles: Vec<Bundle> = Vec::new();
     let mut rows = Vec::new();
     let started = Instant::now();
     smol::block_on(async {
-        let mut c = client(&socket).await;
-        for &step in &steps {
+        let mut c = client(socket).await;
+        for &step in steps {
             while bundles.len() < step {
                 let i = bundles.len();
                 let bundle = Bundle::exit_on_demand().unwrap();
@@ -116,7 +133,7 @@ fn main() {
                 bundles.push(bundle);
             }
             std::thread::sleep(Duration::from_millis(500));
-            let (pss, private) = go_shim::memory_kib(daemon.daemon.pid()).unwrap();
+            let (pss, private) = go_shim::memory_kib(daemon).unwrap();
             println!(
                 "shimlessd with {step} containers: PSS {:.2} MiB, private {:.2} MiB ({:.0} s)",
                 mib(pss),
@@ -126,39 +143,39 @@ fn main() {
             rows.push((step, pss, private));
         }
     });
+    (bundles, rows)
+}
 
-    // The peer, in the same run: 10 Go shims on a private containerd.
-    let shim = match go_shim::Containerd::start() {
-        Ok(mut containerd) => {
-            let rootfs = bundles[0].rootfs();
-            let mut ok = true;
-            for k in 0..10 {
-                if let Err(e) = containerd.run(&format!("peer{k}"), &rootfs) {
-                    println!("Go shim: ctr run failed: {e}");
-                    ok = false;
-                    break;
-                }
-            }
-            std::thread::sleep(Duration::from_millis(500));
-            let mems: Vec<(u64, u64)> = containerd
-                .shim_pids()
-                .into_iter()
-                .filter_map(go_shim::memory_kib)
-                .collect();
-            (ok && !mems.is_empty()).then(|| {
-                let n = mems.len() as u64;
-                (
-                    mems.iter().map(|m| m.0).sum::<u64>() / n,
-                    mems.iter().map(|m| m.1).sum::<u64>() / n,
-                    n,
-                )
-            })
-        }
+/// The peer, in the same run: 10 Go shims on a private containerd, each running a container
+/// of `rootfs`; their mean memory.
+fn go_shim_memory(rootfs: &Path) -> Option<ShimMemory> {
+    let mut containerd = match go_shim::Containerd::start() {
+        Ok(containerd) => containerd,
         Err(why) => {
             println!("Go shim not measured: {why}");
-            None
+            return None;
         }
     };
+    for k in 0..10 {
+        if let Err(e) = containerd.run(&format!("peer{k}"), rootfs) {
+            println!("Go shim: ctr run failed: {e}");
+            return None;
+        }
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let mems: Vec<(u64, u64)> = containerd
+        .shim_pids()
+        .into_iter()
+        .filter_map(go_shim::memory_kib)
+        .collect();
+    let n = mems.len() as u64;
+    let shim = (n > 0).then(|| {
+        (
+            mems.iter().map(|m| m.0).sum::<u64>() / n,
+            mems.iter().map(|m| m.1).sum::<u64>() / n,
+            n,
+        )
+    });
     if let Some((pss, private, n)) = shim {
         println!(
             "containerd-shim-runc-v2 (mean of {n}, each with one container): PSS {:.2} MiB, private {:.2} MiB",
@@ -166,10 +183,15 @@ fn main() {
             mib(private)
         );
     }
+    shim
+}
+
+/// The README's table, and the marginal cost of a container between the last two sizes.
+fn print_table(rows: &[Row], shim: Option<ShimMemory>) {
     println!();
     println!("| containers | shimlessd PSS | N × Go shim PSS | ratio |");
     println!("|---:|---:|---:|---:|");
-    for &(step, pss, _) in &rows {
+    for &(step, pss, _) in rows {
         match shim {
             Some((shim_pss, _, _)) => println!(
                 "| {step} | {:.2} MiB | {:.1} MiB | {:.0}× |",
@@ -188,15 +210,18 @@ fn main() {
             a.0, b.0, per
         );
     }
+}
 
-    // Exit → Wait latency: Wait is pending for 100 containers, then they all exit at once.
+/// Exit → Wait latency: Wait is pending for the last 100 containers, then they all exit at
+/// once.
+fn exit_to_wait(socket: &Path, bundles: &[Bundle]) {
     let exiting = 100.min(bundles.len());
     let live = bundles.len();
     let first = live - exiting;
     let done: Arc<Mutex<Vec<(usize, Instant)>>> = Arc::default();
     let waiter = {
         let done = done.clone();
-        let socket = socket.clone();
+        let socket = socket.to_owned();
         std::thread::spawn(move || {
             smol::block_on(async {
                 let c = client(&socket).await;
@@ -237,11 +262,13 @@ fn main() {
         percentile(&latencies, 0.99).as_secs_f64() * 1e3,
         latencies.last().unwrap().as_secs_f64() * 1e3
     );
+}
 
-    // Clean up through the API.
+/// Kills, waits for and deletes containers `d00000..` through the API.
+fn remove_all(socket: &Path, n: usize) {
     smol::block_on(async {
-        let mut c = client(&socket).await;
-        for i in 0..bundles.len() {
+        let mut c = client(socket).await;
+        for i in 0..n {
             let id = format!("d{i:05}");
             let _ = c
                 .kill(req(KillRequest {
@@ -264,8 +291,6 @@ fn main() {
                 .await;
         }
     });
-    drop(daemon);
-    while let Ok(Some(_)) = rustix::process::wait(rustix::process::WaitOptions::NOHANG) {}
 }
 
 /// Runs every future to completion, concurrently, on the current task.

@@ -145,14 +145,7 @@ async fn table(socket: &Path, show: &[String]) -> Result<()> {
 }
 
 fn run() -> Result<()> {
-    let n: usize = match std::env::args().nth(1) {
-        None => 50,
-        Some(arg) => arg
-            .parse()
-            .ok()
-            .filter(|n| (10..=2000).contains(n))
-            .ok_or_else(|| format!("N must be a number from 10 to 2000, not {arg:?}"))?,
-    };
+    let n = containers_wanted()?;
     if !rustix::process::geteuid().is_root() {
         return Err("run as root (containers and eBPF need it)".into());
     }
@@ -177,197 +170,254 @@ fn run() -> Result<()> {
     );
     println!("   {}", demo.last_line("exit codes kept in the kernel"));
 
-    let kinds: Vec<Kind> = (0..n)
-        .map(|i| {
-            if i % 5 == 0 {
-                Kind::Service
-            } else {
-                Kind::Controlled
-            }
-        })
-        .collect();
-    let id = |i: usize| format!("c{i:03}");
-    println!("\n2. Creating and starting {n} busybox containers through the Task API:");
-    let started = Instant::now();
-    let bundles: Vec<Bundle> = kinds.iter().map(|&k| bundle(k)).collect::<Result<_>>()?;
-    let socket = demo.socket();
-    let mut pids = Vec::new();
-    smol::block_on(async {
-        let mut c = client(&socket).await?;
-        for (i, b) in bundles.iter().enumerate() {
-            let created = c
-                .create(req(CreateTaskRequest {
-                    id: id(i),
-                    bundle: b.path().display().to_string(),
-                    ..Default::default()
-                }))
-                .await?
-                .into_inner();
-            pids.push(created.pid);
-            c.start(req(StartRequest {
-                id: id(i),
-                ..Default::default()
-            }))
-            .await?;
-            progress(i + 1, n, started);
-        }
-        println!();
-        Ok::<_, Box<dyn std::error::Error>>(())
-    })?;
-    let services: Vec<usize> = (0..n).filter(|&i| kinds[i] == Kind::Service).collect();
-    let controlled: Vec<usize> = (0..n).filter(|&i| kinds[i] == Kind::Controlled).collect();
-    let mut show: Vec<String> = services[..3].iter().map(|&i| id(i)).collect();
-    show.extend(controlled[..3].iter().map(|&i| id(i)));
-
-    println!("\n3. Signals and exit codes, while the daemon runs:");
-    let signals = [
-        (services[0], 9, "KILL"),
-        (services[1], 15, "TERM"),
-        (services[2], 2, "INT"),
-    ];
-    let codes = [
-        (controlled[0], 0u8),
-        (controlled[1], 1),
-        (controlled[2], 42),
-    ];
-    smol::block_on(async {
-        let mut c = client(&socket).await?;
-        for &(i, signal, name) in &signals {
-            c.kill(req(KillRequest {
-                id: id(i),
-                signal,
-                ..Default::default()
-            }))
-            .await?;
-            let code = c
-                .wait(req(WaitRequest {
-                    id: id(i),
-                    ..Default::default()
-                }))
-                .await?
-                .into_inner()
-                .exit_status;
-            println!("   {} got SIG{name:<4} -> exit {code}", id(i));
-        }
-        for &(i, code) in &codes {
-            bundles[i].tell_exit(code)?;
-            let got = c
-                .wait(req(WaitRequest {
-                    id: id(i),
-                    ..Default::default()
-                }))
-                .await?
-                .into_inner()
-                .exit_status;
-            println!("   {} exited by itself with {code:<3} -> exit {got}", id(i));
-        }
-        table(&socket, &show).await
-    })?;
-
-    println!("\n4. kill -9 of the daemon; containers keep running.");
-    if let Some(mut daemon) = demo.daemon.take() {
-        daemon.kill();
-    }
-    // While it is down: some containers exit by themselves, one is killed from outside.
-    let down: Vec<(usize, u8)> = controlled[3..8]
-        .iter()
-        .enumerate()
-        .map(|(k, &i)| (i, 10 + k as u8))
-        .collect();
-    for &(i, code) in &down {
-        bundles[i].tell_exit(code)?;
-        println!("   while down: {} exits with {code}", id(i));
-    }
-    let victim = services[3];
-    rustix::process::kill_process(
-        rustix::process::Pid::from_raw(pids[victim] as i32).ok_or("bad pid")?,
-        rustix::process::Signal::KILL,
-    )?;
-    println!(
-        "   while down: {} is killed with SIGKILL from outside",
-        id(victim)
-    );
-    std::thread::sleep(Duration::from_millis(300));
-    reap();
-    println!("   (their parent reaped them: the statuses now live only in exitwatch's map)");
-
-    println!("\n5. shimlessd restarted:");
-    let pid = demo.start_daemon()?;
-    println!(
-        "   pid {pid}; {}",
-        demo.last_line("recovered:")
-            .trim_start_matches("shimlessd: ")
-    );
-    let mut true_codes = down.clone();
-    true_codes.push((victim, 137));
-    smol::block_on(async {
-        let mut c = client(&socket).await?;
-        for &(i, want) in &true_codes {
-            let got = c
-                .wait(req(WaitRequest {
-                    id: id(i),
-                    ..Default::default()
-                }))
-                .await?
-                .into_inner()
-                .exit_status;
-            let verdict = if u32::from(want) == got {
-                "ok"
-            } else {
-                "WRONG"
-            };
-            println!(
-                "   {} exited while down: Wait says {got} (true code {want}) {verdict}",
-                id(i)
-            );
-        }
-        let mut more = show.clone();
-        more.extend(true_codes.iter().map(|&(i, _)| id(i)));
-        table(&socket, &more).await
-    })?;
-
-    println!("\n6. Memory:");
-    let (pss, _) = go_shim::memory_kib(pid).ok_or("cannot read the daemon's smaps_rollup")?;
-    println!(
-        "   shimlessd PSS with {n} containers: {:.1} MiB",
-        pss as f64 / 1024.0
-    );
-    match measure_go_shim(&bundles[controlled[0]]) {
-        Ok(per_shim) => println!(
-            "   containerd-shim-runc-v2: {:.1} MiB PSS each (measured now, 5 shims) -> {n} x = {:.1} MiB ({:.0}x shimlessd)",
-            per_shim as f64 / 1024.0,
-            (per_shim * n as u64) as f64 / 1024.0,
-            (per_shim * n as u64) as f64 / pss as f64
-        ),
-        Err(why) => println!("   the Go shim was not measured: {why}"),
-    }
-
-    println!("\n7. Cleaning up: every container deleted through the API.");
-    smol::block_on(async {
-        let mut c = client(&socket).await?;
-        for i in 0..n {
-            let _ = c
-                .kill(req(KillRequest {
-                    id: id(i),
-                    signal: 9,
-                    ..Default::default()
-                }))
-                .await;
-            c.wait(req(WaitRequest {
-                id: id(i),
-                ..Default::default()
-            }))
-            .await?;
-            c.delete(req(DeleteRequest {
-                id: id(i),
-                ..Default::default()
-            }))
-            .await?;
-        }
-        Ok::<_, Box<dyn std::error::Error>>(())
-    })?;
+    let fleet = Fleet::start(demo.socket(), n)?;
+    fleet.signals_and_codes()?;
+    let exited = fleet.exits_while_down(&mut demo)?;
+    let pid = fleet.after_restart(&mut demo, &exited)?;
+    fleet.memory(pid)?;
+    fleet.remove_all()?;
     println!("   done.");
     Ok(())
+}
+
+/// N from the command line: 50 by default, 20 to 2000 (the steps use four services and eight
+/// other containers, and one in five is a service).
+fn containers_wanted() -> Result<usize> {
+    match std::env::args().nth(1) {
+        None => Ok(50),
+        Some(arg) => Ok(arg
+            .parse()
+            .ok()
+            .filter(|n| (20..=2000).contains(n))
+            .ok_or_else(|| format!("N must be a number from 20 to 2000, not {arg:?}"))?),
+    }
+}
+
+/// The demo's container ID for index `i`.
+fn id(i: usize) -> String {
+    format!("c{i:03}")
+}
+
+/// The demo's containers, made through the daemon at `socket`.
+struct Fleet {
+    socket: PathBuf,
+    bundles: Vec<Bundle>,
+    pids: Vec<u32>,
+    /// Indexes of the containers that wait for a signal.
+    services: Vec<usize>,
+    /// Indexes of the containers that exit when told.
+    controlled: Vec<usize>,
+    /// The IDs the tables show.
+    show: Vec<String>,
+}
+
+impl Fleet {
+    /// Step 2: creates and starts `n` containers, one in five a service.
+    fn start(socket: PathBuf, n: usize) -> Result<Fleet> {
+        let kinds: Vec<Kind> = (0..n)
+            .map(|i| {
+                if i % 5 == 0 {
+                    Kind::Service
+                } else {
+                    Kind::Controlled
+                }
+            })
+            .collect();
+        println!("\n2. Creating and starting {n} busybox containers through the Task API:");
+        let bundles: Vec<Bundle> = kinds.iter().map(|&k| bundle(k)).collect::<Result<_>>()?;
+        let pids = smol::block_on(create_and_start(&socket, &bundles))?;
+        let services: Vec<usize> = (0..n).filter(|&i| kinds[i] == Kind::Service).collect();
+        let controlled: Vec<usize> = (0..n).filter(|&i| kinds[i] == Kind::Controlled).collect();
+        let mut show: Vec<String> = services[..3].iter().map(|&i| id(i)).collect();
+        show.extend(controlled[..3].iter().map(|&i| id(i)));
+        Ok(Fleet {
+            socket,
+            bundles,
+            pids,
+            services,
+            controlled,
+            show,
+        })
+    }
+
+    /// Step 3: three services signalled, three containers told to exit; what Wait says.
+    fn signals_and_codes(&self) -> Result<()> {
+        println!("\n3. Signals and exit codes, while the daemon runs:");
+        let signals = [
+            (self.services[0], 9, "KILL"),
+            (self.services[1], 15, "TERM"),
+            (self.services[2], 2, "INT"),
+        ];
+        let codes = [
+            (self.controlled[0], 0u8),
+            (self.controlled[1], 1),
+            (self.controlled[2], 42),
+        ];
+        smol::block_on(async {
+            let mut c = client(&self.socket).await?;
+            for &(i, signal, name) in &signals {
+                c.kill(req(KillRequest {
+                    id: id(i),
+                    signal,
+                    ..Default::default()
+                }))
+                .await?;
+                let code = wait(&mut c, i).await?;
+                println!("   {} got SIG{name:<4} -> exit {code}", id(i));
+            }
+            for &(i, code) in &codes {
+                self.bundles[i].tell_exit(code)?;
+                let got = wait(&mut c, i).await?;
+                println!("   {} exited by itself with {code:<3} -> exit {got}", id(i));
+            }
+            table(&self.socket, &self.show).await
+        })
+    }
+
+    /// Step 4: the daemon killed; meanwhile five containers exit and one is killed from
+    /// outside. Which exited with which code.
+    fn exits_while_down(&self, demo: &mut Demo) -> Result<Vec<(usize, u8)>> {
+        println!("\n4. kill -9 of the daemon; containers keep running.");
+        if let Some(mut daemon) = demo.daemon.take() {
+            daemon.kill();
+        }
+        let mut exited: Vec<(usize, u8)> = self.controlled[3..8]
+            .iter()
+            .enumerate()
+            .map(|(k, &i)| (i, 10 + k as u8))
+            .collect();
+        for &(i, code) in &exited {
+            self.bundles[i].tell_exit(code)?;
+            println!("   while down: {} exits with {code}", id(i));
+        }
+        let victim = self.services[3];
+        rustix::process::kill_process(
+            rustix::process::Pid::from_raw(self.pids[victim] as i32).ok_or("bad pid")?,
+            rustix::process::Signal::KILL,
+        )?;
+        println!(
+            "   while down: {} is killed with SIGKILL from outside",
+            id(victim)
+        );
+        std::thread::sleep(Duration::from_millis(300));
+        reap();
+        println!("   (their parent reaped them: the statuses now live only in exitwatch's map)");
+        exited.push((victim, 137));
+        Ok(exited)
+    }
+
+    /// Step 5: a new daemon; what Wait says of each exit that happened while none ran. The
+    /// new daemon's PID.
+    fn after_restart(&self, demo: &mut Demo, exited: &[(usize, u8)]) -> Result<u32> {
+        println!("\n5. shimlessd restarted:");
+        let pid = demo.start_daemon()?;
+        println!(
+            "   pid {pid}; {}",
+            demo.last_line("recovered:")
+                .trim_start_matches("shimlessd: ")
+        );
+        smol::block_on(async {
+            let mut c = client(&self.socket).await?;
+            for &(i, want) in exited {
+                let got = wait(&mut c, i).await?;
+                let verdict = if u32::from(want) == got {
+                    "ok"
+                } else {
+                    "WRONG"
+                };
+                println!(
+                    "   {} exited while down: Wait says {got} (true code {want}) {verdict}",
+                    id(i)
+                );
+            }
+            let mut more = self.show.clone();
+            more.extend(exited.iter().map(|&(i, _)| id(i)));
+            table(&self.socket, &more).await
+        })?;
+        Ok(pid)
+    }
+
+    /// Step 6: the daemon's PSS beside five Go shims' mean, measured now.
+    fn memory(&self, pid: u32) -> Result<()> {
+        let n = self.bundles.len();
+        println!("\n6. Memory:");
+        let (pss, _) = go_shim::memory_kib(pid).ok_or("cannot read the daemon's smaps_rollup")?;
+        println!(
+            "   shimlessd PSS with {n} containers: {:.1} MiB",
+            pss as f64 / 1024.0
+        );
+        match measure_go_shim(&self.bundles[self.controlled[0]]) {
+            Ok(per_shim) => println!(
+                "   containerd-shim-runc-v2: {:.1} MiB PSS each (measured now, 5 shims) -> {n} x = {:.1} MiB ({:.0}x shimlessd)",
+                per_shim as f64 / 1024.0,
+                (per_shim * n as u64) as f64 / 1024.0,
+                (per_shim * n as u64) as f64 / pss as f64
+            ),
+            Err(why) => println!("   the Go shim was not measured: {why}"),
+        }
+        Ok(())
+    }
+
+    /// Step 7: every container killed, waited for and deleted through the API.
+    fn remove_all(&self) -> Result<()> {
+        println!("\n7. Cleaning up: every container deleted through the API.");
+        smol::block_on(async {
+            let mut c = client(&self.socket).await?;
+            for i in 0..self.bundles.len() {
+                let _ = c
+                    .kill(req(KillRequest {
+                        id: id(i),
+                        signal: 9,
+                        ..Default::default()
+                    }))
+                    .await;
+                wait(&mut c, i).await?;
+                c.delete(req(DeleteRequest {
+                    id: id(i),
+                    ..Default::default()
+                }))
+                .await?;
+            }
+            Ok(())
+        })
+    }
+}
+
+/// Creates and starts every bundle's container, with a progress bar; their PIDs.
+async fn create_and_start(socket: &Path, bundles: &[Bundle]) -> Result<Vec<u32>> {
+    let started = Instant::now();
+    let mut c = client(socket).await?;
+    let mut pids = Vec::new();
+    for (i, b) in bundles.iter().enumerate() {
+        let created = c
+            .create(req(CreateTaskRequest {
+                id: id(i),
+                bundle: b.path().display().to_string(),
+                ..Default::default()
+            }))
+            .await?
+            .into_inner();
+        pids.push(created.pid);
+        c.start(req(StartRequest {
+            id: id(i),
+            ..Default::default()
+        }))
+        .await?;
+        progress(i + 1, bundles.len(), started);
+    }
+    println!();
+    Ok(pids)
+}
+
+/// Container `i`'s exit status, as Wait answers.
+async fn wait(c: &mut TaskClient, i: usize) -> Result<u32> {
+    Ok(c.wait(req(WaitRequest {
+        id: id(i),
+        ..Default::default()
+    }))
+    .await?
+    .into_inner()
+    .exit_status)
 }
 
 /// Mean PSS (KiB) of 5 Go shims, each running one busybox container.

@@ -81,6 +81,14 @@ pub struct Config {
     /// speak) or `grpc` (containerd 1.7's gRPC client drops a connection that sees no call for
     /// 30 minutes and then takes the task's shim for dead).
     pub containerd_protocol: crate::front::Protocol,
+    /// The basename of an exec's `args[0]` that the daemon answers itself, with no process
+    /// and no runtime call: `shimless-probe file PATH VALIDITY` checks PATH's mtime inside the
+    /// container (see `fileprobe::run_command`). Empty turns the marker off.
+    pub probe_command: String,
+    /// Which pods run in one cgroup (their pod's) when the pod carries no
+    /// `shimless.io/cgroup` annotation: `never` (default), `when-lossless` or `always` (see
+    /// [`crate::fold`]).
+    pub fold: crate::fold::FoldPolicy,
 }
 
 impl Default for Config {
@@ -101,6 +109,8 @@ impl Default for Config {
             restart_delay_ms: 200,
             hold_ms: 60_000,
             containerd_protocol: crate::front::Protocol::Ttrpc,
+            probe_command: "shimless-probe".into(),
+            fold: crate::fold::FoldPolicy::Never,
         }
     }
 }
@@ -223,6 +233,12 @@ impl Config {
         if config.log_max_bytes < 4096 {
             return invalid("log_max_bytes", "must be at least 4096");
         }
+        if config.probe_command.contains('/') {
+            return invalid(
+                "probe_command",
+                "must be a basename such as \"shimless-probe\" (no '/'), or empty to turn it off",
+            );
+        }
         if config.event_capacity == 0 {
             return invalid("event_capacity", "must be at least 1");
         }
@@ -313,6 +329,10 @@ mod tests {
                 "`max_message_bytes` must be at least 65536",
             ),
             ("event_capacity = 0", "`event_capacity` must be at least 1"),
+            (
+                "probe_command = \"/bin/shimless-probe\"",
+                "`probe_command` must be a basename",
+            ),
             (
                 "daemon_socket = \"/run/shimless/shimless.sock\"",
                 "`daemon_socket` must differ from `socket`",

@@ -44,6 +44,7 @@ pub mod config;
 pub mod console;
 pub mod daemon;
 pub mod events;
+pub mod fold;
 pub mod front;
 pub mod grpc;
 pub mod ids;

@@ -26,6 +26,7 @@ pub struct Runtime {
     runtime_path: Option<PathBuf>,
     sandbox_mode: Option<String>,
     options: Vec<(String, TomlValue)>,
+    pod_annotations: Vec<String>,
 }
 
 impl Runtime {
@@ -38,6 +39,7 @@ impl Runtime {
             runtime_path: None,
             sandbox_mode: None,
             options: Vec::new(),
+            pod_annotations: Vec::new(),
         }
     }
 
@@ -56,6 +58,20 @@ impl Runtime {
     /// An entry of the runtime's `options` table (`BinaryName`, `SystemdCgroup`, `Root`, ...).
     pub fn option(mut self, key: impl Into<String>, value: impl Into<TomlValue>) -> Self {
         self.options.push((key.into(), value.into()));
+        self
+    }
+
+    /// Pod annotations CRI passes into this runtime's OCI specs (`pod_annotations`, globs such
+    /// as `shimless.io/*`).
+    ///
+    /// ```
+    /// use integration::containerd::Runtime;
+    /// let toml = Runtime::new("unified", "io.containerd.runc.v2").pod_annotations(["shimless.io/*"]).to_toml();
+    /// assert!(toml.contains("pod_annotations = [\"shimless.io/*\"]"), "{toml}");
+    /// ```
+    pub fn pod_annotations<S: Into<String>>(mut self, globs: impl IntoIterator<Item = S>) -> Self {
+        self.pod_annotations
+            .extend(globs.into_iter().map(Into::into));
         self
     }
 
@@ -102,6 +118,14 @@ impl Runtime {
         }
         if let Some(mode) = &self.sandbox_mode {
             let _ = writeln!(out, "  {mode_key} = {}", toml_string(mode));
+        }
+        if !self.pod_annotations.is_empty() {
+            let globs: Vec<String> = self
+                .pod_annotations
+                .iter()
+                .map(|g| toml_string(g))
+                .collect();
+            let _ = writeln!(out, "  pod_annotations = [{}]", globs.join(", "));
         }
         if !self.options.is_empty() {
             let _ = writeln!(out, "[{table}.options]");

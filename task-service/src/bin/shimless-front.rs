@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use task_service::config::{Config, default_path};
-use task_service::front::{self, FrontConfig, supervise};
+use task_service::front::{self, FrontConfig, handover, supervise};
 
 /// The connection holder in front of shimlessd: containerd talks to it, shimlessd may restart
 /// behind it unseen. Normally started by `containerd-shim-shimless-v2 start`.
@@ -22,6 +22,14 @@ struct Args {
     /// $SHIMLESS_CONFIG, else /etc/shimless/config.toml.
     #[arg(long)]
     config: Option<PathBuf>,
+    /// Only check that this binary can run as the front with this configuration, print
+    /// `shimless-front-ready <version>` and exit (what an upgrade runs first).
+    #[arg(long)]
+    check: bool,
+    /// Take over from the front that exec'd this binary: the descriptor of its handover
+    /// manifest (set by an upgrade, not by hand).
+    #[arg(long, value_name = "FD")]
+    handover_fd: Option<i32>,
 }
 
 fn main() {
@@ -33,10 +41,20 @@ fn main() {
 }
 
 fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
+    // Read first: the manifest's descriptors must be owned before anything else opens files.
+    let manifest = args.handover_fd.map(handover::Manifest::take).transpose()?;
     let config_path = args.config.unwrap_or_else(default_path);
     let config = Config::load(&config_path)?;
+    if args.check {
+        if config.supervise && supervise::find_binary("shimlessd").is_none() {
+            return Err("shimlessd is neither beside shimless-front nor on PATH".into());
+        }
+        println!("{} {}", handover::READY, env!("CARGO_PKG_VERSION"));
+        return Ok(());
+    }
     task_service::logcap::cap_stderr(config.log_max_bytes);
-    if std::os::unix::net::UnixStream::connect(&config.socket).is_ok() {
+    let binary = std::env::current_exe()?;
+    if manifest.is_none() && std::os::unix::net::UnixStream::connect(&config.socket).is_ok() {
         return Err(format!(
             "something already answers on {}: another front is running",
             config.socket.display()
@@ -45,10 +63,11 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     }
     // One connection per containerd task, plus the daemon link.
     task_service::grpc::accept::raise_nofile_limit();
+    let mut daemon = None;
     if config.supervise {
         let program = supervise::find_binary("shimlessd")
             .ok_or("shimlessd is neither beside shimless-front nor on PATH")?;
-        supervise::Supervisor {
+        let pid = supervise::Supervisor {
             program,
             args: vec![
                 "--config".into(),
@@ -59,8 +78,15 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             log: config.log_dir.join("shimlessd.log"),
             restart_delay: Duration::from_millis(config.restart_delay_ms),
         }
-        .start()?;
+        .start_adopting(manifest.as_ref().and_then(|m| m.daemon_pid))?;
+        daemon = Some(pid);
     }
+    let lineage = handover::Lineage {
+        binary,
+        config_path: config_path.clone(),
+        generation: manifest.as_ref().map_or(0, |m| m.generation + 1),
+        daemon,
+    };
     let ex = Arc::new(smol::Executor::new());
     let front = FrontConfig {
         daemon_socket: config.daemon_socket.clone(),
@@ -69,15 +95,30 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         allowed_uids: config.allowed_uids.clone(),
     };
     smol::block_on(ex.run(async {
-        let listener = task_service::grpc::listen::bind(&config.socket)?;
         eprintln!(
-            "shimless-front: serving on {} for shimlessd at {} (pid {}, supervising: {})",
+            "shimless-front: serving on {} for shimlessd at {} (pid {}, supervising: {}, \
+             generation {}{})",
             config.socket.display(),
             config.daemon_socket.display(),
             std::process::id(),
-            config.supervise
+            config.supervise,
+            lineage.generation,
+            match &manifest {
+                Some(m) => format!(
+                    ", {} connection(s) handed over, unread for {} ms",
+                    m.connections.len(),
+                    handover::monotonic_ns().saturating_sub(m.paused_at_ns) / 1_000_000
+                ),
+                None => String::new(),
+            }
         );
-        front::serve(listener, front, ex.clone()).await?;
+        match manifest {
+            Some(manifest) => front::resume(manifest, front, ex.clone(), Some(lineage)).await?,
+            None => {
+                let listener = task_service::grpc::listen::bind(&config.socket)?;
+                front::serve_upgradable(listener, front, ex.clone(), Some(lineage)).await?
+            }
+        }
         Ok(())
     }))
 }

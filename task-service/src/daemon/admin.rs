@@ -23,7 +23,14 @@ impl Admin for Daemon {
             .collect();
         let mut tasks: Vec<TaskSummary> = entries
             .iter()
-            .map(|(key, entry)| summary(key, entry))
+            .map(|(key, entry)| {
+                let mut s = summary(key, entry);
+                if let Some((own, figures)) = self.pod_figures(key).filter(|(f, _)| f.joined) {
+                    s.pod_cgroup = own.pod_cgroup;
+                    s.fold_losses = figures.losses.iter().map(ToString::to_string).collect();
+                }
+                s
+            })
             .collect();
         tasks.sort_by(|a, b| (&a.namespace, &a.id).cmp(&(&b.namespace, &b.id)));
         let problems = lock(&self.inner.problems).clone();
@@ -71,5 +78,7 @@ fn summary((ns, id): &Key, entry: &Entry) -> TaskSummary {
         exited_at: exit.map(|e| timestamp(e.at)),
         bundle: record.bundle.display().to_string(),
         execs: record.container.execs.len() as u32,
+        pod_cgroup: String::new(),
+        fold_losses: Vec::new(),
     }
 }

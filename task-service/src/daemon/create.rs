@@ -62,6 +62,7 @@ impl Daemon {
         smol::unblock(move || publishers.adopt(&ns, &id, &at)).await;
         let runtime_root = self.runtime_root(&key.0, &opts);
         let runc = self.runc(&runtime_root, &opts)?;
+        let fold = self.fold_at_create(&key, &bundle, runc.binary()).await?;
         // The intent first: a daemon killed from here until the full record is saved leaves a
         // `creating` record, and the next daemon removes whatever the runtime made of it.
         let mut record = Record {
@@ -81,6 +82,7 @@ impl Daemon {
             io_owner: opts.io_owner(),
             early_exits: Default::default(),
             created_at: SystemTime::now(),
+            fold,
         };
         check_caller(caller, &key)?;
         self.save_unblocked(&key, &record).await?;
@@ -117,7 +119,13 @@ impl Daemon {
             return Err(status);
         }
         let pid = launched.pid;
-        self.serve_created(key, r, record, runc, launched);
+        let folded = record.fold.as_ref().is_some_and(|f| f.resources.is_some());
+        self.serve_created(key.clone(), r, record, runc, launched);
+        if folded {
+            // Kubelet's values for the pod with this container (runc/crun may have rewritten
+            // the shared cgroup's limits: `RuntimeOp::Create`).
+            self.apply_pod_values(&key).await;
+        }
         Ok(pid as u32)
     }
 

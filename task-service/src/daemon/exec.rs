@@ -1,5 +1,6 @@
 //! Exec processes: `Exec` adds one (its spec is kept in memory), `Start` with an exec id
-//! launches it through the same path as an init.
+//! launches it through the same path as an init (or, for the probe marker, answers it without
+//! a process: see `probe_exec`).
 
 use super::Daemon;
 use super::container::{Entry, Key, PendingExec};
@@ -89,6 +90,9 @@ impl Daemon {
                 Status::not_found(format!("container has no exec process {exec_id:?}"))
             }
         })?;
+        if self.is_probe_exec(&pending) {
+            return self.start_probe_exec(key, entry, exec_id, pending).await;
+        }
         let (daemon, key, entry, exec_id) = (
             self.clone(),
             key.clone(),

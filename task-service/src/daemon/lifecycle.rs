@@ -113,11 +113,18 @@ impl Daemon {
                 key.1.as_str()
             )));
         }
+        // A folded container's `kill --all` would reach its siblings in the pod cgroup: the
+        // runtime signals the init only, the rest of its PID namespace is signalled here.
+        let folded = super::fold::joined(entry).filter(|_| all);
         entry
             .runc
-            .kill(key.1.as_str(), signal, all)
+            .kill(key.1.as_str(), signal, all && folded.is_none())
             .await
-            .map_err(errors::kill)
+            .map_err(errors::kill)?;
+        match folded {
+            Some((pod, init)) => super::fold::signal_container(pod, init, signal).await,
+            None => Ok(()),
+        }
     }
 
     /// Pause or resume.
@@ -129,12 +136,17 @@ impl Daemon {
             change(&mut record.container.init.clone()).map_err(errors::refused)?;
         }
         let id = key.1.as_str();
-        let done = if paused {
-            entry.runc.pause(id).await
+        if let Some((pod, init)) = super::fold::joined(&entry) {
+            // The freezer would stop the whole pod cgroup: stop this container's processes.
+            super::fold::stop_container(pod, init, paused).await?;
         } else {
-            entry.runc.resume(id).await
-        };
-        done.map_err(errors::runc)?;
+            let done = if paused {
+                entry.runc.pause(id).await
+            } else {
+                entry.runc.resume(id).await
+            };
+            done.map_err(errors::runc)?;
+        }
         let snapshot = {
             let mut record = lock(&entry.record);
             let _ = change(&mut record.container.init);

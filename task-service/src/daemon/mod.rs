@@ -11,7 +11,8 @@
 //!
 //! The modules, by job: `container` (what the daemon holds per container), `persist` (saving
 //! records), `launch` (the one spawn path of an init's `Create` and an exec's `Start`),
-//! `create` and `exec` (those two calls), `watch` (waiting for exits and reporting them),
+//! `create` and `exec` (those two calls; `probe_exec` answers an exec of `shimless-probe`
+//! itself), `watch` (waiting for exits and reporting them),
 //! `lifecycle` (start, kill, pause, delete), `outlive` (a call's work that finishes, or
 //! undoes itself, when the call is dropped at its deadline), `reaper` (orphans nobody waits
 //! for), `stats` (containerd's metrics), `task` (the Task service, delegating to those), `admin`
@@ -28,6 +29,7 @@ mod create;
 mod errors;
 mod exec;
 mod exits;
+mod fold;
 mod forward;
 mod health;
 mod launch;
@@ -36,6 +38,7 @@ mod oom;
 mod outbox;
 mod outlive;
 mod persist;
+mod probe_exec;
 mod reaper;
 mod rebuild;
 mod record;

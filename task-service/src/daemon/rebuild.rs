@@ -82,6 +82,7 @@ fn rebuilt_record(runc: &Runc, root: PathBuf, state: &State) -> Record {
     }
     debug_assert!(!matches!(container.init.state, ProcessState::Stopped(_)));
     Record {
+        fold: None,
         terminal: spec_terminal(&bundle),
         rootfs_mounted: is_mount_point(&bundle.join("rootfs")),
         bundle,

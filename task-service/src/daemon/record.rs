@@ -44,4 +44,7 @@ pub(crate) struct Record {
     /// When the container was created (for `shimlessctl ps`'s age).
     #[serde(default = "std::time::SystemTime::now")]
     pub created_at: std::time::SystemTime,
+    /// Set for every container of a folded pod: its pod, pod cgroup and resources.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fold: Option<crate::fold::Folding>,
 }

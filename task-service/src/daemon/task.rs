@@ -166,6 +166,9 @@ impl Task for Daemon {
         // leaked shim process") before anyone could read its exit status.
         let pids = if stopped {
             vec![init_pid]
+        } else if let Some((pod, init)) = super::fold::joined(&entry) {
+            // `runc ps` would list the whole pod cgroup: its PID namespace's only.
+            super::fold::container_pids(pod, init).await?
         } else {
             entry.runc.ps(key.1.as_str()).await.map_err(errors::runc)?
         };
@@ -204,6 +207,9 @@ impl Task for Daemon {
                     any.type_url
                 ))
             })?;
+        if self.update_folded(&key, &entry, &resources).await? {
+            return Ok(Response::new(()));
+        }
         entry
             .runc
             .update(key.1.as_str(), &resources)

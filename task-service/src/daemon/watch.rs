@@ -85,6 +85,7 @@ impl Daemon {
         // it): OOM kills in the container's cgroup make it `OOMKilled` for CRI.
         if let Some(kills) = entry.memory_cgroup.as_ref().and_then(|m| m.oom_kills())
             && kills > 0
+            && super::fold::claims_oom(entry, kills, &exit)
         {
             self.publish(
                 &key.0,

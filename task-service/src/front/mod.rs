@@ -37,6 +37,8 @@
 //! # Ok::<(), std::io::Error>(())
 //! ```
 
+mod gate;
+pub mod handover;
 mod link;
 pub mod replay;
 pub mod subscribe;
@@ -44,7 +46,9 @@ pub mod supervise;
 mod ttrpc;
 
 use crate::api::shimless::v1::front_server;
-use crate::api::shimless::v1::{ListenRequest, ListenResponse};
+use crate::api::shimless::v1::{
+    InfoRequest, InfoResponse, ListenRequest, ListenResponse, UpgradeRequest, UpgradeResponse,
+};
 use crate::grpc::deadline::parse_grpc_timeout;
 use crate::ids::Namespace;
 use hyper::body::Incoming;
@@ -99,7 +103,7 @@ impl FrontConfig {
 /// assert_eq!(Protocol::Grpc.as_str(), "grpc");
 /// assert!("http".parse::<Protocol>().is_err());
 /// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Protocol {
     /// containerd's ttrpc (what its own Go shims speak): no idle timeout on the client side.
@@ -161,6 +165,18 @@ struct Shared {
     ex: Arc<smol::Executor<'static>>,
     /// The namespace sockets being served.
     bound: std::sync::Mutex<std::collections::HashSet<(String, Protocol)>>,
+    /// What an upgrade needs: paused loops, the live ttrpc connections, the listeners.
+    gate: gate::Gate,
+    conns: std::sync::Mutex<std::collections::HashMap<u64, Arc<ttrpc::Conn>>>,
+    /// Live gRPC connections on namespace sockets (these cannot be handed over).
+    grpc_conns: std::sync::atomic::AtomicUsize,
+    /// gRPC calls being answered (until their answer's head), which a handover waits for.
+    grpc_calls: std::sync::atomic::AtomicUsize,
+    public_fd: std::sync::Mutex<std::os::fd::RawFd>,
+    listeners: std::sync::Mutex<Vec<handover::HandedListener>>,
+    lineage: Option<handover::Lineage>,
+    upgrading: std::sync::atomic::AtomicBool,
+    last_upgrade_error: std::sync::Mutex<String>,
 }
 
 impl Shared {
@@ -178,6 +194,25 @@ impl Shared {
         }
         let listener = crate::grpc::listen::bind(&path)?;
         bound.insert(key);
+        drop(bound);
+        self.serve_listener(namespace, protocol, listener);
+        Ok(path)
+    }
+
+    /// Serves a namespace socket's listener (made here or handed over).
+    fn serve_listener(
+        self: &Arc<Self>,
+        namespace: &Namespace,
+        protocol: Protocol,
+        listener: UnixListener,
+    ) {
+        // Counted before its task runs, so a handover never misses a loop not yet parked.
+        self.gate.count_loop();
+        crate::lock::lock(&self.listeners).push(handover::HandedListener {
+            namespace: namespace.to_string(),
+            protocol,
+            fd: std::os::fd::AsRawFd::as_raw_fd(&listener),
+        });
         let task = match protocol {
             Protocol::Grpc => {
                 self.ex
@@ -189,7 +224,6 @@ impl Shared {
             }
         };
         task.detach();
-        Ok(path)
     }
 
     /// Why a peer may not connect, if it may not.
@@ -208,12 +242,118 @@ pub async fn serve(
     config: FrontConfig,
     ex: Arc<smol::Executor<'static>>,
 ) -> std::io::Result<()> {
+    serve_upgradable(listener, config, ex, None).await
+}
+
+/// [`serve`], upgradable in place when `lineage` is given (`shimless.v1.Front/Upgrade`, or
+/// `SIGHUP`; see [`handover`]).
+///
+/// ```no_run
+/// use std::sync::Arc;
+/// use task_service::front::{self, FrontConfig, handover::Lineage};
+/// let ex = Arc::new(smol::Executor::new());
+/// let config = FrontConfig::new("/run/shimless/daemon.sock", "/run/shimless/ns");
+/// let lineage = Lineage {
+///     binary: "/usr/local/bin/shimless-front".into(),
+///     config_path: "/etc/shimless/config.toml".into(),
+///     generation: 0,
+///     daemon: None,
+/// };
+/// smol::block_on(ex.run(async {
+///     let listener = task_service::grpc::listen::bind("/run/shimless/shimless.sock")?;
+///     front::serve_upgradable(listener, config, ex.clone(), Some(lineage)).await
+/// }))?;
+/// # Ok::<(), std::io::Error>(())
+/// ```
+pub async fn serve_upgradable(
+    listener: UnixListener,
+    config: FrontConfig,
+    ex: Arc<smol::Executor<'static>>,
+    lineage: Option<handover::Lineage>,
+) -> std::io::Result<()> {
+    let shared = shared(config, ex, lineage);
+    serve_left_sockets(&shared)?;
+    accept(listener, None, shared).await
+}
+
+/// Serves what a previous front handed over (see [`handover`]): its listeners, its ttrpc
+/// connections (the bytes it had read first, the reads it had not answered sent again), and
+/// then any namespace socket left in the directory.
+///
+/// ```no_run
+/// use std::sync::Arc;
+/// use task_service::front::{self, FrontConfig, handover::Manifest};
+/// let manifest = Manifest::take(3)?;
+/// let ex = Arc::new(smol::Executor::new());
+/// let config = FrontConfig::new("/run/shimless/daemon.sock", "/run/shimless/ns");
+/// smol::block_on(ex.run(front::resume(manifest, config, ex.clone(), None)))?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub async fn resume(
+    manifest: handover::Manifest,
+    config: FrontConfig,
+    ex: Arc<smol::Executor<'static>>,
+    lineage: Option<handover::Lineage>,
+) -> std::io::Result<()> {
+    let shared = shared(config, ex, lineage);
+    for handed in manifest.listeners {
+        let Ok(ns) = Namespace::new(handed.namespace.clone()) else {
+            continue;
+        };
+        let listener = UnixListener::try_from(std::os::unix::net::UnixListener::from(
+            handover::owned(handed.fd),
+        ))?;
+        crate::lock::lock(&shared.bound).insert((handed.namespace, handed.protocol));
+        shared.serve_listener(&ns, handed.protocol, listener);
+    }
+    for handed in manifest.connections {
+        let Ok(ns) = Namespace::new(handed.namespace) else {
+            continue;
+        };
+        let stream = smol::net::unix::UnixStream::try_from(std::os::unix::net::UnixStream::from(
+            handover::owned(handed.fd),
+        ))?;
+        ttrpc::resume(stream, ns, &shared, handed.unread, handed.pending);
+    }
+    let public = UnixListener::try_from(std::os::unix::net::UnixListener::from(handover::owned(
+        manifest.public,
+    )))?;
+    serve_left_sockets(&shared)?;
+    accept(public, None, shared).await
+}
+
+fn shared(
+    config: FrontConfig,
+    ex: Arc<smol::Executor<'static>>,
+    lineage: Option<handover::Lineage>,
+) -> Arc<Shared> {
+    let upgradable = lineage.is_some();
     let shared = Arc::new(Shared {
         link: Link::new(config.daemon_socket.clone(), ex.clone()),
         config,
         ex,
         bound: Default::default(),
+        gate: Default::default(),
+        conns: Default::default(),
+        grpc_conns: Default::default(),
+        grpc_calls: Default::default(),
+        public_fd: std::sync::Mutex::new(-1),
+        listeners: Default::default(),
+        lineage,
+        upgrading: Default::default(),
+        last_upgrade_error: Default::default(),
     });
+    if upgradable {
+        shared
+            .ex
+            .spawn(handover::on_sighup(shared.clone()))
+            .detach();
+    }
+    shared
+}
+
+/// Serves the namespace sockets a previous front left in the directory (not already served).
+fn serve_left_sockets(shared: &Arc<Shared>) -> std::io::Result<()> {
     for entry in std::fs::read_dir(&shared.config.namespace_dir)
         .into_iter()
         .flatten()
@@ -231,7 +371,7 @@ pub async fn serve(
             shared.listen(&ns, protocol)?;
         }
     }
-    accept(listener, None, shared).await
+    Ok(())
 }
 
 /// The front's own service on the public socket: namespace sockets on request.
@@ -261,6 +401,37 @@ impl front_server::Front for FrontService {
             socket: socket.display().to_string(),
         }))
     }
+
+    async fn upgrade(
+        &self,
+        req: tonic::Request<UpgradeRequest>,
+    ) -> Result<tonic::Response<UpgradeResponse>, tonic::Status> {
+        let binary = req.into_inner().binary;
+        let binary = (!binary.is_empty()).then(|| PathBuf::from(binary));
+        let generation = handover::start(&self.shared, binary.clone())
+            .await
+            .map_err(tonic::Status::failed_precondition)?;
+        let binary = binary
+            .or_else(|| self.shared.lineage.as_ref().map(|l| l.binary.clone()))
+            .unwrap_or_default();
+        Ok(tonic::Response::new(UpgradeResponse {
+            generation,
+            binary: binary.display().to_string(),
+        }))
+    }
+
+    async fn info(
+        &self,
+        _req: tonic::Request<InfoRequest>,
+    ) -> Result<tonic::Response<InfoResponse>, tonic::Status> {
+        let lineage = self.shared.lineage.as_ref();
+        Ok(tonic::Response::new(InfoResponse {
+            pid: std::process::id(),
+            generation: lineage.map_or(0, |l| l.generation),
+            binary: lineage.map_or(String::new(), |l| l.binary.display().to_string()),
+            last_upgrade_error: crate::lock::lock(&self.shared.last_upgrade_error).clone(),
+        }))
+    }
 }
 
 const FRONT_PREFIX: &str = "/shimless.v1.Front/";
@@ -277,8 +448,12 @@ async fn accept(
     let own = front_server::FrontServer::new(FrontService {
         shared: shared.clone(),
     });
+    if namespace.is_none() {
+        *crate::lock::lock(&shared.public_fd) = std::os::fd::AsRawFd::as_raw_fd(&listener);
+        shared.gate.count_loop();
+    }
     loop {
-        let stream = crate::grpc::accept::next(&listener, "shimless-front").await;
+        let stream = shared.gate.accept(&listener, "shimless-front").await;
         let denied = shared.refuse(&stream);
         let shared2 = shared.clone();
         let header = header.clone();
@@ -289,6 +464,7 @@ async fn accept(
             let header = header.clone();
             let mut own = own.clone();
             async move {
+                let _call = Counted::new(shared.clone(), |s| &s.grpc_calls);
                 if let Some(why) = denied {
                     return Ok::<_, Infallible>(tonic::Status::permission_denied(why).into_http());
                 }
@@ -305,9 +481,13 @@ async fn accept(
             }
         });
         let exec = SmolExecutor::new(shared.ex.clone());
+        let counted = namespace
+            .is_some()
+            .then(|| Counted::new(shared.clone(), |s| &s.grpc_conns));
         shared
             .ex
             .spawn(async move {
+                let _counted = counted;
                 let mut builder = hyper::server::conn::http2::Builder::new(exec);
                 // containerd opens one connection per task, so what an idle connection costs
                 // is multiplied by the number of containers: small windows and buffers (the
@@ -325,6 +505,22 @@ async fn accept(
                     .await;
             })
             .detach();
+    }
+}
+
+/// One more in a count (a live gRPC connection, a call being answered) until dropped.
+struct Counted(Arc<Shared>, fn(&Shared) -> &std::sync::atomic::AtomicUsize);
+
+impl Counted {
+    fn new(shared: Arc<Shared>, count: fn(&Shared) -> &std::sync::atomic::AtomicUsize) -> Counted {
+        count(&shared).fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Counted(shared, count)
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        (self.1)(&self.0).fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
     }
 }
 

@@ -9,6 +9,8 @@
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 /// How to run the daemon.
@@ -41,12 +43,36 @@ impl Supervisor {
     /// Makes this process the child subreaper, starts the daemon, and keeps it running from a
     /// thread of its own for the life of the process. Fails only if the first start fails.
     pub fn start(self) -> std::io::Result<()> {
+        self.start_adopting(None).map(drop)
+    }
+
+    /// [`Supervisor::start`], but taking over `daemon` (the pid of a daemon this process
+    /// already runs as its child, after an upgrade of the front by `execve`) instead of starting
+    /// one, if it still is this process's child. Returns the pid of the daemon being supervised,
+    /// kept current across restarts.
+    ///
+    /// ```no_run
+    /// # let supervisor = task_service::front::supervise::Supervisor {
+    /// #     program: "/usr/local/bin/shimlessd".into(), args: vec![],
+    /// #     log: "/var/log/shimless/shimlessd.log".into(),
+    /// #     restart_delay: std::time::Duration::from_millis(200),
+    /// # };
+    /// let daemon = supervisor.start_adopting(Some(4242))?;
+    /// println!("supervising shimlessd pid {}", daemon.load(std::sync::atomic::Ordering::SeqCst));
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn start_adopting(self, daemon: Option<u32>) -> std::io::Result<Arc<AtomicU32>> {
         rustix::process::set_child_subreaper(rustix::process::Pid::from_raw(1))?;
-        let first = self.spawn()?;
+        let first = match daemon.filter(|pid| is_own_child(*pid)) {
+            Some(pid) => pid,
+            None => self.spawn()?,
+        };
+        let current = Arc::new(AtomicU32::new(first));
+        let shared = current.clone();
         std::thread::Builder::new()
             .name("supervise".into())
-            .spawn(move || self.run(first))?;
-        Ok(())
+            .spawn(move || self.run(first, &shared))?;
+        Ok(current)
     }
 
     fn spawn(&self) -> std::io::Result<u32> {
@@ -71,7 +97,7 @@ impl Supervisor {
         Ok(child.id())
     }
 
-    fn run(self, mut daemon: u32) {
+    fn run(self, mut daemon: u32, current: &AtomicU32) {
         let mut backoff = Backoff::new(self.restart_delay);
         loop {
             match rustix::process::wait(rustix::process::WaitOptions::empty()) {
@@ -96,6 +122,7 @@ impl Supervisor {
                             }
                         }
                     };
+                    current.store(daemon, Ordering::SeqCst);
                     backoff.started();
                     eprintln!("shimless-front: shimlessd started again (pid {daemon})");
                 }
@@ -109,6 +136,17 @@ impl Supervisor {
             }
         }
     }
+}
+
+/// Whether `pid` is a child of this process (running, or a zombie yet to be reaped).
+fn is_own_child(pid: u32) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    // After the command's `)`: state, then the parent's pid.
+    stat.rsplit_once(')')
+        .and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse::<u32>().ok())
+        == Some(std::process::id())
 }
 
 /// The longest pause between two starts of a daemon that keeps exiting.

@@ -174,12 +174,17 @@ pub(crate) fn print(name: &str, facts: &Facts, binaries: &[Binary], took: Durati
         println!("kernel-matrix: {name}: exitwatch attach {a}");
     }
     println!(
-        "kernel-matrix: {name} ({}): {} — {passed} passed, {failed} failed, {skipped} skipped; BTF {}, cgroup.kill {} (kill_all: {}), PIDFD_INFO_EXIT {}, exit path {}, Auto attaches {}; {:.0?}",
+        "kernel-matrix: {name} ({}): {} — {passed} passed, {failed} failed, {skipped} skipped; BTF {}, cgroup.kill {}{}, PIDFD_INFO_EXIT {}, exit path {}, Auto attaches {}; {:.0?}",
         facts.release,
         if green { "green" } else { "RED" },
         facts.btf,
         facts.cgroup_kill,
-        facts.kill,
+        // Only a cgroup v2 run in a guest says which way kill_all went.
+        if facts.kill.is_empty() {
+            String::new()
+        } else {
+            format!(" (kill_all: {})", facts.kill)
+        },
         facts.pidfd_info_exit,
         facts.exit_path,
         facts.auto,

@@ -2,11 +2,12 @@
 //!
 //! `main.rs` holds the command line and sends each command to its module: `task` (the Task
 //! calls and their printing), `attach` (`run` and `exec`, which attach the process's output and
-//! exit with its code), `show` (`ps` and `events`).
+//! exit with its code), `show` (`ps` and `events`), `upgrade` (the front's handover).
 
 mod attach;
 mod show;
 mod task;
+mod upgrade;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -26,7 +27,8 @@ use task::Ctl;
   shimlessctl kill web --signal TERM
   shimlessctl wait web && shimlessctl delete web
   shimlessctl events --filter topic==/tasks/exit
-  shimlessctl --json state web"
+  shimlessctl --json state web
+  shimlessctl upgrade                                      # after installing new binaries"
 )]
 struct Cli {
     /// The daemon's socket.
@@ -111,6 +113,14 @@ enum Command {
     /// Show how the daemon runs: whether exit codes are kept in the kernel (exitwatch), and
     /// what it runs without. Exits 0 when healthy, 3 when degraded.
     Status,
+    /// Hand the front's sockets and containerd's connections to the front binary installed
+    /// now (containerd sees no shim go away); exits 0 once the new front answers, 1 with the
+    /// reason if it could not take over (the old front then goes on serving).
+    Upgrade {
+        /// The new front binary; default: the path the running front was started from.
+        #[arg(long)]
+        binary: Option<PathBuf>,
+    },
     /// Follow the daemon's task events.
     Events {
         /// `topic==/tasks/exit`, `namespace!=k8s.io`, ...; several are alternatives.
@@ -168,5 +178,9 @@ async fn run(cli: Cli) -> Result<i32> {
         Command::Delete { id } => task::delete_init(&mut ctl, &id).await,
         Command::Events { filter } => show::events(&ctl, filter).await,
         Command::Status => show::health(&ctl).await,
+        Command::Upgrade { binary } => {
+            let binary = binary.map(|b| b.display().to_string()).unwrap_or_default();
+            upgrade::upgrade(&ctl.client, &cli.socket, binary, cli.json).await
+        }
     }
 }

@@ -33,7 +33,8 @@ pub(crate) async fn ps(ctl: &Ctl, all: bool) -> Result<i32> {
             .map(|t| {
                 json!({"namespace": t.namespace, "id": t.id, "pid": t.pid, "status": t.status,
                        "exit_status": (t.status == "stopped").then_some(t.exit_status),
-                       "created_at": t.created_at.map(|c| c.seconds), "execs": t.execs})
+                       "created_at": t.created_at.map(|c| c.seconds), "execs": t.execs,
+                       "pod_cgroup": t.pod_cgroup, "fold_losses": t.fold_losses})
             })
             .collect();
         println!("{}", serde_json::Value::Array(rows));
@@ -43,7 +44,7 @@ pub(crate) async fn ps(ctl: &Ctl, all: bool) -> Result<i32> {
         "{:<12} {:<24} {:>8} {:<8} {:>5} {:>8}",
         "NAMESPACE", "ID", "PID", "STATUS", "EXIT", "AGE"
     );
-    for t in tasks {
+    for t in &tasks {
         let exit = if t.status == "stopped" {
             t.exit_status.to_string()
         } else {
@@ -59,7 +60,29 @@ pub(crate) async fn ps(ctl: &Ctl, all: bool) -> Result<i32> {
             age(t.created_at)
         );
     }
+    folded_pods(&tasks);
     Ok(0)
+}
+
+/// Below the table: each folded pod's cgroup, its containers, and what folding gives up.
+fn folded_pods(tasks: &[task_service::api::shimless::v1::TaskSummary]) {
+    let mut pods: std::collections::BTreeMap<&str, (Vec<&str>, &[String])> = Default::default();
+    for t in tasks.iter().filter(|t| !t.pod_cgroup.is_empty()) {
+        let pod = pods.entry(&t.pod_cgroup).or_default();
+        pod.0.push(&t.id);
+        pod.1 = &t.fold_losses;
+    }
+    for (cgroup, (ids, losses)) in pods {
+        let lost = if losses.is_empty() {
+            "nothing".to_string()
+        } else {
+            losses.join("; ")
+        };
+        println!(
+            "folded pod {cgroup}: {} containers in one cgroup; gives up: {lost}",
+            ids.len()
+        );
+    }
 }
 
 fn age(created: Option<prost_types::Timestamp>) -> String {
