@@ -1,10 +1,11 @@
 //! Churn under fire, for real: workers run containers through create / start / exec / kill /
 //! wait / delete with real runc, as containerd would (retrying a call the daemon died in),
 //! while `shimlessd` is killed with SIGKILL at random points and started again. Afterwards
-//! every `Wait` gave the true code (never 255), no exit was forwarded to "containerd" with
-//! another code, and no zombie, runtime container, cgroup, mount or record is left. (Exits
-//! never forwarded, or forwarded twice, are counted, and asserted with
-//! `SHIMLESS_CHURN_STRICT_FORWARD=1`: see the known gap in the test.)
+//! every `Wait` gave the true code (never 255), every exit was forwarded to "containerd" with
+//! its code, none lost, and no zombie, runtime container, cgroup, mount or record is left.
+//! Exits forwarded twice (the one in flight at a kill: containerd took it, the daemon had not
+//! seen the answer) are counted and printed, at most one per kill, and any is a failure with
+//! `SHIMLESS_CHURN_STRICT_FORWARD=1`.
 //!
 //! Knobs (CI runs the defaults, about two minutes here): `SHIMLESS_CHURN_SECS` (how long the
 //! daemon is killed, default 45), `SHIMLESS_CHURN_CONTAINERS` (the most lifecycles, default
@@ -64,14 +65,29 @@ impl Rig {
         self.dir.path().join("shimlessd.log")
     }
     fn daemon(&self) -> Child {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_shimlessd"));
-        cmd.args(["--config", "/nonexistent/shimless.toml", "--socket"])
-            .arg(self.socket())
-            .arg("--state-dir")
-            .arg(self.state())
-            .arg("--runc-root")
-            .arg(self.dir.path().join("runc"));
-        Child::start(cmd, &self.log(), "serving on").unwrap()
+        let command = || {
+            let mut cmd = Command::new(env!("CARGO_BIN_EXE_shimlessd"));
+            cmd.args(["--config", "/nonexistent/shimless.toml", "--socket"])
+                .arg(self.socket())
+                .arg("--state-dir")
+                .arg(self.state())
+                .arg("--runc-root")
+                .arg(self.dir.path().join("runc"));
+            cmd
+        };
+        // A daemon killed while a runtime it forked had not exec'd yet: that child holds the
+        // state lock (the directory's open file) a moment more, and the next daemon refuses
+        // to start. The front restarts it with a backoff; so does this, for a second.
+        for _ in 0..5 {
+            match Child::start(command(), &self.log(), "serving on") {
+                Err(e) if e.to_string().contains("another shimlessd is running") => {
+                    eprintln!("churn: the state lock was still held; starting again");
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+                started => return started.unwrap(),
+            }
+        }
+        Child::start(command(), &self.log(), "serving on").unwrap()
     }
 }
 
@@ -226,11 +242,10 @@ async fn running(conn: &mut Conn, id: &str) -> bool {
 
 /// An exec that exits with [`EXEC_CODE`], through to its `Wait`.
 async fn exec(conn: &mut Conn, id: &str, want: &mut Expected) {
-    // It runs a moment: an exec that ends before the daemon tracks it in the kernel (right
-    // after `runc exec`) has its status lost if the daemon dies before saving it (issue 13,
-    // item 9's side; not this test's subject).
+    // It ends at once: often before the daemon tracks it in the kernel (right after `runc
+    // exec`), when its `Start` takes its exit and saves it with the start.
     let process = serde_json::json!({
-        "args": ["/bin/sh", "-c", format!("sleep 0.3; exit {EXEC_CODE}")], "cwd": "/",
+        "args": ["/bin/sh", "-c", format!("exit {EXEC_CODE}")], "cwd": "/",
         "env": ["PATH=/bin"], "user": {"uid": 0, "gid": 0}
     });
     let spec = prost_types::Any {
@@ -402,6 +417,13 @@ fn churn_while_the_daemon_is_killed_at_random_loses_and_leaks_nothing() {
         daemon = rig.daemon();
     }
     stop.store(true, Ordering::Relaxed);
+    // Reaping goes on while the workers finish, as systemd's does: an exec orphaned by the
+    // last kill stays a zombie in its container's PID namespace until reaped, and its init,
+    // killed, cannot finish exiting before (its `Wait` would hang).
+    while !threads.iter().all(|t| t.is_finished()) {
+        while let Ok(Some(_)) = rustix::process::wait(rustix::process::WaitOptions::NOHANG) {}
+        std::thread::sleep(Duration::from_millis(50));
+    }
     for t in threads {
         t.join().unwrap();
     }
@@ -426,16 +448,14 @@ fn churn_while_the_daemon_is_killed_at_random_loses_and_leaks_nothing() {
             }
         }
         if expected.keys().all(|k| seen.contains_key(k)) || Instant::now() > deadline {
-            // (A missing one is waited for 20 s: see the known gap below.)
             break seen;
         }
         std::thread::sleep(Duration::from_millis(100));
     };
-    // Known gap (forwarding is at least once, from memory): an exit published by a daemon
-    // killed before forwarding it, and saved, is never forwarded; one forwarded by a daemon
-    // killed before saving it is forwarded again by the next. Seen in one run of 18 kills and
-    // 335 exits: 4 never forwarded, 3 twice. Every `Wait` is right regardless. Both are counted
-    // and printed, and asserted with SHIMLESS_CHURN_STRICT_FORWARD=1.
+    // Each containerd's outbox survives the kills: no exit is lost. A duplicate is possible
+    // only for the event in flight at a kill (containerd took it, the daemon had not seen the
+    // answer): counted and printed, a failure with SHIMLESS_CHURN_STRICT_FORWARD=1. (From
+    // memory alone, one run of 18 kills and 335 exits lost 4 and sent 3 twice.)
     let missing: Vec<_> = expected
         .keys()
         .filter(|k| !forwarded.contains_key(*k))
@@ -450,8 +470,22 @@ fn churn_while_the_daemon_is_killed_at_random_loses_and_leaks_nothing() {
         missing.len(),
         twice.len()
     );
+    assert!(
+        missing.is_empty(),
+        "exits never forwarded: see the line above"
+    );
+    // One event at a time goes to containerd: a kill can make it send again only the one in
+    // flight.
+    let extra: usize = twice.iter().map(|(_, codes)| codes.len() - 1).sum();
+    assert!(
+        extra <= kills,
+        "{extra} exits sent again, more than one per kill ({kills})"
+    );
     if std::env::var_os("SHIMLESS_CHURN_STRICT_FORWARD").is_some() {
-        assert!(missing.is_empty() && twice.is_empty(), "see the line above");
+        assert!(
+            twice.is_empty(),
+            "exits forwarded twice: see the line above"
+        );
     }
     let wrong: Vec<_> = expected
         .iter()

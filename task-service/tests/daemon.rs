@@ -780,3 +780,95 @@ fn close_io_ends_a_terminal_process_input() {
         common::delete(&mut c, NS, "tty2").await;
     });
 }
+
+#[test]
+fn an_execs_fifos_are_given_to_the_containers_io_uid_and_io_gid() {
+    use std::os::unix::fs::MetadataExt;
+    let Some(d) = start_daemon() else { return };
+    let bundle = BundleBuilder::new()
+        .args(["sh", "-c", "sleep 1000"])
+        .build()
+        .unwrap();
+    let (init_out, exec_out) = (d.dir.path().join("init.out"), d.dir.path().join("exec.out"));
+    mkfifo(&init_out);
+    mkfifo(&exec_out);
+    let owner = |path: &std::path::Path| {
+        let meta = std::fs::metadata(path).unwrap();
+        (meta.uid(), meta.gid())
+    };
+    assert_eq!(owner(&exec_out), (0, 0), "made by root");
+    let options = task_service::api::containerd::runc::v1::Options {
+        io_uid: 1000,
+        io_gid: 1001,
+        ..Default::default()
+    };
+    let id = format!("ioowner-{}", std::process::id());
+    smol::block_on(async {
+        let mut c = client(&d.socket).await;
+        c.create(ns(CreateTaskRequest {
+            id: id.clone(),
+            bundle: bundle.path().display().to_string(),
+            stdout: init_out.display().to_string(),
+            options: Some(prost_types::Any {
+                type_url: "containerd.runc.v1.Options".into(),
+                value: prost::Message::encode_to_vec(&options),
+            }),
+            ..Default::default()
+        }))
+        .await
+        .unwrap();
+        // runc then gives the FIFO's user to the process's (root here), keeping the group, as
+        // it does for the Go shim's pipes (`fixStdioPermissions`): IoUid is for a user
+        // namespace whose root is IoUid.
+        assert_eq!(owner(&init_out), (0, 1001), "the init's FIFO");
+        common::start(&mut c, NS, &id).await;
+        // An exec running as IoUid/IoGid: runc leaves a FIFO that is its user's alone, so the
+        // group tells whether the daemon gave it away (runc would make it (1000, 0) alone).
+        let user = oci_spec::runtime::UserBuilder::default()
+            .uid(1000u32)
+            .gid(1001u32)
+            .build()
+            .unwrap();
+        let process = oci_spec::runtime::ProcessBuilder::default()
+            .user(user)
+            .args(vec!["sh".to_string(), "-c".into(), "exit 3".into()])
+            .cwd("/")
+            .env(vec!["PATH=/bin".to_string()])
+            .build()
+            .unwrap();
+        c.exec(ns(ExecProcessRequest {
+            id: id.clone(),
+            exec_id: "e1".into(),
+            stdout: exec_out.display().to_string(),
+            spec: Some(prost_types::Any {
+                type_url: "types.containerd.io/opencontainers/runtime-spec/1/Process".into(),
+                value: serde_json::to_vec(&process).unwrap(),
+            }),
+            ..Default::default()
+        }))
+        .await
+        .unwrap();
+        assert_eq!(owner(&exec_out), (0, 0), "not opened before Start");
+        c.start(ns(StartRequest {
+            id: id.clone(),
+            exec_id: "e1".into(),
+        }))
+        .await
+        .unwrap();
+        assert_eq!(
+            owner(&exec_out),
+            (1000, 1001),
+            "the exec's FIFO, as the init's"
+        );
+        let waited = c
+            .wait(ns(WaitRequest {
+                id: id.clone(),
+                exec_id: "e1".into(),
+            }))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(waited.exit_status, 3);
+        common::kill_wait_delete(&mut c, NS, &id).await;
+    });
+}

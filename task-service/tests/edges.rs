@@ -569,3 +569,53 @@ fn a_start_dropped_at_its_deadline_still_ends_running_and_announced() {
         common::kill_wait_delete(&mut c, NS, "edges-st1").await;
     });
 }
+
+#[test]
+fn an_exec_that_ends_before_it_is_tracked_has_its_exit_saved_before_start_answers() {
+    let Some(d) = start_daemon() else { return };
+    let bundle = BundleBuilder::new()
+        .args(["sh", "-c", "sleep 1000"])
+        .build()
+        .unwrap();
+    let id = "edges-early1";
+    smol::block_on(async {
+        let mut c = client(&d.socket).await;
+        common::create(&mut c, NS, id, bundle.path()).await;
+        common::start(&mut c, NS, id).await;
+        let mut events = d.daemon.events().subscribe();
+        c.exec(ns(exec_request(id, "e1", &["sh", "-c", "exit 4"])))
+            .await
+            .unwrap();
+        // The runtime returns long after the exec has ended: the daemon tracks a dead process.
+        d.slow("after", "exec", Some(0.5));
+        c.start(ns(start_exec(id, "e1"))).await.unwrap();
+        d.slow("after", "exec", None);
+        // A daemon killed now must still know the code: the record has it already (taken by
+        // the Start, or the watcher's save that follows it).
+        let record = std::fs::read(d.state_dir().join(format!("{id}.json"))).unwrap();
+        let record: serde_json::Value = serde_json::from_slice(&record).unwrap();
+        let state = &record["container"]["execs"]["e1"]["state"];
+        let saved = [
+            &record["early_exits"]["e1"]["status"]["exited"],
+            &state["stopped"]["status"]["exited"],
+        ];
+        assert!(saved.contains(&&serde_json::json!(4)), "saved as {record}");
+        let waited = c.wait(ns(wait_exec(id, "e1"))).await.unwrap().into_inner();
+        assert_eq!(waited.exit_status, 4);
+        // containerd sees it started, then exited, once (after the container's own events:
+        // the first subscriber also gets what came before it).
+        let mut seen = Vec::new();
+        while let Some(Received::Event(e)) = events.try_next() {
+            if e.event.container_id() == id && e.event.topic().contains("exec")
+                || matches!(&e.event, TaskEvent::Exit(x) if x.id == "e1")
+            {
+                seen.push(e.event.topic());
+            }
+        }
+        assert_eq!(
+            seen,
+            ["/tasks/exec-added", "/tasks/exec-started", "/tasks/exit"]
+        );
+        common::kill_wait_delete(&mut c, NS, id).await;
+    });
+}

@@ -181,63 +181,69 @@ fn kill_9_of_the_daemon_loses_no_exit_and_leaks_no_container() {
     );
     assert!(!recovered.contains("lost"), "{recovered}");
 
-    // The exits recovered were published before the forwarder could send them: the next
-    // daemon still forwards each of them to containerd, once.
+    // Every exit of the 60 reaches containerd with its code, whichever daemon sent it: those
+    // recovery publishes, and those the first daemon handed over (its outbox) but containerd
+    // had not taken when it died; at most the one in flight at the kill twice.
     smol::block_on(async {
-        // Those the report lists (exits racing the kill may have been reported by the first
-        // daemon already), e.g. "60 exited while down (restart-test/c000: 1, ...)".
+        // Those the report lists, e.g. "60 exited while down (restart-test/c000: 1, ...)",
+        // carry their true code.
         let listed = recovered
             .split_once(" exited while down (")
             .map(|(_, rest)| rest.split_once(')').unwrap().0)
             .unwrap_or("");
-        let mut want: Vec<(String, u32)> = listed
+        let listed: Vec<(String, u32)> = listed
             .split(", ")
             .filter(|e| !e.is_empty())
             .map(|e| {
                 let (name, code) = e.split_once(": ").unwrap();
-                let id = name.rsplit('/').next().unwrap().to_string();
-                (id, code.parse().unwrap())
+                (
+                    name.rsplit('/').next().unwrap().to_string(),
+                    code.parse().unwrap(),
+                )
             })
             .collect();
-        want.sort();
         assert!(
-            want.len() >= 30,
+            listed.len() >= 30,
             "at least those exiting while down: {recovered}"
         );
-        for (id, code) in &want {
+        for (id, code) in &listed {
             let i: usize = id[1..].parse().unwrap();
             assert_eq!(*code, (i + 1) as u32, "{id}");
         }
+        let want: Vec<(String, u32)> = (0..60).map(|i| (id(i), (i + 1) as u32)).collect();
         let deadline = Instant::now() + Duration::from_secs(30);
-        let seen = loop {
-            let after: Vec<_> = sink.received().split_off(forwarded_before);
-            let exits: Vec<(String, u32)> = after
+        loop {
+            let mut exits: Vec<(String, u32)> = sink
+                .received()
                 .iter()
                 .filter(|e| e.namespace == NS)
                 .filter_map(|e| match e.event.as_ref().and_then(TaskEvent::from_any) {
                     Some(TaskEvent::Exit(exit)) => Some((exit.container_id, exit.exit_status)),
                     _ => None,
                 })
+                .filter(|(id, _)| id.as_str() < "c060")
                 .collect();
-            if exits.len() >= want.len() {
+            exits.sort();
+            let mut once = exits.clone();
+            once.dedup();
+            if once.len() >= want.len() {
+                assert_eq!(once, want, "each exit forwarded with its code");
+                // Forwarding is one event at a time: the one containerd took as the daemon
+                // died, before the daemon saw the answer, is the only one sent again.
                 assert!(
-                    after.iter().all(|e| e.topic == "/tasks/exit"),
-                    "only exits are recovered: {:?}",
-                    after.iter().map(|e| &e.topic).collect::<Vec<_>>()
+                    exits.len() - once.len() <= 1,
+                    "more than the one event in flight sent twice: {exits:?}"
                 );
-                break exits;
+                break;
             }
-            assert!(
-                Instant::now() < deadline,
-                "recovered exits not forwarded: {exits:?}"
-            );
+            assert!(Instant::now() < deadline, "exits not forwarded: {exits:?}");
             smol::Timer::after(Duration::from_millis(50)).await;
-        };
-        let mut seen = seen;
-        seen.sort();
-        assert_eq!(
-            seen, want,
-            "each exit while down published once with its code"
+        }
+        let after: Vec<_> = sink.received().split_off(forwarded_before);
+        assert!(
+            after.iter().all(|e| e.topic == "/tasks/exit"),
+            "only exits after the restart: {:?}",
+            after.iter().map(|e| &e.topic).collect::<Vec<_>>()
         );
     });
 
@@ -309,6 +315,189 @@ fn kill_9_of_the_daemon_loses_no_exit_and_leaks_no_container() {
     let records = std::fs::read_dir(paths.state().join(NS)).unwrap().count();
     assert_eq!(records, 0, "leftover records");
     second.kill();
+    reap_children();
+}
+
+/// containerd away, a container exits (its record saved as stopped), the daemon is killed with
+/// the exit still in its outbox, a new daemon starts, containerd comes back: the exit reaches
+/// containerd exactly once, after the container's earlier events. (From memory alone the
+/// exit was lost: the record said stopped, so recovery did not publish it again.)
+#[test]
+fn an_exit_containerd_never_took_survives_kill_9_and_reaches_it_once() {
+    let Some(()) = common::needs_daemon() else {
+        return;
+    };
+    rustix::process::set_child_subreaper(rustix::process::Pid::from_raw(1)).unwrap();
+    let paths = Paths {
+        dir: tempfile::tempdir().unwrap(),
+    };
+    let log = paths.dir.path().join("shimlessd.log");
+    let _cleanup = ForceDelete(paths.runc_root().join(NS));
+    let containerd_dir = tempfile::tempdir().unwrap();
+    let address = common::sink::EventSink::socket_in(&containerd_dir);
+    let id = format!("away-{}", std::process::id());
+    let bundle = Bundle::exit_on_demand().unwrap();
+    let mut first = daemon(&paths, &log);
+    smol::block_on(async {
+        let mut admin = Client::connect(&paths.socket()).await.unwrap().admin();
+        admin
+            .register_publisher(task_service::api::shimless::v1::RegisterPublisherRequest {
+                namespace: NS.into(),
+                id: id.clone(),
+                address: address.display().to_string(),
+            })
+            .await
+            .unwrap();
+        let mut c = client(&paths.socket()).await;
+        common::create(&mut c, NS, &id, bundle.path()).await;
+        common::start(&mut c, NS, &id).await;
+        bundle.tell_exit(7).unwrap();
+        assert_eq!(common::wait(&mut c, NS, &id).await.exit_status, 7);
+    });
+    // The record says stopped: recovery has no reason to publish the exit again.
+    let record = paths.state().join(NS).join(format!("{id}.json"));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !std::fs::read_to_string(&record).is_ok_and(|r| r.contains("\"stopped\"")) {
+        assert!(Instant::now() < deadline, "the exit was never saved");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    first.kill();
+    reap_children();
+
+    let mut second = daemon(&paths, &log);
+    let recovered = second.last_line("recovered:").unwrap();
+    assert!(
+        recovered.contains(&format!("already stopped ({NS}/{id})")),
+        "{recovered}"
+    );
+    let sink = common::sink::EventSink::start_in(containerd_dir);
+    let mine = |sink: &common::sink::EventSink| -> Vec<(String, Option<u32>)> {
+        sink.received()
+            .iter()
+            .filter_map(|e| e.event.as_ref().and_then(TaskEvent::from_any))
+            .filter(|e| e.container_id() == id)
+            .map(|e| {
+                let code = match &e {
+                    TaskEvent::Exit(exit) => Some(exit.exit_status),
+                    _ => None,
+                };
+                (e.topic().to_string(), code)
+            })
+            .collect()
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !mine(&sink).iter().any(|(topic, _)| topic == "/tasks/exit") {
+        assert!(
+            Instant::now() < deadline,
+            "the exit never reached containerd: {:?}",
+            mine(&sink)
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Time for a second copy to arrive, if one were sent.
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        mine(&sink),
+        [
+            ("/tasks/create".to_string(), None),
+            ("/tasks/start".to_string(), None),
+            ("/tasks/exit".to_string(), Some(7)),
+        ],
+        "each event once, in order"
+    );
+    smol::block_on(async {
+        let mut c = client(&paths.socket()).await;
+        assert_eq!(common::wait(&mut c, NS, &id).await.exit_status, 7);
+        common::delete(&mut c, NS, &id).await;
+    });
+    second.kill();
+    reap_children();
+}
+
+/// A runtime that returns from `exec` half a second after runc did: the exec has ended by the
+/// time the daemon tracks it in the kernel.
+const LATE_EXEC_RUNC: &str =
+    "#!/bin/sh\nrunc \"$@\"\nrc=$?\ncase \" $* \" in *\" exec \"*) sleep 0.5;; esac\nexit $rc\n";
+
+/// An exec that ended before the daemon tracked it in the kernel, and the daemon killed as soon
+/// as the exec's `Start` answered: the next daemon still has its code (kept with the start),
+/// never 255. (Before, the watcher saved its exit after the answer, and a kill in the
+/// millisecond between lost it; this test cannot hit that millisecond on demand, so it guards
+/// the path that no longer has it: the exit saved with the start, read back by recovery.)
+#[test]
+fn an_exec_that_ended_before_it_was_tracked_keeps_its_code_across_kill_9() {
+    let Some(()) = common::needs_daemon() else {
+        return;
+    };
+    rustix::process::set_child_subreaper(rustix::process::Pid::from_raw(1)).unwrap();
+    let paths = Paths {
+        dir: tempfile::tempdir().unwrap(),
+    };
+    let log = paths.dir.path().join("shimlessd.log");
+    let _cleanup = ForceDelete(paths.runc_root().join(NS));
+    let runtime = paths.dir.path().join("runc-late-exec");
+    std::fs::write(&runtime, LATE_EXEC_RUNC).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&runtime, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let start = || {
+        let mut command = Shimlessd::new(env!("CARGO_BIN_EXE_shimlessd"))
+            .socket(paths.socket())
+            .state_dir(paths.state())
+            .runc_root(paths.runc_root())
+            .command();
+        command.arg("--runtime").arg(&runtime);
+        Child::start(command, &log, "serving on").unwrap()
+    };
+    let bundle = integration::bundle::BundleBuilder::new()
+        .args(["sh", "-c", "sleep 1000"])
+        .build()
+        .unwrap();
+    let id = format!("early-{}", std::process::id());
+    let mut first = start();
+    let process = oci_spec::runtime::ProcessBuilder::default()
+        .args(vec!["sh".to_string(), "-c".into(), "exit 4".into()])
+        .cwd("/")
+        .env(vec!["PATH=/bin".to_string()])
+        .build()
+        .unwrap();
+    smol::block_on(async {
+        let mut c = client(&paths.socket()).await;
+        common::create(&mut c, NS, &id, bundle.path()).await;
+        common::start(&mut c, NS, &id).await;
+        c.exec(ns(ExecProcessRequest {
+            id: id.clone(),
+            exec_id: "e1".into(),
+            spec: Some(prost_types::Any {
+                type_url: "types.containerd.io/opencontainers/runtime-spec/1/Process".into(),
+                value: serde_json::to_vec(&process).unwrap(),
+            }),
+            ..Default::default()
+        }))
+        .await
+        .unwrap();
+        c.start(ns(StartRequest {
+            id: id.clone(),
+            exec_id: "e1".into(),
+        }))
+        .await
+        .unwrap();
+        first.kill();
+    });
+    reap_children();
+    let _second = start();
+    smol::block_on(async {
+        let mut c = client(&paths.socket()).await;
+        let waited = c
+            .wait(ns(WaitRequest {
+                id: id.clone(),
+                exec_id: "e1".into(),
+            }))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(waited.exit_status, 4, "the exec's own code, not 255");
+        common::kill_wait_delete(&mut c, NS, &id).await;
+    });
     reap_children();
 }
 

@@ -79,6 +79,8 @@ impl Daemon {
             identity: None,
             container: Container::new(None),
             exec_identities: Default::default(),
+            io_owner: opts.io_owner(),
+            early_exits: Default::default(),
             created_at: SystemTime::now(),
             fold,
         };

@@ -11,7 +11,8 @@ use crate::api::containerd::events as ev;
 use crate::api::containerd::task::v3::ExecProcessRequest;
 use crate::events::TaskEvent;
 use crate::lock::lock;
-use crate::stdio::{Endpoint, IoOwner};
+use crate::model::Exit;
+use crate::stdio::Endpoint;
 use std::sync::Arc;
 use tonic::Status;
 
@@ -100,10 +101,11 @@ impl Daemon {
         );
         self.outlive(|caller| async move {
             let stdio = pending.stdio.clone();
-            let opened = smol::unblock(move || {
-                open_stdio(stdio.each_ref().map(String::as_str), IoOwner::default())
-            })
-            .await?;
+            // An exec's FIFOs go to the container's IoUid/IoGid, as the Go shim's do.
+            let owner = lock(&entry.record).io_owner;
+            let opened =
+                smol::unblock(move || open_stdio(stdio.each_ref().map(String::as_str), owner))
+                    .await?;
             if caller.gone() {
                 // Nothing made yet: the exec stays pending, a later Start may still run it.
                 lock(&entry.pending_execs).insert(exec_id.clone(), pending);
@@ -146,6 +148,14 @@ impl Daemon {
             );
         }
         let pid = launched.pid;
+        // An exec that ended before the kernel tracked it has its status in its zombie only
+        // (the daemon's child): reaped now (the pidfd keeps the status for the watcher), it is
+        // saved with the start, so a daemon killed before the watcher reports it does not
+        // report 255.
+        let early = launched.pidfd.try_wait().ok().flatten().map(|status| Exit {
+            status,
+            at: std::time::SystemTime::now(),
+        });
         let slot = lock(&entry.execs)
             .entry(exec_id.to_string())
             .or_default()
@@ -160,6 +170,9 @@ impl Daemon {
             let started = record.container.start_exec(exec_id);
             if let Some(identity) = launched.identity {
                 record.exec_identities.insert(exec_id.to_string(), identity);
+            }
+            if let Some(exit) = early {
+                record.early_exits.insert(exec_id.to_string(), exit);
             }
             started
                 .map_err(errors::refused)

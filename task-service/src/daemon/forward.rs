@@ -1,14 +1,18 @@
 //! Task events to containerd: `containerd.services.events.v1.Events/Forward` on the gRPC address
 //! that each container's `containerd-shim-shimless-v2 start` registered.
 //!
-//! One forwarding task per containerd address sends that containerd's events one at a time, in
-//! publication order (so in order per container), and retries each with backoff while
-//! containerd is away: an exit that happens while containerd restarts is delivered when it is
-//! back. Both are bounded: a containerd's queue holds [`QUEUE_EVENTS`] events (one
-//! that stays away longer loses the newest, each loss logged, rather than growing the daemon
-//! without limit), and each attempt (connect and `Forward`) has [`DEADLINE`], enforced here:
-//! a containerd that accepts and never answers costs a retry, not its whole queue forever. Registrations are kept in small files beside the state directory, so a restarted daemon
-//! still knows where each container's events go.
+//! Each event is appended to its containerd's persisted outbox (see `outbox`) before it is
+//! queued, and marked taken once containerd accepted it: a daemon killed with events not yet
+//! taken sends them after its restart, in order, before anything new. One forwarding task per
+//! containerd address sends that containerd's events one at a time, in publication order (so
+//! in order per container), and retries each with backoff while containerd is away: an exit
+//! that happens while containerd restarts is delivered when it is back. Both are bounded: a
+//! containerd's outbox holds [`QUEUE_EVENTS`] events not taken (one that stays away longer
+//! loses the newest, each loss logged, rather than growing without limit), and each attempt
+//! (connect and `Forward`) has [`DEADLINE`], enforced here: a containerd that accepts and
+//! never answers costs a retry, not its whole queue forever. Registrations are kept in small
+//! files beside the state directory, so a restarted daemon still knows where each
+//! container's events go.
 //!
 //! containerd 2.x runs `<shim> start` only for a pod's sandbox: for the pod's other containers it
 //! reuses the sandbox's bootstrap (version 3), writes the sandbox's ID into the container's
@@ -16,8 +20,10 @@
 //! its sandbox's registration (or, failing that, the last one of its namespace), so its events
 //! reach containerd whatever path created it.
 
+use super::outbox::{ExitKey, Outbox};
+use crate::api::containerd::events::TaskExit;
 use crate::api::containerd::services::events::v1 as pb;
-use crate::events::{EventBus, Received, TaskEvent};
+use crate::events::TaskEvent;
 use crate::ids::{ContainerId, Namespace};
 use crate::lock::lock;
 use std::collections::HashMap;
@@ -144,66 +150,213 @@ impl Publishers {
     }
 }
 
-/// Subscribes to `bus` (call it before anything is published that must reach containerd: the
-/// bus keeps what is published before its first subscriber) and forwards every event of a
-/// container with a registered publisher, for as long as the bus lives.
-pub(crate) fn spawn(
-    bus: &EventBus,
+/// The events of one containerd: its outbox, and the queue its forwarding task drains (once
+/// forwarding has started).
+struct Outlet {
+    outbox: Outbox,
+    queue: Option<smol::channel::Sender<(u64, pb::Envelope)>>,
+    lost: u64,
+}
+
+/// Hands every event of a container with a registered publisher to its containerd: appended to
+/// that containerd's outbox (see `outbox`), then queued, then sent by one task per containerd,
+/// in order, and marked taken once containerd accepted it.
+pub(crate) struct Forwarder {
     publishers: Arc<Publishers>,
-    ex: &Arc<smol::Executor<'static>>,
-) {
-    let mut sub = bus.subscribe();
-    let ex2 = ex.clone();
-    ex.spawn(async move {
-        // One bounded queue per containerd: while a containerd is away its events wait here.
-        let mut queues: HashMap<String, smol::channel::Sender<pb::Envelope>> = HashMap::new();
-        let mut lost: HashMap<String, u64> = HashMap::new();
-        while let Some(received) = sub.next().await {
-            let envelope = match received {
-                Received::Event(envelope) => envelope,
-                Received::Lagged(n) => {
-                    eprintln!("shimlessd: event forwarder fell {n} events behind; they are lost");
-                    continue;
-                }
-            };
-            let (ns, id) = (&envelope.namespace, envelope.event.container_id());
-            let Some(address) = publishers.get(ns, id) else {
-                continue;
-            };
-            if matches!(envelope.event, TaskEvent::Delete(_)) {
-                publishers.remove(ns, id);
+    dir: PathBuf,
+    outlets: Mutex<HashMap<String, Outlet>>,
+    ex: std::sync::OnceLock<Arc<smol::Executor<'static>>>,
+}
+
+impl Forwarder {
+    /// The forwarder of `state_dir`'s daemon, with the outboxes a previous run left in
+    /// `<state_dir>.outbox/` read back (an outbox that cannot be read is renamed
+    /// `*.unreadable` and logged; a record that cannot be read is skipped and logged).
+    pub(crate) fn open(state_dir: &Path, publishers: Arc<Publishers>) -> Forwarder {
+        let mut name = state_dir.file_name().unwrap_or_default().to_os_string();
+        name.push(".outbox");
+        let dir = state_dir.with_file_name(name);
+        let mut outlets = HashMap::new();
+        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.extension().is_some() {
+                continue; // a temporary file, or one already set aside
             }
-            let queue = queues.entry(address.clone()).or_insert_with(|| {
-                let (tx, rx) = smol::channel::bounded(QUEUE_EVENTS);
-                ex2.spawn(drain(address.clone(), rx, DEADLINE)).detach();
-                tx
-            });
-            if let Err(smol::channel::TrySendError::Full(dropped)) =
-                queue.try_send(envelope.to_wire())
-            {
-                let n = lost.entry(address.clone()).or_default();
-                *n += 1;
-                eprintln!(
-                    "shimlessd: warning: containerd at {address} has not taken {QUEUE_EVENTS} \
-                     events; a {} event is lost ({n} so far)",
-                    dropped.topic
-                );
+            match Outbox::load(&path) {
+                Ok((outbox, problems)) => {
+                    for problem in problems {
+                        eprintln!("shimlessd: warning: outbox {problem}");
+                    }
+                    let outlet = Outlet {
+                        outbox,
+                        queue: None,
+                        lost: 0,
+                    };
+                    outlets.insert(outlet.outbox.address().to_string(), outlet);
+                }
+                Err(e) => {
+                    let aside = path.with_extension("unreadable");
+                    let _ = std::fs::rename(&path, &aside);
+                    eprintln!(
+                        "shimlessd: warning: outbox {e}: its events are lost (kept as {})",
+                        aside.display()
+                    );
+                }
             }
         }
-    })
-    .detach();
+        Forwarder {
+            publishers,
+            dir,
+            outlets: Mutex::new(outlets),
+            ex: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// Starts sending: first what the outboxes still hold, in order, then every event
+    /// submitted. Call once.
+    pub(crate) fn start(self: &Arc<Self>, ex: &Arc<smol::Executor<'static>>) {
+        let _ = self.ex.set(ex.clone());
+        let mut outlets = lock(&self.outlets);
+        for (address, outlet) in outlets.iter_mut() {
+            let queue = self.open_queue(address);
+            for (seq, envelope) in outlet.outbox.pending() {
+                let _ = queue.try_send((seq, envelope.clone()));
+            }
+            outlet.queue = Some(queue);
+        }
+    }
+
+    /// A new queue for `address`, with the task that drains it; `None` before [`start`].
+    ///
+    /// [`start`]: Forwarder::start
+    fn open_queue(self: &Arc<Self>, address: &str) -> smol::channel::Sender<(u64, pb::Envelope)> {
+        // The outbox holds at most QUEUE_EVENTS pending events, so sending never finds it full.
+        let (tx, rx) = smol::channel::bounded(QUEUE_EVENTS);
+        if let Some(ex) = self.ex.get() {
+            let (me, address) = (self.clone(), address.to_string());
+            let taken = {
+                let address = address.clone();
+                move |seq| me.taken(&address, seq)
+            };
+            ex.spawn(drain(address, rx, DEADLINE, taken)).detach();
+        }
+        tx
+    }
+
+    /// Hands `event` of a container of `ns` to its containerd, if it has one: appended to the
+    /// outbox, then queued (each under one lock, so the queue's order is the outbox's). A
+    /// full outbox loses the event, logged.
+    pub(crate) fn submit(self: &Arc<Self>, ns: &Namespace, event: &TaskEvent) {
+        let id = event.container_id();
+        let Some(address) = self.publishers.get(ns, id) else {
+            return;
+        };
+        if matches!(event, TaskEvent::Delete(_)) {
+            self.publishers.remove(ns, id);
+        }
+        let envelope = crate::events::Envelope {
+            timestamp: std::time::SystemTime::now(),
+            namespace: ns.clone(),
+            event: event.clone(),
+        }
+        .to_wire();
+        let mut outlets = lock(&self.outlets);
+        if !outlets.contains_key(&address) {
+            match Outbox::create(&self.dir, &address) {
+                Ok(outbox) => {
+                    let outlet = Outlet {
+                        outbox,
+                        queue: None,
+                        lost: 0,
+                    };
+                    outlets.insert(address.clone(), outlet);
+                }
+                Err(e) => {
+                    eprintln!(
+                        "shimlessd: cannot make the outbox of containerd at {address} in {}:                          {e}; its {} event is lost",
+                        self.dir.display(),
+                        envelope.topic
+                    );
+                    return;
+                }
+            }
+        }
+        let Some(outlet) = outlets.get_mut(&address) else {
+            return;
+        };
+        if outlet.outbox.pending_len() >= QUEUE_EVENTS {
+            outlet.lost += 1;
+            eprintln!(
+                "shimlessd: warning: containerd at {address} has not taken {QUEUE_EVENTS}                  events; a {} event is lost ({} so far)",
+                envelope.topic, outlet.lost
+            );
+            return;
+        }
+        let (seq, unsaved) = outlet.outbox.append(envelope.clone());
+        if let Some(e) = unsaved {
+            eprintln!(
+                "shimlessd: warning: cannot save a {} event for containerd at {address}: {e}                  (sent from memory; a restart before it is taken would lose it)",
+                envelope.topic
+            );
+        }
+        if outlet.queue.is_none() && self.ex.get().is_some() {
+            outlet.queue = Some(self.open_queue(&address));
+        }
+        if let Some(queue) = &outlet.queue {
+            let _ = queue.try_send((seq, envelope));
+        }
+    }
+
+    /// containerd at `address` took event `seq` (or refused it for good).
+    fn taken(&self, address: &str, seq: u64) {
+        if let Some(outlet) = lock(&self.outlets).get_mut(address) {
+            outlet.outbox.ack(seq);
+        }
+    }
+
+    /// The exit `key`, if an outbox holds it: handed over to containerd before the daemon
+    /// died, so recovery must not publish it again.
+    pub(crate) fn handed_over(&self, key: &ExitKey) -> Option<TaskExit> {
+        lock(&self.outlets)
+            .values()
+            .find_map(|outlet| outlet.outbox.handed_over(key))
+    }
+
+    /// The exits `keys` are in their container's saved record now: the outboxes need not keep
+    /// them as evidence.
+    pub(crate) fn settle(&self, keys: &[ExitKey]) {
+        let mut outlets = lock(&self.outlets);
+        for outlet in outlets.values_mut() {
+            for key in keys {
+                outlet.outbox.settle(key);
+            }
+        }
+    }
+
+    /// Recovery has settled every record: no exit is kept as evidence any more.
+    pub(crate) fn settle_all(&self) {
+        for outlet in lock(&self.outlets).values_mut() {
+            outlet.outbox.settle_all();
+        }
+    }
 }
 
 /// Sends the events of `queue` to containerd at `address`, oldest first, each until it is
-/// taken; an attempt that takes longer than `deadline` is abandoned and retried.
-async fn drain(address: String, queue: smol::channel::Receiver<pb::Envelope>, deadline: Duration) {
+/// taken (then `taken` is told its number); an attempt that takes longer than `deadline` is
+/// abandoned and retried.
+async fn drain(
+    address: String,
+    queue: smol::channel::Receiver<(u64, pb::Envelope)>,
+    deadline: Duration,
+    taken: impl Fn(u64),
+) {
     let path = address
         .strip_prefix("unix://")
         .unwrap_or(&address)
         .to_string();
     let mut client = None;
     let mut backoff = Duration::from_millis(50);
-    while let Ok(envelope) = queue.recv().await {
+    while let Ok((seq, envelope)) = queue.recv().await {
         loop {
             if client.is_none() {
                 let connected = within(deadline, crate::grpc::connect(&path)).await;
@@ -234,6 +387,7 @@ async fn drain(address: String, queue: smol::channel::Receiver<pb::Envelope>, de
             match answer {
                 Ok(_) => {
                     backoff = Duration::from_millis(50);
+                    taken(seq);
                     break;
                 }
                 Err(status) if retryable(status.code()) => {
@@ -249,6 +403,7 @@ async fn drain(address: String, queue: smol::channel::Receiver<pb::Envelope>, de
                         envelope.topic,
                         status.message()
                     );
+                    taken(seq);
                     break;
                 }
             }
@@ -340,18 +495,21 @@ mod tests {
                 smol::block_on(ex.run(crate::grpc::serve(listener, server, ex.clone(), config)));
         });
         let (tx, rx) = smol::channel::bounded(QUEUE_EVENTS);
-        for topic in ["/tasks/exit", "/tasks/delete"] {
+        for (seq, topic) in [(1, "/tasks/exit"), (2, "/tasks/delete")] {
             let envelope = pb::Envelope {
                 topic: topic.into(),
                 ..Default::default()
             };
-            tx.try_send(envelope).unwrap();
+            tx.try_send((seq, envelope)).unwrap();
         }
+        let taken = Arc::new(Mutex::new(Vec::new()));
         let address = format!("unix://{}", socket.display());
         let delivered = containerd.delivered.clone();
         let outcome = smol::block_on(futures_lite::future::or(
             async {
-                drain(address, rx, Duration::from_millis(300)).await;
+                let taken = taken.clone();
+                let note = move |seq| lock(&taken).push(seq);
+                drain(address, rx, Duration::from_millis(300), note).await;
                 "the forwarder stopped"
             },
             async {
@@ -369,6 +527,7 @@ mod tests {
             "the event whose call was lost is sent again, then the next"
         );
         assert_eq!(containerd.calls.load(Ordering::SeqCst), 3);
+        assert_eq!(*lock(&taken), [1, 2], "each marked taken once, in order");
     }
 
     fn key(ns: &str, id: &str) -> (Namespace, ContainerId) {

@@ -18,7 +18,8 @@
 //! for), `stats` (containerd's metrics), `task` (the Task service, delegating to those), `admin`
 //! (shimless's Admin service), `recover` (taking back a previous run's containers, with `reopen`
 //! for processes and `rebuild` for unreadable records), `router` and `subscribe` (the gRPC
-//! surface), `exits`, `oom` and `forward` (exit sources, OOM counts, events to containerd),
+//! surface), `exits`, `oom`, `forward` and `outbox` (exit sources, OOM counts, events to containerd and
+//! their persisted outbox),
 //! `health` (`shimless.v1.Health`: whether the daemon runs degraded), `errors` (library errors
 //! as gRPC statuses).
 
@@ -34,6 +35,7 @@ mod health;
 mod launch;
 mod lifecycle;
 mod oom;
+mod outbox;
 mod outlive;
 mod persist;
 mod probe_exec;
@@ -98,6 +100,8 @@ struct Inner {
     creating: Mutex<HashSet<Key>>,
     /// Where each container's events go (containerd's address, from the shim's `start`).
     publishers: Arc<forward::Publishers>,
+    /// Hands events to containerd through each containerd's persisted outbox.
+    forwarder: Arc<forward::Forwarder>,
     /// What the last recovery could not take back or check (see [`Recovery::problems`]),
     /// listed by `Admin/List` until the next restart.
     problems: Mutex<Vec<String>>,
@@ -121,11 +125,14 @@ impl Daemon {
     pub fn new(config: Config, ex: Arc<smol::Executor<'static>>) -> std::io::Result<Daemon> {
         rustix::process::set_child_subreaper(rustix::process::Pid::from_raw(1))?;
         let (exits, warning) = Exits::open(&config.bpf_pin_dir);
+        let publishers = Arc::new(forward::Publishers::open(&config.state_dir));
+        let forwarder = forward::Forwarder::open(&config.state_dir, publishers.clone());
         Ok(Daemon {
             inner: Arc::new(Inner {
                 store: StateStore::new(&config.state_dir),
                 events: EventBus::new(config.event_capacity),
-                publishers: Arc::new(forward::Publishers::open(&config.state_dir)),
+                publishers,
+                forwarder: Arc::new(forwarder),
                 config,
                 ex,
                 containers: Mutex::new(HashMap::new()),
@@ -171,8 +178,10 @@ impl Daemon {
 
     /// Starts forwarding task events to containerd (`Events/Forward` on the address each
     /// container's shim `start` registered with `shimless.v1.Admin/RegisterPublisher`), in
-    /// order, retried while containerd is away. Call it before [`Daemon::recover`], so that the
-    /// exits recovered there reach containerd too.
+    /// order, retried while containerd is away: first what a previous run handed over and
+    /// containerd did not take (its persisted outbox), then what happens from now on. Call it
+    /// before [`Daemon::recover`], so that the replayed events come before those recovery
+    /// publishes.
     ///
     /// ```no_run
     /// # async fn f(daemon: task_service::daemon::Daemon) -> Result<(), tonic::Status> {
@@ -181,11 +190,7 @@ impl Daemon {
     /// # Ok(()) }
     /// ```
     pub fn forward_events(&self) {
-        forward::spawn(
-            &self.inner.events,
-            self.inner.publishers.clone(),
-            &self.inner.ex,
-        );
+        self.inner.forwarder.start(&self.inner.ex);
     }
 
     /// The runtime root of a namespace: the container's `Root` option, else the configured
@@ -237,7 +242,10 @@ impl Daemon {
         })
     }
 
+    /// Hands `event` to containerd's outbox (if its container has a publisher), then to the
+    /// local subscribers.
     fn publish(&self, ns: &Namespace, event: TaskEvent) {
+        self.inner.forwarder.submit(ns, &event);
         self.inner.events.publish(ns.clone(), event);
     }
 }

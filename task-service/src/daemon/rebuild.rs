@@ -96,6 +96,8 @@ fn rebuilt_record(runc: &Runc, root: PathBuf, state: &State) -> Record {
         identity,
         container,
         exec_identities: Default::default(),
+        io_owner: Default::default(),
+        early_exits: Default::default(),
         created_at: SystemTime::now(),
     }
 }

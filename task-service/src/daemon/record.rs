@@ -33,6 +33,14 @@ pub(crate) struct Record {
     /// Started exec processes, as PID + start time, by exec id.
     #[serde(default)]
     pub exec_identities: std::collections::BTreeMap<String, ProcessIdentity>,
+    /// Exits of execs that ended before the kernel tracked them, taken by their `Start`
+    /// until the watcher reports them (what exitwatch holds for the others), by exec id.
+    #[serde(default)]
+    pub early_exits: std::collections::BTreeMap<String, crate::model::Exit>,
+    /// Who its stdio FIFOs, and its execs', are given to (runtime options `IoUid`/`IoGid`;
+    /// root in a record written before they were kept).
+    #[serde(default)]
+    pub io_owner: crate::stdio::IoOwner,
     /// When the container was created (for `shimlessctl ps`'s age).
     #[serde(default = "std::time::SystemTime::now")]
     pub created_at: std::time::SystemTime,

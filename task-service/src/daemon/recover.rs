@@ -17,7 +17,6 @@
 use super::Daemon;
 use super::container::{Entry, Key};
 use super::errors;
-use super::exits;
 use super::oom::MemoryCgroup;
 use super::record::Record;
 use super::reopen::{self, Reopened};
@@ -228,6 +227,8 @@ impl Daemon {
             self.rebuild(key, &mut roots, &mut report).await;
         }
         self.note_foreign(roots, &mut report).await;
+        // Every record now says what the outboxes held as evidence of exits handed over.
+        self.inner.forwarder.settle_all();
         report.sort();
         *lock(&self.inner.problems) = report.problems();
         Ok(report)
@@ -285,6 +286,17 @@ impl Daemon {
             return Ok(());
         }
         let mut record = record;
+        if record.container.init.state == ProcessState::Created {
+            // Killed during its Start: a `runc start` it ran may still be on its way, and the
+            // runtime's state read before it ends would keep a running init recorded as
+            // created (a later Start then fails against a running container).
+            let _ = runc_driver::wait_for_runtime_calls(
+                &record.runtime_root,
+                id.as_str(),
+                RUNTIME_CALLS_TIMEOUT,
+            )
+            .await;
+        }
         let runtime_state = runc.state(id.as_str()).await;
         let known = !matches!(runtime_state, Err(runc_driver::Error::NotFound { .. }));
         if let Ok(state) = &runtime_state {
@@ -357,8 +369,8 @@ impl Daemon {
                 self.reopen_later(key, entry, None, identity);
             }
             (_, Reopened::Gone) => {
-                let cookie = exits::cookie(key.0.as_str(), key.1.as_str(), None);
-                let (exit, found) = self.inner.exits.while_down(identity.as_ref(), cookie);
+                let (exit, found) =
+                    self.exit_while_unwatched(&key, &entry, None, identity.as_ref());
                 if found {
                     report
                         .exited_while_down
@@ -405,9 +417,9 @@ impl Daemon {
                             self.reopen_later(key.clone(), entry.clone(), Some(exec_id), identity);
                         }
                         Reopened::Gone => {
-                            let cookie =
-                                exits::cookie(key.0.as_str(), key.1.as_str(), Some(&exec_id));
-                            let (exit, _) = self.inner.exits.while_down(identity.as_ref(), cookie);
+                            let exec = Some(exec_id.as_str());
+                            let (exit, _) =
+                                self.exit_while_unwatched(key, entry, exec, identity.as_ref());
                             self.exec_exited(key, entry, &exec_id, exit).await;
                         }
                     }

@@ -10,6 +10,9 @@
 use super::Daemon;
 use super::container::{Entry, Key};
 use super::exits;
+use super::outbox::ExitKey;
+use crate::api::containerd::events::TaskExit;
+use crate::lock::lock;
 use crate::model::Exit;
 use pidfd::{PidFd, ProcessIdentity};
 use std::sync::Arc;
@@ -94,7 +97,9 @@ impl Daemon {
                         return daemon.watch_exit(key, entry, exec_id, pidfd);
                     }
                     Reopened::Gone => {
-                        let exit = daemon.exit_while_unwatched(&key, exec_id.as_deref(), identity);
+                        let exec = exec_id.as_deref();
+                        let (exit, _) =
+                            daemon.exit_while_unwatched(&key, &entry, exec, identity.as_ref());
                         return match exec_id {
                             None => daemon.init_exited(&key, &entry, exit).await,
                             Some(exec_id) => daemon.exec_exited(&key, &entry, &exec_id, exit).await,
@@ -106,15 +111,50 @@ impl Daemon {
         self.inner.ex.spawn(task).detach();
     }
 
-    /// How a process that is gone ended while nobody watched it: exitwatch's record, else lost.
-    fn exit_while_unwatched(
+    /// How a process that is gone ended while nobody watched it, and whether a source knew:
+    /// the exit an outbox holds (a daemon killed after handing it to containerd, before saving
+    /// it: containerd must see one status), else the one an exec's `Start` took (it ended
+    /// before the kernel tracked it), else exitwatch's record, else lost.
+    pub(super) fn exit_while_unwatched(
         &self,
         key: &Key,
+        entry: &Entry,
         exec_id: Option<&str>,
-        identity: Option<ProcessIdentity>,
-    ) -> Exit {
+        identity: Option<&ProcessIdentity>,
+    ) -> (Exit, bool) {
+        let (pid, early) = {
+            let record = lock(&entry.record);
+            match exec_id {
+                None => (record.container.init.pid, None),
+                Some(exec_id) => (
+                    record.container.execs.get(exec_id).and_then(|p| p.pid),
+                    record.early_exits.get(exec_id).copied(),
+                ),
+            }
+        };
+        let id = exec_id.unwrap_or(key.1.as_str());
+        let handed = ExitKey::new(key.0.as_str(), key.1.as_str(), id, pid.unwrap_or(0) as u32);
+        if let Some(exit) = self.inner.forwarder.handed_over(&handed) {
+            return (exit_of(&exit), true);
+        }
+        if let Some(exit) = early {
+            return (exit, true);
+        }
         let cookie = exits::cookie(key.0.as_str(), key.1.as_str(), exec_id);
-        self.inner.exits.while_down(identity.as_ref(), cookie).0
+        self.inner.exits.while_down(identity, cookie)
+    }
+}
+
+/// The model's exit for a `TaskExit`: the code containerd got (a signal's 128 + n gives the
+/// same code back), at the time it names.
+fn exit_of(exit: &TaskExit) -> Exit {
+    let at = exit.exited_at.map_or(std::time::SystemTime::now(), |t| {
+        let since = Duration::new(t.seconds.max(0) as u64, t.nanos.max(0) as u32);
+        std::time::UNIX_EPOCH + since
+    });
+    Exit {
+        status: pidfd::ExitStatus::Exited(u8::try_from(exit.exit_status).unwrap_or(255)),
+        at,
     }
 }
 

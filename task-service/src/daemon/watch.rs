@@ -5,6 +5,7 @@
 use super::Daemon;
 use super::container::{Entry, Key};
 use super::exits::{self, Source};
+use super::outbox::ExitKey;
 use crate::api::containerd::events as ev;
 use crate::api::timestamp;
 use crate::events::TaskEvent;
@@ -67,8 +68,9 @@ impl Daemon {
     }
 
     /// Records an init exit and reports what the model releases: each exit is published
-    /// first, then saved, and only then dropped from exitwatch, so a crash anywhere in between
-    /// reports it again after the restart rather than never.
+    /// first (into its containerd's outbox), then saved, and only then dropped from exitwatch
+    /// and settled in the outbox, so a daemon killed anywhere in between has it sent after the
+    /// restart once: from the outbox if it is there, else published by recovery.
     pub(super) async fn init_exited(&self, key: &Key, entry: &Entry, exit: Exit) {
         let _gate = entry.start_gate.lock().await;
         // After any `Kill` in progress has answered (see `Entry::signal_gate`).
@@ -97,7 +99,9 @@ impl Daemon {
         // Waiters are released before the save (file I/O); a Delete may come in between, and
         // a container deleted meanwhile (or a created one deleted with --force, which exits
         // after its record is gone) is not written back.
-        if let Ok(true) = self.persist(key, entry, snapshot).await
+        let saved = self.persist(key, entry, snapshot).await;
+        self.settle_exits(key, &reports, &saved);
+        if let Ok(true) = saved
             && let Some(pid) = pid
         {
             self.inner.exits.forget(pid);
@@ -112,6 +116,7 @@ impl Daemon {
         let signals = entry.signal_gate.lock().await;
         let (reports, snapshot) = {
             let mut record = lock(&entry.record);
+            record.early_exits.remove(exec_id);
             let reports = record
                 .container
                 .exec_exited(exec_id, exit)
@@ -126,14 +131,31 @@ impl Daemon {
             .and_then(|p| p.pid);
         self.report_exits(key, entry, &reports).await;
         drop(signals);
-        if let Ok(true) = self.persist(key, entry, snapshot).await
+        let saved = self.persist(key, entry, snapshot).await;
+        self.settle_exits(key, &reports, &saved);
+        if let Ok(true) = saved
             && let Some(pid) = pid
         {
             self.inner.exits.forget(pid);
         }
     }
 
-    /// Publishes exits the model released, and resolves their waiters.
+    /// Once the record says the processes of `reports` exited (saved, or its container gone),
+    /// the outboxes need not keep their exits as evidence for recovery.
+    fn settle_exits(
+        &self,
+        key: &Key,
+        reports: &[crate::model::ExitReport],
+        saved: &Result<bool, tonic::Status>,
+    ) {
+        if saved.is_ok() && !reports.is_empty() {
+            let keys: Vec<ExitKey> = reports.iter().map(|r| exit_key(key, r)).collect();
+            self.inner.forwarder.settle(&keys);
+        }
+    }
+
+    /// Publishes exits the model released (but those an outbox already holds), and resolves
+    /// their waiters.
     async fn report_exits(&self, key: &Key, entry: &Entry, reports: &[crate::model::ExitReport]) {
         for report in reports {
             match &report.exec_id {
@@ -148,6 +170,16 @@ impl Daemon {
                     }
                 }
             }
+            // A daemon killed after handing this exit over, before saving it: its outbox
+            // sends it (again, if containerd took it); publishing it would be a duplicate.
+            if self
+                .inner
+                .forwarder
+                .handed_over(&exit_key(key, report))
+                .is_some()
+            {
+                continue;
+            }
             self.publish(
                 &key.0,
                 TaskEvent::Exit(ev::TaskExit {
@@ -161,4 +193,11 @@ impl Daemon {
             );
         }
     }
+}
+
+/// How an outbox knows the exit of `report`: as its `TaskExit` names it.
+pub(super) fn exit_key(key: &Key, report: &crate::model::ExitReport) -> ExitKey {
+    let id = report.exec_id.as_deref().unwrap_or(key.1.as_str());
+    let pid = report.pid.unwrap_or(0) as u32;
+    ExitKey::new(key.0.as_str(), key.1.as_str(), id, pid)
 }

@@ -30,5 +30,5 @@ mod lock;
 mod store;
 
 pub use lock::{LockError, StateLock};
-pub(crate) use store::create_private_dir;
+pub(crate) use store::{FILE_MODE, create_private_dir};
 pub use store::{Listing, StateError, StateStore};

@@ -15,7 +15,7 @@ use super::{StdioError, Stream};
 /// assert!(!owner.is_root());
 /// assert!(task_service::stdio::IoOwner::default().is_root());
 /// ```
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct IoOwner {
     /// The owner (`IoUid`).
     pub uid: u32,

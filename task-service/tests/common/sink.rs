@@ -47,8 +47,18 @@ impl pb::events_server::Events for Recorder {
 impl EventSink {
     /// Serves on a new socket from a thread of its own, for the life of the test process.
     pub fn start() -> EventSink {
-        let dir = tempfile::tempdir().unwrap();
-        let socket = dir.path().join("containerd.sock");
+        EventSink::start_in(tempfile::tempdir().unwrap())
+    }
+
+    /// Where [`EventSink::start_in`] serves in `dir`: a containerd address nothing listens on
+    /// until then (containerd away).
+    pub fn socket_in(dir: &tempfile::TempDir) -> PathBuf {
+        dir.path().join("containerd.sock")
+    }
+
+    /// Serves on [`EventSink::socket_in`] `dir` (containerd back).
+    pub fn start_in(dir: tempfile::TempDir) -> EventSink {
+        let socket = EventSink::socket_in(&dir);
         let received = Arc::new(Mutex::new(Vec::new()));
         let listener = task_service::grpc::listen::bind(&socket).unwrap();
         let service = pb::events_server::EventsServer::new(Recorder(received.clone()));
