@@ -40,19 +40,20 @@
 mod gate;
 pub mod handover;
 mod link;
+mod protocol;
 pub mod replay;
+mod service;
 pub mod subscribe;
 pub mod supervise;
 mod ttrpc;
 
 use crate::api::shimless::v1::front_server;
-use crate::api::shimless::v1::{
-    InfoRequest, InfoResponse, ListenRequest, ListenResponse, UpgradeRequest, UpgradeResponse,
-};
 use crate::grpc::deadline::parse_grpc_timeout;
 use crate::ids::Namespace;
 use hyper::body::Incoming;
 use link::Link;
+pub use protocol::{Protocol, namespace_socket};
+use service::FrontService;
 use smol::net::unix::UnixListener;
 use smol_hyper::rt::{FuturesIo, SmolExecutor, SmolTimer};
 use std::convert::Infallible;
@@ -92,69 +93,6 @@ impl FrontConfig {
             hold: Duration::from_secs(60),
             allowed_uids: vec![0],
         }
-    }
-}
-
-/// What containerd speaks on a namespace's socket.
-///
-/// ```
-/// use task_service::front::Protocol;
-/// assert_eq!("ttrpc".parse::<Protocol>(), Ok(Protocol::Ttrpc));
-/// assert_eq!(Protocol::Grpc.as_str(), "grpc");
-/// assert!("http".parse::<Protocol>().is_err());
-/// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Protocol {
-    /// containerd's ttrpc (what its own Go shims speak): no idle timeout on the client side.
-    Ttrpc,
-    /// gRPC (`containerd.task.v3.Task`); containerd 1.7's gRPC client gives up a connection
-    /// that sees no call for 30 minutes, and takes the shim for dead.
-    Grpc,
-}
-
-impl Protocol {
-    /// The name containerd's bootstrap JSON uses.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Protocol::Ttrpc => "ttrpc",
-            Protocol::Grpc => "grpc",
-        }
-    }
-}
-
-impl std::str::FromStr for Protocol {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "ttrpc" | "" => Ok(Protocol::Ttrpc),
-            "grpc" => Ok(Protocol::Grpc),
-            other => Err(format!("protocol {other:?} is not ttrpc or grpc")),
-        }
-    }
-}
-
-/// The socket of containerd namespace `namespace` under `namespace_dir`, for `protocol`.
-///
-/// ```
-/// use task_service::front::{namespace_socket, Protocol};
-/// assert_eq!(
-///     namespace_socket("/run/shimless/ns".as_ref(), "k8s.io", Protocol::Grpc),
-///     std::path::PathBuf::from("/run/shimless/ns/k8s.io.sock")
-/// );
-/// assert_eq!(
-///     namespace_socket("/run/shimless/ns".as_ref(), "k8s.io", Protocol::Ttrpc),
-///     std::path::PathBuf::from("/run/shimless/ns/k8s.io.ttrpc.sock")
-/// );
-/// ```
-pub fn namespace_socket(
-    namespace_dir: &std::path::Path,
-    namespace: &str,
-    protocol: Protocol,
-) -> PathBuf {
-    match protocol {
-        Protocol::Grpc => namespace_dir.join(format!("{namespace}.sock")),
-        Protocol::Ttrpc => namespace_dir.join(format!("{namespace}.ttrpc.sock")),
     }
 }
 
@@ -372,66 +310,6 @@ fn serve_left_sockets(shared: &Arc<Shared>) -> std::io::Result<()> {
         }
     }
     Ok(())
-}
-
-/// The front's own service on the public socket: namespace sockets on request.
-#[derive(Clone)]
-struct FrontService {
-    shared: Arc<Shared>,
-}
-
-#[tonic::async_trait]
-impl front_server::Front for FrontService {
-    async fn listen(
-        &self,
-        req: tonic::Request<ListenRequest>,
-    ) -> Result<tonic::Response<ListenResponse>, tonic::Status> {
-        let req = req.into_inner();
-        let name = req.namespace;
-        let ns = Namespace::new(name.clone())
-            .map_err(|e| tonic::Status::invalid_argument(format!("namespace {name:?}: {e}")))?;
-        let protocol: Protocol = req
-            .protocol
-            .parse()
-            .map_err(tonic::Status::invalid_argument)?;
-        let socket = self.shared.listen(&ns, protocol).map_err(|e| {
-            tonic::Status::internal(format!("cannot serve namespace {ns}'s socket: {e}"))
-        })?;
-        Ok(tonic::Response::new(ListenResponse {
-            socket: socket.display().to_string(),
-        }))
-    }
-
-    async fn upgrade(
-        &self,
-        req: tonic::Request<UpgradeRequest>,
-    ) -> Result<tonic::Response<UpgradeResponse>, tonic::Status> {
-        let binary = req.into_inner().binary;
-        let binary = (!binary.is_empty()).then(|| PathBuf::from(binary));
-        let generation = handover::start(&self.shared, binary.clone())
-            .await
-            .map_err(tonic::Status::failed_precondition)?;
-        let binary = binary
-            .or_else(|| self.shared.lineage.as_ref().map(|l| l.binary.clone()))
-            .unwrap_or_default();
-        Ok(tonic::Response::new(UpgradeResponse {
-            generation,
-            binary: binary.display().to_string(),
-        }))
-    }
-
-    async fn info(
-        &self,
-        _req: tonic::Request<InfoRequest>,
-    ) -> Result<tonic::Response<InfoResponse>, tonic::Status> {
-        let lineage = self.shared.lineage.as_ref();
-        Ok(tonic::Response::new(InfoResponse {
-            pid: std::process::id(),
-            generation: lineage.map_or(0, |l| l.generation),
-            binary: lineage.map_or(String::new(), |l| l.binary.display().to_string()),
-            last_upgrade_error: crate::lock::lock(&self.shared.last_upgrade_error).clone(),
-        }))
-    }
 }
 
 const FRONT_PREFIX: &str = "/shimless.v1.Front/";
