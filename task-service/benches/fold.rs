@@ -47,6 +47,36 @@ fn namespaces() -> NamespaceOption {
     }
 }
 
+/// Container `c` of a bench pod: `sleep`, 0.5 CPU, 64 MiB, its own namespaces.
+fn container_config(c: &str) -> ContainerConfig {
+    ContainerConfig {
+        metadata: Some(ContainerMetadata {
+            name: c.into(),
+            attempt: 0,
+        }),
+        image: Some(ImageSpec {
+            image: BUSYBOX.into(),
+            ..Default::default()
+        }),
+        command: vec!["sleep".into(), "1000000".into()],
+        log_path: format!("{c}.log"),
+        linux: Some(LinuxContainerConfig {
+            resources: Some(LinuxContainerResources {
+                cpu_period: 100_000,
+                cpu_quota: 50_000,
+                cpu_shares: 256,
+                memory_limit_in_bytes: 64 << 20,
+                ..Default::default()
+            }),
+            security_context: Some(LinuxContainerSecurityContext {
+                namespace_options: Some(namespaces()),
+                ..Default::default()
+            }),
+        }),
+        ..Default::default()
+    }
+}
+
 /// A host-network pod `name` under `<root>/<layout>/pod<name>` (containerd leaves an unfolded
 /// pod's own directory behind, as kubelet removes it), three containers (250m/500m
 /// CPU and 64 MiB each): RunPodSandbox, CreateContainer and StartContainer ×3; its sandbox id
@@ -94,32 +124,7 @@ async fn start_pod(
         .into_inner()
         .pod_sandbox_id;
     for c in ["a", "b", "c"] {
-        let container = ContainerConfig {
-            metadata: Some(ContainerMetadata {
-                name: c.into(),
-                attempt: 0,
-            }),
-            image: Some(ImageSpec {
-                image: BUSYBOX.into(),
-                ..Default::default()
-            }),
-            command: vec!["sleep".into(), "1000000".into()],
-            log_path: format!("{c}.log"),
-            linux: Some(LinuxContainerConfig {
-                resources: Some(LinuxContainerResources {
-                    cpu_period: 100_000,
-                    cpu_quota: 50_000,
-                    cpu_shares: 256,
-                    memory_limit_in_bytes: 64 << 20,
-                    ..Default::default()
-                }),
-                security_context: Some(LinuxContainerSecurityContext {
-                    namespace_options: Some(namespaces()),
-                    ..Default::default()
-                }),
-            }),
-            ..Default::default()
-        };
+        let container = container_config(c);
         let id = cri
             .create_container(CreateContainerRequest {
                 pod_sandbox_id: pod.clone(),
@@ -220,6 +225,30 @@ fn main() {
     }
     rustix::process::set_child_subreaper(rustix::process::Pid::from_raw(1)).unwrap();
     let shimless = Shimless::new("").cleans(CRI_NAMESPACE);
+    let containerd = start_containerd(version, &shimless);
+    let logs = tempfile::tempdir().unwrap();
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    println!(
+        "{version}: {n} pods × 3 containers per layout, interleaved; {cores} cores; load average before: {}",
+        load_average()
+    );
+    let mut runs = smol::block_on(run_layouts(&containerd, logs.path(), n));
+    runs[0].start.sort();
+    runs[1].start.sort();
+    print_table(&runs, n);
+    println!("load average after: {}", load_average());
+    drop(containerd);
+    drop(shimless);
+    if let Ok(cg) = cgroupfold::fs::Cgroups::detect() {
+        for dir in cg.dirs(&root()).unwrap_or_default() {
+            remove_tree(&dir);
+        }
+    }
+}
+
+/// A private containerd with CRI and the `unified` runtime passing `shimless.io/*` pod
+/// annotations; busybox imported.
+fn start_containerd(version: Version, shimless: &Shimless) -> Containerd {
     let containerd = Containerd::start(
         ContainerdConfig::new()
             .version(version)
@@ -240,93 +269,97 @@ fn main() {
         .unwrap();
     containerd.import(CRI_NAMESPACE, image.path()).unwrap();
     containerd.wait_cri_knows(&image).unwrap();
-    let logs = tempfile::tempdir().unwrap();
-    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
-    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
-    println!(
-        "{version}: {n} pods × 3 containers per layout, interleaved; {cores} cores; load average before: {}",
-        load.split_whitespace()
-            .take(3)
-            .collect::<Vec<_>>()
-            .join(" ")
-    );
+    containerd
+}
 
+/// What one layout cost.
+struct LayoutRun {
+    name: &'static str,
+    /// Each pod's start (RunPodSandbox and its three containers).
+    start: Vec<Duration>,
+    /// The cgroup directories of its pods, and in how many hierarchies.
+    dirs: (usize, usize),
+    /// Removing all its pods.
+    removal: Duration,
+}
+
+/// `n` pods of each layout, alternating, after one untimed pod of each; then the cgroups
+/// counted and every pod removed, layout by layout. Folded first.
+async fn run_layouts(containerd: &Containerd, logs: &Path, n: usize) -> [LayoutRun; 2] {
+    let mut cri = RuntimeServiceClient::with_origin(
+        task_service::grpc::connect(&containerd.socket())
+            .await
+            .unwrap(),
+        "http://localhost".parse().unwrap(),
+    );
+    // One pod of each first, untimed (the first starts the front and the daemon).
+    let warm = [
+        start_pod(&mut cri, logs, "warm-f", true, "warm").await.0,
+        start_pod(&mut cri, logs, "warm-u", false, "warm").await.0,
+    ];
+    remove_pods(&mut cri, &warm).await;
     let (mut folded, mut unfolded) = (Vec::new(), Vec::new());
     let (mut folded_ids, mut unfolded_ids) = (Vec::new(), Vec::new());
-    let (counts, removal) = smol::block_on(async {
-        let mut cri = RuntimeServiceClient::with_origin(
-            task_service::grpc::connect(&containerd.socket())
-                .await
-                .unwrap(),
-            "http://localhost".parse().unwrap(),
-        );
-        // One pod of each first, untimed (the first starts the front and the daemon).
-        let warm = [
-            start_pod(&mut cri, logs.path(), "warm-f", true, "warm")
-                .await
-                .0,
-            start_pod(&mut cri, logs.path(), "warm-u", false, "warm")
-                .await
-                .0,
-        ];
-        remove_pods(&mut cri, &warm).await;
-        for i in 0..n {
-            let (id, t) = start_pod(&mut cri, logs.path(), &format!("f{i}"), true, "folded").await;
-            folded.push(t);
-            folded_ids.push(id);
-            let (id, t) =
-                start_pod(&mut cri, logs.path(), &format!("u{i}"), false, "unfolded").await;
-            unfolded.push(t);
-            unfolded_ids.push(id);
-        }
-        let counts = (cgroups("folded"), cgroups("unfolded"));
-        let removal = (
-            remove_pods(&mut cri, &folded_ids).await,
-            remove_pods(&mut cri, &unfolded_ids).await,
-        );
-        (counts, removal)
-    });
-    folded.sort();
-    unfolded.sort();
-    let (((f_dirs, hierarchies), (u_dirs, _)), (f_rm, u_rm)) = (counts, removal);
+    for i in 0..n {
+        let (id, t) = start_pod(&mut cri, logs, &format!("f{i}"), true, "folded").await;
+        folded.push(t);
+        folded_ids.push(id);
+        let (id, t) = start_pod(&mut cri, logs, &format!("u{i}"), false, "unfolded").await;
+        unfolded.push(t);
+        unfolded_ids.push(id);
+    }
+    let dirs = (cgroups("folded"), cgroups("unfolded"));
+    [
+        LayoutRun {
+            name: "folded",
+            start: folded,
+            dirs: dirs.0,
+            removal: remove_pods(&mut cri, &folded_ids).await,
+        },
+        LayoutRun {
+            name: "unfolded",
+            start: unfolded,
+            dirs: dirs.1,
+            removal: remove_pods(&mut cri, &unfolded_ids).await,
+        },
+    ]
+}
+
+/// The table of both layouts (start times sorted), and folded / unfolded ratios.
+fn print_table(runs: &[LayoutRun; 2], n: usize) {
+    let hierarchies = runs[0].dirs.1;
     // Each layout's parent directory (`<root>/<layout>`) is not counted; the pods' are.
     let per = |dirs: usize| dirs as f64 / (n * hierarchies.max(1)) as f64;
     println!(
         "\n| layout | pods | cgroup dirs ({hierarchies} hierarchies) | per pod and hierarchy | start p50 | start p99 | remove all |"
     );
     println!("|---|---:|---:|---:|---:|---:|---:|");
-    for (name, dirs, times, rm) in [
-        ("folded", f_dirs, &folded, f_rm),
-        ("unfolded", u_dirs, &unfolded, u_rm),
-    ] {
+    for run in runs {
+        let dirs = run.dirs.0;
         println!(
-            "| {name} | {n} | {dirs} | {:.1} | {:.0} ms | {:.0} ms | {:.0} ms |",
+            "| {} | {n} | {dirs} | {:.1} | {:.0} ms | {:.0} ms | {:.0} ms |",
+            run.name,
             per(dirs),
-            ms(percentile(times, 0.5)),
-            ms(percentile(times, 0.99)),
-            ms(rm)
+            ms(percentile(&run.start, 0.5)),
+            ms(percentile(&run.start, 0.99)),
+            ms(run.removal)
         );
     }
+    let [f, u] = runs;
     println!(
         "\nfolded / unfolded: cgroups {:.2}, start p50 {:.2}, p99 {:.2}, removal {:.2}",
-        f_dirs as f64 / u_dirs.max(1) as f64,
-        percentile(&folded, 0.5).as_secs_f64() / percentile(&unfolded, 0.5).as_secs_f64(),
-        percentile(&folded, 0.99).as_secs_f64() / percentile(&unfolded, 0.99).as_secs_f64(),
-        f_rm.as_secs_f64() / u_rm.as_secs_f64()
+        f.dirs.0 as f64 / u.dirs.0.max(1) as f64,
+        percentile(&f.start, 0.5).as_secs_f64() / percentile(&u.start, 0.5).as_secs_f64(),
+        percentile(&f.start, 0.99).as_secs_f64() / percentile(&u.start, 0.99).as_secs_f64(),
+        f.removal.as_secs_f64() / u.removal.as_secs_f64()
     );
+}
+
+/// The 1, 5 and 15 minute load averages.
+fn load_average() -> String {
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
-    println!(
-        "load average after: {}",
-        load.split_whitespace()
-            .take(3)
-            .collect::<Vec<_>>()
-            .join(" ")
-    );
-    drop(containerd);
-    drop(shimless);
-    if let Ok(cg) = cgroupfold::fs::Cgroups::detect() {
-        for dir in cg.dirs(&root()).unwrap_or_default() {
-            remove_tree(&dir);
-        }
-    }
+    load.split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ")
 }
