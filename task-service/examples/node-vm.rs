@@ -88,10 +88,11 @@ async fn run() -> usize {
     single_pod(&mut report, &mut cri).await;
     report.check("oom_killed_from_memory_events", oom_killed(&mut cri).await);
     let pods = ten_pods(&mut report, &mut cri).await;
-    // containerd's restart first: after `kill -9 shimlessd` containerd has been seen to delete
-    // some tasks as if their shim died (see integration/README.md), which would blur it.
-    let mut cri = restart_containerd(&mut report, cri, &pods).await;
+    // The daemon's kill before any containerd restart: in that order containerd was once seen
+    // to delete other tasks as if their shim had died (see integration/README.md).
+    let mut cri = cri;
     kill_shimlessd(&mut report, &mut cri, &pods).await;
+    let mut cri = restart_containerd(&mut report, cri, &pods).await;
     for pod in &pods {
         let _ = remove_pod(&mut cri, pod).await;
     }
