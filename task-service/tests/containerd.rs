@@ -28,6 +28,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 use task_service::api::containerd::types::RuntimeInfo;
 
+#[macro_use]
 mod common;
 use common::shimless::Shimless;
 
@@ -213,23 +214,6 @@ impl Triggers {
         std::fs::write(&tmp, format!("{code}\n")).unwrap();
         std::fs::rename(tmp, self.0.path().join(id)).unwrap();
     }
-}
-
-/// Each test once per containerd: `<name>::containerd_1_7` and `<name>::containerd_2_1`.
-macro_rules! on_both {
-    ($($name:ident),* $(,)?) => {$(
-        mod $name {
-            use integration::containerd::Version;
-            #[test]
-            fn containerd_1_7() {
-                super::$name(Version::V1_7)
-            }
-            #[test]
-            fn containerd_2_1() {
-                super::$name(Version::V2_1)
-            }
-        }
-    )*};
 }
 
 on_both!(

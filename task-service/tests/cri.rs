@@ -31,6 +31,7 @@ use integration::{Need, require};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+#[macro_use]
 mod common;
 use common::shimless::Shimless;
 
@@ -439,23 +440,6 @@ fn runc_shims(rig: &Rig) -> Vec<String> {
                 .then_some(cmdline)
         })
         .collect()
-}
-
-/// Each test once per containerd: `<name>::containerd_1_7` and `<name>::containerd_2_1`.
-macro_rules! on_both {
-    ($($name:ident),* $(,)?) => {$(
-        mod $name {
-            use integration::containerd::Version;
-            #[test]
-            fn containerd_1_7() {
-                super::$name(Version::V1_7)
-            }
-            #[test]
-            fn containerd_2_1() {
-                super::$name(Version::V2_1)
-            }
-        }
-    )*};
 }
 
 on_both!(

@@ -24,6 +24,7 @@ use task_service::api::containerd::task::v3::{
 use task_service::api::shimless::v1::{ListRequest, TaskSummary};
 use task_service::client::namespaced;
 
+#[macro_use]
 mod common;
 use common::shimless::Shimless;
 
@@ -1020,22 +1021,6 @@ fn a_bad_fold_annotation_is_refused_at_run_pod_sandbox(version: Version) {
         );
         assert_eq!(rig.containerd.tasks(CRI_NAMESPACE).unwrap().len(), 0);
     });
-}
-
-macro_rules! on_both {
-    ($($name:ident),* $(,)?) => {$(
-        mod $name {
-            use integration::containerd::Version;
-            #[test]
-            fn containerd_1_7() {
-                super::$name(Version::V1_7)
-            }
-            #[test]
-            fn containerd_2_1() {
-                super::$name(Version::V2_1)
-            }
-        }
-    )*};
 }
 
 on_both!(

@@ -23,6 +23,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+#[macro_use]
 mod common;
 use common::shimless::Shimless;
 
@@ -320,23 +321,6 @@ fn host_file(rig: &Rig) -> PathBuf {
     let path = rig.dir.path().join("host-only");
     std::fs::write(&path, b"").unwrap();
     path
-}
-
-/// Each test once per containerd: `<name>::containerd_1_7` and `<name>::containerd_2_1`.
-macro_rules! on_both {
-    ($($name:ident),* $(,)?) => {$(
-        mod $name {
-            use integration::containerd::Version;
-            #[test]
-            fn containerd_1_7() {
-                super::$name(Version::V1_7)
-            }
-            #[test]
-            fn containerd_2_1() {
-                super::$name(Version::V2_1)
-            }
-        }
-    )*};
 }
 
 on_both!(

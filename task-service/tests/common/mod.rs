@@ -3,6 +3,25 @@
 
 #![allow(dead_code)]
 
+/// Each test once per containerd: `<name>::containerd_1_7` and `<name>::containerd_2_1`
+/// (a binary that declares `#[macro_use] mod common;` writes `on_both!(test_a, test_b);`).
+#[allow(unused_macros)] // not every test binary runs on both containerds
+macro_rules! on_both {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            use integration::containerd::Version;
+            #[test]
+            fn containerd_1_7() {
+                super::$name(Version::V1_7)
+            }
+            #[test]
+            fn containerd_2_1() {
+                super::$name(Version::V2_1)
+            }
+        }
+    )*};
+}
+
 pub mod processes;
 pub mod shimless;
 #[allow(unused_imports)] // not every test binary uses it
