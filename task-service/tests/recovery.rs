@@ -472,6 +472,11 @@ fn a_pidfd_that_cannot_be_reopened_for_want_of_descriptors_is_no_exit() {
             .spawn()
             .unwrap();
         runtime_calls.push(call);
+        // Until the shell has exec'd, its cmdline is still this test's and recovery would not
+        // see the call at all.
+        wait_until("the runtime call is visible", || {
+            !runc_driver::runtime_calls(&ns_root, blocker).is_empty()
+        });
     }
     let log = paths.log();
     let cmd = daemon_command(&paths);
