@@ -479,13 +479,21 @@ fn a_pidfd_that_cannot_be_reopened_for_want_of_descriptors_is_no_exit() {
         });
     }
     let log = paths.log();
-    let cmd = daemon_command(&paths);
+    // Started with a soft limit below the hard one, so that its raising the limit can be seen
+    // (this machine's soft limit may already equal the hard one).
+    let daemon = daemon_command(&paths);
+    let mut cmd = Command::new("prlimit");
+    cmd.arg("--nofile=1024:")
+        .arg("--")
+        .arg(daemon.get_program())
+        .args(daemon.get_args());
     let starting = std::thread::spawn(move || Child::start(cmd, &log, "serving on").unwrap());
     let pid = daemon_pid(&paths.socket());
     let limit = base + N / 3;
     wait_until("shimlessd raised its limit", || {
+        let exe = std::fs::read_link(format!("/proc/{pid}/exe")).unwrap_or_default();
         let (soft, hard) = fd_limits(pid);
-        soft == hard && !soft.is_empty()
+        exe.ends_with("shimlessd") && soft == hard && !soft.is_empty()
     });
     set_soft_fd_limit(pid, &limit.to_string());
     let mut first_blocker = runtime_calls.remove(0);
