@@ -25,6 +25,61 @@ pub const OUTBOX_FORMAT: u32 = 1;
 /// a peer (`shimlessd` reports its own in `Health/Status`).
 pub const PROTOCOL: u32 = 1;
 
+/// What marks the build tag in the binaries (see [`build`]).
+pub const BUILD_TAG_MARK: &str = "SHIMLESS_BUILD_TAG=";
+
+/// The bytes after [`BUILD_TAG_MARK`] that hold the tag, padded with NULs.
+pub const BUILD_TAG_LEN: usize = 40;
+
+const MARK_LEN: usize = BUILD_TAG_MARK.len();
+
+/// The mark and the tag: `SHIMLESS_BUILD_TAG` at build time (`dev` without it), cut to
+/// [`BUILD_TAG_LEN`] bytes.
+const fn tagged() -> [u8; MARK_LEN + BUILD_TAG_LEN] {
+    let mut out = [0u8; MARK_LEN + BUILD_TAG_LEN];
+    let mark = BUILD_TAG_MARK.as_bytes();
+    let tag = match option_env!("SHIMLESS_BUILD_TAG") {
+        Some(tag) => tag.as_bytes(),
+        None => b"dev",
+    };
+    let mut i = 0;
+    while i < MARK_LEN {
+        out[i] = mark[i];
+        i += 1;
+    }
+    let mut j = 0;
+    while j < tag.len() && j < BUILD_TAG_LEN {
+        out[MARK_LEN + j] = tag[j];
+        j += 1;
+    }
+    out
+}
+
+/// One copy of the mark and tag in the binary's read-only data, read at run time (never
+/// folded into the code), so that a copy of a binary can be given another tag in place.
+static BUILD_TAG: [u8; MARK_LEN + BUILD_TAG_LEN] = tagged();
+
+/// This build's identity as `shimless-front` (`Front/Info`) and `shimlessd` (`Health/Status`)
+/// report it: the crate's version, `+`, and the build tag (`SHIMLESS_BUILD_TAG` when it was
+/// built, else `dev`). The tag is kept in the binary after [`BUILD_TAG_MARK`], so a test can
+/// make a second build out of a copy of a binary (as `tests/upgrade.rs` does) without
+/// compiling it again.
+///
+/// ```
+/// let build = task_service::version::build();
+/// assert!(build.starts_with(concat!(env!("CARGO_PKG_VERSION"), "+")), "{build}");
+/// ```
+pub fn build() -> String {
+    let bytes = std::hint::black_box(&BUILD_TAG);
+    let tag = &bytes[MARK_LEN..];
+    let end = tag.iter().position(|b| *b == 0).unwrap_or(tag.len());
+    format!(
+        "{}+{}",
+        env!("CARGO_PKG_VERSION"),
+        String::from_utf8_lossy(&tag[..end])
+    )
+}
+
 /// The version a format number read from a file or a peer stands for: `0` (the field is
 /// absent: written before versions existed) is version 1.
 ///

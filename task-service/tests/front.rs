@@ -307,7 +307,11 @@ fn a_daemon_of_a_newer_protocol_gets_no_call_and_each_is_refused_naming_both_ver
             task_service::version::PROTOCOL + 1,
             task_service::version::PROTOCOL
         );
-        assert!(refused.message().contains(&expected), "{}", refused.message());
+        assert!(
+            refused.message().contains(&expected),
+            "{}",
+            refused.message()
+        );
         assert!(
             refused.message().contains("shimlessctl upgrade"),
             "{}",

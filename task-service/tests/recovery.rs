@@ -216,7 +216,10 @@ fn a_newer_record_is_refused_and_kept_with_its_container_and_an_unversioned_one_
     });
     // As a newer build wrote it: a field this build would misread.
     let newer_text = edit("newer", &|r| {
-        r.insert("format".into(), (task_service::version::RECORD_FORMAT + 1).into());
+        r.insert(
+            "format".into(),
+            (task_service::version::RECORD_FORMAT + 1).into(),
+        );
         r.insert("bundle".into(), serde_json::json!({"path": "/elsewhere"}));
     });
 
@@ -242,7 +245,10 @@ fn a_newer_record_is_refused_and_kept_with_its_container_and_an_unversioned_one_
     files.sort();
     assert_eq!(files, ["newer.json", "unversioned.json"]);
     assert_eq!(runc_ids(&ns_root), vec!["newer", "unversioned"]);
-    assert!(common::alive(newer_pid), "the newer record's container was killed");
+    assert!(
+        common::alive(newer_pid),
+        "the newer record's container was killed"
+    );
     smol::block_on(async {
         let listed = admin_list(&paths.socket()).await;
         assert!(

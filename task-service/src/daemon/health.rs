@@ -31,6 +31,7 @@ impl HealthStatus {
                 warnings: daemon.warnings().to_vec(),
                 pid: std::process::id(),
                 protocol_version: crate::version::PROTOCOL,
+                version: crate::version::build(),
             },
         }
     }
