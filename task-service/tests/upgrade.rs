@@ -17,8 +17,10 @@
 //!   goes on serving the running containers and new ones;
 //! - an upgrade while containerd holds a gRPC connection is refused naming why, and the front
 //!   goes on serving it;
-//! - five upgrades in a row (the last by `SIGHUP`) while containers are run (`--rm`, their codes checked) and exec'd
-//!   into without pause: every command succeeds with its code, the kept tasks are unchanged and
+//! - twenty upgrades in a row, back and forth between this build and a bumped one (the last by
+//!   `SIGHUP`), while containers are run (`--rm`, their codes checked), exec'd into, and run
+//!   and killed with `SIGKILL` (137) without pause: every command succeeds with its code, each
+//!   upgrade is checked by the version the front reports, the kept tasks are unchanged and
 //!   report their true codes, containerd saw no shim disconnect.
 
 use integration::containerd::{Containerd, ContainerdConfig, Version};
@@ -645,8 +647,46 @@ fn an_upgrade_to_a_binary_that_exits_at_once_leaves_the_old_front_serving() {
     assert_eq!(rig.shim_deaths(&["b0".to_string()]), Vec::<String>::new());
 }
 
+/// How many upgrades `twenty_upgrades_in_a_row_under_churn_lose_nothing` makes.
+const UPGRADES: u32 = 20;
+
+/// `ctr run --rm` of a container that sleeps, killed with `SIGKILL` once it runs: its `ctr run`
+/// must return 137.
+fn run_and_kill(rig: &Rig, id: &str) -> Result<(), String> {
+    let mut child = rig
+        .run_command(&["--rm"], id, &["sleep".into(), "1000".into()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while rig.tasks().get(id).is_none_or(|(_, s)| s != "RUNNING") {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(format!("{id} never ran"));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = rig
+        .ctr()
+        .args(["task", "kill", "-s", "SIGKILL", id])
+        .output()
+        .unwrap();
+    if !out.status.success() {
+        let _ = child.kill();
+        let _ = child.wait();
+        return Err(format!("kill {id}: {out:?}"));
+    }
+    let status = child.wait().unwrap();
+    match status.code() {
+        Some(137) => Ok(()),
+        other => Err(format!("run {id} killed: exit {other:?}")),
+    }
+}
+
 #[test]
-fn five_upgrades_in_a_row_under_churn_lose_nothing() {
+fn twenty_upgrades_in_a_row_under_churn_lose_nothing() {
     let Some(rig) = Rig::new("shimless-upgrade-churn") else {
         return;
     };
@@ -694,23 +734,39 @@ fn five_upgrades_in_a_row_under_churn_lose_nothing() {
                 if out.status.code() != Some(3) {
                     failures.push(format!("exec {exec_id}: {out:?}"));
                 }
+                if let Err(failure) = run_and_kill(&rig, &format!("x{i}")) {
+                    failures.push(failure);
+                }
                 done.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 i += 1;
             }
             failures
         });
-        for round in 1..=4u32 {
-            std::thread::sleep(Duration::from_millis(1000));
-            let out = rig.upgrade(&[]);
+        // Back and forth between this build and a bumped one, each upgrade checked by the
+        // version the front reports.
+        let tag = format!("bumped-{}", std::process::id());
+        let bumped = bumped_build(&rig.shimless.dir.path().join("bumped"), &tag);
+        let builds = [
+            (bumped.join("shimless-front"), version_of(&tag)),
+            (
+                Shimless::bin_dir().join("shimless-front"),
+                task_service::version::build(),
+            ),
+        ];
+        for round in 1..UPGRADES {
+            std::thread::sleep(Duration::from_millis(500));
+            let (binary, version) = &builds[(round as usize - 1) % 2];
+            let out = rig.upgrade(&["--binary", &binary.display().to_string()]);
             assert!(
                 out.status.success(),
                 "upgrade {round}: {out:?}\nfront: {}",
                 rig.shimless.log("front.log")
             );
-            assert_eq!(rig.info().generation, round);
+            let info = rig.info();
+            assert_eq!((info.generation, &info.version), (round, version));
         }
-        // The fifth by signal.
-        std::thread::sleep(Duration::from_millis(1000));
+        // The last by signal: to the binary the front runs.
+        std::thread::sleep(Duration::from_millis(500));
         let front = rig.info().pid;
         rustix::process::kill_process(
             rustix::process::Pid::from_raw(front as i32).unwrap(),
@@ -719,7 +775,7 @@ fn five_upgrades_in_a_row_under_churn_lose_nothing() {
         .unwrap();
         wait_until("SIGHUP upgraded the front", Duration::from_secs(30), || {
             std::thread::sleep(Duration::from_millis(100));
-            rig.info().generation == 5
+            rig.info().generation == UPGRADES
         });
         std::thread::sleep(Duration::from_millis(500));
         stop.store(true, std::sync::atomic::Ordering::SeqCst);
@@ -733,7 +789,7 @@ fn five_upgrades_in_a_row_under_churn_lose_nothing() {
     });
     let done = done.load(std::sync::atomic::Ordering::SeqCst);
     assert!(done >= 5, "{done}");
-    println!("{done} run+exec rounds across five upgrades");
+    println!("{done} run+exec+kill rounds across {UPGRADES} upgrades");
     for line in rig
         .shimless
         .log("front.log")
