@@ -420,6 +420,21 @@ fn fnv64(bytes: &[u8]) -> u64 {
     })
 }
 
+/// Rewrites the header of the outbox at `path` with `format` as its version (0: as a build
+/// before versions wrote it), for tests.
+#[cfg(test)]
+pub(crate) fn set_header_format(path: &Path, format: u64) {
+    let bytes = std::fs::read(path).unwrap();
+    let (records, problems) = decode(&bytes);
+    assert!(problems.is_empty(), "{problems:?}");
+    let mut rewritten = Vec::new();
+    for (kind, seq, body) in records {
+        let seq = if kind == HEADER { format } else { seq };
+        rewritten.extend(encode(kind, seq, &body));
+    }
+    std::fs::write(path, rewritten).unwrap();
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -575,19 +590,6 @@ mod tests {
         assert!(err.contains("garbage") && err.contains("header"), "{err}");
     }
 
-    /// The file as a build before versions wrote it: header sequence number 0.
-    fn with_header_format(path: &Path, format: u64) {
-        let bytes = std::fs::read(path).unwrap();
-        let (records, problems) = decode(&bytes);
-        assert!(problems.is_empty(), "{problems:?}");
-        let mut rewritten = Vec::new();
-        for (kind, seq, body) in records {
-            let seq = if kind == HEADER { format } else { seq };
-            rewritten.extend(encode(kind, seq, &body));
-        }
-        std::fs::write(path, rewritten).unwrap();
-    }
-
     #[test]
     fn an_unversioned_outbox_is_read_as_version_1_and_rewritten_as_the_current_one() {
         let dir = tempfile::tempdir().unwrap();
@@ -595,7 +597,7 @@ mod tests {
         outbox.append(exit("old", 9, 4));
         let path = outbox.path.clone();
         drop(outbox);
-        with_header_format(&path, 0);
+        set_header_format(&path, 0);
 
         let (again, problems) = Outbox::load(&path).unwrap();
         assert!(problems.is_empty(), "{problems:?}");
@@ -616,7 +618,7 @@ mod tests {
         let path = outbox.path.clone();
         drop(outbox);
         let newer = u64::from(crate::version::OUTBOX_FORMAT) + 1;
-        with_header_format(&path, newer);
+        set_header_format(&path, newer);
         let before = std::fs::read(&path).unwrap();
 
         match Outbox::load(&path) {
