@@ -30,6 +30,8 @@ impl HealthStatus {
                 kernel_exit_records: daemon.kernel_recording(),
                 warnings: daemon.warnings().to_vec(),
                 pid: std::process::id(),
+                protocol_version: crate::version::PROTOCOL,
+                version: crate::version::build(),
             },
         }
     }

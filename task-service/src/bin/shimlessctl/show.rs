@@ -142,12 +142,14 @@ pub(crate) async fn health(ctl: &Ctl) -> Result<i32> {
         .into_inner();
     let code = if answer.kernel_exit_records { 0 } else { 3 };
     if ctl.json() {
-        let value = json!({"pid": answer.pid, "kernel_exit_records": answer.kernel_exit_records,
+        let value = json!({"pid": answer.pid, "version": answer.version,
+                           "protocol_version": answer.protocol_version,
+                           "kernel_exit_records": answer.kernel_exit_records,
                            "degraded": !answer.kernel_exit_records, "warnings": answer.warnings});
         println!("{value}");
         return Ok(code);
     }
-    println!("shimlessd pid {}", answer.pid);
+    println!("shimlessd pid {} (version {})", answer.pid, answer.version);
     if answer.kernel_exit_records {
         println!("exit codes kept in the kernel: yes (exitwatch loaded)");
     } else {
