@@ -21,7 +21,7 @@
 //! `tests/conformance.rs`), [`grpc`] (HTTP/2 on smol over a unix socket, peer-uid checks and
 //! deadlines), [`model`] (the pure container state machine), [`state`] (atomic records),
 //! [`stdio`] and [`console`] (streams and terminals), [`rootfs`], [`events`], [`config`],
-//! [`options`] and [`ids`].
+//! [`options`], [`probes`] (the pod annotation of daemon-run probes) and [`ids`].
 //!
 //! ```no_run
 //! use std::sync::Arc;
@@ -52,6 +52,7 @@ mod lock;
 pub mod logcap;
 pub mod model;
 pub mod options;
+pub mod probes;
 pub mod rootfs;
 pub mod shim;
 pub mod state;
