@@ -21,6 +21,7 @@ use crate::probes::{CONTAINER_NAME, ContainerProbes, PodProbes};
 use fileprobe::{ProbeEvent, ProbeKind, ProbeResult, Prober, ProberHandle, Target};
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant, SystemTime};
 use tonic::Status;
@@ -29,6 +30,8 @@ use tonic::Status;
 pub(super) struct Probes {
     handle: ProberHandle,
     table: Mutex<HashMap<Key, Configured>>,
+    /// Containers killed by a probe since the daemon started.
+    kills: AtomicU64,
 }
 
 /// One container's probes and what they reported.
@@ -98,6 +101,7 @@ impl Probes {
         let probes = Probes {
             handle: prober.handle(),
             table: Mutex::new(HashMap::new()),
+            kills: AtomicU64::new(0),
         };
         (probes, prober)
     }
@@ -286,6 +290,7 @@ impl Daemon {
             (key.clone(), grace)
         };
         let (key, grace) = key;
+        self.inner.probes.kills.fetch_add(1, Ordering::Relaxed);
         eprintln!(
             "shimless: {}: {} failed ({}): killing it (SIGTERM, SIGKILL after {}s)",
             prober_name(&key),
@@ -401,6 +406,7 @@ impl Daemon {
             statx_calls: n.statx_calls,
             cached_checks: n.cached_checks,
             watches: n.watches,
+            kills: self.inner.probes.kills.load(Ordering::Relaxed),
         };
         (rows, counters)
     }

@@ -94,7 +94,7 @@ pub(crate) async fn probes(ctl: &Ctl, all: bool) -> Result<i32> {
             .collect();
         let counters = json!({"runs": c.runs, "failures": c.failures, "skips": c.skips,
             "events": c.events, "hung": c.hung, "statx_calls": c.statx_calls,
-            "cached_checks": c.cached_checks, "watches": c.watches});
+            "cached_checks": c.cached_checks, "watches": c.watches, "kills": c.kills});
         println!("{}", json!({"probes": rows, "counters": counters}));
         return Ok(0);
     }
@@ -119,8 +119,8 @@ pub(crate) async fn probes(ctl: &Ctl, all: bool) -> Result<i32> {
     }
     println!(
         "prober: {} checks ({} failed, {} skipped, {} hung), {} statx, {} answered by inotify, \
-         {} directories watched",
-        c.runs, c.failures, c.skips, c.hung, c.statx_calls, c.cached_checks, c.watches
+         {} directories watched; {} containers killed",
+        c.runs, c.failures, c.skips, c.hung, c.statx_calls, c.cached_checks, c.watches, c.kills
     );
     Ok(0)
 }
