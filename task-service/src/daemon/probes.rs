@@ -67,6 +67,15 @@ fn prober_name(key: &Key) -> String {
     format!("{}/{}", key.0.as_str(), key.1.as_str())
 }
 
+/// The key a scheduler name stands for.
+fn key_of(name: &str) -> Option<Key> {
+    let (ns, id) = name.split_once('/')?;
+    Some((
+        crate::ids::Namespace::new(ns.to_owned()).ok()?,
+        crate::ids::ContainerId::new(id.to_owned()).ok()?,
+    ))
+}
+
 fn kind_word(kind: ProbeKind) -> &'static str {
     match kind {
         ProbeKind::Readiness => "readiness",
@@ -257,12 +266,12 @@ impl Daemon {
 
     /// A probe's result changed: noted, and a liveness or startup Failure kills the container.
     fn on_probe_event(&self, event: ProbeEvent) {
+        let Some(key) = key_of(&event.container) else {
+            return;
+        };
         let key = {
             let mut table = lock(&self.inner.probes.table);
-            let Some((key, c)) = table
-                .iter_mut()
-                .find(|(k, c)| c.scheduled && prober_name(k) == event.container)
-            else {
+            let Some(c) = table.get_mut(&key).filter(|c| c.scheduled) else {
                 return;
             };
             let Some(i) = c
@@ -287,7 +296,7 @@ impl Daemon {
             state.failures += 1;
             state.kills += 1;
             let grace = c.probes.probes()[i].grace;
-            (key.clone(), grace)
+            (key, grace)
         };
         let (key, grace) = key;
         self.inner.probes.kills.fetch_add(1, Ordering::Relaxed);
@@ -427,5 +436,13 @@ mod tests {
         }
         assert_eq!(kind_of_word("file"), None);
         assert_eq!(kind_of_word("Readiness"), None);
+    }
+
+    #[test]
+    fn a_scheduler_name_gives_its_key_back() {
+        let key = key_of("k8s.io/abc").unwrap();
+        assert_eq!((key.0.as_str(), key.1.as_str()), ("k8s.io", "abc"));
+        assert_eq!(prober_name(&key), "k8s.io/abc");
+        assert!(key_of("no-slash").is_none());
     }
 }
