@@ -15,6 +15,10 @@ mod go_shim;
 #[allow(dead_code)] // the tests' private shimless installation; the bench uses part of it
 mod shimless;
 
+#[path = "cri/pods.rs"]
+#[allow(dead_code)] // shared with the probes bench
+mod pods;
+
 /// Kubernetes' CRI, package `runtime.v1` (the subset in `proto/k8s/cri/runtime_v1.proto`).
 mod runtime {
     pub mod v1 {
@@ -23,80 +27,17 @@ mod runtime {
     }
 }
 
-use integration::containerd::{CRI_NAMESPACE, Containerd, ContainerdConfig, Runtime, Version};
-use integration::image::Image;
-use runtime::v1::runtime_service_client::RuntimeServiceClient;
-use runtime::v1::*;
+use integration::containerd::{CRI_NAMESPACE, Containerd};
+use pods::{Cri, PodSpec, containerd_version, load_average, ms, percentile, start_containerd};
 use shimless::Shimless;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-type Cri = RuntimeServiceClient<task_service::grpc::Channel>;
-
-const BUSYBOX: &str = "docker.io/shimless/busybox:test";
-const PAUSE: &str = "registry.k8s.io/pause:3.9";
-
 /// RunPodSandbox, CreateContainer, StartContainer of a host-network pod; the time they took.
 async fn start_pod(cri: &mut Cri, logs: &Path, name: &str, handler: &str) -> Duration {
-    let log_dir = logs.join(name);
-    std::fs::create_dir_all(&log_dir).unwrap();
-    let config = PodSandboxConfig {
-        metadata: Some(PodSandboxMetadata {
-            name: name.into(),
-            uid: format!("uid-{name}"),
-            namespace: "bench".into(),
-            attempt: 0,
-        }),
-        log_directory: log_dir.display().to_string(),
-        linux: Some(LinuxPodSandboxConfig {
-            security_context: Some(LinuxSandboxSecurityContext {
-                namespace_options: Some(NamespaceOption {
-                    network: NamespaceMode::Node as i32,
-                    ..Default::default()
-                }),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }),
-        ..Default::default()
-    };
-    let container = ContainerConfig {
-        metadata: Some(ContainerMetadata {
-            name: name.into(),
-            attempt: 0,
-        }),
-        image: Some(ImageSpec {
-            image: BUSYBOX.into(),
-            ..Default::default()
-        }),
-        command: vec!["sleep".into(), "1000000".into()],
-        log_path: format!("{name}.log"),
-        ..Default::default()
-    };
-    let t0 = Instant::now();
-    let pod = cri
-        .run_pod_sandbox(RunPodSandboxRequest {
-            config: Some(config.clone()),
-            runtime_handler: handler.into(),
-        })
+    pods::start_pod(cri, logs, PodSpec::sleeping(name, handler))
         .await
-        .unwrap_or_else(|e| panic!("RunPodSandbox {name}: {e}"))
-        .into_inner()
-        .pod_sandbox_id;
-    let id = cri
-        .create_container(CreateContainerRequest {
-            pod_sandbox_id: pod,
-            config: Some(container),
-            sandbox_config: Some(config),
-        })
-        .await
-        .unwrap_or_else(|e| panic!("CreateContainer {name}: {e}"))
-        .into_inner()
-        .container_id;
-    cri.start_container(StartContainerRequest { container_id: id })
-        .await
-        .unwrap_or_else(|e| panic!("StartContainer {name}: {e}"));
-    t0.elapsed()
+        .1
 }
 
 /// A process's proportional set size, in KiB (`Pss:` of `/proc/<pid>/smaps_rollup`).
@@ -104,35 +45,10 @@ fn pss_kib(pid: u32) -> u64 {
     go_shim::memory_kib(pid).map_or(0, |(pss, _)| pss)
 }
 
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
-}
-
-/// `--containerd 1.7|2.1` (or `--containerd=2.1`) among `args`; 1.7 without it.
-fn containerd_version(args: &[String]) -> Version {
-    let value = args.iter().enumerate().find_map(|(i, a)| {
-        a.strip_prefix("--containerd=")
-            .map(str::to_string)
-            .or_else(|| (a == "--containerd").then(|| args.get(i + 1).cloned().unwrap_or_default()))
-    });
-    match value.map(|v| v.parse::<Version>()) {
-        None => Version::V1_7,
-        Some(Ok(version)) => version,
-        Some(Err(e)) => {
-            eprintln!("cri bench: {e}");
-            std::process::exit(2);
-        }
-    }
-}
-
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let n: usize = args.iter().find_map(|a| a.parse().ok()).unwrap_or(50);
-    let version = containerd_version(&args);
+    let version = containerd_version(&args, "cri");
     let mut needs = version.needs().to_vec();
     needs.extend([integration::Need::Btf, integration::Need::Bpffs]);
     if integration::require(&needs).is_none() {
@@ -158,31 +74,6 @@ fn main() {
     drop(shimless);
 }
 
-/// A private containerd with CRI, the `unified` runtime (shimless) beside the default runc
-/// shim, and busybox imported.
-fn start_containerd(version: Version, shimless: &Shimless) -> Containerd {
-    let containerd = Containerd::start(
-        ContainerdConfig::new()
-            .version(version)
-            .cri(PAUSE)
-            .runtime(
-                Runtime::new("unified", "io.containerd.runc.v2")
-                    .path(Shimless::bin_dir().join("containerd-shim-shimless-v2"))
-                    .sandbox_mode("podsandbox")
-                    .option("SystemdCgroup", false),
-            )
-            .path_prepend(Shimless::bin_dir())
-            .env("SHIMLESS_CONFIG", shimless.config().display().to_string()),
-    )
-    .expect("start containerd with CRI");
-    let image = Image::busybox(BUSYBOX)
-        .write_tar(&containerd.dir().join("busybox.tar"))
-        .unwrap();
-    containerd.import(CRI_NAMESPACE, image.path()).unwrap();
-    containerd.wait_cri_knows(&image).unwrap();
-    containerd
-}
-
 /// `n` pods through each runtime, alternating; each pod's start time, per runtime.
 async fn start_pods(
     containerd: &Containerd,
@@ -190,12 +81,7 @@ async fn start_pods(
     n: usize,
 ) -> (Vec<Duration>, Vec<Duration>) {
     let (mut unified, mut stock) = (Vec::new(), Vec::new());
-    let mut cri = RuntimeServiceClient::with_origin(
-        task_service::grpc::connect(&containerd.socket())
-            .await
-            .unwrap(),
-        "http://localhost".parse().unwrap(),
-    );
+    let mut cri = pods::connect(containerd).await;
     // One pod of each first, untimed: the first unified pod starts the front and daemon,
     // and both runtimes' first pod warms containerd's caches.
     start_pod(&mut cri, logs, "warm-u", "unified").await;
@@ -269,13 +155,4 @@ fn report(
         runc_kib as f64 / shimless_kib.max(1) as f64,
         percentile(&unified, 0.5).as_secs_f64() / percentile(&stock, 0.5).as_secs_f64()
     );
-}
-
-/// The 1, 5 and 15 minute load averages.
-fn load_average() -> String {
-    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
-    load.split_whitespace()
-        .take(3)
-        .collect::<Vec<_>>()
-        .join(" ")
 }

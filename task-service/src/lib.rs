@@ -21,8 +21,8 @@
 //! `tests/conformance.rs`), [`grpc`] (HTTP/2 on smol over a unix socket, peer-uid checks and
 //! deadlines), [`model`] (the pure container state machine), [`state`] (atomic records),
 //! [`stdio`] and [`console`] (streams and terminals), [`rootfs`], [`events`], [`config`],
-//! [`options`], [`ids`] and [`version`] (the format versions of records, outboxes and the
-//! front↔daemon protocol).
+//! [`options`], [`probes`] (the pod annotation of daemon-run probes), [`ids`] and [`version`]
+//! (the format versions of records, outboxes and the front↔daemon protocol).
 //!
 //! ```no_run
 //! use std::sync::Arc;
@@ -53,6 +53,7 @@ mod lock;
 pub mod logcap;
 pub mod model;
 pub mod options;
+pub mod probes;
 pub mod rootfs;
 pub mod shim;
 pub mod state;

@@ -93,7 +93,8 @@ impl Rig {
                         .path(&shim)
                         .sandbox_mode("podsandbox")
                         .option("SystemdCgroup", false)
-                        .option("BinaryName", wrapper.display().to_string()),
+                        .option("BinaryName", wrapper.display().to_string())
+                        .pod_annotations(["shimless.io/*"]),
                 )
                 .path_prepend(Shimless::bin_dir())
                 .env("SHIMLESS_CONFIG", shimless.config().display().to_string()),
@@ -144,6 +145,18 @@ impl Rig {
     /// A host-network pod `name` of `handler` whose container touches `/probe-dir/probe`
     /// every 2 s until `/probe-dir/stop` exists, with the static binary at [`PROBE_BIN`].
     async fn probe_pod(&self, cri: &mut Cri, handler: &str, name: &str) -> Pod {
+        self.probe_pod_with(cri, handler, name, Default::default())
+            .await
+    }
+
+    /// [`Rig::probe_pod`] with pod `annotations`.
+    async fn probe_pod_with(
+        &self,
+        cri: &mut Cri,
+        handler: &str,
+        name: &str,
+        annotations: std::collections::HashMap<String, String>,
+    ) -> Pod {
         let probe_dir = self.dir.path().join(name);
         std::fs::create_dir_all(&probe_dir).unwrap();
         let logs = self.dir.path().join(format!("{name}-logs"));
@@ -156,18 +169,8 @@ impl Rig {
                 attempt: 0,
             }),
             log_directory: logs.display().to_string(),
-            linux: Some(LinuxPodSandboxConfig {
-                security_context: Some(LinuxSandboxSecurityContext {
-                    namespace_options: Some(NamespaceOption {
-                        network: NamespaceMode::Node as i32,
-                        pid: NamespaceMode::Container as i32,
-                        ipc: NamespaceMode::Pod as i32,
-                        ..Default::default()
-                    }),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            }),
+            annotations: annotations.clone(),
+            linux: Some(host_network()),
             ..Default::default()
         };
         let id = cri
@@ -180,8 +183,17 @@ impl Rig {
             .into_inner()
             .pod_sandbox_id;
         let bin = static_probe();
-        let touch = "while [ ! -e /probe-dir/stop ]; do touch /probe-dir/probe; sleep 2; done; \
-                     exec sleep 100000";
+        // With daemon-run probes the container ignores SIGTERM, so that a liveness kill has
+        // to end with the SIGKILL after the grace.
+        let ignore_term = if annotations.is_empty() {
+            ""
+        } else {
+            "trap '' TERM; "
+        };
+        let touch = format!(
+            "{ignore_term}while [ ! -e /probe-dir/stop ]; do touch /probe-dir/probe; sleep 2; \
+             done; exec sleep 100000"
+        );
         let container = ContainerConfig {
             metadata: Some(ContainerMetadata {
                 name: name.into(),
@@ -191,7 +203,7 @@ impl Rig {
                 image: BUSYBOX.into(),
                 ..Default::default()
             }),
-            command: ["sh", "-c", touch].map(String::from).to_vec(),
+            command: vec!["sh".into(), "-c".into(), touch],
             log_path: format!("{name}.log"),
             mounts: vec![
                 Mount {
@@ -328,6 +340,8 @@ on_both!(
     two_hundred_concurrent_marker_execs_leave_nothing_behind,
     a_stopped_container_gets_the_answer_a_real_exec_gets,
     the_stock_runtime_with_the_static_binary_answers_the_same,
+    daemon_run_probes_keep_a_touched_pod_and_kill_it_once_touching_stops,
+    a_bad_probes_annotation_is_refused_at_run_pod_sandbox_naming_the_field,
 );
 
 fn the_marker_answers_exec_sync_like_the_seeds_file_probe_without_the_runtime(version: Version) {
@@ -543,6 +557,232 @@ fn the_stock_runtime_with_the_static_binary_answers_the_same(version: Version) {
         remove_pod(&mut cri, &ours).await;
         remove_pod(&mut cri, &stock).await;
     });
+}
+
+/// The pod annotation `shimless.io/probes` for container `name`: readiness (validity 4 s) and
+/// liveness (validity 16 s, two failures, 1 s grace), both every second: once touching stops,
+/// readiness fails some 10 s before liveness kills.
+fn probes_annotation(name: &str) -> std::collections::HashMap<String, String> {
+    let probe = |validity: u32, extra: &str| {
+        format!(
+            r#"{{"file": {{"path": "/probe-dir/probe", "validity": {validity}}}, "periodSeconds": 1{extra}}}"#
+        )
+    };
+    let value = format!(
+        r#"{{"{name}": {{"readinessProbe": {}, "livenessProbe": {}}}}}"#,
+        probe(4, ""),
+        probe(
+            16,
+            r#", "failureThreshold": 2, "terminationGracePeriodSeconds": 1"#
+        )
+    );
+    [("shimless.io/probes".to_string(), value)].into()
+}
+
+/// `shimlessctl --json probes` of the CRI namespace: the probe rows and the counters.
+fn probes_listing(rig: &Rig) -> serde_json::Value {
+    let out = Command::new(env!("CARGO_BIN_EXE_shimlessctl"))
+        .arg("--socket")
+        .arg(rig.shimless.front_socket())
+        .args(["-n", CRI_NAMESPACE, "--json", "probes"])
+        .output()
+        .expect("run shimlessctl");
+    assert!(out.status.success(), "{out:?}");
+    serde_json::from_slice(&out.stdout).expect("JSON")
+}
+
+/// The probe rows of [`probes_listing`].
+fn listed_probes(rig: &Rig) -> Vec<serde_json::Value> {
+    probes_listing(rig)["probes"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// Polls `ExecSync` of `cmd` until it exits with `code` (bounded); the answer.
+async fn exec_until(cri: &mut Cri, container: &str, cmd: &[&str], code: i32) -> Answer {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let answer = exec(cri, container, cmd).await.expect("ExecSync");
+        if answer.code == code || Instant::now() > deadline {
+            return answer;
+        }
+        async_io::Timer::after(Duration::from_millis(200)).await;
+    }
+}
+
+fn daemon_run_probes_keep_a_touched_pod_and_kill_it_once_touching_stops(version: Version) {
+    let Some(rig) = Rig::new(version) else {
+        return;
+    };
+    smol::block_on(async {
+        let mut cri = rig.cri().await;
+        let name = "daemon-run";
+        let pod = rig
+            .probe_pod_with(&mut cri, UNIFIED, name, probes_annotation(name))
+            .await;
+        let c = pod.container.as_str();
+        let readiness = ["shimless-probe", "readiness"];
+        let liveness = ["shimless-probe", "liveness"];
+
+        // Touched every 2 s: ready once the first check has run, and it stays so.
+        let ready = exec_until(&mut cri, c, &readiness, 0).await;
+        assert_eq!(ready.code, 0, "{ready:?}\n{}", rig.logs_tail());
+        assert_eq!(ready.stdout, "readinessProbe: Success\n");
+        let rows = listed_probes(&rig);
+        assert_eq!(rows.len(), 2, "{rows:?}");
+        for row in &rows {
+            assert_eq!(row["id"], c, "{row}");
+            assert_eq!(row["container"], name, "{row}");
+            assert_eq!(row["state"], "running", "{row}");
+            assert_eq!(row["path"], "/probe-dir/probe", "{row}");
+        }
+        let watched_until = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < watched_until {
+            for cmd in [&readiness, &liveness] {
+                let a = exec(&mut cri, c, cmd).await.expect("ExecSync");
+                assert_eq!(a.code, 0, "{cmd:?}: {a:?}\n{}", rig.logs_tail());
+            }
+            let state = container_state(&mut cri, c).await;
+            assert_eq!(state.state, ContainerState::ContainerRunning as i32);
+            async_io::Timer::after(Duration::from_millis(500)).await;
+        }
+        // The marker's answers come from the daemon's results: the runtime is not called.
+        let calls = rig.runtime_calls();
+        assert_eq!(exec(&mut cri, c, &readiness).await.unwrap().code, 0);
+        assert_eq!(rig.runtime_calls(), calls);
+
+        // kill -9 of the daemon: the next one takes the probes back from the bundle.
+        let daemon = rig.shimless.processes("shimlessd");
+        assert_eq!(daemon.len(), 1, "{daemon:?}");
+        rustix::process::kill_process(
+            rustix::process::Pid::from_raw(daemon[0] as i32).unwrap(),
+            rustix::process::Signal::KILL,
+        )
+        .unwrap();
+        let ready = exec_until(&mut cri, c, &readiness, 0).await;
+        assert_eq!(ready.code, 0, "{ready:?}\n{}", rig.logs_tail());
+        assert_ne!(rig.shimless.processes("shimlessd"), daemon);
+        let rows = listed_probes(&rig);
+        assert_eq!(rows.len(), 2, "{rows:?}");
+        assert!(rows.iter().all(|r| r["state"] == "running"), "{rows:?}");
+
+        // Touching stops: readiness fails first (validity 4 s), then liveness (8 s) kills it.
+        std::fs::write(pod.probe_dir.join("stop"), b"").unwrap();
+        let unready = exec(&mut cri, c, &readiness).await.expect("ExecSync");
+        let unready = if unready.code == 1 {
+            unready
+        } else {
+            exec_until(&mut cri, c, &readiness, 1).await
+        };
+        assert_eq!(unready.code, 1, "{unready:?}");
+        assert!(
+            unready
+                .stdout
+                .starts_with("readinessProbe: Failure (/probe-dir/probe last modified "),
+            "{unready:?}"
+        );
+        // sh and sleep, as PID 1, ignore SIGTERM: SIGKILL after the 1 s grace.
+        let deadline = Instant::now() + PATIENCE;
+        let exited = loop {
+            let status = container_state(&mut cri, c).await;
+            if status.state == ContainerState::ContainerExited as i32 {
+                break status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "not killed: {status:?}\n{}",
+                rig.logs_tail()
+            );
+            async_io::Timer::after(Duration::from_millis(200)).await;
+        };
+        assert_eq!(exited.exit_code, 128 + 9, "{exited:?}");
+        // One kill, by the liveness probe, with the grace chosen (CRI deletes the task at its
+        // exit, which forgets its probes: the node's counter keeps the kill).
+        let listing = probes_listing(&rig);
+        assert_eq!(listing["counters"]["kills"], 1, "{listing}");
+        let log = rig.shimless.log("shimlessd.log");
+        let line = format!("{CRI_NAMESPACE}/{c}: livenessProbe failed");
+        assert_eq!(log.matches(&line).count(), 1, "{log}");
+        assert!(log.contains("SIGKILL after 1s"), "{log}");
+
+        // Removed with the container: nothing listed, no record left.
+        remove_pod(&mut cri, &pod).await;
+        assert_eq!(listed_probes(&rig), Vec::<serde_json::Value>::new());
+        let state = rig.shimless.dir.path().join("state").join(CRI_NAMESPACE);
+        assert!(!state.join(format!("{c}.json")).exists());
+    });
+}
+
+fn a_bad_probes_annotation_is_refused_at_run_pod_sandbox_naming_the_field(version: Version) {
+    let Some(rig) = Rig::new(version) else {
+        return;
+    };
+    smol::block_on(async {
+        let mut cri = rig.cri().await;
+        let name = "bad-probes";
+        let bad = r#"{"bad-probes": {"livenessProbe": {"file": {"path": "/p", "validity": 0}}}}"#;
+        let config = PodSandboxConfig {
+            metadata: Some(PodSandboxMetadata {
+                name: name.into(),
+                uid: format!("uid-{name}"),
+                namespace: "default".into(),
+                attempt: 0,
+            }),
+            annotations: [("shimless.io/probes".to_string(), bad.to_string())].into(),
+            linux: Some(host_network()),
+            ..Default::default()
+        };
+        let refused = cri
+            .run_pod_sandbox(RunPodSandboxRequest {
+                config: Some(config),
+                runtime_handler: UNIFIED.into(),
+            })
+            .await
+            .expect_err("a pod with a bad shimless.io/probes");
+        let msg = refused.message();
+        assert!(msg.contains("shimless.io/probes"), "{msg}");
+        assert!(msg.contains("livenessProbe.file.validity"), "{msg}");
+        // Nothing left: no record, no runtime container.
+        let state = rig.shimless.dir.path().join("state").join(CRI_NAMESPACE);
+        let records = std::fs::read_dir(&state)
+            .map(|d| d.flatten().count())
+            .unwrap_or(0);
+        assert_eq!(records, 0, "records left in {}", state.display());
+        let runc = rig.shimless.runc_root(CRI_NAMESPACE);
+        let left = std::fs::read_dir(&runc)
+            .map(|d| d.flatten().count())
+            .unwrap_or(0);
+        assert_eq!(left, 0, "runtime containers left in {}", runc.display());
+    });
+}
+
+/// A pod on the host's network (no CNI here) with its own PID namespace.
+fn host_network() -> LinuxPodSandboxConfig {
+    LinuxPodSandboxConfig {
+        security_context: Some(LinuxSandboxSecurityContext {
+            namespace_options: Some(NamespaceOption {
+                network: NamespaceMode::Node as i32,
+                pid: NamespaceMode::Container as i32,
+                ipc: NamespaceMode::Pod as i32,
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+async fn container_state(cri: &mut Cri, id: &str) -> ContainerStatus {
+    cri.container_status(ContainerStatusRequest {
+        container_id: id.into(),
+        verbose: false,
+    })
+    .await
+    .expect("ContainerStatus")
+    .into_inner()
+    .status
+    .expect("a status")
 }
 
 /// containerd's own event stream (`ctr -n k8s.io events`), recorded to a file until dropped.

@@ -1,11 +1,14 @@
 //! shimless's own `shimless.v1.Admin` service on [`Daemon`]: `List` (what `shimlessctl ps`
-//! shows) and `RegisterPublisher` (where a container's events go, from the shim's `start`).
+//! shows), `RegisterPublisher` (where a container's events go, from the shim's `start`) and
+//! `Probes` (what `shimlessctl probes` shows).
 
 use super::Daemon;
 use super::container::{Entry, Key};
 use super::errors;
 use crate::api::shimless::v1::admin_server::Admin;
-use crate::api::shimless::v1::{ListRequest, ListResponse, RegisterPublisherRequest, TaskSummary};
+use crate::api::shimless::v1::{
+    ListRequest, ListResponse, ProbesRequest, ProbesResponse, RegisterPublisherRequest, TaskSummary,
+};
 use crate::api::timestamp;
 use crate::ids::{ContainerId, Namespace};
 use crate::lock::lock;
@@ -35,6 +38,17 @@ impl Admin for Daemon {
         tasks.sort_by(|a, b| (&a.namespace, &a.id).cmp(&(&b.namespace, &b.id)));
         let problems = lock(&self.inner.problems).clone();
         Ok(Response::new(ListResponse { tasks, problems }))
+    }
+
+    async fn probes(
+        &self,
+        req: Request<ProbesRequest>,
+    ) -> Result<Response<ProbesResponse>, Status> {
+        let (probes, counters) = self.probe_list(&req.into_inner().namespace);
+        Ok(Response::new(ProbesResponse {
+            probes,
+            counters: Some(counters),
+        }))
     }
 
     async fn register_publisher(

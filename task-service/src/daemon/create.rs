@@ -63,6 +63,7 @@ impl Daemon {
         let runtime_root = self.runtime_root(&key.0, &opts);
         let runc = self.runc(&runtime_root, &opts)?;
         let fold = self.fold_at_create(&key, &bundle, runc.binary()).await?;
+        let probes = self.probes_at_create(&bundle).await?;
         // The intent first: a daemon killed from here until the full record is saved leaves a
         // `creating` record, and the next daemon removes whatever the runtime made of it.
         let mut record = Record {
@@ -121,6 +122,7 @@ impl Daemon {
         }
         let pid = launched.pid;
         let folded = record.fold.as_ref().is_some_and(|f| f.resources.is_some());
+        self.keep_probes(&key, probes);
         self.serve_created(key.clone(), r, record, runc, launched);
         if folded {
             // Kubelet's values for the pod with this container (runc/crun may have rewritten

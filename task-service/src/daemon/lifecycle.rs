@@ -26,6 +26,7 @@ impl Daemon {
     }
 
     async fn start_init_now(&self, key: &Key, entry: &Entry) -> Result<u32, Status> {
+        let started_at = std::time::Instant::now();
         let pid = {
             let record = lock(&entry.record);
             let mut check = record.container.init.clone();
@@ -54,6 +55,7 @@ impl Daemon {
                 pid: pid as u32,
             }),
         );
+        self.schedule_probes(key, entry, started_at);
         Ok(pid as u32)
     }
 
@@ -224,6 +226,7 @@ impl Daemon {
             smol::unblock(move || crate::rootfs::unmount_all(&bundle)).await;
         }
         self.forget_container(key, entry).await?;
+        self.forget_probes(key);
         if pid != 0 {
             self.inner.exits.forget(pid);
         }

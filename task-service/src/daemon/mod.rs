@@ -12,7 +12,7 @@
 //! The modules, by job: `container` (what the daemon holds per container), `persist` (saving
 //! records), `launch` (the one spawn path of an init's `Create` and an exec's `Start`),
 //! `create` and `exec` (those two calls; `probe_exec` answers an exec of `shimless-probe`
-//! itself), `watch` (waiting for exits and reporting them),
+//! itself; `probes` runs the pod annotation's probes on the node's one prober), `watch` (waiting for exits and reporting them),
 //! `lifecycle` (start, kill, pause, delete), `outlive` (a call's work that finishes, or
 //! undoes itself, when the call is dropped at its deadline), `reaper` (orphans nobody waits
 //! for), `stats` (containerd's metrics), `task` (the Task service, delegating to those), `admin`
@@ -39,6 +39,7 @@ mod outbox;
 mod outlive;
 mod persist;
 mod probe_exec;
+mod probes;
 mod reaper;
 mod rebuild;
 mod record;
@@ -107,6 +108,8 @@ struct Inner {
     problems: Mutex<Vec<String>>,
     /// Reaps orphans re-parented to the daemon that nobody waits for.
     reaper: Arc<reaper::Reaper>,
+    /// The probes of pod annotation `shimless.io/probes`, on the node's one prober.
+    probes: probes::Probes,
 }
 
 impl std::fmt::Debug for Daemon {
@@ -127,7 +130,8 @@ impl Daemon {
         let (exits, warning) = Exits::open(&config.bpf_pin_dir);
         let publishers = Arc::new(forward::Publishers::open(&config.state_dir));
         let forwarder = forward::Forwarder::open(&config.state_dir, publishers.clone());
-        Ok(Daemon {
+        let (probes, prober) = probes::Probes::new();
+        let daemon = Daemon {
             inner: Arc::new(Inner {
                 store: StateStore::new(&config.state_dir),
                 events: EventBus::new(config.event_capacity),
@@ -142,8 +146,11 @@ impl Daemon {
                 creating: Mutex::new(HashSet::new()),
                 problems: Mutex::new(Vec::new()),
                 reaper: Arc::default(),
+                probes,
             }),
-        })
+        };
+        daemon.run_prober(prober);
+        Ok(daemon)
     }
 
     /// What the daemon could not set up but runs without (today: exitwatch, when the kernel or

@@ -8,12 +8,14 @@
 //! the exec's stdout (the usage to its stderr), records it started and publishes
 //! `TaskExecStarted`, then records its exit (code 0, 1 or 2) through the same path as a real
 //! exec's exit: `TaskExit`, its `Wait` released, `State` and `Delete` answered from the record.
-//! Its PID is 0: there is no process.
+//! Its PID is 0: there is no process. `shimless-probe readiness|liveness|startup` is answered
+//! from the daemon's own probe of that kind (`probes`), with no file check.
 
 use super::Daemon;
 use super::container::{Entry, Key, PendingExec};
 use super::errors;
 use super::launch::open_stdio;
+use super::probes::Answer;
 use crate::api::containerd::events as ev;
 use crate::events::TaskEvent;
 use crate::lock::lock;
@@ -73,10 +75,13 @@ impl Daemon {
                 .as_ref()
                 .map(|a| a.iter().skip(1).cloned().collect())
                 .unwrap_or_default();
-            let outcome = answer(root, args).await;
+            let answer = match args.first().and_then(|w| super::probes::kind_of_word(w)) {
+                Some(kind) if args.len() == 1 => daemon.probe_answer(&key, kind),
+                _ => Answer::from(check(root, args).await),
+            };
             let stdio = pending.stdio;
-            let outcome = smol::unblock(move || write_output(stdio, outcome)).await?;
-            daemon.finish_probe_exec(key, entry, exec_id, outcome).await
+            let code = smol::unblock(move || write_output(stdio, answer)).await?;
+            daemon.finish_probe_exec(key, entry, exec_id, code).await
         })
         .await
     }
@@ -90,7 +95,7 @@ impl Daemon {
         key: Key,
         entry: Arc<Entry>,
         exec_id: String,
-        outcome: ProbeOutcome,
+        code: u8,
     ) -> Result<u32, Status> {
         let gate = entry.signal_gate.lock().await;
         let snapshot = {
@@ -114,7 +119,7 @@ impl Daemon {
         }
         drop(gate);
         let exit = Exit {
-            status: ExitStatus::Exited(outcome.exit_code()),
+            status: ExitStatus::Exited(code),
             at: SystemTime::now(),
         };
         self.exec_exited(&key, &entry, &exec_id, exit).await;
@@ -125,7 +130,7 @@ impl Daemon {
 /// The container's root, `/proc/<init pid>/root`, opened through a pidfd of the very init (by
 /// PID and start time), so a PID reused by another process is never looked into. A container
 /// whose init is not running is refused as `Exec` refuses it.
-fn container_root(entry: &Entry) -> Result<OwnedFd, Status> {
+pub(super) fn container_root(entry: &Entry) -> Result<OwnedFd, Status> {
     let (state, identity) = {
         let record = lock(&entry.record);
         (record.container.init.state.name(), record.identity)
@@ -146,8 +151,18 @@ fn container_root(entry: &Entry) -> Result<OwnedFd, Status> {
     Ok(root)
 }
 
+impl From<ProbeOutcome> for Answer {
+    fn from(outcome: ProbeOutcome) -> Answer {
+        Answer {
+            code: outcome.exit_code(),
+            stdout: outcome.stdout(),
+            stderr: outcome.stderr(),
+        }
+    }
+}
+
 /// Runs the command inside `root` off the executor, failing it after [`CHECK_TIMEOUT`].
-async fn answer(root: OwnedFd, args: Vec<String>) -> ProbeOutcome {
+async fn check(root: OwnedFd, args: Vec<String>) -> ProbeOutcome {
     let check = smol::unblock(move || fileprobe::run_command(&root, &args, SystemTime::now()));
     let timeout = async {
         async_io::Timer::after(CHECK_TIMEOUT).await;
@@ -158,20 +173,20 @@ async fn answer(root: OwnedFd, args: Vec<String>) -> ProbeOutcome {
     futures_lite::future::or(check, timeout).await
 }
 
-/// Writes the outcome to the exec's stdout and stderr (containerd's FIFOs or files), then
-/// closes them, so containerd's copy ends before the exit is reported. A reader that has gone
-/// away loses the text, not the exit code.
-fn write_output(stdio: [String; 3], outcome: ProbeOutcome) -> Result<ProbeOutcome, Status> {
+/// Writes the answer to the exec's stdout and stderr (containerd's FIFOs or files), then
+/// closes them, so containerd's copy ends before the exit is reported; its exit code. A reader
+/// that has gone away loses the text, not the exit code.
+fn write_output(stdio: [String; 3], answer: Answer) -> Result<u8, Status> {
     let opened = open_stdio(stdio.each_ref().map(String::as_str), IoOwner::default())?;
     let [_, stdout, stderr] = opened.container;
-    for (fd, text) in [(stdout, outcome.stdout()), (stderr, outcome.stderr())] {
+    for (fd, text) in [(stdout, answer.stdout), (stderr, answer.stderr)] {
         if let Some(fd) = fd
             && !text.is_empty()
         {
             let _ = std::fs::File::from(fd).write_all(text.as_bytes());
         }
     }
-    Ok(outcome)
+    Ok(answer.code)
 }
 
 #[cfg(test)]

@@ -72,6 +72,7 @@ impl Daemon {
     /// and settled in the outbox, so a daemon killed anywhere in between has it sent after the
     /// restart once: from the outbox if it is there, else published by recovery.
     pub(super) async fn init_exited(&self, key: &Key, entry: &Entry, exit: Exit) {
+        self.unschedule_probes(key);
         let _gate = entry.start_gate.lock().await;
         // After any `Kill` in progress has answered (see `Entry::signal_gate`).
         let signals = entry.signal_gate.lock().await;

@@ -2,7 +2,7 @@
 //!
 //! `main.rs` holds the command line and sends each command to its module: `task` (the Task
 //! calls and their printing), `attach` (`run` and `exec`, which attach the process's output and
-//! exit with its code), `show` (`ps` and `events`), `upgrade` (the front's handover).
+//! exit with its code), `show` (`ps`, `probes` and `events`), `upgrade` (the front's handover).
 
 mod attach;
 mod show;
@@ -23,6 +23,7 @@ use task::Ctl;
   shimlessctl create web --bundle /srv/bundles/web --stdout /tmp/web.log
   shimlessctl start web
   shimlessctl ps                                           # id, pid, status, exit, age
+  shimlessctl probes -A                                    # daemon-run probes, results, counters
   shimlessctl exec web --exec-id probe -- cat /etc/hostname
   shimlessctl kill web --signal TERM
   shimlessctl wait web && shimlessctl delete web
@@ -76,6 +77,13 @@ enum Command {
     },
     /// List containers: id, pid, status, exit code, age.
     Ps {
+        /// Every namespace, not only --namespace.
+        #[arg(short = 'A', long)]
+        all_namespaces: bool,
+    },
+    /// List the probes the daemon runs (pod annotation shimless.io/probes): state, last
+    /// result, counters; then the node's prober counters.
+    Probes {
         /// Every namespace, not only --namespace.
         #[arg(short = 'A', long)]
         all_namespaces: bool,
@@ -166,6 +174,7 @@ async fn run(cli: Cli) -> Result<i32> {
             interactive,
         } => attach::run_container(&mut ctl, &id, &bundle, detach, interactive).await,
         Command::Ps { all_namespaces } => show::ps(&ctl, all_namespaces).await,
+        Command::Probes { all_namespaces } => show::probes(&ctl, all_namespaces).await,
         Command::State { id, exec_id } => task::state(&mut ctl, &id, exec_id).await,
         Command::Exec { id, exec_id, args } => attach::exec(&mut ctl, &id, &exec_id, args).await,
         Command::Kill {

@@ -1,12 +1,12 @@
-//! `ps` (the daemon's containers, through the Admin service) and `events` (its task events,
-//! through `Events/Subscribe`).
+//! `ps` and `probes` (the daemon's containers and its probes, through the Admin service) and
+//! `events` (its task events, through `Events/Subscribe`).
 
 use crate::task::Ctl;
 use crate::{Result, status};
 use serde_json::json;
 use std::time::{Duration, SystemTime};
 use task_service::api::containerd::services::events::v1::SubscribeRequest;
-use task_service::api::shimless::v1::ListRequest;
+use task_service::api::shimless::v1::{ListRequest, ProbesRequest};
 use task_service::events::TaskEvent;
 
 /// `shimlessctl ps`: a table, or a JSON array.
@@ -61,6 +61,67 @@ pub(crate) async fn ps(ctl: &Ctl, all: bool) -> Result<i32> {
         );
     }
     folded_pods(&tasks);
+    Ok(0)
+}
+
+/// `shimlessctl probes`: a table and the node's counters, or one JSON object.
+pub(crate) async fn probes(ctl: &Ctl, all: bool) -> Result<i32> {
+    let namespace = if all {
+        String::new()
+    } else {
+        ctl.namespace.clone()
+    };
+    let listed = ctl
+        .client
+        .admin()
+        .probes(ProbesRequest { namespace })
+        .await
+        .map_err(status)?
+        .into_inner();
+    let c = listed.counters.unwrap_or_default();
+    if ctl.json() {
+        let rows: Vec<_> = listed
+            .probes
+            .iter()
+            .map(|p| {
+                json!({"namespace": p.namespace, "id": p.id, "container": p.container,
+                       "kind": p.kind, "path": p.path, "period_seconds": p.period_seconds,
+                       "validity_seconds": p.validity_seconds, "state": p.state,
+                       "result": p.result, "reason": p.reason, "changes": p.changes,
+                       "failures": p.failures, "kills": p.kills,
+                       "since": p.since.map(|s| s.seconds)})
+            })
+            .collect();
+        let counters = json!({"runs": c.runs, "failures": c.failures, "skips": c.skips,
+            "events": c.events, "hung": c.hung, "statx_calls": c.statx_calls,
+            "cached_checks": c.cached_checks, "watches": c.watches, "kills": c.kills});
+        println!("{}", json!({"probes": rows, "counters": counters}));
+        return Ok(0);
+    }
+    println!(
+        "{:<12} {:<24} {:<14} {:<15} {:<8} {:<8} {:>7} {:>8} {:>5}  REASON",
+        "NAMESPACE", "ID", "CONTAINER", "PROBE", "STATE", "RESULT", "CHANGES", "FAILURES", "KILLS"
+    );
+    for p in &listed.probes {
+        println!(
+            "{:<12} {:<24} {:<14} {:<15} {:<8} {:<8} {:>7} {:>8} {:>5}  {}",
+            p.namespace,
+            p.id,
+            p.container,
+            p.kind,
+            p.state,
+            p.result,
+            p.changes,
+            p.failures,
+            p.kills,
+            p.reason
+        );
+    }
+    println!(
+        "prober: {} checks ({} failed, {} skipped, {} hung), {} statx, {} answered by inotify, \
+         {} directories watched; {} containers killed",
+        c.runs, c.failures, c.skips, c.hung, c.statx_calls, c.cached_checks, c.watches, c.kills
+    );
     Ok(0)
 }
 
