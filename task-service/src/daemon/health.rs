@@ -40,7 +40,7 @@ impl HealthStatus {
     /// ```no_run
     /// # fn f(daemon: task_service::daemon::Daemon) {
     /// if let Some(line) = task_service::daemon::HealthStatus::of(&daemon).degraded() {
-    ///     eprintln!("shimlessd: warning: {line}");
+    ///     tracing::warn!("shimlessd: warning: {line}");
     /// }
     /// # }
     /// ```

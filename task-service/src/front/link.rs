@@ -13,6 +13,8 @@ pub(super) struct Link {
     path: PathBuf,
     ex: Arc<smol::Executor<'static>>,
     current: async_lock::Mutex<Option<Sender>>,
+    /// Whether a connection was ever made (the next one is a reconnect).
+    connected_before: std::sync::atomic::AtomicBool,
 }
 
 impl Link {
@@ -21,6 +23,7 @@ impl Link {
             path,
             ex,
             current: async_lock::Mutex::new(None),
+            connected_before: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -39,6 +42,7 @@ impl Link {
         .await
         .ok_or_else(|| self.absent("another call is already waiting for it"))?;
         let mut pause = Duration::from_millis(10);
+        let mut held = None;
         loop {
             if let Some(sender) = slot.as_ref()
                 && !sender.is_closed()
@@ -48,10 +52,17 @@ impl Link {
             *slot = None;
             match self.connect().await {
                 Ok(sender) => {
+                    if self
+                        .connected_before
+                        .swap(true, std::sync::atomic::Ordering::Relaxed)
+                    {
+                        crate::metrics::FRONT.reconnects.inc();
+                    }
                     *slot = Some(sender.clone());
                     return Ok(sender);
                 }
                 Err(e) => {
+                    held.get_or_insert_with(|| crate::metrics::FRONT.hold());
                     if Instant::now() + pause >= until {
                         return Err(self.absent(&e.to_string()));
                     }

@@ -1,0 +1,177 @@
+//! The front's and the daemon's logs: levelled events through `tracing`, written as text for
+//! humans or as JSON lines for collectors, always to stderr.
+//!
+//! Where stderr goes is decided by whoever starts the process: `containerd-shim-shimless-v2
+//! start` points the front's at `<log_dir>/front.log`, the front points the daemon's at
+//! `<log_dir>/shimlessd.log` (both capped and rotated by [`crate::logcap`]), unless the front
+//! itself writes to journald ([`under_journal`]), in which case the daemon shares its stream.
+//!
+//! Events of shimless's own code (`task_service`, the binaries) are kept from the configured
+//! level up; those of its libraries (hyper, h2, ...) from `warn` up whatever the level, so
+//! `debug` shows shimless's calls, not HTTP/2 frames.
+
+use serde::Deserialize;
+use tracing_subscriber::filter::{LevelFilter, Targets};
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+
+/// How each log line is written.
+///
+/// ```
+/// use task_service::logging::LogFormat;
+/// assert_eq!("json".parse::<LogFormat>(), Ok(LogFormat::Json));
+/// assert!("yaml".parse::<LogFormat>().unwrap_err().contains("text or json"));
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// One line per event: time, level, the call's span (`call{method=.. ns=.. id=..}`) and the
+    /// message. The default.
+    #[default]
+    Text,
+    /// One JSON object per line: `timestamp`, `level`, `fields.message`, the event's other
+    /// fields, and `span` with the call's ids.
+    Json,
+}
+
+impl std::str::FromStr for LogFormat {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<LogFormat, String> {
+        match s {
+            "text" => Ok(LogFormat::Text),
+            "json" => Ok(LogFormat::Json),
+            other => Err(format!("unknown log format {other:?}: say text or json")),
+        }
+    }
+}
+
+/// The least severe events kept.
+///
+/// ```
+/// use task_service::logging::LogLevel;
+/// assert_eq!("debug".parse::<LogLevel>(), Ok(LogLevel::Debug));
+/// assert_eq!(LogLevel::default(), LogLevel::Info);
+/// assert!("loud".parse::<LogLevel>().unwrap_err().contains("error, warn, info, debug or trace"));
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogLevel {
+    /// Failures only.
+    Error,
+    /// Failures and what an operator should look at (a degraded daemon, a lost event, a
+    /// call that failed on the daemon's side).
+    Warn,
+    /// The default: starts, recoveries, restarts, refused calls; no line per successful call.
+    #[default]
+    Info,
+    /// Also one line per call (its ids, gRPC code and duration).
+    Debug,
+    /// Everything shimless logs.
+    Trace,
+}
+
+impl std::str::FromStr for LogLevel {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<LogLevel, String> {
+        Ok(match s {
+            "error" => LogLevel::Error,
+            "warn" => LogLevel::Warn,
+            "info" => LogLevel::Info,
+            "debug" => LogLevel::Debug,
+            "trace" => LogLevel::Trace,
+            other => {
+                return Err(format!(
+                    "unknown log level {other:?}: say error, warn, info, debug or trace"
+                ));
+            }
+        })
+    }
+}
+
+impl LogLevel {
+    fn filter(self) -> LevelFilter {
+        match self {
+            LogLevel::Error => LevelFilter::ERROR,
+            LogLevel::Warn => LevelFilter::WARN,
+            LogLevel::Info => LevelFilter::INFO,
+            LogLevel::Debug => LevelFilter::DEBUG,
+            LogLevel::Trace => LevelFilter::TRACE,
+        }
+    }
+}
+
+/// The targets that are shimless's own code: the library and its binaries.
+const OWN_TARGETS: [&str; 4] = [
+    "task_service",
+    "shimlessd",
+    "shimless_front",
+    "containerd_shim_shimless_v2",
+];
+
+/// Sends this process's `tracing` events to stderr at `level`, formatted as `format`. Call it
+/// once, first thing; a second call changes nothing.
+///
+/// ```no_run
+/// use task_service::logging::{self, LogFormat, LogLevel};
+/// logging::init(LogLevel::Info, LogFormat::Json);
+/// tracing::info!(pid = std::process::id(), "shimlessd: serving");
+/// ```
+pub fn init(level: LogLevel, format: LogFormat) {
+    INITIALIZED.store(true, std::sync::atomic::Ordering::SeqCst);
+    let mut targets = Targets::new().with_default(LevelFilter::WARN.min(level.filter()));
+    for target in OWN_TARGETS {
+        targets = targets.with_target(target, level.filter());
+    }
+    let layer = tracing_subscriber::fmt::layer()
+        .with_ansi(false)
+        .with_target(false)
+        .with_writer(std::io::stderr);
+    let registry = tracing_subscriber::registry().with(targets);
+    let _ = match format {
+        LogFormat::Text => registry.with(layer).try_init(),
+        LogFormat::Json => registry
+            .with(layer.json().with_current_span(true).with_span_list(false))
+            .try_init(),
+    };
+}
+
+/// Set once [`init`] ran: before it, `tracing` events go nowhere.
+static INITIALIZED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Logs why the process stops, at `error`, or on stderr as a plain line when [`init`] has not
+/// run yet (a bad command line or configuration file is found before logging starts).
+///
+/// ```no_run
+/// task_service::logging::fatal("shimlessd: cannot read /etc/shimless/config.toml");
+/// std::process::exit(1);
+/// ```
+pub fn fatal(line: &str) {
+    if INITIALIZED.load(std::sync::atomic::Ordering::SeqCst) {
+        tracing::error!("{line}");
+    } else {
+        eprintln!("{line}");
+    }
+}
+
+/// Whether this process's stderr is the journald stream systemd gave it (`JOURNAL_STREAM`
+/// names the stream's device and inode, as systemd documents for this check). A process that
+/// merely inherited the variable, with stderr pointed elsewhere, is not.
+///
+/// ```
+/// // Under `cargo test` stderr is not a journal stream.
+/// assert!(!task_service::logging::under_journal() || std::env::var_os("JOURNAL_STREAM").is_some());
+/// ```
+pub fn under_journal() -> bool {
+    let Some(stream) = std::env::var_os("JOURNAL_STREAM") else {
+        return false;
+    };
+    let Some((dev, ino)) = stream.to_str().and_then(|s| s.split_once(':')) else {
+        return false;
+    };
+    let Ok(stat) = rustix::fs::fstat(rustix::stdio::stderr()) else {
+        return false;
+    };
+    dev.parse::<u64>().ok() == Some(stat.st_dev) && ino.parse::<u64>().ok() == Some(stat.st_ino)
+}
