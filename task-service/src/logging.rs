@@ -175,3 +175,39 @@ pub fn under_journal() -> bool {
     };
     dev.parse::<u64>().ok() == Some(stat.st_dev) && ino.parse::<u64>().ok() == Some(stat.st_ino)
 }
+
+/// What a log line says, without what [`init`]'s formats add around it: a JSON line's
+/// `fields.message`, a text line without its time and level; any other line as it is.
+///
+/// ```
+/// use task_service::logging::message_of;
+/// assert_eq!(
+///     message_of("2026-12-07T17:22:25.226389Z ERROR shimlessd: cannot lock state"),
+///     "shimlessd: cannot lock state"
+/// );
+/// assert_eq!(
+///     message_of(r#"{"timestamp":"x","level":"ERROR","fields":{"message":"shimlessd: bye"}}"#),
+///     "shimlessd: bye"
+/// );
+/// assert_eq!(message_of("panicked at src/main.rs"), "panicked at src/main.rs");
+/// ```
+pub fn message_of(line: &str) -> String {
+    if line.starts_with('{')
+        && let Ok(value) = serde_json::from_str::<serde_json::Value>(line)
+        && let Some(message) = value["fields"]["message"].as_str()
+    {
+        return message.to_string();
+    }
+    let mut words = line.splitn(2, ' ');
+    let (Some(time), Some(rest)) = (words.next(), words.next()) else {
+        return line.to_string();
+    };
+    let rest = rest.trim_start();
+    let level = ["ERROR ", "WARN ", "INFO ", "DEBUG ", "TRACE "]
+        .iter()
+        .find_map(|level| rest.strip_prefix(level));
+    match level {
+        Some(message) if time.ends_with('Z') && time.contains('T') => message.to_string(),
+        _ => line.to_string(),
+    }
+}

@@ -259,7 +259,10 @@ fn last_words(log: &Path) -> String {
     }
     let text = String::from_utf8_lossy(&tail);
     match text.lines().rev().find(|l| !l.trim().is_empty()) {
-        Some(line) => format!(" (last words: {:?})", line.trim()),
+        Some(line) => format!(
+            " (last words: {:?})",
+            crate::logging::message_of(line.trim())
+        ),
         None => String::new(),
     }
 }
