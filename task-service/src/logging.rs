@@ -128,7 +128,7 @@ pub fn init(level: LogLevel, format: LogFormat) {
         .with_ansi(false)
         .with_target(false)
         .with_writer(std::io::stderr);
-    let registry = tracing_subscriber::registry().with(targets);
+    let registry = tracing_subscriber::registry().with(targets).with(Recent);
     let _ = match format {
         LogFormat::Text => registry.with(layer).try_init(),
         LogFormat::Json => registry
@@ -209,5 +209,73 @@ pub fn message_of(line: &str) -> String {
     match level {
         Some(message) if time.ends_with('Z') && time.contains('T') => message.to_string(),
         _ => line.to_string(),
+    }
+}
+
+/// How many of the latest warnings and errors [`recent_problems`] keeps.
+const RECENT: usize = 16;
+
+/// The latest warnings and errors, newest last: `(when, level, message)`.
+static PROBLEMS: std::sync::Mutex<
+    std::collections::VecDeque<(std::time::SystemTime, &str, String)>,
+> = std::sync::Mutex::new(std::collections::VecDeque::new());
+
+/// The latest warnings and errors this process logged (at most 16), oldest first, each with
+/// when and at which level (`WARN`, `ERROR`): what `shimlessctl status` shows.
+///
+/// ```no_run
+/// for (at, level, message) in task_service::logging::recent_problems() {
+///     println!("{at:?} {level} {message}");
+/// }
+/// ```
+pub fn recent_problems() -> Vec<(std::time::SystemTime, &'static str, String)> {
+    crate::lock::lock(&PROBLEMS).iter().cloned().collect()
+}
+
+/// The layer that keeps [`recent_problems`].
+struct Recent;
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Recent {
+    fn on_event(
+        &self,
+        event: &tracing::Event<'_>,
+        _ctx: tracing_subscriber::layer::Context<'_, S>,
+    ) {
+        let level = match *event.metadata().level() {
+            tracing::Level::ERROR => "ERROR",
+            tracing::Level::WARN => "WARN",
+            _ => return,
+        };
+        let mut text = Fields::default();
+        event.record(&mut text);
+        let mut problems = crate::lock::lock(&PROBLEMS);
+        if problems.len() == RECENT {
+            problems.pop_front();
+        }
+        problems.push_back((std::time::SystemTime::now(), level, text.0));
+    }
+}
+
+/// An event's message, then its other fields as ` name=value`.
+#[derive(Default)]
+struct Fields(String);
+
+impl tracing::field::Visit for Fields {
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        use std::fmt::Write;
+        if field.name() == "message" {
+            let _ = write!(self.0, "{value:?}");
+        } else {
+            let _ = write!(self.0, " {}={value:?}", field.name());
+        }
+    }
+
+    fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
+        use std::fmt::Write;
+        if field.name() == "message" {
+            self.0.push_str(value);
+        } else {
+            let _ = write!(self.0, " {}={value:?}", field.name());
+        }
     }
 }

@@ -164,7 +164,13 @@ fn a_scrape_counts_a_containers_life_and_a_kill_9_of_the_daemon() {
     assert_eq!(lost, 0.0);
     assert_eq!(containers(&after, NS, "stopped"), 0.0);
     assert_eq!(containers(&after, NS, "running"), 1.0);
-    assert!(value(&after, "shimless_exitwatch_map_entries", &[("map", "tracking")]) >= 1.0);
+    assert!(
+        value(
+            &after,
+            "shimless_exitwatch_map_entries",
+            &[("map", "tracking")]
+        ) >= 1.0
+    );
 
     // kill -9, and the survivor exits while no daemon runs.
     first.kill();
@@ -248,9 +254,10 @@ fn json_log_lines_parse_and_each_calls_span_carries_its_ids() {
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
         .collect();
     assert!(
-        lines
-            .iter()
-            .any(|l| l["fields"]["message"].as_str().unwrap_or("").contains("serving on")),
+        lines.iter().any(|l| l["fields"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("serving on")),
         "{log}"
     );
     let call = |method: &str| {
@@ -302,4 +309,85 @@ fn the_log_is_rotated_at_its_cap_keeping_log_keep_copies() {
     // The first copy kept the daemon's start.
     let oldest = std::fs::read_to_string(copy(2)).unwrap_or_default();
     assert!(!oldest.contains("serving on"), "round 1's copy was dropped");
+}
+
+/// `shimlessctl --socket <socket> [--json] status`.
+fn ctl_status(socket: &Path, json: bool) -> (Option<i32>, String) {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_shimlessctl"));
+    cmd.arg("--socket").arg(socket);
+    if json {
+        cmd.arg("--json");
+    }
+    let out = cmd.arg("status").output().unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+#[test]
+fn status_counts_containers_when_healthy_and_exits_2_when_the_daemon_is_down() {
+    const NS: &str = "observe-status";
+    let Some(()) = common::needs_daemon() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let _cleanup = ForceDelete(dir.path().join("runc").join(NS));
+    let _daemon = daemon(dir.path(), None, &[]);
+    let socket = Shimlessd::socket_in(dir.path());
+    let bundle = Bundle::exit_on_demand().unwrap();
+    smol::block_on(async {
+        let mut c = common::client(&socket).await;
+        common::create(&mut c, NS, "counted", bundle.path()).await;
+    });
+    let (code, text) = ctl_status(&socket, false);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("shimless-front: none"), "{text}");
+    assert!(
+        text.contains("exit codes kept in the kernel: yes"),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("containers in {NS}: 1 created")),
+        "{text}"
+    );
+    let (code, text) = ctl_status(&socket, true);
+    assert_eq!(code, Some(0), "{text}");
+    let value: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(value["healthy"], true, "{value}");
+    assert_eq!(value["version"], env!("CARGO_PKG_VERSION"), "{value}");
+    assert!(
+        value["exitwatch"]["capacity"].as_u64().unwrap() > 0,
+        "{value}"
+    );
+    let ours: Vec<_> = value["containers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["namespace"] == NS)
+        .collect();
+    assert_eq!(ours.len(), 1, "{value}");
+    assert_eq!(
+        (&ours[0]["state"], &ours[0]["count"]),
+        (&"created".into(), &1.into())
+    );
+    smol::block_on(async {
+        let mut c = common::client(&socket).await;
+        common::delete(&mut c, NS, "counted").await;
+    });
+
+    // A front whose daemon is not there: the front answers, the daemon does not.
+    let s = common::shimless::Shimless::new("supervise = false");
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_shimless-front"));
+    cmd.arg("--config").arg(s.config());
+    let _front = Child::start(cmd, &s.dir.path().join("front.log"), "serving on").unwrap();
+    let (code, text) = ctl_status(&s.front_socket(), false);
+    assert_eq!(code, Some(2), "{text}");
+    assert!(text.contains("shimless-front pid "), "{text}");
+    assert!(text.contains("shimlessd: DOWN ("), "{text}");
+    let (code, text) = ctl_status(&s.front_socket(), true);
+    assert_eq!(code, Some(2), "{text}");
+    let value: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(value["healthy"], false, "{value}");
+    assert!(value["front"]["pid"].as_u64().unwrap() > 0, "{value}");
 }

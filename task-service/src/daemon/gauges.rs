@@ -28,9 +28,49 @@ impl Daemon {
         out.finish()
     }
 
-    /// `shimless_containers{namespace,state}`: every container the daemon holds, by its init's
-    /// state, and those whose `Create` is under way as `creating`.
-    fn render_containers(&self, out: &mut Exposition) {
+    /// What `Health/Status` says beyond what is fixed at start: containers, exitwatch's maps,
+    /// the forward queues, the latest warnings and errors.
+    pub(super) fn fill_status(&self, answer: &mut crate::api::shimless::v1::StatusResponse) {
+        use crate::api::shimless::v1::{ContainerCount, LogLine};
+        answer.containers = self
+            .container_counts()
+            .into_iter()
+            .map(|((namespace, state), count)| ContainerCount {
+                namespace,
+                state: state.into(),
+                count: count as u32,
+            })
+            .collect();
+        if let Some(stats) = self.inner.exits.stats() {
+            answer.exitwatch_pin_dir = self.inner.config.bpf_pin_dir.display().to_string();
+            answer.exitwatch_tracked = stats.tracked;
+            answer.exitwatch_recorded = stats.recorded;
+            answer.exitwatch_capacity = stats.capacity;
+        }
+        answer.forward_queue = self
+            .inner
+            .forwarder
+            .pending()
+            .iter()
+            .map(|(_, n)| *n as u64)
+            .sum();
+        answer.forward_dropped = crate::metrics::DAEMON.forward_dropped.get();
+        answer.last_errors = crate::logging::recent_problems()
+            .into_iter()
+            .map(|(at, level, message)| LogLine {
+                at: at
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap_or_default()
+                    .as_secs(),
+                level: level.into(),
+                message,
+            })
+            .collect();
+    }
+
+    /// Every container the daemon holds, by namespace and its init's state, and those whose
+    /// `Create` is under way as `creating`.
+    fn container_counts(&self) -> BTreeMap<(String, &'static str), u64> {
         let mut counts: BTreeMap<(String, &'static str), u64> = BTreeMap::new();
         let entries: Vec<_> = lock(&self.inner.containers)
             .iter()
@@ -48,6 +88,12 @@ impl Daemon {
         for (ns, _) in lock(&self.inner.creating).iter() {
             *counts.entry((ns.to_string(), "creating")).or_default() += 1;
         }
+        counts
+    }
+
+    /// `shimless_containers{namespace,state}` (see [`Daemon::container_counts`]).
+    fn render_containers(&self, out: &mut Exposition) {
+        let counts = self.container_counts();
         let name = "shimless_containers";
         out.family(
             name,
