@@ -21,12 +21,11 @@ pub enum Kind {
 /// let mut out = Exposition::default();
 /// out.family("shimless_demo_total", Kind::Counter, "What the demo counted.");
 /// out.sample("shimless_demo_total", &[("method", "Create")], 3.0);
-/// assert_eq!(
-///     out.finish(),
-///     "# HELP shimless_demo_total What the demo counted.\n\
-///      # TYPE shimless_demo_total counter\n\
-///      shimless_demo_total{method=\"Create\"} 3\n"
-/// );
+/// let text = out.finish();
+/// let lines: Vec<&str> = text.lines().collect();
+/// assert_eq!(lines[0], "# HELP shimless_demo_total What the demo counted.");
+/// assert_eq!(lines[1], "# TYPE shimless_demo_total counter");
+/// assert_eq!(lines[2], "shimless_demo_total{method=\"Create\"} 3");
 /// ```
 #[derive(Debug, Default)]
 pub struct Exposition {
