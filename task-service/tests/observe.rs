@@ -159,6 +159,21 @@ fn a_scrape_counts_a_containers_life_and_a_kill_9_of_the_daemon() {
         &[("method", "Create")],
     );
     assert_eq!(created, 2.0);
+    let runtime = |scrape: &Scrape, command: &str| {
+        value(
+            scrape,
+            "shimless_runtime_invocations_total",
+            &[("command", command), ("result", "success")],
+        )
+    };
+    // runc create and start for each container, and a delete for the one deleted.
+    for (command, more) in [("create", 2.0), ("start", 2.0), ("delete", 1.0)] {
+        assert_eq!(
+            runtime(&after, command) - runtime(&before, command),
+            more,
+            "runc {command}"
+        );
+    }
     let [waitid, ebpf, pidfd_info, lost] = exits(&after);
     assert_eq!(waitid + ebpf + pidfd_info, 1.0, "{:?}", exits(&after));
     assert_eq!(lost, 0.0);

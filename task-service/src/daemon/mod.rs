@@ -225,6 +225,9 @@ impl Daemon {
             .binary(binary)
             .root(root)
             .systemd_cgroup(systemd_cgroup)
+            .observer(runc_driver::Observer::new(|command, took, ok| {
+                crate::metrics::DAEMON.runtime.record(command, took, ok)
+            }))
             .build()
             .map_err(errors::runc)?;
         runtimes.insert(key, runc.clone());

@@ -5,7 +5,8 @@
 //! `rate()` and `increase()` take as a reset. What must survive a daemon restart (how many
 //! restarts there were) is counted by the front.
 //!
-//! - `calls`: calls by method and code, with latency histograms (both processes);
+//! - `calls`: calls by method and code, with latency histograms;
+//! - `runtime`: OCI runtime commands by command and result, with latency histograms;
 //! - `histogram`, `exposition`: the format;
 //! - `address`, `http`: where and how a scrape is answered.
 
@@ -14,6 +15,7 @@ pub mod calls;
 pub mod exposition;
 pub mod histogram;
 pub mod http;
+pub mod runtime;
 
 use exposition::{Exposition, Kind};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -87,6 +89,8 @@ const EXIT_SOURCES: [(ExitSource, &str); 4] = [
 pub struct DaemonCounters {
     /// Calls served.
     pub calls: calls::Calls,
+    /// OCI runtime commands run.
+    pub runtime: runtime::Runtime,
     exits: [Counter; 4],
     /// Recoveries run by this process (0 or 1: one at start).
     pub recoveries: Counter,
@@ -105,6 +109,7 @@ pub struct DaemonCounters {
 /// The daemon's counters: one daemon per process.
 pub static DAEMON: DaemonCounters = DaemonCounters {
     calls: calls::Calls::new(),
+    runtime: runtime::Runtime::new(),
     exits: [const { Counter::new() }; 4],
     recoveries: Counter::new(),
     recovery_micros: Counter::new(),
@@ -130,10 +135,11 @@ impl DaemonCounters {
         self.recovery_micros.set(took.as_micros() as u64);
     }
 
-    /// Writes the process-wide families (calls, exits, recoveries, forward drops, exitwatch
-    /// refusals, probes) to `out`.
+    /// Writes the process-wide families (calls, runtime commands, exits, recoveries, forward
+    /// drops, exitwatch refusals, probes) to `out`.
     pub fn render(&self, out: &mut Exposition) {
         self.calls.render(out, "shimless_daemon");
+        self.runtime.render(out);
         let exits = "shimless_exits_total";
         out.family(
             exits,
