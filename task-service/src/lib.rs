@@ -21,7 +21,8 @@
 //! `tests/conformance.rs`), [`grpc`] (HTTP/2 on smol over a unix socket, peer-uid checks and
 //! deadlines), [`model`] (the pure container state machine), [`state`] (atomic records),
 //! [`stdio`] and [`console`] (streams and terminals), [`rootfs`], [`events`], [`config`],
-//! [`options`] and [`ids`].
+//! [`options`], [`ids`] and [`version`] (the format versions of records, outboxes and the
+//! front↔daemon protocol).
 //!
 //! ```no_run
 //! use std::sync::Arc;
@@ -58,3 +59,4 @@ pub mod rootfs;
 pub mod shim;
 pub mod state;
 pub mod stdio;
+pub mod version;

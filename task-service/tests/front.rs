@@ -8,7 +8,10 @@
 //!   connection stays usable;
 //! - a call whose deadline passes while the daemon is away gets `UNAVAILABLE` naming why;
 //! - with `supervise = true` the front starts the daemon itself and starts it again after
-//!   `kill -9`.
+//!   `kill -9`;
+//! - a daemon of a newer front-daemon protocol gets no call: each is answered
+//!   `FAILED_PRECONDITION` at once, naming both versions; a daemon of this version put in its
+//!   place is served on the same connection.
 
 use integration::bundle::Bundle;
 use integration::child::Child;
@@ -237,4 +240,106 @@ fn a_supervising_front_starts_the_daemon_and_starts_it_again_after_kill_9() {
         assert!(log.contains("was killed by signal 9"), "{log}");
         common::delete(&mut c, NS, "sup").await;
     });
+}
+
+/// A daemon of the next protocol version, as far as the front can tell: it answers only
+/// `Health/Status`, saying so.
+struct NewerDaemon;
+
+#[tonic::async_trait]
+impl task_service::api::shimless::v1::health_server::Health for NewerDaemon {
+    async fn status(
+        &self,
+        _req: tonic::Request<task_service::api::shimless::v1::StatusRequest>,
+    ) -> Result<tonic::Response<task_service::api::shimless::v1::StatusResponse>, tonic::Status>
+    {
+        Ok(tonic::Response::new(
+            task_service::api::shimless::v1::StatusResponse {
+                protocol_version: task_service::version::PROTOCOL + 1,
+                pid: std::process::id(),
+                ..Default::default()
+            },
+        ))
+    }
+}
+
+#[test]
+fn a_daemon_of_a_newer_protocol_gets_no_call_and_each_is_refused_naming_both_versions() {
+    let Some(()) = common::needs_daemon() else {
+        return;
+    };
+    rustix::process::set_child_subreaper(rustix::process::Pid::from_raw(1)).unwrap();
+    let s = setup(false);
+    let listener = task_service::grpc::listen::bind(s.daemon_socket()).unwrap();
+    let ex = std::sync::Arc::new(smol::Executor::new());
+    let server = task_service::api::shimless::v1::health_server::HealthServer::new(NewerDaemon);
+    let serving = ex.clone();
+    std::thread::spawn(move || {
+        let config = task_service::grpc::ServeConfig::default();
+        let _ = smol::block_on(serving.run(task_service::grpc::serve(
+            listener,
+            server,
+            serving.clone(),
+            config,
+        )));
+    });
+    let _front = front(&s);
+    let bundle = Bundle::exit_on_demand().unwrap();
+    smol::block_on(async {
+        let mut c = client(&s.front_socket()).await;
+        // Answered at once (the front holds calls 30 s for an absent daemon), never sent.
+        let refused = c
+            .create(request(
+                NS,
+                CreateTaskRequest {
+                    id: "never".into(),
+                    bundle: bundle.path().display().to_string(),
+                    ..Default::default()
+                },
+            ))
+            .await
+            .unwrap_err();
+        assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
+        let expected = format!(
+            "the front-daemon protocol of shimlessd at {} is of version {}, newer than the {} \
+             this shimless reads",
+            s.daemon_socket().display(),
+            task_service::version::PROTOCOL + 1,
+            task_service::version::PROTOCOL
+        );
+        assert!(
+            refused.message().contains(&expected),
+            "{}",
+            refused.message()
+        );
+        assert!(
+            refused.message().contains("shimlessctl upgrade"),
+            "{}",
+            refused.message()
+        );
+        assert!(
+            front_log(&s).contains(&expected),
+            "the front says why in its log: {}",
+            front_log(&s)
+        );
+
+        // A daemon of this version in its place is served on the same connection.
+        let _daemon = daemon(&s);
+        let gone = c
+            .state(request(
+                NS,
+                StateRequest {
+                    id: "never".into(),
+                    ..Default::default()
+                },
+            ))
+            .await
+            .unwrap_err();
+        assert_eq!(gone.code(), Code::NotFound, "{gone:?}");
+    });
+}
+
+/// The front's own output (`front()` logs beside the configuration).
+fn front_log(s: &Shimless) -> String {
+    std::fs::read_to_string(s.dir.path().join("front.log")).unwrap_or_default()
 }

@@ -370,7 +370,8 @@ fn status_counts_containers_when_healthy_and_exits_2_when_the_daemon_is_down() {
     assert_eq!(code, Some(0), "{text}");
     let value: serde_json::Value = serde_json::from_str(&text).unwrap();
     assert_eq!(value["healthy"], true, "{value}");
-    assert_eq!(value["version"], env!("CARGO_PKG_VERSION"), "{value}");
+    let version = value["version"].as_str().unwrap_or("");
+    assert!(version.starts_with(env!("CARGO_PKG_VERSION")), "{value}");
     assert!(
         value["exitwatch"]["capacity"].as_u64().unwrap() > 0,
         "{value}"

@@ -183,6 +183,113 @@ fn an_unreadable_record_never_costs_a_live_container() {
 }
 
 #[test]
+fn a_newer_record_is_refused_and_kept_with_its_container_and_an_unversioned_one_recovered() {
+    let Some(()) = common::needs_daemon() else {
+        return;
+    };
+    be_subreaper();
+    let paths = Paths::new();
+    let ns_root = paths.runc_root().join(NS);
+    let _cleanup = ForceDelete(vec![ns_root.clone()]);
+    let mut first = daemon(&paths);
+    let newer = Bundle::exit_on_demand().unwrap();
+    let unversioned = Bundle::exit_on_demand().unwrap();
+    let (newer_pid, unversioned_pid) = smol::block_on(async {
+        let mut c = client(&paths.socket()).await;
+        let n = run(&mut c, "newer", newer.path()).await;
+        (n, run(&mut c, "unversioned", unversioned.path()).await)
+    });
+    first.kill();
+    let edit = |id: &str, change: &dyn Fn(&mut serde_json::Map<String, serde_json::Value>)| {
+        let text = std::fs::read(paths.record(id)).unwrap();
+        let mut value: serde_json::Value = serde_json::from_slice(&text).unwrap();
+        let record = value.as_object_mut().unwrap();
+        assert_eq!(record["format"], task_service::version::RECORD_FORMAT);
+        change(record);
+        let text = serde_json::to_vec_pretty(&value).unwrap();
+        std::fs::write(paths.record(id), &text).unwrap();
+        text
+    };
+    // As a build before versions wrote it.
+    edit("unversioned", &|r| {
+        r.remove("format");
+    });
+    // As a newer build wrote it: a field this build would misread.
+    let newer_text = edit("newer", &|r| {
+        r.insert(
+            "format".into(),
+            (task_service::version::RECORD_FORMAT + 1).into(),
+        );
+        r.insert("bundle".into(), serde_json::json!({"path": "/elsewhere"}));
+    });
+
+    let second = daemon(&paths);
+    let recovered = second.last_line("recovered:").unwrap();
+    assert!(recovered.contains("adopted 1 running"), "{recovered}");
+    let refused = format!(
+        "newer records refused and kept (recovery-test/newer: record {} is of version {}, newer \
+         than the {} this shimless reads",
+        paths.record("newer").display(),
+        task_service::version::RECORD_FORMAT + 1,
+        task_service::version::RECORD_FORMAT
+    );
+    assert!(recovered.contains(&refused), "{recovered}");
+    assert!(!recovered.contains("left alone"), "{recovered}");
+    // Kept as it was, not set aside or rebuilt; its container runs on, untouched.
+    assert_eq!(std::fs::read(paths.record("newer")).unwrap(), newer_text);
+    let ns_state = paths.state().join(NS);
+    let mut files: Vec<String> = std::fs::read_dir(&ns_state)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    files.sort();
+    assert_eq!(files, ["newer.json", "unversioned.json"]);
+    assert_eq!(runc_ids(&ns_root), vec!["newer", "unversioned"]);
+    assert!(
+        common::alive(newer_pid),
+        "the newer record's container was killed"
+    );
+    smol::block_on(async {
+        let listed = admin_list(&paths.socket()).await;
+        assert!(
+            listed
+                .problems
+                .iter()
+                .any(|p| p.starts_with("newer record refused and kept: recovery-test/newer: ")),
+            "{:?}",
+            listed.problems
+        );
+        let mut c = client(&paths.socket()).await;
+        let err = c
+            .state(ns(StateRequest {
+                id: "newer".into(),
+                ..Default::default()
+            }))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), tonic::Code::NotFound, "{err:?}");
+        // The unversioned record's container is taken back: its exit seen with its code.
+        let st = state(&mut c, "unversioned").await;
+        assert_eq!(
+            (st.status, st.pid),
+            (TaskStatus::Running as i32, unversioned_pid)
+        );
+        unversioned.tell_exit(7).unwrap();
+        assert_eq!(common::wait(&mut c, NS, "unversioned").await.exit_status, 7);
+        common::delete(&mut c, NS, "unversioned").await;
+    });
+    assert_eq!(runc_ids(&ns_root), vec!["newer"]);
+    assert!(common::alive(newer_pid));
+    // What the newer shimless would have done; here, the test's own clean-up.
+    newer.tell_exit(0).unwrap();
+    wait_until("the newer record's container exits", || {
+        reap_children();
+        !common::alive(newer_pid)
+    });
+    reap_children();
+}
+
+#[test]
 fn one_odd_entry_never_stops_recovery() {
     let Some(()) = common::needs_daemon() else {
         return;
@@ -479,13 +586,21 @@ fn a_pidfd_that_cannot_be_reopened_for_want_of_descriptors_is_no_exit() {
         });
     }
     let log = paths.log();
-    let cmd = daemon_command(&paths);
+    // Started with a soft limit below the hard one, so that its raising the limit can be seen
+    // (this machine's soft limit may already equal the hard one).
+    let daemon = daemon_command(&paths);
+    let mut cmd = Command::new("prlimit");
+    cmd.arg("--nofile=1024:")
+        .arg("--")
+        .arg(daemon.get_program())
+        .args(daemon.get_args());
     let starting = std::thread::spawn(move || Child::start(cmd, &log, "serving on").unwrap());
     let pid = daemon_pid(&paths.socket());
     let limit = base + N / 3;
     wait_until("shimlessd raised its limit", || {
+        let exe = std::fs::read_link(format!("/proc/{pid}/exe")).unwrap_or_default();
         let (soft, hard) = fd_limits(pid);
-        soft == hard && !soft.is_empty()
+        exe.ends_with("shimlessd") && soft == hard && !soft.is_empty()
     });
     set_soft_fd_limit(pid, &limit.to_string());
     let mut first_blocker = runtime_calls.remove(0);

@@ -7,12 +7,20 @@
 //!   pids, all RUNNING), containerd saw no shim disconnect, the daemon is the same process, the
 //!   front's generation grew; exits that happen after it reach the held `Wait`s and
 //!   containerd's events with their true codes; a new container runs;
+//! - fifty containers running, ten with `ctr run` attached, upgraded to a second build (the
+//!   front and daemon copied with another build tag, so that they report another version):
+//!   the front by `shimlessctl upgrade --binary`, with exits just before and during it, then
+//!   the daemon by `kill`; both report the new version and run the new files, no task is
+//!   deleted, containerd saw no shim disconnect, every held `Wait` returns its true code and
+//!   containerd's events carry every exit once with its code (none 255);
 //! - an upgrade to a binary that exits at once is refused with what it said; the old front
 //!   goes on serving the running containers and new ones;
 //! - an upgrade while containerd holds a gRPC connection is refused naming why, and the front
 //!   goes on serving it;
-//! - five upgrades in a row (the last by `SIGHUP`) while containers are run (`--rm`, their codes checked) and exec'd
-//!   into without pause: every command succeeds with its code, the kept tasks are unchanged and
+//! - twenty upgrades in a row, back and forth between this build and a bumped one (the last by
+//!   `SIGHUP`), while containers are run (`--rm`, their codes checked), exec'd into, and run
+//!   and killed with `SIGKILL` (137) without pause: every command succeeds with its code, each
+//!   upgrade is checked by the version the front reports, the kept tasks are unchanged and
 //!   report their true codes, containerd saw no shim disconnect.
 
 use integration::containerd::{Containerd, ContainerdConfig, Version};
@@ -237,6 +245,68 @@ impl Triggers {
     }
 }
 
+/// The front and the daemon copied into `dir` with the build tag `tag` written over this
+/// build's (see `task_service::version::build`): a second build, as far as anything running
+/// can tell (the front starts the `shimlessd` beside it).
+fn bumped_build(dir: &std::path::Path, tag: &str) -> std::path::PathBuf {
+    use task_service::version::{BUILD_TAG_LEN, BUILD_TAG_MARK};
+    assert!(tag.len() <= BUILD_TAG_LEN);
+    std::fs::create_dir_all(dir).unwrap();
+    for name in ["shimless-front", "shimlessd"] {
+        let mut bytes = std::fs::read(Shimless::bin_dir().join(name)).unwrap();
+        let mark = BUILD_TAG_MARK.as_bytes();
+        let at: Vec<usize> = bytes
+            .windows(mark.len())
+            .enumerate()
+            .filter(|(_, w)| *w == mark)
+            .map(|(i, _)| i + mark.len())
+            .collect();
+        assert_eq!(at.len(), 1, "{name}: one build tag");
+        let slot = &mut bytes[at[0]..at[0] + BUILD_TAG_LEN];
+        slot.fill(0);
+        slot[..tag.len()].copy_from_slice(tag.as_bytes());
+        let path = dir.join(name);
+        std::fs::write(&path, bytes).unwrap();
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+    }
+    dir.to_owned()
+}
+
+/// The version a build tagged `tag` reports.
+fn version_of(tag: &str) -> String {
+    format!("{}+{tag}", env!("CARGO_PKG_VERSION"))
+}
+
+/// `ctr run -d` of `ids` (each waiting for its trigger), four at a time.
+fn run_detached(rig: &Rig, triggers: &Triggers, ids: &[String]) {
+    std::thread::scope(|scope| {
+        for chunk in ids.chunks(ids.len().div_ceil(4)) {
+            scope.spawn(move || {
+                for id in chunk {
+                    let out = rig.run(
+                        &["-d", "--mount", &triggers.mount()],
+                        id,
+                        &Triggers::command(id),
+                    );
+                    assert!(out.status.success(), "{id}: {out:?}");
+                }
+            });
+        }
+    });
+}
+
+/// The daemon's `Health/Status`, asked on its own socket; `None` while it does not answer.
+fn daemon_status(rig: &Rig) -> Option<task_service::api::shimless::v1::StatusResponse> {
+    smol::block_on(async {
+        let client = task_service::client::Client::connect(rig.shimless.daemon_socket())
+            .await
+            .ok()?;
+        let request = task_service::api::shimless::v1::StatusRequest {};
+        Some(client.health().status(request).await.ok()?.into_inner())
+    })
+}
+
 fn wait_until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
     let deadline = Instant::now() + limit;
     while !done() {
@@ -387,6 +457,138 @@ fn ten_running(version: Version) {
 }
 
 #[test]
+fn fifty_running_upgraded_to_a_bumped_build_front_then_daemon_lose_nothing() {
+    let Some(rig) = Rig::new("shimless-upgrade-50") else {
+        return;
+    };
+    let triggers = Triggers::new();
+    let events = Events::start(&rig);
+    let detached: Vec<String> = (0..40).map(|i| format!("d{i}")).collect();
+    run_detached(&rig, &triggers, &detached);
+    // Attached: `ctr run` waits through containerd, which holds a Wait on the shim.
+    let attached: Vec<(String, Child)> = (0..10)
+        .map(|i| {
+            let id = format!("w{i}");
+            let child = rig
+                .run_command(
+                    &["--mount", &triggers.mount()],
+                    &id,
+                    &Triggers::command(&id),
+                )
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap();
+            (id, child)
+        })
+        .collect();
+    wait_until("fifty running", Duration::from_secs(240), || {
+        rig.tasks().values().filter(|(_, s)| s == "RUNNING").count() == 50
+    });
+    let before = rig.tasks();
+    let front = rig.info();
+    let daemon = daemon_status(&rig).expect("the daemon answers");
+    assert_eq!(front.version, task_service::version::build());
+    assert_eq!(daemon.version, task_service::version::build());
+    let tag = format!("bumped-{}", std::process::id());
+    let bumped = bumped_build(&rig.shimless.dir.path().join("bumped"), &tag);
+
+    // Exits just before and during the front's upgrade.
+    triggers.fire("d0", 50);
+    triggers.fire("d1", 51);
+    let binary = bumped.join("shimless-front");
+    let out = std::thread::scope(|scope| {
+        scope.spawn(|| {
+            for (i, id) in ["d2", "d3", "d4"].iter().enumerate() {
+                triggers.fire(id, 52 + i as u8);
+            }
+        });
+        rig.upgrade(&["--binary", &binary.display().to_string()])
+    });
+    assert!(
+        out.status.success(),
+        "{out:?}\nfront: {}",
+        rig.shimless.log("front.log")
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains(&version_of(&tag)),
+        "{out:?}"
+    );
+    // The same process, now the bumped binary.
+    let after = rig.info();
+    assert_eq!((after.pid, after.generation), (front.pid, 1));
+    assert_eq!(after.version, version_of(&tag));
+    assert_eq!(after.binary, binary.display().to_string());
+    assert_eq!(
+        std::fs::read_link(format!("/proc/{}/exe", after.pid)).unwrap(),
+        binary
+    );
+
+    // Then the daemon, as after any restart: the front starts the one beside it.
+    rustix::process::kill_process(
+        rustix::process::Pid::from_raw(daemon.pid as i32).unwrap(),
+        rustix::process::Signal::TERM,
+    )
+    .unwrap();
+    wait_until("the bumped daemon serves", Duration::from_secs(60), || {
+        daemon_status(&rig).is_some_and(|s| s.version == version_of(&tag) && s.pid != daemon.pid)
+    });
+    let daemon = daemon_status(&rig).unwrap();
+    assert_eq!(
+        std::fs::read_link(format!("/proc/{}/exe", daemon.pid)).unwrap(),
+        bumped.join("shimlessd")
+    );
+
+    // Exits after both upgrades: true codes to the held Waits and to containerd's events.
+    for (i, (id, _)) in attached.iter().enumerate() {
+        triggers.fire(id, 30 + i as u8);
+    }
+    for (i, id) in detached[5..10].iter().enumerate() {
+        triggers.fire(id, 40 + i as u8);
+    }
+    for (i, (id, mut child)) in attached.into_iter().enumerate() {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            assert!(Instant::now() < deadline, "{id}'s ctr run did not return");
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        assert_eq!(status.code(), Some(30 + i as i32), "{id}'s held Wait");
+    }
+    let mut expected: Vec<(String, u32)> = (0..10)
+        .map(|i| (format!("w{i}"), 30 + i))
+        .chain((0..5).map(|i| (format!("d{i}"), 50 + i)))
+        .chain((0..5).map(|i| (format!("d{}", i + 5), 40 + i)))
+        .collect();
+    expected.sort();
+    wait_until("twenty exits", Duration::from_secs(60), || {
+        events.exits().len() >= expected.len()
+    });
+    let mut exits = events.exits();
+    exits.sort();
+    assert_eq!(exits, expected, "each exit once, with its code, none 255");
+
+    // No task deleted: the fired ones stopped, the thirty others as they were.
+    let tasks = rig.tasks();
+    assert_eq!(tasks.len(), 40, "{tasks:?}");
+    for id in &detached[..10] {
+        assert_eq!(tasks[id].1, "STOPPED", "{id}");
+    }
+    for id in &detached[10..] {
+        assert_eq!(tasks[id], before[id], "{id}");
+    }
+    assert_eq!(rig.shim_deaths(&detached), Vec::<String>::new());
+    let out = rig.run(
+        &["--rm"],
+        "d-new",
+        &["sh".into(), "-c".into(), "exit 7".into()],
+    );
+    assert_eq!(out.status.code(), Some(7), "{out:?}");
+}
+
+#[test]
 fn an_upgrade_to_a_binary_that_exits_at_once_leaves_the_old_front_serving() {
     let Some(rig) = Rig::new("shimless-upgrade-bad") else {
         return;
@@ -445,8 +647,46 @@ fn an_upgrade_to_a_binary_that_exits_at_once_leaves_the_old_front_serving() {
     assert_eq!(rig.shim_deaths(&["b0".to_string()]), Vec::<String>::new());
 }
 
+/// How many upgrades `twenty_upgrades_in_a_row_under_churn_lose_nothing` makes.
+const UPGRADES: u32 = 20;
+
+/// `ctr run --rm` of a container that sleeps, killed with `SIGKILL` once it runs: its `ctr run`
+/// must return 137.
+fn run_and_kill(rig: &Rig, id: &str) -> Result<(), String> {
+    let mut child = rig
+        .run_command(&["--rm"], id, &["sleep".into(), "1000".into()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while rig.tasks().get(id).is_none_or(|(_, s)| s != "RUNNING") {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(format!("{id} never ran"));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = rig
+        .ctr()
+        .args(["task", "kill", "-s", "SIGKILL", id])
+        .output()
+        .unwrap();
+    if !out.status.success() {
+        let _ = child.kill();
+        let _ = child.wait();
+        return Err(format!("kill {id}: {out:?}"));
+    }
+    let status = child.wait().unwrap();
+    match status.code() {
+        Some(137) => Ok(()),
+        other => Err(format!("run {id} killed: exit {other:?}")),
+    }
+}
+
 #[test]
-fn five_upgrades_in_a_row_under_churn_lose_nothing() {
+fn twenty_upgrades_in_a_row_under_churn_lose_nothing() {
     let Some(rig) = Rig::new("shimless-upgrade-churn") else {
         return;
     };
@@ -494,23 +734,39 @@ fn five_upgrades_in_a_row_under_churn_lose_nothing() {
                 if out.status.code() != Some(3) {
                     failures.push(format!("exec {exec_id}: {out:?}"));
                 }
+                if let Err(failure) = run_and_kill(&rig, &format!("x{i}")) {
+                    failures.push(failure);
+                }
                 done.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 i += 1;
             }
             failures
         });
-        for round in 1..=4u32 {
-            std::thread::sleep(Duration::from_millis(1000));
-            let out = rig.upgrade(&[]);
+        // Back and forth between this build and a bumped one, each upgrade checked by the
+        // version the front reports.
+        let tag = format!("bumped-{}", std::process::id());
+        let bumped = bumped_build(&rig.shimless.dir.path().join("bumped"), &tag);
+        let builds = [
+            (bumped.join("shimless-front"), version_of(&tag)),
+            (
+                Shimless::bin_dir().join("shimless-front"),
+                task_service::version::build(),
+            ),
+        ];
+        for round in 1..UPGRADES {
+            std::thread::sleep(Duration::from_millis(500));
+            let (binary, version) = &builds[(round as usize - 1) % 2];
+            let out = rig.upgrade(&["--binary", &binary.display().to_string()]);
             assert!(
                 out.status.success(),
                 "upgrade {round}: {out:?}\nfront: {}",
                 rig.shimless.log("front.log")
             );
-            assert_eq!(rig.info().generation, round);
+            let info = rig.info();
+            assert_eq!((info.generation, &info.version), (round, version));
         }
-        // The fifth by signal.
-        std::thread::sleep(Duration::from_millis(1000));
+        // The last by signal: to the binary the front runs.
+        std::thread::sleep(Duration::from_millis(500));
         let front = rig.info().pid;
         rustix::process::kill_process(
             rustix::process::Pid::from_raw(front as i32).unwrap(),
@@ -519,7 +775,7 @@ fn five_upgrades_in_a_row_under_churn_lose_nothing() {
         .unwrap();
         wait_until("SIGHUP upgraded the front", Duration::from_secs(30), || {
             std::thread::sleep(Duration::from_millis(100));
-            rig.info().generation == 5
+            rig.info().generation == UPGRADES
         });
         std::thread::sleep(Duration::from_millis(500));
         stop.store(true, std::sync::atomic::Ordering::SeqCst);
@@ -533,7 +789,7 @@ fn five_upgrades_in_a_row_under_churn_lose_nothing() {
     });
     let done = done.load(std::sync::atomic::Ordering::SeqCst);
     assert!(done >= 5, "{done}");
-    println!("{done} run+exec rounds across five upgrades");
+    println!("{done} run+exec+kill rounds across {UPGRADES} upgrades");
     for line in rig
         .shimless
         .log("front.log")

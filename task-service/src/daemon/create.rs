@@ -66,6 +66,7 @@ impl Daemon {
         // The intent first: a daemon killed from here until the full record is saved leaves a
         // `creating` record, and the next daemon removes whatever the runtime made of it.
         let mut record = Record {
+            format: Default::default(),
             bundle: bundle.clone(),
             stdin: r.stdin.clone(),
             stdout: r.stdout.clone(),

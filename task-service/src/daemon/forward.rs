@@ -20,7 +20,7 @@
 //! its sandbox's registration (or, failing that, the last one of its namespace), so its events
 //! reach containerd whatever path created it.
 
-use super::outbox::{ExitKey, Outbox};
+use super::outbox::{ExitKey, LoadError, Outbox};
 use crate::api::containerd::events::TaskExit;
 use crate::api::containerd::services::events::v1 as pb;
 use crate::events::TaskEvent;
@@ -193,6 +193,16 @@ impl Forwarder {
                         lost: 0,
                     };
                     outlets.insert(outlet.outbox.address().to_string(), outlet);
+                }
+                Err(LoadError::Newer(newer)) => {
+                    // Kept whole under a name no load reads, so that a new outbox for its
+                    // containerd does not overwrite it.
+                    let aside = path.with_extension(format!("newer-v{}", newer.found));
+                    let _ = std::fs::rename(&path, &aside);
+                    tracing::warn!(
+                        "shimlessd: warning: {newer}; kept as {}, its events are not sent",
+                        aside.display()
+                    );
                 }
                 Err(e) => {
                     let aside = path.with_extension("unreadable");

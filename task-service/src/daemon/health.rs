@@ -37,7 +37,8 @@ impl HealthStatus {
                 kernel_exit_records: daemon.kernel_recording(),
                 warnings: daemon.warnings().to_vec(),
                 pid: std::process::id(),
-                version: env!("CARGO_PKG_VERSION").into(),
+                protocol_version: crate::version::PROTOCOL,
+                version: crate::version::build(),
                 started_at,
                 ..Default::default()
             },

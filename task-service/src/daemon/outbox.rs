@@ -15,6 +15,11 @@
 //! the file lives beside the records in `/run` and describes processes that cannot outlive
 //! the node, and a write is durable against the death of the process without one.
 //!
+//! The header's sequence number is the file's format version
+//! ([`OUTBOX_FORMAT`](crate::version::OUTBOX_FORMAT); `0` in files written before versions
+//! existed, read as version 1). A file of a newer version is refused ([`LoadError::Newer`]),
+//! never misread.
+//!
 //! The only duplicate a kill can cause is the event in flight (a containerd gets one at a
 //! time): containerd accepted it, and the daemon died before it saw the answer.
 
@@ -70,6 +75,24 @@ impl ExitKey {
     }
 }
 
+/// Why [`Outbox::load`] did not read a file.
+#[derive(Debug)]
+pub(crate) enum LoadError {
+    /// Written by a newer shimless: to be left as it is.
+    Newer(crate::version::Newer),
+    /// Unreadable (no header, an I/O error), with the path and why.
+    Unreadable(String),
+}
+
+impl std::fmt::Display for LoadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LoadError::Newer(newer) => newer.fmt(f),
+            LoadError::Unreadable(why) => f.write_str(why),
+        }
+    }
+}
+
 /// An event kept in memory because the file must keep it: not taken yet, or an exit not
 /// settled.
 #[derive(Debug)]
@@ -119,16 +142,24 @@ impl Outbox {
 
     /// Reads back the outbox in `path`, skipping records that cannot be read (each problem
     /// is returned, to be logged), then rewrites the file whole. Every exit it holds is
-    /// unsettled until [`Outbox::settle`] or [`Outbox::settle_all`]. An error: the file has
-    /// no readable header (its containerd is unknown), or cannot be read or rewritten.
-    pub(crate) fn load(path: &Path) -> Result<(Outbox, Vec<String>), String> {
-        let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    /// unsettled until [`Outbox::settle`] or [`Outbox::settle_all`]. An error: the file is of
+    /// a newer format (left as it is), has no readable header (its containerd is unknown), or
+    /// cannot be read or rewritten.
+    pub(crate) fn load(path: &Path) -> Result<(Outbox, Vec<String>), LoadError> {
+        let unreadable = |why: String| LoadError::Unreadable(format!("{}: {why}", path.display()));
+        let bytes = std::fs::read(path).map_err(|e| unreadable(e.to_string()))?;
         let (records, problems) = decode(&bytes);
         let mut records = records.into_iter();
         let address = match records.next() {
-            Some((HEADER, _, body)) => String::from_utf8(body)
-                .map_err(|_| format!("{}: the header is not an address", path.display()))?,
-            _ => return Err(format!("{}: no readable header", path.display())),
+            Some((HEADER, format, body)) => {
+                let what = format!("outbox {}", path.display());
+                let format = u32::try_from(format).unwrap_or(u32::MAX);
+                crate::version::Newer::check(&what, format, crate::version::OUTBOX_FORMAT)
+                    .map_err(LoadError::Newer)?;
+                String::from_utf8(body)
+                    .map_err(|_| unreadable("the header is not an address".into()))?
+            }
+            _ => return Err(unreadable("no readable header".into())),
         };
         let mut outbox = Outbox {
             path: path.to_owned(),
@@ -161,7 +192,7 @@ impl Outbox {
         outbox.prune();
         outbox
             .rewrite()
-            .map_err(|e| format!("{}: rewrite: {e}", path.display()))?;
+            .map_err(|e| unreadable(format!("rewrite: {e}")))?;
         Ok((outbox, problems))
     }
 
@@ -289,7 +320,8 @@ impl Outbox {
     /// Writes the header, every kept event and the ack mark to a new file, and puts it in
     /// place of the old one.
     fn rewrite(&mut self) -> std::io::Result<()> {
-        let mut bytes = encode(HEADER, 0, self.address.as_bytes());
+        let format = u64::from(crate::version::OUTBOX_FORMAT);
+        let mut bytes = encode(HEADER, format, self.address.as_bytes());
         for (seq, kept) in &self.kept {
             bytes.extend(encode(EVENT, *seq, &kept.envelope.encode_to_vec()));
         }
@@ -386,6 +418,21 @@ fn fnv64(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
         (hash ^ u64::from(*byte)).wrapping_mul(0x0100_0000_01b3)
     })
+}
+
+/// Rewrites the header of the outbox at `path` with `format` as its version (0: as a build
+/// before versions wrote it), for tests.
+#[cfg(test)]
+pub(crate) fn set_header_format(path: &Path, format: u64) {
+    let bytes = std::fs::read(path).unwrap();
+    let (records, problems) = decode(&bytes);
+    assert!(problems.is_empty(), "{problems:?}");
+    let mut rewritten = Vec::new();
+    for (kind, seq, body) in records {
+        let seq = if kind == HEADER { format } else { seq };
+        rewritten.extend(encode(kind, seq, &body));
+    }
+    std::fs::write(path, rewritten).unwrap();
 }
 
 #[cfg(test)]
@@ -539,8 +586,52 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("garbage");
         std::fs::write(&path, b"not an outbox").unwrap();
-        let err = Outbox::load(&path).unwrap_err();
+        let err = Outbox::load(&path).unwrap_err().to_string();
         assert!(err.contains("garbage") && err.contains("header"), "{err}");
+    }
+
+    #[test]
+    fn an_unversioned_outbox_is_read_as_version_1_and_rewritten_as_the_current_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut outbox = Outbox::create(dir.path(), "/c.sock").unwrap();
+        outbox.append(exit("old", 9, 4));
+        let path = outbox.path.clone();
+        drop(outbox);
+        set_header_format(&path, 0);
+
+        let (again, problems) = Outbox::load(&path).unwrap();
+        assert!(problems.is_empty(), "{problems:?}");
+        assert_eq!(topics(&again), [(1, "/tasks/exit".into())]);
+        let (records, _) = decode(&std::fs::read(&path).unwrap());
+        assert_eq!(
+            records[0].1,
+            u64::from(crate::version::OUTBOX_FORMAT),
+            "rewritten with the current version in its header"
+        );
+    }
+
+    #[test]
+    fn a_newer_outbox_is_refused_naming_both_versions_and_left_as_it_is() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut outbox = Outbox::create(dir.path(), "/c.sock").unwrap();
+        outbox.append(start("a"));
+        let path = outbox.path.clone();
+        drop(outbox);
+        let newer = u64::from(crate::version::OUTBOX_FORMAT) + 1;
+        set_header_format(&path, newer);
+        let before = std::fs::read(&path).unwrap();
+
+        match Outbox::load(&path) {
+            Err(LoadError::Newer(e)) => {
+                assert_eq!(
+                    (u64::from(e.found), e.supported),
+                    (newer, crate::version::OUTBOX_FORMAT)
+                );
+                assert!(e.to_string().contains(&path.display().to_string()), "{e}");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(std::fs::read(&path).unwrap(), before, "not rewritten");
     }
 
     #[test]

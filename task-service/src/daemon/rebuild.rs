@@ -83,6 +83,7 @@ fn rebuilt_record(runc: &Runc, root: PathBuf, state: &State) -> Record {
     debug_assert!(!matches!(container.init.state, ProcessState::Stopped(_)));
     Record {
         fold: None,
+        format: Default::default(),
         terminal: spec_terminal(&bundle),
         rootfs_mounted: is_mount_point(&bundle.join("rootfs")),
         bundle,

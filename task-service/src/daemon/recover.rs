@@ -6,6 +6,10 @@
 //! and start time and watched again, or one that exited while no daemon ran, reported with
 //! exitwatch's status (else as lost, code 255).
 //!
+//! A record of a newer format (a newer shimless wrote it, then the node was rolled back) is
+//! refused before it is parsed: left on disk as it is, its container neither adopted nor
+//! removed, and reported (`newer`).
+//!
 //! Nothing fails recovery as a whole but an unreadable state directory: an entry that cannot be
 //! taken back (a stray file, a record whose runtime binary is gone, a root that cannot be
 //! listed, a failed removal) is skipped and reported. A record that cannot be read is kept, and
@@ -23,6 +27,7 @@ use super::reopen::{self, Reopened};
 use crate::ids::{ContainerId, Namespace};
 use crate::lock::lock;
 use crate::model::ProcessState;
+use crate::state::StateError;
 use crate::stdio::{self, Endpoint};
 use pidfd::ProcessIdentity;
 use runc_driver::Runc;
@@ -76,6 +81,9 @@ pub struct Recovery {
     /// Runtime containers that no record or intent names, left alone: shimless did not make
     /// them (another runtime's, or containerd's own, under a shared root).
     pub left_alone: Vec<String>,
+    /// Records of a newer format than this build reads, with why: left on disk as they are,
+    /// and their containers left alone (neither taken back nor removed).
+    pub newer: Vec<String>,
 }
 
 impl fmt::Display for Recovery {
@@ -105,7 +113,7 @@ impl fmt::Display for Recovery {
 
 impl Recovery {
     /// The named lists beyond the adopted and exited ones, as the report prints them.
-    fn lists(&self) -> [(&'static str, &Vec<String>); 9] {
+    fn lists(&self) -> [(&'static str, &Vec<String>); 10] {
         [
             ("already stopped", &self.stopped),
             ("lost (code 255)", &self.lost),
@@ -116,11 +124,12 @@ impl Recovery {
             ("not verified yet", &self.unverified),
             ("skipped", &self.skipped),
             ("runtime containers left alone", &self.left_alone),
+            ("newer records refused and kept", &self.newer),
         ]
     }
 
     /// What an operator must look at: unreadable records, unverified processes, skipped
-    /// entries and foreign runtime containers, one line each (what `shimlessctl ps` prints).
+    /// entries, foreign runtime containers and records of a newer format, one line each (what `shimlessctl ps` prints).
     ///
     /// ```
     /// let mut r = task_service::daemon::Recovery::default();
@@ -133,6 +142,7 @@ impl Recovery {
             ("not verified yet", &self.unverified),
             ("skipped", &self.skipped),
             ("runtime container left alone", &self.left_alone),
+            ("newer record refused and kept", &self.newer),
         ];
         lists
             .into_iter()
@@ -153,6 +163,7 @@ impl Recovery {
             &mut self.unverified,
             &mut self.skipped,
             &mut self.left_alone,
+            &mut self.newer,
         ] {
             list.sort();
         }
@@ -203,11 +214,17 @@ impl Daemon {
             .extend(listing.strays.iter().map(ToString::to_string));
         let mut roots = self.namespace_roots();
         let mut unreadable = Vec::new();
+        let mut refused = HashSet::new();
         for (ns, id) in listing.records {
             let name = format!("{}/{}", ns.as_str(), id.as_str());
             let record: Record = match self.inner.store.load(&ns, &id) {
                 Ok(Some(record)) => record,
                 Ok(None) => continue,
+                Err(e @ StateError::Newer { .. }) => {
+                    report.newer.push(format!("{name}: {e}"));
+                    refused.insert((ns, id.to_string()));
+                    continue;
+                }
                 Err(e) => {
                     report.unreadable.push(format!("{name}: {e}"));
                     unreadable.push((ns, id));
@@ -226,7 +243,7 @@ impl Daemon {
         for key in unreadable {
             self.rebuild(key, &mut roots, &mut report).await;
         }
-        self.note_foreign(roots, &mut report).await;
+        self.note_foreign(roots, &refused, &mut report).await;
         // Every record now says what the outboxes held as evidence of exits handed over.
         self.inner.forwarder.settle_all();
         report.sort();
@@ -431,7 +448,12 @@ impl Daemon {
     /// Reports the runtime containers that no record names, and leaves them alone: shimless
     /// removes only what it has a record or an intent for (a root may be shared with another
     /// runtime, or be containerd's own). A root that cannot be listed is reported too.
-    async fn note_foreign(&self, roots: Roots, report: &mut Recovery) {
+    async fn note_foreign(
+        &self,
+        roots: Roots,
+        refused: &HashSet<(Namespace, String)>,
+        report: &mut Recovery,
+    ) {
         for (root, known) in roots {
             let listed = match self.runc_for(&known.binary, &root, known.systemd_cgroup) {
                 Ok(runc) => runc.list().await.map_err(|e| e.to_string()),
@@ -446,7 +468,8 @@ impl Daemon {
                 }
             };
             for state in states {
-                if !known.ids.contains(&state.id) {
+                let newer = refused.contains(&(known.ns.clone(), state.id.clone()));
+                if !known.ids.contains(&state.id) && !newer {
                     report
                         .left_alone
                         .push(format!("{} in {}", state.id, root.display()));

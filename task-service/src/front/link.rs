@@ -1,5 +1,12 @@
 //! The front's one HTTP/2 connection to the daemon, made again whenever the daemon comes back.
+//!
+//! Each new connection first asks the daemon its protocol version (`Health/Status`): a daemon
+//! of a newer protocol than this front's ([`PROTOCOL`]) gets no call; every call is answered
+//! `FAILED_PRECONDITION` naming both versions, at once rather than at its deadline.
 
+use crate::api::shimless::v1::StatusRequest;
+use crate::api::shimless::v1::health_client::HealthClient;
+use crate::version::{Newer, PROTOCOL};
 use smol_hyper::rt::{FuturesIo, SmolExecutor};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -61,7 +68,16 @@ impl Link {
                     *slot = Some(sender.clone());
                     return Ok(sender);
                 }
-                Err(e) => {
+                Err(Refused::Newer(newer)) => {
+                    let why = format!(
+                        "{newer}; this shimless-front speaks version {}: upgrade it \
+                         (`shimlessctl upgrade`) to a build that speaks version {}",
+                        newer.supported, newer.found
+                    );
+                    tracing::warn!("shimless-front: {why}");
+                    return Err(tonic::Status::failed_precondition(why));
+                }
+                Err(Refused::Io(e)) => {
                     held.get_or_insert_with(|| crate::metrics::FRONT.hold());
                     if Instant::now() + pause >= until {
                         return Err(self.absent(&e.to_string()));
@@ -81,7 +97,7 @@ impl Link {
         }
     }
 
-    async fn connect(&self) -> std::io::Result<Sender> {
+    async fn connect(&self) -> Result<Sender, Refused> {
         let stream = smol::net::unix::UnixStream::connect(&self.path).await?;
         let (sender, connection) =
             hyper::client::conn::http2::Builder::new(SmolExecutor::new(self.ex.clone()))
@@ -94,7 +110,25 @@ impl Link {
                 let _ = connection.await;
             })
             .detach();
+        self.check_protocol(&sender).await?;
         Ok(sender)
+    }
+
+    /// Refuses a daemon whose protocol is newer than this front's. A daemon that does not
+    /// serve `Health` (none does not) would be version 1.
+    async fn check_protocol(&self, sender: &Sender) -> Result<(), Refused> {
+        let channel = crate::grpc::Channel::from_sender(sender.clone());
+        let mut health = HealthClient::with_origin(channel, crate::client::origin());
+        let found = match health.status(StatusRequest {}).await {
+            Ok(status) => status.into_inner().protocol_version,
+            Err(status) if status.code() == tonic::Code::Unimplemented => 1,
+            Err(status) => return Err(Refused::Io(std::io::Error::other(status))),
+        };
+        let what = format!(
+            "the front-daemon protocol of shimlessd at {}",
+            self.path.display()
+        );
+        Newer::check(&what, found, PROTOCOL).map_err(Refused::Newer)
     }
 
     fn absent(&self, why: &str) -> tonic::Status {
@@ -103,5 +137,19 @@ impl Link {
              deadline",
             self.path.display()
         ))
+    }
+}
+
+/// Why a connection to the daemon was not made.
+enum Refused {
+    /// The daemon is not there (yet): try again.
+    Io(std::io::Error),
+    /// It speaks a newer protocol: no use trying again.
+    Newer(Newer),
+}
+
+impl From<std::io::Error> for Refused {
+    fn from(e: std::io::Error) -> Refused {
+        Refused::Io(e)
     }
 }

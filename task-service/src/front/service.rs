@@ -65,6 +65,7 @@ impl front_server::Front for FrontService {
             generation: lineage.map_or(0, |l| l.generation),
             binary: lineage.map_or(String::new(), |l| l.binary.display().to_string()),
             last_upgrade_error: crate::lock::lock(&self.shared.last_upgrade_error).clone(),
+            version: crate::version::build(),
         }))
     }
 }

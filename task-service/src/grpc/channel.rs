@@ -46,6 +46,13 @@ pub async fn connect(path: impl AsRef<Path>) -> std::io::Result<Channel> {
     Ok(Channel { sender })
 }
 
+impl Channel {
+    /// A channel over a connection made elsewhere (the front's link to the daemon).
+    pub(crate) fn from_sender(sender: hyper::client::conn::http2::SendRequest<Body>) -> Channel {
+        Channel { sender }
+    }
+}
+
 impl tower_service::Service<http::Request<Body>> for Channel {
     type Response = http::Response<hyper::body::Incoming>;
     type Error = hyper::Error;

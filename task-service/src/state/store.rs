@@ -53,6 +53,15 @@ pub enum StateError {
         /// The parser's complaint.
         reason: String,
     },
+    /// A record written by a newer shimless, in a format this one does not read: refused
+    /// rather than misread, and left in place (with its container) for the newer shimless.
+    #[error("{newer}")]
+    Newer {
+        /// The record file.
+        path: PathBuf,
+        /// Its version and the newest this build reads.
+        newer: crate::version::Newer,
+    },
     /// A file in the state directory has a name that no container could have.
     #[error("unexpected file {path} in the state directory: {source}")]
     Stray {
@@ -79,6 +88,13 @@ fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> Sta
         path: path.to_owned(),
         source,
     }
+}
+
+/// The one field of a record read before the rest: its format version (0 if absent).
+#[derive(serde::Deserialize)]
+struct Peek {
+    #[serde(default)]
+    format: u32,
 }
 
 /// JSON records of containers, one file each, saved atomically.
@@ -165,7 +181,24 @@ impl StateStore {
         written
     }
 
-    /// Loads the record of (`ns`, `id`); `None` if there is none.
+    /// Loads the record of (`ns`, `id`); `None` if there is none. A record whose `format`
+    /// field is newer than [`RECORD_FORMAT`](crate::version::RECORD_FORMAT) is refused with
+    /// [`StateError::Newer`] before it is parsed as a `T` (a record without the field is
+    /// version 1).
+    ///
+    /// ```
+    /// use task_service::ids::{ContainerId, Namespace};
+    /// use task_service::state::{StateError, StateStore};
+    /// let dir = tempfile::tempdir()?;
+    /// let store = StateStore::new(dir.path());
+    /// let (ns, id) = (Namespace::new("default")?, ContainerId::new("web")?);
+    /// std::fs::create_dir(dir.path().join("default"))?;
+    /// std::fs::write(dir.path().join("default/web.json"), br#"{"format": 99, "x": 1}"#)?;
+    /// let err = store.load::<serde_json::Value>(&ns, &id).unwrap_err();
+    /// assert!(matches!(err, StateError::Newer { .. }), "{err}");
+    /// assert!(dir.path().join("default/web.json").exists());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn load<T: DeserializeOwned>(
         &self,
         ns: &Namespace,
@@ -177,6 +210,15 @@ impl StateStore {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(io_err("read", &path)(e)),
         };
+        if let Ok(Peek { format }) = serde_json::from_slice::<Peek>(&bytes) {
+            let what = format!("record {}", path.display());
+            crate::version::Newer::check(&what, format, crate::version::RECORD_FORMAT).map_err(
+                |newer| StateError::Newer {
+                    path: path.clone(),
+                    newer,
+                },
+            )?;
+        }
         serde_json::from_slice(&bytes)
             .map(Some)
             .map_err(|e| StateError::Corrupt {
@@ -389,6 +431,56 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert!(path.exists());
+    }
+
+    #[test]
+    fn a_newer_record_is_refused_naming_the_file_and_both_versions_and_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateStore::new(dir.path());
+        let (ns, id) = ids();
+        fs::create_dir_all(dir.path().join("k8s.io")).unwrap();
+        let path = dir.path().join("k8s.io/web.json");
+        let newer = crate::version::RECORD_FORMAT + 1;
+        // A field this build would misread (a number where it expects a string).
+        let text = format!(r#"{{"format": {newer}, "bundle": 7}}"#);
+        fs::write(&path, &text).unwrap();
+        match store.load::<serde_json::Value>(&ns, &id) {
+            Err(StateError::Newer { path: p, newer: e }) => {
+                assert_eq!(p, path);
+                assert_eq!(
+                    (e.found, e.supported),
+                    (newer, crate::version::RECORD_FORMAT)
+                );
+                let message = StateError::Newer { path: p, newer: e }.to_string();
+                assert!(message.contains(&path.display().to_string()), "{message}");
+                assert!(message.contains(&format!("version {newer}")), "{message}");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(fs::read_to_string(&path).unwrap(), text, "left as it was");
+        assert_eq!(
+            store.list().unwrap(),
+            vec![ids()],
+            "still listed as a record"
+        );
+    }
+
+    #[test]
+    fn records_without_a_format_or_of_an_older_or_the_current_one_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateStore::new(dir.path());
+        let (ns, id) = ids();
+        fs::create_dir_all(dir.path().join("k8s.io")).unwrap();
+        let path = dir.path().join("k8s.io/web.json");
+        for text in [
+            r#"{"x": 1}"#.to_string(),
+            r#"{"format": 1, "x": 1}"#.to_string(),
+            format!(r#"{{"format": {}, "x": 1}}"#, crate::version::RECORD_FORMAT),
+        ] {
+            fs::write(&path, &text).unwrap();
+            let loaded = store.load::<serde_json::Value>(&ns, &id).unwrap().unwrap();
+            assert_eq!(loaded["x"], 1, "{text}");
+        }
     }
 
     #[test]

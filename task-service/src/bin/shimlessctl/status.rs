@@ -68,11 +68,13 @@ fn as_json(
     daemon: &std::result::Result<StatusResponse, String>,
     code: i32,
 ) -> serde_json::Value {
-    let front =
-        front.map(|f| json!({"pid": f.pid, "generation": f.generation, "binary": f.binary}));
+    let front = front.map(|f| {
+        json!({"pid": f.pid, "generation": f.generation, "binary": f.binary, "version": f.version})
+    });
     match daemon {
         Ok(a) => json!({
             "healthy": code == 0, "front": front, "pid": a.pid, "version": a.version,
+            "protocol_version": a.protocol_version,
             "started_at": a.started_at, "kernel_exit_records": a.kernel_exit_records,
             "degraded": !a.kernel_exit_records, "warnings": a.warnings,
             "exitwatch": a.kernel_exit_records.then(|| json!({
@@ -91,8 +93,8 @@ fn as_json(
 fn print_front(front: Option<&InfoResponse>) {
     match front {
         Some(f) => println!(
-            "shimless-front pid {}, generation {} ({})",
-            f.pid, f.generation, f.binary
+            "shimless-front pid {}, version {}, generation {} ({})",
+            f.pid, f.version, f.generation, f.binary
         ),
         None => println!("shimless-front: none (this socket is shimlessd's own)"),
     }

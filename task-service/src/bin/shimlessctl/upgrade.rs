@@ -71,12 +71,13 @@ fn report(info: &InfoResponse, json: bool) {
                 "pid": info.pid,
                 "generation": info.generation,
                 "binary": info.binary,
+                "version": info.version,
             })
         );
     } else {
         println!(
-            "upgraded: shimless-front generation {} (pid {}, {})",
-            info.generation, info.pid, info.binary
+            "upgraded: shimless-front generation {} (pid {}, {}, version {})",
+            info.generation, info.pid, info.binary, info.version
         );
     }
 }

@@ -179,3 +179,43 @@ fn concurrent_registrations_in_one_namespace_all_succeed() {
     });
     assert_eq!(lock(&publishers.map).len(), 400);
 }
+
+#[test]
+fn a_newer_outbox_is_kept_aside_whole_and_never_overwritten_by_a_new_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let outboxes = dir.path().join("state.outbox");
+    let address = "/run/containerd/containerd.sock";
+    let mut outbox = Outbox::create(&outboxes, address).unwrap();
+    outbox.append(pb::Envelope {
+        topic: "/tasks/exit".into(),
+        ..Default::default()
+    });
+    drop(outbox);
+    let path = std::fs::read_dir(&outboxes)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let newer = u64::from(crate::version::OUTBOX_FORMAT) + 1;
+    super::super::outbox::set_header_format(&path, newer);
+    let bytes = std::fs::read(&path).unwrap();
+
+    let publishers = Arc::new(Publishers::open(&state));
+    let (ns, id) = key("default", "web");
+    publishers.register(&ns, &id, address).unwrap();
+    let forwarder = Arc::new(Forwarder::open(&state, publishers));
+    let aside = path.with_extension(format!("newer-v{newer}"));
+    assert_eq!(std::fs::read(&aside).unwrap(), bytes, "kept whole");
+    // An event for the same containerd makes a new outbox beside it.
+    forwarder.submit(
+        &ns,
+        &TaskEvent::Start(crate::api::containerd::events::TaskStart {
+            container_id: "web".into(),
+            pid: 1,
+        }),
+    );
+    assert!(path.exists());
+    assert_eq!(std::fs::read(&aside).unwrap(), bytes, "never overwritten");
+}
