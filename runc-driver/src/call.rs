@@ -90,8 +90,19 @@ impl Runc {
     /// runtime has exited, so no pipe has to be drained while it runs. Such calls get the
     /// runtime's JSON log on stderr; only calls whose stderr belongs to the caller pay for a
     /// log file (`--log`), which costs the runtime a file creation on every run.
-    pub(crate) async fn run(&self, mut call: Call<'_>) -> Result<Finished, Error> {
+    pub(crate) async fn run(&self, call: Call<'_>) -> Result<Finished, Error> {
         let _slot = self.inner.limit.slot().await;
+        let started = std::time::Instant::now();
+        let command = call.command;
+        let result = self.run_in_slot(call).await;
+        if let Some(observer) = &self.inner.observer {
+            observer.observe(command, started.elapsed(), result.is_ok());
+        }
+        result
+    }
+
+    /// [`Runc::run`] once a process slot is held.
+    async fn run_in_slot(&self, mut call: Call<'_>) -> Result<Finished, Error> {
         let command = call.command;
         let log = call.stdio.is_some().then(|| self.scratch_path("log"));
         let mut cmd = self.command_line(&call.args, log.as_deref());

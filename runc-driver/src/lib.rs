@@ -54,6 +54,7 @@ mod exec;
 mod io;
 mod lifecycle;
 mod limit;
+mod observe;
 mod private;
 mod query;
 mod runtime;
@@ -67,6 +68,7 @@ pub use exec::{ExecOpts, Executed};
 pub use io::{Io, Pipes, Stdio};
 pub use lifecycle::{CreateOpts, Created};
 pub use limit::ProcessLimit;
+pub use observe::Observer;
 pub use runtime::{Flavor, Runc, RuncBuilder};
 pub use types::{
     BlkioEntry, BlkioStats, CpuStats, CpuUsage, Features, MemoryEntry, MemoryStats, PidsStats,

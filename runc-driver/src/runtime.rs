@@ -43,6 +43,7 @@ pub(crate) struct Inner {
     pub(crate) scratch: tempfile::TempDir,
     pub(crate) counter: AtomicU64,
     pub(crate) limit: crate::ProcessLimit,
+    pub(crate) observer: Option<crate::Observer>,
 }
 
 /// Builds a [`Runc`].
@@ -55,6 +56,7 @@ pub struct RuncBuilder {
     debug: bool,
     timeout: Duration,
     limit: Option<crate::ProcessLimit>,
+    observer: Option<crate::Observer>,
 }
 
 impl Default for RuncBuilder {
@@ -67,6 +69,7 @@ impl Default for RuncBuilder {
             debug: false,
             timeout: Duration::from_secs(30),
             limit: None,
+            observer: None,
         }
     }
 }
@@ -118,6 +121,12 @@ impl RuncBuilder {
         self
     }
 
+    /// Tells `observer` of every command this driver runs (see [`Observer`](crate::Observer)).
+    pub fn observer(mut self, observer: crate::Observer) -> Self {
+        self.observer = Some(observer);
+        self
+    }
+
     /// Resolves the binary (on `PATH` for a bare name) and checks it is executable.
     pub fn build(self) -> Result<Runc, Error> {
         let binary = resolve(&self.binary)?;
@@ -151,6 +160,7 @@ impl RuncBuilder {
                 scratch,
                 counter: AtomicU64::new(0),
                 limit: self.limit.unwrap_or_else(crate::ProcessLimit::shared),
+                observer: self.observer,
             }),
         })
     }

@@ -67,8 +67,22 @@ pub struct Config {
     /// their logs (`front.log`, `shimlessd.log`).
     pub log_dir: PathBuf,
     /// The size at which the front's and the daemon's log is renamed to `<name>.1` and started
-    /// afresh (see [`crate::logcap`]), in bytes: each takes at most twice this on disk.
+    /// afresh (see [`crate::logcap`]), in bytes: each takes at most `log_keep + 1` times this on
+    /// disk.
     pub log_max_bytes: u64,
+    /// How many rotated copies of each log are kept (`<name>.1` newest, ... `<name>.N`).
+    pub log_keep: u32,
+    /// The least severe log events written: `error`, `warn`, `info` (default: no line per
+    /// successful call), `debug` (a line per call) or `trace` (see [`crate::logging`]).
+    pub log_level: crate::logging::LogLevel,
+    /// How log lines are written: `text` (default) or `json` (one object per line).
+    pub log_format: crate::logging::LogFormat,
+    /// Where the daemon serves its metrics in Prometheus's text format: `unix:/PATH` or a
+    /// loopback `IP:PORT` (see [`crate::metrics`]). Unset (the default): not served.
+    pub metrics_address: Option<crate::metrics::address::MetricsAddress>,
+    /// Where the front serves its own metrics (reconnects, held calls, daemon restarts), in the
+    /// same form. Unset (the default): not served.
+    pub front_metrics_address: Option<crate::metrics::address::MetricsAddress>,
     /// Whether the front starts `shimlessd` and starts it again whenever it exits. Turn it off
     /// when something else (a systemd unit) runs the daemon on `daemon_socket`.
     pub supervise: bool,
@@ -105,6 +119,11 @@ impl Default for Config {
             daemon_socket: PathBuf::from("/run/shimless/daemon.sock"),
             log_dir: PathBuf::from("/var/log/shimless"),
             log_max_bytes: 16 << 20,
+            log_keep: 3,
+            log_level: crate::logging::LogLevel::Info,
+            log_format: crate::logging::LogFormat::Text,
+            metrics_address: None,
+            front_metrics_address: None,
             supervise: true,
             restart_delay_ms: 200,
             hold_ms: 60_000,
@@ -233,6 +252,17 @@ impl Config {
         if config.log_max_bytes < 4096 {
             return invalid("log_max_bytes", "must be at least 4096");
         }
+        if !(1..=100).contains(&config.log_keep) {
+            return invalid("log_keep", "must be between 1 and 100");
+        }
+        if config.metrics_address.is_some()
+            && config.metrics_address == config.front_metrics_address
+        {
+            return invalid(
+                "front_metrics_address",
+                "must differ from `metrics_address` (the daemon serves there)",
+            );
+        }
         if config.probe_command.contains('/') {
             return invalid(
                 "probe_command",
@@ -301,6 +331,34 @@ mod tests {
     }
 
     #[test]
+    fn log_and_metrics_keys_parse_and_bad_values_name_the_key() {
+        let config = Config::from_toml(
+            "log_level = \"debug\"\nlog_format = \"json\"\nlog_keep = 5\n\
+             metrics_address = \"unix:/run/shimless/metrics.sock\"",
+        )
+        .unwrap();
+        assert_eq!(config.log_level, crate::logging::LogLevel::Debug);
+        assert_eq!(config.log_format, crate::logging::LogFormat::Json);
+        assert_eq!(config.log_keep, 5);
+        assert_eq!(
+            config.metrics_address.map(|a| a.to_string()),
+            Some("unix:/run/shimless/metrics.sock".into())
+        );
+        assert_eq!(Config::default().metrics_address, None);
+        for (text, want) in [
+            ("log_level = \"loud\"", "log_level"),
+            ("log_format = \"xml\"", "log_format"),
+            (
+                "metrics_address = \"10.0.0.1:9464\"",
+                "not a loopback address",
+            ),
+        ] {
+            let err = Config::from_toml(text).unwrap_err().to_string();
+            assert!(err.contains(want), "{text}: {err}");
+        }
+    }
+
+    #[test]
     fn a_wrong_type_names_the_key() {
         let err = Config::from_toml("allowed_uids = \"root\"")
             .unwrap_err()
@@ -338,6 +396,11 @@ mod tests {
                 "`daemon_socket` must differ from `socket`",
             ),
             ("log_dir = \"logs\"", "`log_dir` must be an absolute path"),
+            ("log_keep = 0", "`log_keep` must be between 1 and 100"),
+            (
+                "metrics_address = \"127.0.0.1:9464\"\nfront_metrics_address = \"127.0.0.1:9464\"",
+                "`front_metrics_address` must differ from `metrics_address`",
+            ),
             (
                 "bpf_pin_dir = \"/sys/fs/bpf/shimless.test\"",
                 "`bpf_pin_dir` must have no '.' in its names below the bpffs mount",

@@ -51,6 +51,8 @@ pub mod grpc;
 pub mod ids;
 mod lock;
 pub mod logcap;
+pub mod logging;
+pub mod metrics;
 pub mod model;
 pub mod options;
 pub mod probes;

@@ -30,12 +30,18 @@ struct Args {
     /// manifest (set by an upgrade, not by hand).
     #[arg(long, value_name = "FD")]
     handover_fd: Option<i32>,
+    /// Overrides `log_level`: error, warn, info, debug or trace.
+    #[arg(long)]
+    log_level: Option<task_service::logging::LogLevel>,
+    /// Overrides `log_format`: text or json (one object per line).
+    #[arg(long)]
+    log_format: Option<task_service::logging::LogFormat>,
 }
 
 fn main() {
     let args = Args::parse();
     if let Err(e) = run(args) {
-        eprintln!("shimless-front: {e}");
+        task_service::logging::fatal(&format!("shimless-front: {e}"));
         std::process::exit(1);
     }
 }
@@ -52,7 +58,11 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         println!("{} {}", handover::READY, env!("CARGO_PKG_VERSION"));
         return Ok(());
     }
-    task_service::logcap::cap_stderr(config.log_max_bytes);
+    task_service::logging::init(
+        args.log_level.unwrap_or(config.log_level),
+        args.log_format.unwrap_or(config.log_format),
+    );
+    task_service::logcap::cap_stderr(config.log_max_bytes, config.log_keep);
     let binary = std::env::current_exe()?;
     if manifest.is_none() && std::os::unix::net::UnixStream::connect(&config.socket).is_ok() {
         return Err(format!(
@@ -94,8 +104,12 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         hold: Duration::from_millis(config.hold_ms),
         allowed_uids: config.allowed_uids.clone(),
     };
+    let started = std::time::SystemTime::now();
     smol::block_on(ex.run(async {
-        eprintln!(
+        if let Some(address) = &config.front_metrics_address {
+            serve_metrics(address, &ex, started).await;
+        }
+        tracing::info!(
             "shimless-front: serving on {} for shimlessd at {} (pid {}, supervising: {}, \
              generation {}{})",
             config.socket.display(),
@@ -121,4 +135,27 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         }
         Ok(())
     }))
+}
+
+/// Serves the front's metrics on `address` from now on; a failure to bind is logged and leaves
+/// the front serving.
+async fn serve_metrics(
+    address: &task_service::metrics::address::MetricsAddress,
+    ex: &Arc<smol::Executor<'static>>,
+    started: std::time::SystemTime,
+) {
+    use task_service::metrics::{FRONT, exposition::Exposition, http::Listener, process_info};
+    match Listener::bind(address).await {
+        Ok(listener) => {
+            let render = move || {
+                let mut out = Exposition::default();
+                process_info(&mut out, "shimless_front", started);
+                FRONT.render(&mut out);
+                out.finish()
+            };
+            listener.serve(ex.clone(), Arc::new(render));
+            tracing::info!("shimless-front: metrics on {address}");
+        }
+        Err(e) => tracing::error!("shimless-front: cannot serve metrics on {address}: {e}"),
+    }
 }

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use task_service::config::Config;
 use task_service::daemon::Daemon;
 use task_service::grpc;
+use task_service::grpc::observe::Observed;
 
 /// One daemon serving containerd's shim Task API (containerd.task.v3.Task) for every container
 /// of the node, on runc or crun.
@@ -38,12 +39,21 @@ struct Args {
     /// Overrides `runtime`: runc, crun or a path.
     #[arg(long)]
     runtime: Option<String>,
+    /// Overrides `log_level`: error, warn, info, debug (a line per call) or trace.
+    #[arg(long)]
+    log_level: Option<task_service::logging::LogLevel>,
+    /// Overrides `log_format`: text or json (one object per line).
+    #[arg(long)]
+    log_format: Option<task_service::logging::LogFormat>,
+    /// Overrides `metrics_address`: unix:/PATH or a loopback IP:PORT to serve metrics on.
+    #[arg(long)]
+    metrics_address: Option<task_service::metrics::address::MetricsAddress>,
 }
 
 fn main() {
     let args = Args::parse();
     if let Err(e) = run(args) {
-        eprintln!("shimlessd: {e}");
+        task_service::logging::fatal(&format!("shimlessd: {e}"));
         std::process::exit(1);
     }
 }
@@ -71,11 +81,18 @@ fn config_of(args: Args) -> Result<Config, Box<dyn std::error::Error>> {
     if let Some(runtime) = args.runtime {
         config.runtime = runtime;
     }
+    config.log_level = args.log_level.unwrap_or(config.log_level);
+    config.log_format = args.log_format.unwrap_or(config.log_format);
+    if args.metrics_address.is_some() {
+        config.metrics_address = args.metrics_address;
+    }
     Ok(config)
 }
 
 fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
+    let started = std::time::SystemTime::now();
     let config = config_of(args)?;
+    task_service::logging::init(config.log_level, config.log_format);
     task_service::config::check_bpf_pin_dir(&config.bpf_pin_dir)
         .map_err(|problem| format!("--bpf-pin-dir {}: {problem}", config.bpf_pin_dir.display()))?;
     // Each container costs a pidfd and up to two FIFO readers: take every fd the hard limit
@@ -84,7 +101,7 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     // Before anything else touches the state or the socket: a second daemon on this directory
     // would unlink the first one's live socket and recover its containers a second time.
     let _lock = task_service::state::StateLock::acquire(&config.state_dir)?;
-    task_service::logcap::cap_stderr(config.log_max_bytes);
+    task_service::logcap::cap_stderr(config.log_max_bytes, config.log_keep);
     let ex = Arc::new(smol::Executor::new());
     let daemon = Daemon::new(config.clone(), ex.clone())
         .map_err(|e| format!("cannot become the child subreaper: {e}"))?;
@@ -92,11 +109,11 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         .reap_orphans()
         .map_err(|e| format!("cannot start the orphan reaper: {e}"))?;
     for warning in daemon.warnings() {
-        eprintln!("shimlessd: warning: {warning}");
+        tracing::warn!("shimlessd: warning: {warning}");
     }
     let status = task_service::daemon::HealthStatus::of(&daemon);
     if let Some(degraded) = status.degraded() {
-        eprintln!("shimlessd: warning: {degraded}");
+        tracing::warn!("shimlessd: warning: {degraded}");
     }
     // A second thread runs tasks while the first waits on a slow runtime call.
     {
@@ -106,13 +123,18 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     // The forwarder subscribes first, so the exits recovered below reach containerd as well.
     daemon.forward_events();
     smol::block_on(ex.run(async {
+        let recovering = std::time::Instant::now();
         let recovery = daemon
             .recover()
             .await
             .map_err(|e| format!("recovery failed: {}", e.message()))?;
-        eprintln!("shimlessd: recovered: {recovery}");
+        task_service::metrics::DAEMON.recovered(recovering.elapsed());
+        tracing::info!("shimlessd: recovered: {recovery}");
+        if let Some(address) = &config.metrics_address {
+            serve_metrics(address, &daemon, &ex, started).await;
+        }
         let listener = grpc::listen::bind(&config.socket)?;
-        eprintln!(
+        tracing::info!(
             "shimlessd: serving on {} (pid {}, exit codes kept in the kernel: {})",
             config.socket.display(),
             std::process::id(),
@@ -126,13 +148,33 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             allowed_uids: config.allowed_uids.clone(),
             ..grpc::ServeConfig::default()
         };
+        let calls = &task_service::metrics::DAEMON.calls;
         grpc::serve(
             listener,
-            status.around(daemon.into_router()),
+            Observed::new(status.around(daemon.into_router()), calls),
             ex.clone(),
             serve,
         )
         .await?;
         Ok::<(), Box<dyn std::error::Error>>(())
     }))
+}
+
+/// Serves the daemon's metrics on `address` from now on; a failure to bind is logged and
+/// leaves the daemon serving containers (metrics are not worth stopping the node for).
+async fn serve_metrics(
+    address: &task_service::metrics::address::MetricsAddress,
+    daemon: &Daemon,
+    ex: &Arc<smol::Executor<'static>>,
+    started: std::time::SystemTime,
+) {
+    use task_service::metrics::http::Listener;
+    match Listener::bind(address).await {
+        Ok(listener) => {
+            let daemon = daemon.clone();
+            listener.serve(ex.clone(), Arc::new(move || daemon.metrics_text(started)));
+            tracing::info!("shimlessd: metrics on {address}");
+        }
+        Err(e) => tracing::error!("shimlessd: cannot serve metrics on {address}: {e}"),
+    }
 }

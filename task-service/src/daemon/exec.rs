@@ -142,7 +142,7 @@ impl Daemon {
         if let Some(identity) = &launched.identity
             && let Err(e) = self.track(key, Some(exec_id), identity)
         {
-            eprintln!(
+            tracing::warn!(
                 "shimless: exec {exec_id} of {}: not tracked in the kernel: {e}",
                 key.1.as_str()
             );

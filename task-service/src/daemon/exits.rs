@@ -59,7 +59,17 @@ impl Exits {
             return Ok(());
         };
         let pid = u32::try_from(identity.pid).map_err(|_| format!("bad pid {}", identity.pid))?;
-        lock(watch).track(pid, cookie).map_err(|e| e.to_string())
+        lock(watch).track(pid, cookie).map_err(|e| {
+            if matches!(e, exitwatch::Error::MapFull { .. }) {
+                crate::metrics::DAEMON.map_full.inc();
+            }
+            e.to_string()
+        })
+    }
+
+    /// exitwatch's counts (tracked, recorded, capacity), when it is loaded and answers.
+    pub(crate) fn stats(&self) -> Option<exitwatch::Stats> {
+        lock(self.watch.as_ref()?).stats().ok()
     }
 
     /// Drops what exitwatch holds for `pid` once its exit is durable in the record.
@@ -95,7 +105,12 @@ impl Exits {
         identity: Option<&ProcessIdentity>,
         cookie: u64,
     ) -> (Exit, bool) {
-        match identity.and_then(|i| self.recorded(i, cookie)) {
+        let found = identity.and_then(|i| self.recorded(i, cookie));
+        crate::metrics::DAEMON.exit(match found {
+            Some(_) => crate::metrics::ExitSource::Ebpf,
+            None => crate::metrics::ExitSource::Lost,
+        });
+        match found {
             Some(exit) => (exit, true),
             None => (
                 Exit {
@@ -107,8 +122,24 @@ impl Exits {
         }
     }
 
-    /// Resolves the status of a process whose pidfd has become readable.
+    /// Resolves the status of a process whose pidfd has become readable (counted by source).
     pub(crate) async fn resolve(
+        &self,
+        pidfd: &PidFd,
+        identity: Option<&ProcessIdentity>,
+        cookie: u64,
+    ) -> (ExitStatus, Source) {
+        let (status, source) = self.resolve_uncounted(pidfd, identity, cookie).await;
+        crate::metrics::DAEMON.exit(match source {
+            Source::Waitid => crate::metrics::ExitSource::Waitid,
+            Source::Exitwatch => crate::metrics::ExitSource::Ebpf,
+            Source::PidfdInfo => crate::metrics::ExitSource::PidfdInfo,
+            Source::Lost => crate::metrics::ExitSource::Lost,
+        });
+        (status, source)
+    }
+
+    async fn resolve_uncounted(
         &self,
         pidfd: &PidFd,
         identity: Option<&ProcessIdentity>,

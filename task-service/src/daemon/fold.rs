@@ -168,7 +168,7 @@ impl Daemon {
         apply(&own, figures.config).await;
         let lost: Vec<String> = figures.losses.iter().map(ToString::to_string).collect();
         if !lost.is_empty() {
-            eprintln!(
+            tracing::warn!(
                 "shimlessd: folded pod {} ({}) gives up: {}",
                 own.sandbox_id,
                 own.pod_cgroup,
@@ -184,9 +184,10 @@ async fn apply(own: &Folding, config: CgroupConfig) {
     let path = own.pod_cgroup.trim_start_matches('/').to_owned();
     let applied = smol::unblock(move || Cgroups::detect()?.apply(&path, &config)).await;
     if let Err(e) = applied {
-        eprintln!(
+        tracing::warn!(
             "shimlessd: folded pod {}: cannot apply the pod's values to {}: {e}",
-            own.sandbox_id, own.pod_cgroup
+            own.sandbox_id,
+            own.pod_cgroup
         );
     }
 }

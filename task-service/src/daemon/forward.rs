@@ -116,7 +116,7 @@ impl Publishers {
             .or_else(|| lock(&self.namespaces).get(ns).cloned())?;
         if let Err(e) = self.write(ns, id.as_str(), &address) {
             // Still forwarded while this daemon lives; only a restart would forget it.
-            eprintln!(
+            tracing::warn!(
                 "shimlessd: cannot save where the events of {}/{} go: {e}",
                 ns.as_str(),
                 id.as_str()
@@ -185,7 +185,7 @@ impl Forwarder {
             match Outbox::load(&path) {
                 Ok((outbox, problems)) => {
                     for problem in problems {
-                        eprintln!("shimlessd: warning: outbox {problem}");
+                        tracing::warn!("shimlessd: warning: outbox {problem}");
                     }
                     let outlet = Outlet {
                         outbox,
@@ -199,7 +199,7 @@ impl Forwarder {
                     // containerd does not overwrite it.
                     let aside = path.with_extension(format!("newer-v{}", newer.found));
                     let _ = std::fs::rename(&path, &aside);
-                    eprintln!(
+                    tracing::warn!(
                         "shimlessd: warning: {newer}; kept as {}, its events are not sent",
                         aside.display()
                     );
@@ -207,7 +207,7 @@ impl Forwarder {
                 Err(e) => {
                     let aside = path.with_extension("unreadable");
                     let _ = std::fs::rename(&path, &aside);
-                    eprintln!(
+                    tracing::warn!(
                         "shimlessd: warning: outbox {e}: its events are lost (kept as {})",
                         aside.display()
                     );
@@ -234,6 +234,15 @@ impl Forwarder {
             }
             outlet.queue = Some(queue);
         }
+    }
+
+    /// Per containerd address, how many events it has not taken yet (its outbox's pending
+    /// events): what a scrape reports as the forward queue.
+    pub(crate) fn pending(&self) -> Vec<(String, usize)> {
+        lock(&self.outlets)
+            .iter()
+            .map(|(address, outlet)| (address.clone(), outlet.outbox.pending_len()))
+            .collect()
     }
 
     /// A new queue for `address`, with the task that drains it; `None` before [`start`].
@@ -282,7 +291,8 @@ impl Forwarder {
                     outlets.insert(address.clone(), outlet);
                 }
                 Err(e) => {
-                    eprintln!(
+                    crate::metrics::DAEMON.forward_dropped.inc();
+                    tracing::warn!(
                         "shimlessd: cannot make the outbox of containerd at {address} in {}:                          {e}; its {} event is lost",
                         self.dir.display(),
                         envelope.topic
@@ -296,15 +306,17 @@ impl Forwarder {
         };
         if outlet.outbox.pending_len() >= QUEUE_EVENTS {
             outlet.lost += 1;
-            eprintln!(
+            crate::metrics::DAEMON.forward_dropped.inc();
+            tracing::warn!(
                 "shimlessd: warning: containerd at {address} has not taken {QUEUE_EVENTS}                  events; a {} event is lost ({} so far)",
-                envelope.topic, outlet.lost
+                envelope.topic,
+                outlet.lost
             );
             return;
         }
         let (seq, unsaved) = outlet.outbox.append(envelope.clone());
         if let Some(e) = unsaved {
-            eprintln!(
+            tracing::warn!(
                 "shimlessd: warning: cannot save a {} event for containerd at {address}: {e}                  (sent from memory; a restart before it is taken would lose it)",
                 envelope.topic
             );
@@ -408,7 +420,7 @@ async fn drain(
                 Err(status) => {
                     // containerd refused this event for good (a bad namespace or topic):
                     // retrying cannot help, and holding it would hold every later event.
-                    eprintln!(
+                    tracing::warn!(
                         "shimlessd: containerd at {address} refused a {} event: {}",
                         envelope.topic,
                         status.message()

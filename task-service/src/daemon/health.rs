@@ -1,6 +1,8 @@
 //! `shimless.v1.Health`: a degraded daemon says so. Running without exitwatch (no BTF, no
 //! bpffs, a pin directory bpffs refused, no privilege) is a state an operator must be able to
-//! see (`shimlessctl status`), not only a line in a log at start.
+//! see (`shimlessctl status`), not only a line in a log at start. The answer also says what the
+//! daemon holds now: containers by namespace and state, exitwatch's maps, the forward queues,
+//! its latest warnings and errors.
 
 use crate::api::shimless::v1::health_server::{Health, HealthServer};
 use crate::api::shimless::v1::{StatusRequest, StatusResponse};
@@ -9,10 +11,11 @@ use std::task::{Context, Poll};
 use tonic::body::Body;
 use tower_service::Service;
 
-/// What `Health/Status` answers: fixed at start.
+/// What `Health/Status` answers: fixed at start, with what the daemon holds read at each call.
 #[derive(Debug, Clone)]
 pub struct HealthStatus {
     answer: StatusResponse,
+    daemon: super::Daemon,
 }
 
 impl HealthStatus {
@@ -25,6 +28,10 @@ impl HealthStatus {
     /// # }
     /// ```
     pub fn of(daemon: &super::Daemon) -> HealthStatus {
+        let started_at = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs();
         HealthStatus {
             answer: StatusResponse {
                 kernel_exit_records: daemon.kernel_recording(),
@@ -32,7 +39,10 @@ impl HealthStatus {
                 pid: std::process::id(),
                 protocol_version: crate::version::PROTOCOL,
                 version: crate::version::build(),
+                started_at,
+                ..Default::default()
             },
+            daemon: daemon.clone(),
         }
     }
 
@@ -42,7 +52,7 @@ impl HealthStatus {
     /// ```no_run
     /// # fn f(daemon: task_service::daemon::Daemon) {
     /// if let Some(line) = task_service::daemon::HealthStatus::of(&daemon).degraded() {
-    ///     eprintln!("shimlessd: warning: {line}");
+    ///     tracing::warn!("shimlessd: warning: {line}");
     /// }
     /// # }
     /// ```
@@ -75,7 +85,9 @@ impl Health for HealthStatus {
         &self,
         _req: tonic::Request<StatusRequest>,
     ) -> Result<tonic::Response<StatusResponse>, tonic::Status> {
-        Ok(tonic::Response::new(self.answer.clone()))
+        let mut answer = self.answer.clone();
+        self.daemon.fill_status(&mut answer);
+        Ok(tonic::Response::new(answer))
     }
 }
 

@@ -21,7 +21,7 @@
 //! surface), `exits`, `oom`, `forward` and `outbox` (exit sources, OOM counts, events to containerd and
 //! their persisted outbox),
 //! `health` (`shimless.v1.Health`: whether the daemon runs degraded), `errors` (library errors
-//! as gRPC statuses).
+//! as gRPC statuses), `gauges` (the metrics scrape).
 
 mod admin;
 mod container;
@@ -31,6 +31,7 @@ mod exec;
 mod exits;
 mod fold;
 mod forward;
+mod gauges;
 mod health;
 mod launch;
 mod lifecycle;
@@ -231,6 +232,9 @@ impl Daemon {
             .binary(binary)
             .root(root)
             .systemd_cgroup(systemd_cgroup)
+            .observer(runc_driver::Observer::new(|command, took, ok| {
+                crate::metrics::DAEMON.runtime.record(command, took, ok)
+            }))
             .build()
             .map_err(errors::runc)?;
         runtimes.insert(key, runc.clone());

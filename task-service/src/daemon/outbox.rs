@@ -232,7 +232,7 @@ impl Outbox {
         self.pending -= self.kept.range(self.acked + 1..=seq).count();
         self.acked = seq;
         if let Err(e) = self.write(&encode(ACKED, seq, &[])) {
-            eprintln!(
+            tracing::warn!(
                 "shimlessd: cannot mark event {seq} for {} as taken in {}: {e} (a restart \
                  would send it again)",
                 self.address,
@@ -313,7 +313,7 @@ impl Outbox {
             && kept * 4 < self.file_bytes
             && let Err(e) = self.rewrite()
         {
-            eprintln!("shimlessd: cannot compact {}: {e}", self.path.display());
+            tracing::warn!("shimlessd: cannot compact {}: {e}", self.path.display());
         }
     }
 

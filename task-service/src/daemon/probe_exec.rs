@@ -118,6 +118,10 @@ impl Daemon {
             );
         }
         drop(gate);
+        match outcome.exit_code() {
+            0 => crate::metrics::DAEMON.probes_ok.inc(),
+            _ => crate::metrics::DAEMON.probes_failed.inc(),
+        }
         let exit = Exit {
             status: ExitStatus::Exited(code),
             at: SystemTime::now(),

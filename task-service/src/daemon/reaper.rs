@@ -105,7 +105,7 @@ impl Reaper {
         let mut reaped = Vec::new();
         for zombie in ripe.into_iter().filter(|(pid, _)| !claimed.contains(pid)) {
             if let Some(how) = reap(zombie.0) {
-                eprintln!(
+                tracing::info!(
                     "shimless: reaped orphan pid {} (re-parented to the daemon, {how})",
                     zombie.0
                 );

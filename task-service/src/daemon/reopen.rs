@@ -87,7 +87,7 @@ impl Daemon {
                 match found {
                     Reopened::Unknown(_) => continue,
                     Reopened::Live(pidfd) => {
-                        eprintln!(
+                        tracing::info!(
                             "shimless: {}/{}{}: re-opened pid {} after recovery",
                             key.0,
                             key.1,

@@ -31,7 +31,8 @@ impl Daemon {
 
 /// The container a request names: its id, in the namespace of its `containerd-namespace`
 /// header (`default` without one).
-fn key_of<T>(req: &Request<T>, id: &str) -> Result<Key, Status> {
+fn key_of<T: CallIds>(req: &Request<T>, id: &str) -> Result<Key, Status> {
+    crate::grpc::observe::record_ids(id, req.get_ref().exec_id());
     let ns = req
         .metadata()
         .get("containerd-namespace")
@@ -41,6 +42,31 @@ fn key_of<T>(req: &Request<T>, id: &str) -> Result<Key, Status> {
     let id = ContainerId::new(id).map_err(errors::invalid)?;
     Ok((ns, id))
 }
+
+/// The exec id a request names, for the call's log span (empty when it names none).
+trait CallIds {
+    fn exec_id(&self) -> &str {
+        ""
+    }
+}
+
+macro_rules! call_ids {
+    (with exec: $($with:ty),*; without: $($without:ty),*) => {
+        $(impl CallIds for $with {
+            fn exec_id(&self) -> &str {
+                &self.exec_id
+            }
+        })*
+        $(impl CallIds for $without {})*
+    };
+}
+
+call_ids!(
+    with exec: StartRequest, StateRequest, KillRequest, WaitRequest, DeleteRequest,
+        ExecProcessRequest, ResizePtyRequest, CloseIoRequest;
+    without: CreateTaskRequest, PidsRequest, PauseRequest, ResumeRequest, UpdateTaskRequest,
+        ConnectRequest, StatsRequest
+);
 
 fn task_status(state: &ProcessState) -> TaskStatus {
     match state {

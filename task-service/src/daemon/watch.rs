@@ -44,7 +44,7 @@ impl Daemon {
                     .resolve(&pidfd, identity.as_ref(), cookie)
                     .await;
                 if source == Source::Lost {
-                    eprintln!(
+                    tracing::warn!(
                         "shimless: the exit status of {}/{}{} (pid {}) is lost: reported as 255",
                         key.0.as_str(),
                         key.1.as_str(),

@@ -429,7 +429,7 @@ fn exec(shared: &Shared, binary: &Path, manifest: &Manifest) -> String {
         let _ = keep(rustix::io::FdFlags::CLOEXEC);
         return format!("cannot keep the sockets open across exec: {e}");
     }
-    eprintln!(
+    tracing::info!(
         "shimless-front: handing {} connection(s) ({} read(s) to send again) and {} socket(s) \
          to {} (generation {})",
         manifest.connections.len(),
@@ -492,7 +492,7 @@ pub(super) async fn start(shared: &Arc<Shared>, binary: Option<PathBuf>) -> Resu
 }
 
 fn fail(shared: &Shared, why: &str) {
-    eprintln!("shimless-front: upgrade failed: {why}");
+    tracing::warn!("shimless-front: upgrade failed: {why}");
     *crate::lock::lock(&shared.last_upgrade_error) = why.to_string();
     shared.upgrading.store(false, Ordering::SeqCst);
 }
@@ -503,14 +503,14 @@ pub(super) async fn on_sighup(shared: Arc<Shared>) {
     let mut signals = match async_signal::Signals::new([async_signal::Signal::Hup]) {
         Ok(signals) => signals,
         Err(e) => {
-            eprintln!("shimless-front: cannot take SIGHUP (upgrade by signal is off): {e}");
+            tracing::warn!("shimless-front: cannot take SIGHUP (upgrade by signal is off): {e}");
             return;
         }
     };
     while signals.next().await.is_some() {
-        eprintln!("shimless-front: SIGHUP: upgrading");
+        tracing::info!("shimless-front: SIGHUP: upgrading");
         if let Err(why) = start(&shared, None).await {
-            eprintln!("shimless-front: SIGHUP upgrade refused: {why}");
+            tracing::warn!("shimless-front: SIGHUP upgrade refused: {why}");
         }
     }
 }

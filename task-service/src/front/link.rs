@@ -20,6 +20,8 @@ pub(super) struct Link {
     path: PathBuf,
     ex: Arc<smol::Executor<'static>>,
     current: async_lock::Mutex<Option<Sender>>,
+    /// Whether a connection was ever made (the next one is a reconnect).
+    connected_before: std::sync::atomic::AtomicBool,
 }
 
 impl Link {
@@ -28,6 +30,7 @@ impl Link {
             path,
             ex,
             current: async_lock::Mutex::new(None),
+            connected_before: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -46,6 +49,7 @@ impl Link {
         .await
         .ok_or_else(|| self.absent("another call is already waiting for it"))?;
         let mut pause = Duration::from_millis(10);
+        let mut held = None;
         loop {
             if let Some(sender) = slot.as_ref()
                 && !sender.is_closed()
@@ -55,6 +59,12 @@ impl Link {
             *slot = None;
             match self.connect().await {
                 Ok(sender) => {
+                    if self
+                        .connected_before
+                        .swap(true, std::sync::atomic::Ordering::Relaxed)
+                    {
+                        crate::metrics::FRONT.reconnects.inc();
+                    }
                     *slot = Some(sender.clone());
                     return Ok(sender);
                 }
@@ -64,10 +74,11 @@ impl Link {
                          (`shimlessctl upgrade`) to a build that speaks version {}",
                         newer.supported, newer.found
                     );
-                    eprintln!("shimless-front: {why}");
+                    tracing::warn!("shimless-front: {why}");
                     return Err(tonic::Status::failed_precondition(why));
                 }
                 Err(Refused::Io(e)) => {
+                    held.get_or_insert_with(|| crate::metrics::FRONT.hold());
                     if Instant::now() + pause >= until {
                         return Err(self.absent(&e.to_string()));
                     }

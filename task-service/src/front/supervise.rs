@@ -79,12 +79,21 @@ impl Supervisor {
         if let Some(dir) = self.log.parent() {
             std::fs::create_dir_all(dir)?;
         }
-        let log = open_log(&self.log)?;
+        // Under journald the daemon writes to the front's journal stream; else to its own log.
+        let (stdout, stderr) = if crate::logging::under_journal() {
+            (
+                std::process::Stdio::inherit(),
+                std::process::Stdio::inherit(),
+            )
+        } else {
+            let log = open_log(&self.log)?;
+            (log.try_clone()?.into(), log.into())
+        };
         let child = std::process::Command::new(&self.program)
             .args(&self.args)
             .stdin(std::process::Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
+            .stdout(stdout)
+            .stderr(stderr)
             .current_dir("/")
             // Never systemd's notify socket for runc (see `shim::start`), even when the front
             // runs under a Type=notify unit.
@@ -106,7 +115,7 @@ impl Supervisor {
             match rustix::process::wait(rustix::process::WaitOptions::empty()) {
                 Ok(Some((pid, status))) if pid.as_raw_nonzero().get() as u32 == daemon => {
                     let delay = backoff.delay();
-                    eprintln!(
+                    tracing::warn!(
                         "shimless-front: shimlessd (pid {daemon}) {} after {:.1?}{}; {}; \
                          starting it again in {delay:?}",
                         how_it_ended(&status),
@@ -120,20 +129,21 @@ impl Supervisor {
                             Ok(pid) => break pid,
                             Err(e) => {
                                 let delay = backoff.delay();
-                                eprintln!("shimless-front: {e}; trying again in {delay:?}");
+                                tracing::warn!("shimless-front: {e}; trying again in {delay:?}");
                                 std::thread::sleep(delay);
                             }
                         }
                     };
                     current.store(daemon, Ordering::SeqCst);
+                    crate::metrics::FRONT.daemon_restarts.inc();
                     backoff.started();
-                    eprintln!("shimless-front: shimlessd started again (pid {daemon})");
+                    tracing::info!("shimless-front: shimlessd started again (pid {daemon})");
                 }
                 // An orphaned container process: its status is the daemon's to read elsewhere.
                 Ok(_) => {}
                 Err(rustix::io::Errno::INTR) => {}
                 Err(e) => {
-                    eprintln!("shimless-front: wait failed: {e}");
+                    tracing::warn!("shimless-front: wait failed: {e}");
                     std::thread::sleep(Duration::from_secs(1));
                 }
             }
@@ -249,7 +259,10 @@ fn last_words(log: &Path) -> String {
     }
     let text = String::from_utf8_lossy(&tail);
     match text.lines().rev().find(|l| !l.trim().is_empty()) {
-        Some(line) => format!(" (last words: {:?})", line.trim()),
+        Some(line) => format!(
+            " (last words: {:?})",
+            crate::logging::message_of(line.trim())
+        ),
         None => String::new(),
     }
 }

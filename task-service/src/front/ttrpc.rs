@@ -39,7 +39,7 @@ pub(super) async fn accept(
     loop {
         let stream = shared.gate.accept(&listener, "shimless-front").await;
         if let Some(why) = shared.refuse(&stream) {
-            eprintln!("shimless-front: refused a connection: {why}");
+            tracing::warn!("shimless-front: refused a connection: {why}");
             continue;
         }
         resume(stream, namespace.clone(), &shared, Vec::new(), Vec::new());

@@ -52,7 +52,7 @@ pub async fn next(listener: &UnixListener, who: &str) -> UnixStream {
         match listener.accept().await {
             Ok((stream, _)) => {
                 if failures > 0 {
-                    eprintln!(
+                    tracing::info!(
                         "{who}: accepting on {} works again after {failures} failed accepts",
                         local(listener)
                     );
@@ -61,7 +61,7 @@ pub async fn next(listener: &UnixListener, who: &str) -> UnixStream {
             }
             Err(e) => {
                 if failures == 0 {
-                    eprintln!(
+                    tracing::warn!(
                         "{who}: warning: accept on {} failed ({e}); retrying with backoff \
                          (raise the open-file limit if this is EMFILE)",
                         local(listener)

@@ -44,6 +44,7 @@ pub mod accept;
 pub mod channel;
 pub mod deadline;
 pub mod listen;
+pub mod observe;
 mod serve;
 
 pub use channel::{Channel, connect};

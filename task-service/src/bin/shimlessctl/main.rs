@@ -6,6 +6,7 @@
 
 mod attach;
 mod show;
+mod status;
 mod task;
 mod upgrade;
 
@@ -118,8 +119,10 @@ enum Command {
     Wait { id: String },
     /// Delete a stopped (or never started) container.
     Delete { id: String },
-    /// Show how the daemon runs: whether exit codes are kept in the kernel (exitwatch), and
-    /// what it runs without. Exits 0 when healthy, 3 when degraded.
+    /// Show whether the node's shimless is healthy: front and daemon (pids, version, uptime),
+    /// exitwatch (pins, map entries), containers by namespace and state, events waiting for
+    /// containerd, the daemon's latest warnings and errors. Exits 0 when healthy, 3 when
+    /// degraded (no exitwatch), 2 when the daemon does not answer, 1 when nothing answers.
     Status,
     /// Hand the front's sockets and containerd's connections to the front binary installed
     /// now (containerd sees no shim go away); exits 0 once the new front answers, 1 with the
@@ -186,7 +189,7 @@ async fn run(cli: Cli) -> Result<i32> {
         Command::Wait { id } => task::wait_init(&mut ctl, &id).await,
         Command::Delete { id } => task::delete_init(&mut ctl, &id).await,
         Command::Events { filter } => show::events(&ctl, filter).await,
-        Command::Status => show::health(&ctl).await,
+        Command::Status => status::status_of(&ctl).await,
         Command::Upgrade { binary } => {
             let binary = binary.map(|b| b.display().to_string()).unwrap_or_default();
             upgrade::upgrade(&ctl.client, &cli.socket, binary, cli.json).await

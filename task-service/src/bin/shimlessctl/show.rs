@@ -190,37 +190,3 @@ pub(crate) async fn events(ctl: &Ctl, filters: Vec<String>) -> Result<i32> {
     }
     Ok(0)
 }
-
-/// `status`: whether the daemon keeps exit codes in the kernel; exit code 3 when it does not.
-pub(crate) async fn health(ctl: &Ctl) -> Result<i32> {
-    use task_service::api::shimless::v1::StatusRequest;
-    let answer = ctl
-        .client
-        .health()
-        .status(StatusRequest {})
-        .await
-        .map_err(status)?
-        .into_inner();
-    let code = if answer.kernel_exit_records { 0 } else { 3 };
-    if ctl.json() {
-        let value = json!({"pid": answer.pid, "version": answer.version,
-                           "protocol_version": answer.protocol_version,
-                           "kernel_exit_records": answer.kernel_exit_records,
-                           "degraded": !answer.kernel_exit_records, "warnings": answer.warnings});
-        println!("{value}");
-        return Ok(code);
-    }
-    println!("shimlessd pid {} (version {})", answer.pid, answer.version);
-    if answer.kernel_exit_records {
-        println!("exit codes kept in the kernel: yes (exitwatch loaded)");
-    } else {
-        println!(
-            "DEGRADED: exit codes are not kept in the kernel (exitwatch not loaded): exits \
-             while shimlessd is down are reported with 255"
-        );
-    }
-    for warning in &answer.warnings {
-        println!("warning: {warning}");
-    }
-    Ok(code)
-}
