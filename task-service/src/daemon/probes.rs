@@ -191,7 +191,7 @@ impl Daemon {
         let root = match super::probe_exec::container_root(entry) {
             Ok(root) => Arc::new(root),
             Err(e) => {
-                eprintln!(
+                tracing::warn!(
                     "shimless: probes of {}: the container's root cannot be opened ({}); not run",
                     prober_name(key),
                     e.message()
@@ -226,7 +226,7 @@ impl Daemon {
         match self.probes_at_create(&bundle).await {
             Ok(probes) => self.keep_probes(key, probes),
             Err(e) => {
-                eprintln!(
+                tracing::warn!(
                     "shimless: probes of {} not taken back: {}",
                     prober_name(key),
                     e.message()
@@ -300,7 +300,7 @@ impl Daemon {
         };
         let (key, grace) = key;
         self.inner.probes.kills.fetch_add(1, Ordering::Relaxed);
-        eprintln!(
+        tracing::warn!(
             "shimless: {}: {} failed ({}): killing it (SIGTERM, SIGKILL after {}s)",
             prober_name(&key),
             event.kind,
