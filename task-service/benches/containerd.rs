@@ -47,6 +47,8 @@ mod client;
 mod go_shim;
 #[path = "containerd/report.rs"]
 mod report;
+#[path = "containerd/setup.rs"]
+mod setup;
 
 /// containerd's Containers and Tasks services (client side), from `benches/proto/`.
 #[allow(missing_docs, clippy::all, clippy::pedantic)]
@@ -67,9 +69,10 @@ mod api {
 
 use args::{Args, parse_args};
 use cleanup::{ShimlessCleanup, memory_sum, shimless_pids, stock_shim_pids};
-use client::{Client, for_each};
+use client::{Client, for_each, lifecycle};
 use integration::containerd::{Containerd, ContainerdConfig};
 use report::{plot, print_memory, print_rates};
+use setup::{Setup, load_average};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -195,27 +198,6 @@ async fn memory(
     Ok(rows)
 }
 
-/// One lifecycle run: `n` containers, `parallel` at a time, through `runtime`.
-async fn lifecycle(
-    client: &Client,
-    runtime: &str,
-    tag: &str,
-    n: usize,
-    parallel: usize,
-) -> Result<Duration, String> {
-    let started = Instant::now();
-    for_each(n, parallel, |i| {
-        let mut client = client.clone();
-        let id = format!("{tag}-{i}");
-        async move {
-            client.run(&id, runtime).await?;
-            client.remove(&id).await
-        }
-    })
-    .await?;
-    Ok(started.elapsed())
-}
-
 /// Throughput table rows: (label, stock, shimless).
 type Rates = Vec<(String, Throughput, Throughput)>;
 
@@ -316,7 +298,7 @@ fn run(args: &Args) -> Result<(), String> {
         .tempdir()
         .map_err(|e| format!("create a temporary directory: {e}"))?;
     let d = dir.path();
-    let setup = Setup::write(d, args)?;
+    let setup = Setup::write(d, args.state_in.as_deref(), args.protocol.as_deref())?;
     let bin_dir = Path::new(SHIM_BIN)
         .parent()
         .ok_or("the shim binary has no directory")?
@@ -362,62 +344,6 @@ fn run(args: &Args) -> Result<(), String> {
     Ok(())
 }
 
-/// shimless's private configuration for one run, and what removes its traces.
-struct Setup {
-    /// Where the records live when `--state-in` is given (removed when dropped).
-    _state_dir: Option<tempfile::TempDir>,
-    config: PathBuf,
-    cleanup: ShimlessCleanup,
-}
-
-impl Setup {
-    /// Writes the configuration in `d`: sockets, records, runc root, logs and eBPF pins of
-    /// this run's own.
-    fn write(d: &Path, args: &Args) -> Result<Setup, String> {
-        // shimless's records where a node keeps them: `/run` is a tmpfs on a systemd node
-        // (here it is on the ext4 disk, where each record's fsync waits for the journal).
-        let state_dir = match &args.state_in {
-            Some(parent) => Some(
-                tempfile::Builder::new()
-                    .prefix("shimless-bench-state-")
-                    .tempdir_in(parent)
-                    .map_err(|e| format!("create a directory in {}: {e}", parent.display()))?,
-            ),
-            None => None,
-        };
-        let state = state_dir
-            .as_ref()
-            .map_or_else(|| d.join("state"), |s| s.path().to_owned());
-        let config = d.join("shimless.toml");
-        let cleanup = ShimlessCleanup {
-            config: config.clone(),
-            runc_root: d.join("runc"),
-            pin_dir: PathBuf::from(format!("/sys/fs/bpf/shimless-bench-{}", std::process::id())),
-        };
-        std::fs::write(
-            &config,
-            format!(
-                "socket = \"{0}/run/front.sock\"\ndaemon_socket = \"{0}/run/daemon.sock\"\n\
-                 state_dir = \"{3}\"\nrunc_root = \"{0}/runc\"\nlog_dir = \"{0}/logs\"\n\
-                 bpf_pin_dir = \"{1}\"\n{2}",
-                d.display(),
-                cleanup.pin_dir.display(),
-                args.protocol
-                    .as_ref()
-                    .map(|p| format!("containerd_protocol = \"{p}\"\n"))
-                    .unwrap_or_default(),
-                state.display()
-            ),
-        )
-        .map_err(|e| format!("write {}: {e}", config.display()))?;
-        Ok(Setup {
-            _state_dir: state_dir,
-            config,
-            cleanup,
-        })
-    }
-}
-
 /// Both parts, printed as they finish: memory at each size, then lifecycle rates.
 async fn measure(
     args: &Args,
@@ -447,12 +373,4 @@ async fn measure(
     }
     print_rates(&rates);
     Ok((rows, rates))
-}
-
-/// The load averages, as `/proc/loadavg` says them.
-fn load_average() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .unwrap_or_default()
-        .trim()
-        .to_owned()
 }

@@ -1,154 +1,560 @@
-//! Density benchmark (not a timed test): what one `shimlessd` costs with 10, 100 and 1,000
-//! running containers, next to the Go shim (`containerd-shim-runc-v2`, one per container) run
-//! in the same process on a private containerd; then exit → `Wait` latency with 1,000 live
-//! containers and 100 exiting at once.
+//! Density benchmark (not a timed test): what shimless (`shimless-front` + `shimlessd`) costs
+//! with up to N running containers, next to the Go shim (`containerd-shim-runc-v2`, one per
+//! container) measured in the same run on a private containerd; at the largest size, the
+//! latency of `State` and `Pids`, exit → `Wait` with 100 exiting at once, the daemon's
+//! recovery after `kill -9` with 100 exits happening while it is down, and the eBPF exit
+//! watch's occupancy.
 //!
-//! `cargo bench -p task-service --bench density [-- MAX]` (as root; MAX defaults to 1000).
-//! `SHIMLESS_BENCH_DIR` picks the file system the records live on (default: the temporary
-//! directory), e.g. `/run` (ext4 on this VM, tmpfs on a node) or `/dev/shm` (tmpfs).
+//! ```text
+//! cargo bench -p task-service --bench density -- 5000 --stock 200 --state-in /dev/shm
+//! ```
+//!
+//! `N` (default 1000) is the largest size; the sizes measured are 10, 100, 1000, 2000, 5000 up
+//! to N, and N. `--stock K` (default 20) runs K Go shims for their mean memory (from which the
+//! size where they would fill this machine's memory is computed); `--parallel P` (default 8)
+//! starts P containers at a time; `--state-in DIR` keeps shimless's records in DIR (`/dev/shm`:
+//! a tmpfs, as a node's `/run`); `--svg PATH` writes the plot elsewhere than
+//! `docs/density.svg` (`SHIMLESS_BENCH_DIR=DIR` is the same as `--state-in DIR`). The smallest container: busybox `sh` reading a FIFO, one rootfs shared
+//! read-only, no network namespace. Needs root, runc and `/bin/busybox`; skips otherwise.
 
+#[path = "density/bundles.rs"]
+mod bundles;
 #[path = "peer/go_shim.rs"]
 mod go_shim;
+#[path = "density/report.rs"]
+mod report;
+#[path = "density/service.rs"]
+mod service;
 
-use integration::bundle::Bundle;
-use integration::shimlessd::Shimlessd;
+use bundles::Bundles;
+use service::Service;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 use task_service::api::containerd::task::v3::*;
+use task_service::api::containerd::v1::types::Status;
 use task_service::client::{Client, TaskClient, namespaced};
 use tonic::Request;
 
 const NS: &str = "density";
+/// How many containers exit at once in the exit → Wait measure, and while the daemon is down.
+const EXITING: usize = 100;
+/// How many `State` (and `Pids`) calls the latency figures are taken from.
+const CALLS: usize = 300;
 
 fn req<T>(msg: T) -> Request<T> {
-    namespaced(NS, msg)
+    let mut req = namespaced(NS, msg);
+    req.set_timeout(Duration::from_secs(300));
+    req
 }
 
-async fn client(socket: &Path) -> TaskClient {
-    Client::connect(socket).await.unwrap().task()
+fn id(i: usize) -> String {
+    format!("d{i:05}")
 }
 
-/// `shimlessd` on private paths, and its containers force-removed whatever happens.
-struct Service {
-    daemon: integration::child::Child,
-    dir: tempfile::TempDir,
+async fn client(socket: &Path) -> Result<TaskClient, String> {
+    Ok(Client::connect(socket)
+        .await
+        .map_err(|e| format!("connect to {}: {e}", socket.display()))?
+        .task())
 }
 
-impl Service {
-    fn start() -> Service {
-        let dir = match std::env::var_os("SHIMLESS_BENCH_DIR") {
-            Some(parent) => tempfile::tempdir_in(parent).unwrap(),
-            None => tempfile::tempdir().unwrap(),
-        };
-        let log = dir.path().join("shimlessd.log");
-        let daemon = Shimlessd::new(env!("CARGO_BIN_EXE_shimlessd"))
-            .in_dir(dir.path())
-            .start(&log)
-            .unwrap();
-        Service { daemon, dir }
-    }
-
-    fn socket(&self) -> PathBuf {
-        Shimlessd::socket_in(self.dir.path())
-    }
-}
-
-impl Drop for Service {
-    fn drop(&mut self) {
-        integration::bundle::delete_all("runc", &self.dir.path().join("runc").join(NS));
-        self.daemon.kill();
-    }
-}
-
-fn mib(kib: u64) -> f64 {
+pub(crate) fn mib(kib: u64) -> f64 {
     kib as f64 / 1024.0
 }
 
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
+pub(crate) fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
     let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted[i]
 }
 
-/// Memory at one size: containers, PSS and private KiB.
-type Row = (usize, u64, u64);
+/// The bench's flags.
+struct Args {
+    max: usize,
+    stock: usize,
+    parallel: usize,
+    state_in: Option<PathBuf>,
+    svg: PathBuf,
+}
 
-/// The Go shim's mean PSS and private KiB, and over how many shims.
-type ShimMemory = (u64, u64, u64);
+fn parse_args() -> Result<Args, String> {
+    let mut args = Args {
+        max: 1000,
+        stock: 20,
+        parallel: 8,
+        state_in: std::env::var_os("SHIMLESS_BENCH_DIR").map(PathBuf::from),
+        svg: Path::new(env!("CARGO_MANIFEST_DIR"))
+            .parent()
+            .unwrap_or(Path::new("."))
+            .join("docs/density.svg"),
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(arg) = it.next() {
+        let mut value = |name: &str| it.next().ok_or_else(|| format!("{name} needs a value"));
+        let number = |name: &str, v: String| {
+            v.parse::<usize>()
+                .map_err(|_| format!("{name} {v:?}: expected a whole number"))
+        };
+        match arg.as_str() {
+            "--stock" => args.stock = number("--stock", value("--stock")?)?,
+            "--parallel" => args.parallel = number("--parallel", value("--parallel")?)?.max(1),
+            "--state-in" => args.state_in = Some(PathBuf::from(value("--state-in")?)),
+            "--svg" => args.svg = PathBuf::from(value("--svg")?),
+            other => {
+                if let Ok(n) = other.parse::<usize>() {
+                    args.max = n.max(1);
+                }
+                // cargo bench passes `--bench`; libtest-style flags are not ours.
+            }
+        }
+    }
+    Ok(args)
+}
+
+/// One measured size: containers, the front's and the daemon's PSS (KiB), the exit watch's
+/// tracked processes, and the seconds since the fill began.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Row {
+    pub(crate) n: usize,
+    pub(crate) front_pss: u64,
+    pub(crate) daemon_pss: u64,
+    pub(crate) tracked: Option<u32>,
+    /// The daemon's open file descriptors (bounded by its `RLIMIT_NOFILE`).
+    pub(crate) daemon_fds: usize,
+    pub(crate) seconds: f64,
+}
+
+impl Row {
+    pub(crate) fn pss(&self) -> u64 {
+        self.front_pss + self.daemon_pss
+    }
+}
 
 fn main() {
-    let max: usize = std::env::args()
-        .skip(1)
-        .find_map(|a| a.parse().ok())
-        .unwrap_or(1000);
-    if !rustix::process::geteuid().is_root() || !Path::new("/bin/busybox").exists() {
+    let args = match parse_args() {
+        Ok(args) => args,
+        Err(e) => {
+            eprintln!("density: {e}");
+            std::process::exit(2);
+        }
+    };
+    if !rustix::process::geteuid().is_root()
+        || !Path::new("/bin/busybox").exists()
+        || integration::find_program("runc").is_none()
+    {
         println!("density: needs root, runc and /bin/busybox (scripts/install-deps); skipped");
         return;
     }
-    integration::raise_fd_limit(65536);
-    rustix::process::set_child_subreaper(rustix::process::Pid::from_raw(1)).unwrap();
-    let steps: Vec<usize> = [10, 100, 1000]
-        .into_iter()
-        .filter(|&s| s <= max)
-        .chain((![10, 100, 1000].contains(&max)).then_some(max))
-        .collect();
-
-    let daemon = Service::start();
-    let socket = daemon.socket();
-    let empty = go_shim::memory_kib(daemon.daemon.pid()).unwrap();
-    println!("shimlessd with 0 containers: PSS {:.2} MiB", mib(empty.0));
-    let (bundles, rows) = fill(&socket, daemon.daemon.pid(), &steps);
-    let shim = go_shim_memory(&bundles[0].rootfs());
-    print_table(&rows, shim);
-    exit_to_wait(&socket, &bundles);
-    remove_all(&socket, bundles.len());
-    drop(daemon);
+    if let Err(e) = limits(args.max) {
+        eprintln!("density: {e}");
+        std::process::exit(1);
+    }
+    // Containers whose daemon was killed are reparented here, not to PID 1 (which does not
+    // reap on this machine); the new daemon takes their exits from the kernel's record.
+    if let Err(e) = rustix::process::set_child_subreaper(rustix::process::Pid::from_raw(1)) {
+        eprintln!("density: cannot become the child subreaper: {e}");
+        std::process::exit(1);
+    }
+    let result = run(&args);
     while let Ok(Some(_)) = rustix::process::wait(rustix::process::WaitOptions::NOHANG) {}
+    if let Err(e) = result {
+        eprintln!("density failed: {e}");
+        std::process::exit(1);
+    }
 }
 
-/// Starts containers up to each of `steps`, printing the daemon's memory at each.
-fn fill(socket: &Path, daemon: u32, steps: &[usize]) -> (Vec<Bundle>, Vec<Row>) {
-    let mut bundles: Vec<Bundle> = Vec::new();
-    let mut rows = Vec::new();
-    let started = Instant::now();
-    smol::block_on(async {
-        let mut c = client(socket).await;
-        for &step in steps {
-            while bundles.len() < step {
-                let i = bundles.len();
-                let bundle = Bundle::exit_on_demand().unwrap();
-                c.create(req(CreateTaskRequest {
-                    id: format!("d{i:05}"),
-                    bundle: bundle.path().display().to_string(),
-                    ..Default::default()
-                }))
-                .await
-                .unwrap();
-                c.start(req(StartRequest {
-                    id: format!("d{i:05}"),
-                    ..Default::default()
-                }))
-                .await
-                .unwrap();
-                bundles.push(bundle);
-            }
-            std::thread::sleep(Duration::from_millis(500));
-            let (pss, private) = go_shim::memory_kib(daemon).unwrap();
-            println!(
-                "shimlessd with {step} containers: PSS {:.2} MiB, private {:.2} MiB ({:.0} s)",
-                mib(pss),
-                mib(private),
-                started.elapsed().as_secs_f64()
-            );
-            rows.push((step, pss, private));
-        }
+/// Checks and prints the limits that bound N on this machine; raises `RLIMIT_NOFILE` (which
+/// the daemon inherits) when it is too low.
+fn limits(max: usize) -> Result<(), String> {
+    let want = (max as u64 * 4 + 4096).max(65536);
+    integration::raise_fd_limit(want);
+    let nofile = rustix::process::getrlimit(rustix::process::Resource::Nofile).current;
+    let read = |p: &str| {
+        std::fs::read_to_string(p)
+            .ok()
+            .and_then(|v| v.trim().parse::<u64>().ok())
+    };
+    let pid_max = read("/proc/sys/kernel/pid_max");
+    let threads = read("/proc/sys/kernel/threads-max");
+    let tasks = std::fs::read_dir("/proc").map_or(0, |d| d.count()) as u64;
+    println!(
+        "limits: RLIMIT_NOFILE {nofile:?}, pid_max {pid_max:?} ({tasks} entries in /proc now), \
+         threads-max {threads:?}, exit watch capacity {}",
+        exitwatch::CAPACITY
+    );
+    if max as u64 > exitwatch::CAPACITY as u64 {
+        return Err(format!(
+            "{max} containers exceed the exit watch's capacity ({}): pass a smaller N",
+            exitwatch::CAPACITY
+        ));
+    }
+    if let Some(pid_max) = pid_max
+        && max as u64 * 2 + tasks > pid_max
+    {
+        return Err(format!(
+            "{max} containers (and a runtime call each) need more PIDs than pid_max {pid_max} \
+             leaves ({tasks} in use): raise /proc/sys/kernel/pid_max or pass a smaller N"
+        ));
+    }
+    Ok(())
+}
+
+fn run(args: &Args) -> Result<(), String> {
+    let mut steps: Vec<usize> = [10, 100, 1000, 2000, 5000]
+        .into_iter()
+        .filter(|&s| s < args.max)
+        .collect();
+    steps.push(args.max);
+    println!("load average before: {}", load_average());
+    let mut service = Service::start(args.state_in.as_deref())?;
+    let bundles = Bundles::new(Path::new("/tmp"))?;
+    let (front, daemon) = service.pids();
+    let empty = pss(front) + pss(daemon);
+    println!(
+        "front + daemon with 0 containers: PSS {:.2} MiB",
+        mib(empty)
+    );
+    let socket = service.socket();
+    let outcome = (|| {
+        let rows = fill(&socket, &service, &bundles, &steps, args.parallel)?;
+        let n = *steps.last().unwrap_or(&0);
+        let calls = smol::block_on(call_latencies(&socket, n))?;
+        let exit_wait = exit_to_wait(&socket, &bundles, n)?;
+        // Once with every container alive (adoption alone), once with exits while down.
+        let adopt = restart(&mut service, &socket, &bundles, n, 0)?;
+        let exits = EXITING.min(n.saturating_sub(EXITING));
+        let restart = vec![adopt, restart(&mut service, &socket, &bundles, n, exits)?];
+        let watch = service.exit_watch().ok();
+        Ok::<_, String>((rows, calls, exit_wait, restart, watch))
+    })();
+    let result = outcome.and_then(|(rows, calls, exit_wait, restart, watch)| {
+        let stock = go_shim_memory(&bundles, args.stock);
+        let figures = report::Figures {
+            empty,
+            rows,
+            calls,
+            exit_wait,
+            restart,
+            watch,
+            stock,
+            memory_total: mem_total_kib(),
+        };
+        report::print(&figures);
+        report::plot(&args.svg, &figures).map_err(|e| format!("plot: {e}"))?;
+        println!("plot: {}", args.svg.display());
+        Ok(())
     });
-    (bundles, rows)
+    let n = *steps.last().unwrap_or(&0);
+    let removed = Instant::now();
+    remove_all(&socket, n, args.parallel);
+    println!(
+        "removed {n} containers in {:.1} s; load average after: {}",
+        removed.elapsed().as_secs_f64(),
+        load_average()
+    );
+    drop(service);
+    drop(bundles);
+    result
 }
 
-/// The peer, in the same run: 10 Go shims on a private containerd, each running a container
-/// of `rootfs`; their mean memory.
-fn go_shim_memory(rootfs: &Path) -> Option<ShimMemory> {
+/// PSS of a process, KiB (0 when it is gone).
+fn pss(pid: u32) -> u64 {
+    go_shim::memory_kib(pid).map_or(0, |m| m.0)
+}
+
+/// Creates and starts containers `d00000..` up to each of `steps`, `parallel` at a time,
+/// measuring memory and the exit watch at each.
+fn fill(
+    socket: &Path,
+    service: &Service,
+    bundles: &Bundles,
+    steps: &[usize],
+    parallel: usize,
+) -> Result<Vec<Row>, String> {
+    let started = Instant::now();
+    let mut rows = Vec::new();
+    let mut made = 0;
+    for &step in steps {
+        smol::block_on(for_each(
+            made..step,
+            parallel,
+            socket,
+            |mut c, i| async move {
+                let bundle = bundles.make(&id(i))?;
+                c.create(req(CreateTaskRequest {
+                    id: id(i),
+                    bundle: bundle.display().to_string(),
+                    ..Default::default()
+                }))
+                .await
+                .map_err(|e| format!("Create {}: {}", id(i), e.message()))?;
+                c.start(req(StartRequest {
+                    id: id(i),
+                    ..Default::default()
+                }))
+                .await
+                .map_err(|e| format!("Start {}: {}", id(i), e.message()))?;
+                Ok(())
+            },
+        ))?;
+        made = step;
+        std::thread::sleep(Duration::from_millis(500));
+        let (front, daemon) = service.pids();
+        let watch = service.exit_watch();
+        let row = Row {
+            n: step,
+            front_pss: pss(front),
+            daemon_pss: pss(daemon),
+            tracked: watch.as_ref().ok().map(|w| w.tracked),
+            daemon_fds: std::fs::read_dir(format!("/proc/{daemon}/fd")).map_or(0, |d| d.count()),
+            seconds: started.elapsed().as_secs_f64(),
+        };
+        println!(
+            "{step} containers: front PSS {:.2} MiB, daemon PSS {:.2} MiB, daemon fds {}, exit watch {} ({:.0} s)",
+            mib(row.front_pss),
+            mib(row.daemon_pss),
+            row.daemon_fds,
+            match &watch {
+                Ok(w) => format!("{} tracked / {} capacity", w.tracked, w.capacity),
+                Err(e) => e.clone(),
+            },
+            row.seconds
+        );
+        rows.push(row);
+    }
+    Ok(rows)
+}
+
+/// Runs `job(client, i)` for each i of `range`, `parallel` at a time on one connection; the
+/// first error stops new jobs and is returned.
+async fn for_each<F, Fut>(
+    range: std::ops::Range<usize>,
+    parallel: usize,
+    socket: &Path,
+    job: F,
+) -> Result<(), String>
+where
+    F: Fn(TaskClient, usize) -> Fut,
+    Fut: std::future::Future<Output = Result<(), String>>,
+{
+    let c = client(socket).await?;
+    let next = AtomicUsize::new(range.start);
+    let failed = Mutex::new(None::<String>);
+    let worker = || async {
+        loop {
+            let i = next.fetch_add(1, Ordering::Relaxed);
+            if i >= range.end || failed.lock().map(|f| f.is_some()).unwrap_or(true) {
+                return;
+            }
+            if let Err(e) = job(c.clone(), i).await {
+                if let Ok(mut f) = failed.lock() {
+                    f.get_or_insert(e);
+                }
+                return;
+            }
+        }
+    };
+    join_all((0..parallel.max(1)).map(|_| worker()).collect()).await;
+    match failed.into_inner() {
+        Ok(Some(e)) => Err(e),
+        _ => Ok(()),
+    }
+}
+
+/// `State` and `Pids` latency with `n` containers: `CALLS` of each, one at a time, spread over
+/// the containers.
+async fn call_latencies(socket: &Path, n: usize) -> Result<report::Calls, String> {
+    let mut c = client(socket).await?;
+    let mut state = Vec::new();
+    let mut pids = Vec::new();
+    for k in 0..CALLS {
+        let i = (k * 7919) % n;
+        let t = Instant::now();
+        let answer = c
+            .state(req(StateRequest {
+                id: id(i),
+                ..Default::default()
+            }))
+            .await
+            .map_err(|e| format!("State {}: {}", id(i), e.message()))?
+            .into_inner();
+        state.push(t.elapsed());
+        if answer.status != Status::Running as i32 {
+            return Err(format!(
+                "State {}: status {}, not running",
+                id(i),
+                answer.status
+            ));
+        }
+        let t = Instant::now();
+        let answer = c
+            .pids(req(PidsRequest { id: id(i) }))
+            .await
+            .map_err(|e| format!("Pids {}: {}", id(i), e.message()))?
+            .into_inner();
+        pids.push(t.elapsed());
+        if answer.processes.is_empty() {
+            return Err(format!("Pids {}: no process", id(i)));
+        }
+    }
+    state.sort();
+    pids.sort();
+    Ok(report::Calls { n, state, pids })
+}
+
+/// Exit → Wait latency: Wait is pending for the last `EXITING` containers, then they all exit
+/// at once; the sorted latencies.
+fn exit_to_wait(socket: &Path, bundles: &Bundles, live: usize) -> Result<Vec<Duration>, String> {
+    let first = live.saturating_sub(EXITING);
+    let done: Mutex<Vec<(usize, Instant)>> = Mutex::default();
+    let told: Mutex<Vec<Option<Instant>>> = Mutex::new(vec![None; live]);
+    std::thread::scope(|s| {
+        let waiter = s.spawn(|| {
+            smol::block_on(for_each(first..live, EXITING, socket, |mut c, i| {
+                let done = &done;
+                async move {
+                    let exit = c
+                        .wait(req(WaitRequest {
+                            id: id(i),
+                            ..Default::default()
+                        }))
+                        .await
+                        .map_err(|e| format!("Wait {}: {}", id(i), e.message()))?
+                        .into_inner();
+                    let at = Instant::now();
+                    if exit.exit_status != 3 {
+                        return Err(format!("{} exited with {}, not 3", id(i), exit.exit_status));
+                    }
+                    done.lock().map_err(|_| "poisoned")?.push((i, at));
+                    Ok(())
+                }
+            }))
+        });
+        // The Waits are sent before the exits (their replies can only come after).
+        std::thread::sleep(Duration::from_millis(500));
+        for i in first..live {
+            let at = Instant::now();
+            bundles.tell_exit(&id(i), 3)?;
+            told.lock().map_err(|_| "poisoned")?[i] = Some(at);
+        }
+        waiter.join().map_err(|_| "the Wait thread panicked")?
+    })?;
+    let told = told.into_inner().map_err(|_| "poisoned")?;
+    let mut latencies: Vec<Duration> = done
+        .into_inner()
+        .map_err(|_| "poisoned")?
+        .into_iter()
+        .filter_map(|(i, at)| told[i].map(|t| at.saturating_duration_since(t)))
+        .collect();
+    latencies.sort();
+    Ok(latencies)
+}
+
+/// `kill -9` of the daemon with `n` containers; `exiting` of them (the first ones) exit (codes
+/// 1..) while it is down; it is started again. Its time to serve, the time until every exit was returned by
+/// `Wait` and every other container's `State` answered, and how many exits were lost (a wrong
+/// code, or no answer).
+fn restart(
+    service: &mut Service,
+    socket: &Path,
+    bundles: &Bundles,
+    n: usize,
+    exiting: usize,
+) -> Result<report::Restart, String> {
+    let code = |i: usize| (1 + i % 200) as u8;
+    service.kill_daemon();
+    for i in 0..exiting {
+        bundles.tell_exit(&id(i), code(i))?;
+    }
+    let started = Instant::now();
+    let serving = service.restart_daemon()?;
+    let lost = AtomicUsize::new(0);
+    smol::block_on(for_each(0..exiting, exiting.max(1), socket, |mut c, i| {
+        let lost = &lost;
+        async move {
+            let exit = c
+                .wait(req(WaitRequest {
+                    id: id(i),
+                    ..Default::default()
+                }))
+                .await;
+            if exit.ok().map(|e| e.into_inner().exit_status) != Some(u32::from(code(i))) {
+                lost.fetch_add(1, Ordering::Relaxed);
+            }
+            Ok(())
+        }
+    }))?;
+    let exits = started.elapsed();
+    let alive = n.saturating_sub(EXITING);
+    smol::block_on(for_each(
+        exiting..alive,
+        16,
+        socket,
+        |mut c, i| async move {
+            let state = c
+                .state(req(StateRequest {
+                    id: id(i),
+                    ..Default::default()
+                }))
+                .await
+                .map_err(|e| format!("State {} after the restart: {}", id(i), e.message()))?
+                .into_inner();
+            if state.status != Status::Running as i32 {
+                return Err(format!(
+                    "{} is {} after the restart, not running",
+                    id(i),
+                    state.status
+                ));
+            }
+            Ok(())
+        },
+    ))?;
+    Ok(report::Restart {
+        n,
+        exited: exiting,
+        serving,
+        exits,
+        all_states: started.elapsed(),
+        lost: lost.into_inner(),
+    })
+}
+
+/// Kills, waits for and deletes containers `d00000..` through the API, `parallel` at a time.
+fn remove_all(socket: &Path, n: usize, parallel: usize) {
+    let _ = smol::block_on(for_each(0..n, parallel, socket, |mut c, i| async move {
+        let _ = c
+            .kill(req(KillRequest {
+                id: id(i),
+                signal: 9,
+                ..Default::default()
+            }))
+            .await;
+        let _ = c
+            .wait(req(WaitRequest {
+                id: id(i),
+                ..Default::default()
+            }))
+            .await;
+        let _ = c
+            .delete(req(DeleteRequest {
+                id: id(i),
+                ..Default::default()
+            }))
+            .await;
+        Ok(())
+    }));
+}
+
+/// The peer, in the same run: `k` Go shims on a private containerd, each running a container
+/// of the shared rootfs; their mean PSS (KiB) and how many were measured.
+fn go_shim_memory(bundles: &Bundles, k: usize) -> Option<(u64, usize)> {
+    if k == 0 {
+        return None;
+    }
     let mut containerd = match go_shim::Containerd::start() {
         Ok(containerd) => containerd,
         Err(why) => {
@@ -156,141 +562,50 @@ fn go_shim_memory(rootfs: &Path) -> Option<ShimMemory> {
             return None;
         }
     };
-    for k in 0..10 {
-        if let Err(e) = containerd.run(&format!("peer{k}"), rootfs) {
-            println!("Go shim: ctr run failed: {e}");
-            return None;
+    let started = Instant::now();
+    for i in 0..k {
+        if let Err(e) = containerd.run(&format!("peer{i}"), bundles.rootfs()) {
+            println!("Go shim: ctr run failed after {i}: {e}");
+            break;
         }
     }
     std::thread::sleep(Duration::from_millis(500));
-    let mems: Vec<(u64, u64)> = containerd
+    let mems: Vec<u64> = containerd
         .shim_pids()
         .into_iter()
         .filter_map(go_shim::memory_kib)
+        .map(|m| m.0)
         .collect();
-    let n = mems.len() as u64;
-    let shim = (n > 0).then(|| {
-        (
-            mems.iter().map(|m| m.0).sum::<u64>() / n,
-            mems.iter().map(|m| m.1).sum::<u64>() / n,
-            n,
-        )
-    });
-    if let Some((pss, private, n)) = shim {
-        println!(
-            "containerd-shim-runc-v2 (mean of {n}, each with one container): PSS {:.2} MiB, private {:.2} MiB",
-            mib(pss),
-            mib(private)
-        );
-    }
-    shim
-}
-
-/// The README's table, and the marginal cost of a container between the last two sizes.
-fn print_table(rows: &[Row], shim: Option<ShimMemory>) {
-    println!();
-    println!("| containers | shimlessd PSS | N × Go shim PSS | ratio |");
-    println!("|---:|---:|---:|---:|");
-    for &(step, pss, _) in rows {
-        match shim {
-            Some((shim_pss, _, _)) => println!(
-                "| {step} | {:.2} MiB | {:.1} MiB | {:.0}× |",
-                mib(pss),
-                mib(shim_pss * step as u64),
-                (shim_pss * step as u64) as f64 / pss as f64
-            ),
-            None => println!("| {step} | {:.2} MiB | not measured | |", mib(pss)),
-        }
-    }
-    if rows.len() >= 2 {
-        let (a, b) = (rows[rows.len() - 2], rows[rows.len() - 1]);
-        let per = (b.1 as f64 - a.1 as f64) / (b.0 - a.0) as f64;
-        println!(
-            "marginal cost per container ({} → {}): {:.1} KiB PSS",
-            a.0, b.0, per
-        );
-    }
-}
-
-/// Exit → Wait latency: Wait is pending for the last 100 containers, then they all exit at
-/// once.
-fn exit_to_wait(socket: &Path, bundles: &[Bundle]) {
-    let exiting = 100.min(bundles.len());
-    let live = bundles.len();
-    let first = live - exiting;
-    let done: Arc<Mutex<Vec<(usize, Instant)>>> = Arc::default();
-    let waiter = {
-        let done = done.clone();
-        let socket = socket.to_owned();
-        std::thread::spawn(move || {
-            smol::block_on(async {
-                let c = client(&socket).await;
-                let calls = (first..live).map(|i| {
-                    let mut c = c.clone();
-                    let done = done.clone();
-                    async move {
-                        c.wait(req(WaitRequest {
-                            id: format!("d{i:05}"),
-                            ..Default::default()
-                        }))
-                        .await
-                        .unwrap();
-                        done.lock().unwrap().push((i, Instant::now()));
-                    }
-                });
-                join_all(calls.collect()).await;
-            })
-        })
-    };
-    std::thread::sleep(Duration::from_millis(500));
-    let mut told = vec![Instant::now(); live];
-    for i in first..live {
-        told[i] = Instant::now();
-        bundles[i].tell_exit(3).unwrap();
-    }
-    waiter.join().unwrap();
-    let mut latencies: Vec<Duration> = done
-        .lock()
-        .unwrap()
-        .iter()
-        .map(|&(i, at)| at - told[i])
-        .collect();
-    latencies.sort();
+    let n = mems.len();
+    let mean = (n > 0).then(|| mems.iter().sum::<u64>() / n as u64)?;
     println!(
-        "exit → Wait return, {exiting} exiting at once among {live} live: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
-        percentile(&latencies, 0.5).as_secs_f64() * 1e3,
-        percentile(&latencies, 0.99).as_secs_f64() * 1e3,
-        latencies.last().unwrap().as_secs_f64() * 1e3
+        "containerd-shim-runc-v2: {n} running (started in {:.0} s), mean PSS {:.2} MiB, total {:.1} MiB",
+        started.elapsed().as_secs_f64(),
+        mib(mean),
+        mib(mems.iter().sum())
     );
+    Some((mean, n))
 }
 
-/// Kills, waits for and deletes containers `d00000..` through the API.
-fn remove_all(socket: &Path, n: usize) {
-    smol::block_on(async {
-        let mut c = client(socket).await;
-        for i in 0..n {
-            let id = format!("d{i:05}");
-            let _ = c
-                .kill(req(KillRequest {
-                    id: id.clone(),
-                    signal: 9,
-                    ..Default::default()
-                }))
-                .await;
-            let _ = c
-                .wait(req(WaitRequest {
-                    id: id.clone(),
-                    ..Default::default()
-                }))
-                .await;
-            let _ = c
-                .delete(req(DeleteRequest {
-                    id,
-                    ..Default::default()
-                }))
-                .await;
-        }
-    });
+/// The machine's memory, KiB (`MemTotal`).
+fn mem_total_kib() -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find(|l| l.starts_with("MemTotal:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// The load averages, as `/proc/loadavg` says them.
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .unwrap_or_default()
+        .trim()
+        .to_owned()
 }
 
 /// Runs every future to completion, concurrently, on the current task.

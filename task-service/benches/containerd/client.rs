@@ -11,7 +11,7 @@ use super::api::tasks::{
 use super::{NS, RUNC_OPTIONS_TYPE, SPEC_TYPE};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use task_service::grpc::Channel;
 
 /// A client of one containerd: containers, tasks, and how to make one container.
@@ -164,6 +164,28 @@ impl Client {
             .map_err(|e| format!("Containers.Delete {id}: {}", e.message()))?;
         Ok(())
     }
+}
+
+/// One lifecycle run: `n` containers `{tag}-{i}`, `parallel` at a time, through `runtime`
+/// (create + start, then kill + wait + delete); how long it took.
+pub(crate) async fn lifecycle(
+    client: &Client,
+    runtime: &str,
+    tag: &str,
+    n: usize,
+    parallel: usize,
+) -> Result<Duration, String> {
+    let started = Instant::now();
+    for_each(n, parallel, |i| {
+        let mut client = client.clone();
+        let id = format!("{tag}-{i}");
+        async move {
+            client.run(&id, runtime).await?;
+            client.remove(&id).await
+        }
+    })
+    .await?;
+    Ok(started.elapsed())
 }
 
 /// Runs `job(i)` for every i in 0..n, `parallel` at a time; the first error stops new jobs.
