@@ -5,9 +5,11 @@
 //! StartContainer) p50/p99 of each, and, with all 2N pods running, the PSS of shimless's front
 //! and daemon next to the total PSS of the runc shims.
 //!
-//! `cargo bench -p task-service --bench cri [-- N] [--containerd 2.1]` (as root; N defaults to
-//! 50; `--containerd 2.1` runs the 2.1.9 that `scripts/install-deps` unpacks instead of the
-//! system's 1.7, with the version 3 config).
+//! `cargo bench -p task-service --bench cri [-- N] [--containerd 2.1] [--exec K]` (as root; N
+//! defaults to 50; `--containerd 2.1` runs the 2.1.9 that `scripts/install-deps` unpacks
+//! instead of the system's 1.7, with the version 3 config). `--exec K` then times K CRI
+//! `ExecSync` calls (`true`, as an exec probe runs) in a container of each runtime, alternating,
+//! and prints p50/p99 of each and their ratio.
 
 #[path = "peer/go_shim.rs"]
 mod go_shim;
@@ -36,8 +38,9 @@ type Cri = RuntimeServiceClient<task_service::grpc::Channel>;
 const BUSYBOX: &str = "docker.io/shimless/busybox:test";
 const PAUSE: &str = "registry.k8s.io/pause:3.9";
 
-/// RunPodSandbox, CreateContainer, StartContainer of a host-network pod; the time they took.
-async fn start_pod(cri: &mut Cri, logs: &Path, name: &str, handler: &str) -> Duration {
+/// RunPodSandbox, CreateContainer, StartContainer of a host-network pod; the time they took,
+/// and the container's id.
+async fn start_pod(cri: &mut Cri, logs: &Path, name: &str, handler: &str) -> (Duration, String) {
     let log_dir = logs.join(name);
     std::fs::create_dir_all(&log_dir).unwrap();
     let config = PodSandboxConfig {
@@ -93,10 +96,12 @@ async fn start_pod(cri: &mut Cri, logs: &Path, name: &str, handler: &str) -> Dur
         .unwrap_or_else(|e| panic!("CreateContainer {name}: {e}"))
         .into_inner()
         .container_id;
-    cri.start_container(StartContainerRequest { container_id: id })
-        .await
-        .unwrap_or_else(|e| panic!("StartContainer {name}: {e}"));
-    t0.elapsed()
+    cri.start_container(StartContainerRequest {
+        container_id: id.clone(),
+    })
+    .await
+    .unwrap_or_else(|e| panic!("StartContainer {name}: {e}"));
+    (t0.elapsed(), id)
 }
 
 /// A process's proportional set size, in KiB (`Pss:` of `/proc/<pid>/smaps_rollup`).
@@ -148,10 +153,17 @@ fn main() {
         load_average()
     );
     let logs = tempfile::tempdir().unwrap();
-    let (unified, stock) = smol::block_on(start_pods(&containerd, logs.path(), n));
+    let (unified, stock, warm) = smol::block_on(start_pods(&containerd, logs.path(), n));
     wait_all_running(&containerd, n);
     std::thread::sleep(Duration::from_secs(2));
     report(&containerd, &shimless, n + 1, unified, stock);
+    let execs = args
+        .iter()
+        .position(|a| a == "--exec")
+        .and_then(|i| args.get(i + 1)?.parse().ok());
+    if let Some(k) = execs {
+        smol::block_on(exec_sync(&containerd, &warm, k));
+    }
     println!("load average after: {}", load_average());
     // containerd's clean-up deletes every task and container; then shimless's processes go.
     drop(containerd);
@@ -183,12 +195,16 @@ fn start_containerd(version: Version, shimless: &Shimless) -> Containerd {
     containerd
 }
 
-/// `n` pods through each runtime, alternating; each pod's start time, per runtime.
+/// The containers of the two untimed pods: shimless's, then the runc shim's.
+type Warm = (String, String);
+
+/// `n` pods through each runtime, alternating; each pod's start time, per runtime, and the
+/// containers of the two warm-up pods.
 async fn start_pods(
     containerd: &Containerd,
     logs: &Path,
     n: usize,
-) -> (Vec<Duration>, Vec<Duration>) {
+) -> (Vec<Duration>, Vec<Duration>, Warm) {
     let (mut unified, mut stock) = (Vec::new(), Vec::new());
     let mut cri = RuntimeServiceClient::with_origin(
         task_service::grpc::connect(&containerd.socket())
@@ -198,13 +214,68 @@ async fn start_pods(
     );
     // One pod of each first, untimed: the first unified pod starts the front and daemon,
     // and both runtimes' first pod warms containerd's caches.
-    start_pod(&mut cri, logs, "warm-u", "unified").await;
-    start_pod(&mut cri, logs, "warm-s", "").await;
+    let (_, warm_u) = start_pod(&mut cri, logs, "warm-u", "unified").await;
+    let (_, warm_s) = start_pod(&mut cri, logs, "warm-s", "").await;
     for i in 0..n {
-        unified.push(start_pod(&mut cri, logs, &format!("u{i}"), "unified").await);
-        stock.push(start_pod(&mut cri, logs, &format!("s{i}"), "").await);
+        unified.push(
+            start_pod(&mut cri, logs, &format!("u{i}"), "unified")
+                .await
+                .0,
+        );
+        stock.push(start_pod(&mut cri, logs, &format!("s{i}"), "").await.0);
     }
-    (unified, stock)
+    (unified, stock, (warm_u, warm_s))
+}
+
+/// `k` CRI `ExecSync`s of `true` in each of the two containers, alternating (after two
+/// untimed ones each); the p50 and p99 of each runtime, and their ratio.
+async fn exec_sync(containerd: &Containerd, (unified, stock): &Warm, k: usize) {
+    let mut cri = RuntimeServiceClient::with_origin(
+        task_service::grpc::connect(&containerd.socket())
+            .await
+            .unwrap(),
+        "http://localhost".parse().unwrap(),
+    );
+    let mut once = async |id: &str| {
+        let t0 = Instant::now();
+        let reply = cri
+            .exec_sync(ExecSyncRequest {
+                container_id: id.into(),
+                cmd: vec!["true".into()],
+                timeout: 10,
+            })
+            .await
+            .unwrap_or_else(|e| panic!("ExecSync in {id}: {e}"))
+            .into_inner();
+        assert_eq!(reply.exit_code, 0, "ExecSync in {id}: {reply:?}");
+        t0.elapsed()
+    };
+    for _ in 0..2 {
+        once(unified).await;
+        once(stock).await;
+    }
+    let (mut u, mut s) = (Vec::new(), Vec::new());
+    for _ in 0..k {
+        u.push(once(unified).await);
+        s.push(once(stock).await);
+    }
+    u.sort();
+    s.sort();
+    println!("\n| CRI ExecSync `true`, {k} each, alternating | p50 | p99 |");
+    println!("|---|---:|---:|");
+    for (name, v) in [("`unified` (shimless)", &u), ("default (runc shim)", &s)] {
+        println!(
+            "| {name} | {:.1} ms | {:.1} ms |",
+            ms(percentile(v, 0.5)),
+            ms(percentile(v, 0.99))
+        );
+    }
+    println!(
+        "ExecSync p50 shimless / runc shim = {:.2}, p99 = {:.2}; load average: {}",
+        ms(percentile(&u, 0.5)) / ms(percentile(&s, 0.5)),
+        ms(percentile(&u, 0.99)) / ms(percentile(&s, 0.99)),
+        load_average()
+    );
 }
 
 /// Waits until every container is RUNNING: the tasks containerd lists (sandboxes and

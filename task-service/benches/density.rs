@@ -3,12 +3,25 @@
 //! in the same process on a private containerd; then exit → `Wait` latency with 1,000 live
 //! containers and 100 exiting at once.
 //!
-//! `cargo bench -p task-service --bench density [-- MAX]` (as root; MAX defaults to 1000).
-//! `SHIMLESS_BENCH_DIR` picks the file system the records live on (default: the temporary
-//! directory), e.g. `/run` (ext4 on this VM, tmpfs on a node) or `/dev/shm` (tmpfs).
+//! `cargo bench -p task-service --bench density [-- MAX] [--exit-rounds N] [--exit-only]` (as
+//! root; MAX defaults to 1000). `SHIMLESS_BENCH_DIR` picks the file system the records live on
+//! (default: the temporary directory), e.g. `/run` (ext4 on this VM, tmpfs on a node) or
+//! `/dev/shm` (tmpfs). `--exit-rounds N` makes 100 containers exit at once N times (default 1);
+//! `--exit-only` skips the Go shim's memory (for profiling the exit path);
+//! `SHIMLESS_BENCH_DAEMON` runs another `shimlessd` binary (to compare two builds).
+//!
+//! Exit → `Wait` is timed three ways: from the moment the benchmark tells the containers to
+//! exit (which includes their shells waking up and exiting on busy CPUs), and from the kernel's
+//! own times of each exit, taken by a tracefs instance: when the process starts dying
+//! (`sched_process_exit`) and when its parent is sent `SIGCHLD` (it is waitable, and its pidfd
+//! readable: from here on the time is the daemon's).
 
+#[path = "peer/exit_trace.rs"]
+mod exit_trace;
 #[path = "peer/go_shim.rs"]
 mod go_shim;
+
+use exit_trace::{ExitTrace, mono_now};
 
 use integration::bundle::Bundle;
 use integration::shimlessd::Shimlessd;
@@ -42,7 +55,10 @@ impl Service {
             None => tempfile::tempdir().unwrap(),
         };
         let log = dir.path().join("shimlessd.log");
-        let daemon = Shimlessd::new(env!("CARGO_BIN_EXE_shimlessd"))
+        // Another build of the daemon (to compare two builds in the same conditions).
+        let binary = std::env::var_os("SHIMLESS_BENCH_DAEMON")
+            .unwrap_or_else(|| env!("CARGO_BIN_EXE_shimlessd").into());
+        let daemon = Shimlessd::new(binary)
             .in_dir(dir.path())
             .start(&log)
             .unwrap();
@@ -77,10 +93,14 @@ type Row = (usize, u64, u64);
 type ShimMemory = (u64, u64, u64);
 
 fn main() {
-    let max: usize = std::env::args()
-        .skip(1)
-        .find_map(|a| a.parse().ok())
-        .unwrap_or(1000);
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let max: usize = args.iter().find_map(|a| a.parse().ok()).unwrap_or(1000);
+    let rounds: usize = args
+        .iter()
+        .position(|a| a == "--exit-rounds")
+        .and_then(|i| args.get(i + 1)?.parse().ok())
+        .unwrap_or(1);
+    let exit_only = args.iter().any(|a| a == "--exit-only");
     if !rustix::process::geteuid().is_root() || !Path::new("/bin/busybox").exists() {
         println!("density: needs root, runc and /bin/busybox (scripts/install-deps); skipped");
         return;
@@ -97,18 +117,35 @@ fn main() {
     let socket = daemon.socket();
     let empty = go_shim::memory_kib(daemon.daemon.pid()).unwrap();
     println!("shimlessd with 0 containers: PSS {:.2} MiB", mib(empty.0));
-    let (bundles, rows) = fill(&socket, daemon.daemon.pid(), &steps);
-    let shim = go_shim_memory(&bundles[0].rootfs());
-    print_table(&rows, shim);
-    exit_to_wait(&socket, &bundles);
+    let (bundles, pids, rows) = fill(&socket, daemon.daemon.pid(), &steps);
+    if !exit_only {
+        let shim = go_shim_memory(&bundles[0].rootfs());
+        print_table(&rows, shim);
+    }
+    for round in 0..rounds {
+        let end = bundles.len().saturating_sub(100 * round);
+        let exiting = 100.min(end);
+        if exiting == 0 {
+            break;
+        }
+        exit_to_wait(
+            &socket,
+            daemon.daemon.pid(),
+            &bundles,
+            &pids,
+            end - exiting..end,
+        );
+    }
     remove_all(&socket, bundles.len());
     drop(daemon);
     while let Ok(Some(_)) = rustix::process::wait(rustix::process::WaitOptions::NOHANG) {}
 }
 
-/// Starts containers up to each of `steps`, printing the daemon's memory at each.
-fn fill(socket: &Path, daemon: u32, steps: &[usize]) -> (Vec<Bundle>, Vec<Row>) {
+/// Starts containers up to each of `steps`, printing the daemon's memory at each; their
+/// bundles and init PIDs.
+fn fill(socket: &Path, daemon: u32, steps: &[usize]) -> (Vec<Bundle>, Vec<u32>, Vec<Row>) {
     let mut bundles: Vec<Bundle> = Vec::new();
+    let mut pids = Vec::new();
     let mut rows = Vec::new();
     let started = Instant::now();
     smol::block_on(async {
@@ -124,12 +161,14 @@ fn fill(socket: &Path, daemon: u32, steps: &[usize]) -> (Vec<Bundle>, Vec<Row>) 
                 }))
                 .await
                 .unwrap();
-                c.start(req(StartRequest {
-                    id: format!("d{i:05}"),
-                    ..Default::default()
-                }))
-                .await
-                .unwrap();
+                let started = c
+                    .start(req(StartRequest {
+                        id: format!("d{i:05}"),
+                        ..Default::default()
+                    }))
+                    .await
+                    .unwrap();
+                pids.push(started.into_inner().pid);
                 bundles.push(bundle);
             }
             std::thread::sleep(Duration::from_millis(500));
@@ -143,7 +182,7 @@ fn fill(socket: &Path, daemon: u32, steps: &[usize]) -> (Vec<Bundle>, Vec<Row>) 
             rows.push((step, pss, private));
         }
     });
-    (bundles, rows)
+    (bundles, pids, rows)
 }
 
 /// The peer, in the same run: 10 Go shims on a private containerd, each running a container
@@ -212,20 +251,28 @@ fn print_table(rows: &[Row], shim: Option<ShimMemory>) {
     }
 }
 
-/// Exit → Wait latency: Wait is pending for the last 100 containers, then they all exit at
-/// once.
-fn exit_to_wait(socket: &Path, bundles: &[Bundle]) {
-    let exiting = 100.min(bundles.len());
-    let live = bundles.len();
-    let first = live - exiting;
-    let done: Arc<Mutex<Vec<(usize, Instant)>>> = Arc::default();
+/// Exit → Wait latency: Wait is pending for the containers of `exiting`, then they all exit
+/// at once.
+fn exit_to_wait(
+    socket: &Path,
+    daemon: u32,
+    bundles: &[Bundle],
+    pids: &[u32],
+    exiting: std::ops::Range<usize>,
+) {
+    let live = exiting.end;
+    let trace = ExitTrace::start(daemon)
+        .map_err(|why| println!("kernel exit times not taken: {why}"))
+        .ok();
+    let done: Arc<Mutex<Vec<(usize, Duration)>>> = Arc::default();
     let waiter = {
         let done = done.clone();
         let socket = socket.to_owned();
+        let exiting = exiting.clone();
         std::thread::spawn(move || {
             smol::block_on(async {
                 let c = client(&socket).await;
-                let calls = (first..live).map(|i| {
+                let calls = exiting.map(|i| {
                     let mut c = c.clone();
                     let done = done.clone();
                     async move {
@@ -235,7 +282,7 @@ fn exit_to_wait(socket: &Path, bundles: &[Bundle]) {
                         }))
                         .await
                         .unwrap();
-                        done.lock().unwrap().push((i, Instant::now()));
+                        done.lock().unwrap().push((i, mono_now()));
                     }
                 });
                 join_all(calls.collect()).await;
@@ -243,24 +290,56 @@ fn exit_to_wait(socket: &Path, bundles: &[Bundle]) {
         })
     };
     std::thread::sleep(Duration::from_millis(500));
-    let mut told = vec![Instant::now(); live];
-    for i in first..live {
-        told[i] = Instant::now();
+    let mut told = vec![Duration::ZERO; live];
+    for i in exiting.clone() {
+        told[i] = mono_now();
         bundles[i].tell_exit(3).unwrap();
     }
     waiter.join().unwrap();
-    let mut latencies: Vec<Duration> = done
-        .lock()
-        .unwrap()
-        .iter()
-        .map(|&(i, at)| at - told[i])
-        .collect();
-    latencies.sort();
+    let done = done.lock().unwrap().clone();
+    let n = exiting.len();
+    print_latencies(
+        &format!("told to exit → Wait return, {n} exiting at once among {live} live"),
+        done.iter().map(|&(i, at)| at.checked_sub(told[i])),
+    );
+    let Some(trace) = trace else { return };
+    let times = trace.times();
+    let of = |i: usize| times.get(&pids[i]).copied().unwrap_or_default();
+    print_latencies(
+        "  from the kernel's sched_process_exit (dying) → Wait return",
+        done.iter().map(|&(i, at)| at.checked_sub(of(i).dying?)),
+    );
+    print_latencies(
+        "  from SIGCHLD to shimlessd (waitable, pidfd readable) → Wait return",
+        done.iter().map(|&(i, at)| at.checked_sub(of(i).waitable?)),
+    );
+    print_latencies(
+        "  of which the kernel: sched_process_exit → SIGCHLD",
+        done.iter()
+            .map(|&(i, _)| of(i).waitable?.checked_sub(of(i).dying?)),
+    );
+}
+
+/// Prints p50, p99 and max of `latencies` (those known), and how many were not.
+fn print_latencies(what: &str, latencies: impl Iterator<Item = Option<Duration>>) {
+    let all: Vec<Option<Duration>> = latencies.collect();
+    let mut known: Vec<Duration> = all.iter().flatten().copied().collect();
+    known.sort();
+    if known.is_empty() {
+        println!("{what}: no sample");
+        return;
+    }
+    let missing = all.len() - known.len();
     println!(
-        "exit → Wait return, {exiting} exiting at once among {live} live: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
-        percentile(&latencies, 0.5).as_secs_f64() * 1e3,
-        percentile(&latencies, 0.99).as_secs_f64() * 1e3,
-        latencies.last().unwrap().as_secs_f64() * 1e3
+        "{what}: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms{}",
+        percentile(&known, 0.5).as_secs_f64() * 1e3,
+        percentile(&known, 0.99).as_secs_f64() * 1e3,
+        known.last().unwrap().as_secs_f64() * 1e3,
+        if missing > 0 {
+            format!(" ({missing} without a kernel time)")
+        } else {
+            String::new()
+        }
     );
 }
 

@@ -202,10 +202,7 @@ fn hammer_pids(
                     let (stop, answered) = (stop.clone(), answered.clone());
                     smol::spawn(async move {
                         while !stop.load(Ordering::Relaxed) {
-                            let pids = PidsRequest {
-                                id: id.into(),
-                                ..Default::default()
-                            };
+                            let pids = PidsRequest { id: id.into() };
                             if c.pids(common::request(NS, pids)).await.is_err() {
                                 return;
                             }
