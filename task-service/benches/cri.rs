@@ -7,7 +7,9 @@
 //!
 //! `cargo bench -p task-service --bench cri [-- N] [--containerd 2.1]` (as root; N defaults to
 //! 50; `--containerd 2.1` runs the 2.1.9 that `scripts/install-deps` unpacks instead of the
-//! system's 1.7, with the version 3 config).
+//! system's 1.7, with the version 3 config). `--exec K` then times K CRI `ExecSync` calls
+//! (`true`, as an exec probe runs) in a container of each runtime, alternating, and prints
+//! p50/p99 of each and their ratio.
 
 #[path = "peer/go_shim.rs"]
 mod go_shim;
@@ -29,15 +31,16 @@ mod runtime {
 
 use integration::containerd::{CRI_NAMESPACE, Containerd};
 use pods::{Cri, PodSpec, containerd_version, load_average, ms, percentile, start_containerd};
+use runtime::v1::ExecSyncRequest;
 use shimless::Shimless;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-/// RunPodSandbox, CreateContainer, StartContainer of a host-network pod; the time they took.
-async fn start_pod(cri: &mut Cri, logs: &Path, name: &str, handler: &str) -> Duration {
-    pods::start_pod(cri, logs, PodSpec::sleeping(name, handler))
-        .await
-        .1
+/// RunPodSandbox, CreateContainer, StartContainer of a host-network pod; the time they took,
+/// and the container's id.
+async fn start_pod(cri: &mut Cri, logs: &Path, name: &str, handler: &str) -> (Duration, String) {
+    let (id, took) = pods::start_pod(cri, logs, PodSpec::sleeping(name, handler)).await;
+    (took, id)
 }
 
 /// A process's proportional set size, in KiB (`Pss:` of `/proc/<pid>/smaps_rollup`).
@@ -64,7 +67,14 @@ fn main() {
         load_average()
     );
     let logs = tempfile::tempdir().unwrap();
-    let (unified, stock) = smol::block_on(start_pods(&containerd, logs.path(), n));
+    let (unified, stock, warm) = smol::block_on(start_pods(&containerd, logs.path(), n));
+    let execs = args
+        .iter()
+        .position(|a| a == "--exec")
+        .and_then(|i| args.get(i + 1)?.parse().ok());
+    if let Some(k) = execs {
+        smol::block_on(exec_sync(&containerd, &warm, k));
+    }
     wait_all_running(&containerd, n);
     std::thread::sleep(Duration::from_secs(2));
     report(&containerd, &shimless, n + 1, unified, stock);
@@ -74,23 +84,75 @@ fn main() {
     drop(shimless);
 }
 
-/// `n` pods through each runtime, alternating; each pod's start time, per runtime.
+/// The containers of the two untimed pods: shimless's, then the runc shim's.
+type Warm = (String, String);
+
+/// `n` pods through each runtime, alternating; each pod's start time, per runtime, and the
+/// containers of the two warm-up pods.
 async fn start_pods(
     containerd: &Containerd,
     logs: &Path,
     n: usize,
-) -> (Vec<Duration>, Vec<Duration>) {
+) -> (Vec<Duration>, Vec<Duration>, Warm) {
     let (mut unified, mut stock) = (Vec::new(), Vec::new());
     let mut cri = pods::connect(containerd).await;
     // One pod of each first, untimed: the first unified pod starts the front and daemon,
     // and both runtimes' first pod warms containerd's caches.
-    start_pod(&mut cri, logs, "warm-u", "unified").await;
-    start_pod(&mut cri, logs, "warm-s", "").await;
+    let (_, warm_u) = start_pod(&mut cri, logs, "warm-u", "unified").await;
+    let (_, warm_s) = start_pod(&mut cri, logs, "warm-s", "").await;
     for i in 0..n {
-        unified.push(start_pod(&mut cri, logs, &format!("u{i}"), "unified").await);
-        stock.push(start_pod(&mut cri, logs, &format!("s{i}"), "").await);
+        let (took, _) = start_pod(&mut cri, logs, &format!("u{i}"), "unified").await;
+        unified.push(took);
+        let (took, _) = start_pod(&mut cri, logs, &format!("s{i}"), "").await;
+        stock.push(took);
     }
-    (unified, stock)
+    (unified, stock, (warm_u, warm_s))
+}
+
+/// `k` CRI `ExecSync`s of `true` in each of the two containers, alternating (after two
+/// untimed ones each); the p50 and p99 of each runtime, and their ratio.
+async fn exec_sync(containerd: &Containerd, (unified, stock): &Warm, k: usize) {
+    let mut cri = pods::connect(containerd).await;
+    let mut once = async |id: &str| {
+        let t0 = Instant::now();
+        let reply = cri
+            .exec_sync(ExecSyncRequest {
+                container_id: id.into(),
+                cmd: vec!["true".into()],
+                timeout: 10,
+            })
+            .await
+            .unwrap_or_else(|e| panic!("ExecSync in {id}: {e}"))
+            .into_inner();
+        assert_eq!(reply.exit_code, 0, "ExecSync in {id}: {reply:?}");
+        t0.elapsed()
+    };
+    for _ in 0..2 {
+        once(unified).await;
+        once(stock).await;
+    }
+    let (mut u, mut s) = (Vec::new(), Vec::new());
+    for _ in 0..k {
+        u.push(once(unified).await);
+        s.push(once(stock).await);
+    }
+    u.sort();
+    s.sort();
+    println!("\n| CRI ExecSync `true`, {k} each, alternating | p50 | p99 |");
+    println!("|---|---:|---:|");
+    for (name, v) in [("`unified` (shimless)", &u), ("default (runc shim)", &s)] {
+        println!(
+            "| {name} | {:.1} ms | {:.1} ms |",
+            ms(percentile(v, 0.5)),
+            ms(percentile(v, 0.99))
+        );
+    }
+    println!(
+        "ExecSync p50 shimless / runc shim = {:.2}, p99 = {:.2}; load average: {}",
+        ms(percentile(&u, 0.5)) / ms(percentile(&s, 0.5)),
+        ms(percentile(&u, 0.99)) / ms(percentile(&s, 0.99)),
+        load_average()
+    );
 }
 
 /// Waits until every container is RUNNING: the tasks containerd lists (sandboxes and

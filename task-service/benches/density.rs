@@ -14,11 +14,21 @@
 //! size where they would fill this machine's memory is computed); `--parallel P` (default 8)
 //! starts P containers at a time; `--state-in DIR` keeps shimless's records in DIR (`/dev/shm`:
 //! a tmpfs, as a node's `/run`); `--svg PATH` writes the plot elsewhere than
-//! `docs/density.svg` (`SHIMLESS_BENCH_DIR=DIR` is the same as `--state-in DIR`). The smallest container: busybox `sh` reading a FIFO, one rootfs shared
+//! `docs/density.svg` (`SHIMLESS_BENCH_DIR=DIR` is the same as `--state-in DIR`);
+//! `--exit-rounds R` (default 1) makes 100 containers exit at once R times;
+//! `SHIMLESS_BENCH_DAEMON=PATH` runs another `shimlessd` build (to compare two builds).
+//!
+//! Exit → `Wait` is timed from the moment the benchmark tells the containers to exit (which
+//! includes their shells waking up and exiting on busy CPUs), and from the kernel's own times of
+//! each exit, taken by a tracefs instance: when the process starts dying (`sched_process_exit`)
+//! and when its parent is sent `SIGCHLD` (it is waitable, its pidfd readable: from there on
+//! the time is the daemon's). The smallest container: busybox `sh` reading a FIFO, one rootfs shared
 //! read-only, no network namespace. Needs root, runc and `/bin/busybox`; skips otherwise.
 
 #[path = "density/bundles.rs"]
 mod bundles;
+#[path = "peer/exit_trace.rs"]
+mod exit_trace;
 #[path = "peer/go_shim.rs"]
 mod go_shim;
 #[path = "density/report.rs"]
@@ -27,7 +37,9 @@ mod report;
 mod service;
 
 use bundles::Bundles;
+use exit_trace::{ExitTrace, mono_now};
 use service::Service;
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -79,6 +91,7 @@ struct Args {
     parallel: usize,
     state_in: Option<PathBuf>,
     svg: PathBuf,
+    exit_rounds: usize,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -91,6 +104,7 @@ fn parse_args() -> Result<Args, String> {
             .parent()
             .unwrap_or(Path::new("."))
             .join("docs/density.svg"),
+        exit_rounds: 1,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -104,6 +118,9 @@ fn parse_args() -> Result<Args, String> {
             "--parallel" => args.parallel = number("--parallel", value("--parallel")?)?.max(1),
             "--state-in" => args.state_in = Some(PathBuf::from(value("--state-in")?)),
             "--svg" => args.svg = PathBuf::from(value("--svg")?),
+            "--exit-rounds" => {
+                args.exit_rounds = number("--exit-rounds", value("--exit-rounds")?)?.max(1)
+            }
             other => {
                 if let Ok(n) = other.parse::<usize>() {
                     args.max = n.max(1);
@@ -223,10 +240,18 @@ fn run(args: &Args) -> Result<(), String> {
         let rows = fill(&socket, &service, &bundles, &steps, args.parallel)?;
         let n = *steps.last().unwrap_or(&0);
         let calls = smol::block_on(call_latencies(&socket, n))?;
-        let exit_wait = exit_to_wait(&socket, &bundles, n)?;
-        // Once with every container alive (adoption alone), once with exits while down.
+        let daemon = service.pids().1;
+        let mut exit_wait = Vec::new();
+        for round in 0..args.exit_rounds {
+            let end = n.saturating_sub(round * EXITING);
+            let exiting = end.saturating_sub(EXITING)..end;
+            exit_wait.extend(exit_to_wait(&socket, &bundles, daemon, exiting)?);
+        }
+        exit_wait.sort();
+        // Once with every container alive (adoption alone), once with exits while down (among
+        // those that did not exit above).
         let adopt = restart(&mut service, &socket, &bundles, n, 0)?;
-        let exits = EXITING.min(n.saturating_sub(EXITING));
+        let exits = EXITING.min(n.saturating_sub(EXITING * args.exit_rounds));
         let restart = vec![adopt, restart(&mut service, &socket, &bundles, n, exits)?];
         let watch = service.exit_watch().ok();
         Ok::<_, String>((rows, calls, exit_wait, restart, watch))
@@ -407,14 +432,24 @@ async fn call_latencies(socket: &Path, n: usize) -> Result<report::Calls, String
 }
 
 /// Exit → Wait latency: Wait is pending for the last `EXITING` containers, then they all exit
-/// at once; the sorted latencies.
-fn exit_to_wait(socket: &Path, bundles: &Bundles, live: usize) -> Result<Vec<Duration>, String> {
-    let first = live.saturating_sub(EXITING);
-    let done: Mutex<Vec<(usize, Instant)>> = Mutex::default();
-    let told: Mutex<Vec<Option<Instant>>> = Mutex::new(vec![None; live]);
+/// Exit → Wait latency: Wait is pending for the containers of `exiting`, then they all exit
+/// at once. Prints the latencies from the kernel's exit times too (`daemon`: the process
+/// that is sent `SIGCHLD`).
+fn exit_to_wait(
+    socket: &Path,
+    bundles: &Bundles,
+    daemon: u32,
+    exiting: std::ops::Range<usize>,
+) -> Result<Vec<Duration>, String> {
+    let pids = smol::block_on(init_pids(socket, exiting.clone()))?;
+    let trace = ExitTrace::start(daemon)
+        .map_err(|why| println!("kernel exit times not taken: {why}"))
+        .ok();
+    let done: Mutex<Vec<(usize, Duration)>> = Mutex::default();
+    let told: Mutex<HashMap<usize, Duration>> = Mutex::default();
     std::thread::scope(|s| {
         let waiter = s.spawn(|| {
-            smol::block_on(for_each(first..live, EXITING, socket, |mut c, i| {
+            smol::block_on(for_each(exiting.clone(), EXITING, socket, |mut c, i| {
                 let done = &done;
                 async move {
                     let exit = c
@@ -425,7 +460,7 @@ fn exit_to_wait(socket: &Path, bundles: &Bundles, live: usize) -> Result<Vec<Dur
                         .await
                         .map_err(|e| format!("Wait {}: {}", id(i), e.message()))?
                         .into_inner();
-                    let at = Instant::now();
+                    let at = mono_now();
                     if exit.exit_status != 3 {
                         return Err(format!("{} exited with {}, not 3", id(i), exit.exit_status));
                     }
@@ -436,22 +471,99 @@ fn exit_to_wait(socket: &Path, bundles: &Bundles, live: usize) -> Result<Vec<Dur
         });
         // The Waits are sent before the exits (their replies can only come after).
         std::thread::sleep(Duration::from_millis(500));
-        for i in first..live {
-            let at = Instant::now();
+        for i in exiting.clone() {
+            let at = mono_now();
             bundles.tell_exit(&id(i), 3)?;
-            told.lock().map_err(|_| "poisoned")?[i] = Some(at);
+            told.lock().map_err(|_| "poisoned")?.insert(i, at);
         }
         waiter.join().map_err(|_| "the Wait thread panicked")?
     })?;
     let told = told.into_inner().map_err(|_| "poisoned")?;
+    let done = done.into_inner().map_err(|_| "poisoned")?;
     let mut latencies: Vec<Duration> = done
-        .into_inner()
-        .map_err(|_| "poisoned")?
-        .into_iter()
-        .filter_map(|(i, at)| told[i].map(|t| at.saturating_duration_since(t)))
+        .iter()
+        .filter_map(|(i, at)| at.checked_sub(*told.get(i)?))
         .collect();
     latencies.sort();
+    print_latencies(
+        &format!(
+            "told to exit → Wait return, {} exiting at once",
+            exiting.len()
+        ),
+        latencies.iter().map(|d| Some(*d)),
+    );
+    if let Some(trace) = trace {
+        print_kernel_shares(&trace, &pids, &done);
+    }
     Ok(latencies)
+}
+
+/// The init pid of each container of `range` (from `State`).
+async fn init_pids(
+    socket: &Path,
+    range: std::ops::Range<usize>,
+) -> Result<HashMap<usize, u32>, String> {
+    let mut c = client(socket).await?;
+    let mut pids = HashMap::new();
+    for i in range {
+        let state = c
+            .state(req(StateRequest {
+                id: id(i),
+                ..Default::default()
+            }))
+            .await
+            .map_err(|e| format!("State {}: {}", id(i), e.message()))?
+            .into_inner();
+        pids.insert(i, state.pid);
+    }
+    Ok(pids)
+}
+
+/// Exit → Wait from the kernel's times of each exit, and the kernel's own share.
+fn print_kernel_shares(trace: &ExitTrace, pids: &HashMap<usize, u32>, done: &[(usize, Duration)]) {
+    let times = trace.times();
+    let of = |i: usize| {
+        pids.get(&i)
+            .and_then(|pid| times.get(pid))
+            .copied()
+            .unwrap_or_default()
+    };
+    print_latencies(
+        "  from the kernel's sched_process_exit (dying) → Wait return",
+        done.iter().map(|&(i, at)| at.checked_sub(of(i).dying?)),
+    );
+    print_latencies(
+        "  from SIGCHLD to shimlessd (waitable, pidfd readable) → Wait return",
+        done.iter().map(|&(i, at)| at.checked_sub(of(i).waitable?)),
+    );
+    print_latencies(
+        "  of which the kernel: sched_process_exit → SIGCHLD",
+        done.iter()
+            .map(|&(i, _)| of(i).waitable?.checked_sub(of(i).dying?)),
+    );
+}
+
+/// Prints p50, p99 and max of `latencies` (those known), and how many were not.
+fn print_latencies(what: &str, latencies: impl Iterator<Item = Option<Duration>>) {
+    let all: Vec<Option<Duration>> = latencies.collect();
+    let mut known: Vec<Duration> = all.iter().flatten().copied().collect();
+    known.sort();
+    let Some(max) = known.last() else {
+        println!("{what}: no sample");
+        return;
+    };
+    let missing = all.len() - known.len();
+    println!(
+        "{what}: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms{}",
+        percentile(&known, 0.5).as_secs_f64() * 1e3,
+        percentile(&known, 0.99).as_secs_f64() * 1e3,
+        max.as_secs_f64() * 1e3,
+        if missing > 0 {
+            format!(" ({missing} without a kernel time)")
+        } else {
+            String::new()
+        }
+    );
 }
 
 /// `kill -9` of the daemon with `n` containers; `exiting` of them (the first ones) exit (codes

@@ -4,6 +4,8 @@
 //!   serves again: an accept error is never fatal;
 //! - a second `shimlessd` on the same state directory is refused, naming the directory, and the
 //!   first one keeps its socket and its containers;
+//! - a `shimlessd` killed with `kill -9` while it spawns runtimes is replaced at once: the next
+//!   one, started right after, is never refused by the state lock (20 times);
 //! - subscribers that stop reading, behind the front, lose their own events and nothing else:
 //!   the front's one connection to the daemon stays up for everyone else;
 //! - `containerd-shim-shimless-v2 delete` without a daemon cleans up a container with the
@@ -15,6 +17,8 @@ use integration::child::Child;
 use prost::Message;
 use std::path::Path;
 use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 use task_service::api::containerd::task::v3::*;
 use task_service::api::shimless::v1::ListenRequest;
@@ -176,6 +180,106 @@ fn a_second_daemon_on_the_same_state_directory_is_refused_and_the_first_keeps_se
         );
     });
     bundle.tell_exit(0).unwrap();
+}
+
+/// Keeps 12 `Pids` calls (each a `runc ps`) in flight on `socket` until `stop`, through
+/// daemon restarts; counts the answers.
+fn hammer_pids(
+    socket: std::path::PathBuf,
+    id: &'static str,
+    stop: Arc<AtomicBool>,
+    answered: Arc<AtomicUsize>,
+) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        smol::block_on(async {
+            while !stop.load(Ordering::Relaxed) {
+                let Ok(client) = task_service::client::Client::connect(&socket).await else {
+                    smol::Timer::after(Duration::from_millis(10)).await;
+                    continue;
+                };
+                let workers = (0..12).map(|_| {
+                    let mut c = client.task();
+                    let (stop, answered) = (stop.clone(), answered.clone());
+                    smol::spawn(async move {
+                        while !stop.load(Ordering::Relaxed) {
+                            let pids = PidsRequest { id: id.into() };
+                            if c.pids(common::request(NS, pids)).await.is_err() {
+                                return;
+                            }
+                            answered.fetch_add(1, Ordering::Relaxed);
+                        }
+                    })
+                });
+                for worker in workers.collect::<Vec<_>>() {
+                    worker.await;
+                }
+            }
+        })
+    })
+}
+
+#[test]
+fn a_daemon_killed_while_it_spawns_runtimes_is_replaced_at_once_20_times() {
+    let Some(()) = common::needs_daemon() else {
+        return;
+    };
+    rustix::process::set_child_subreaper(rustix::process::Pid::from_raw(1)).unwrap();
+    let s = Shimless::new("supervise = false").cleans(NS);
+    let mut running = daemon(&s, &s.daemon_socket(), "respawn.log");
+    let bundle = Bundle::exit_on_demand().unwrap();
+    smol::block_on(async {
+        let mut c = common::client(&s.daemon_socket()).await;
+        common::create(&mut c, NS, "respawn", bundle.path()).await;
+        common::start(&mut c, NS, "respawn").await;
+    });
+    let stop = Arc::new(AtomicBool::new(false));
+    let answered = Arc::new(AtomicUsize::new(0));
+    let hammer = hammer_pids(s.daemon_socket(), "respawn", stop.clone(), answered.clone());
+    // Busy CPUs, as on a loaded node: a runtime just forked waits longer for its `exec`.
+    let spinners: Vec<_> = (0..4)
+        .map(|_| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    std::hint::spin_loop();
+                }
+            })
+        })
+        .collect();
+    for round in 0..20 {
+        // Killed while `runc ps` calls are being spawned, answered and spawned again.
+        let before = answered.load(Ordering::Relaxed);
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while answered.load(Ordering::Relaxed) < before + 3 {
+            assert!(
+                Instant::now() < deadline,
+                "round {round}: no Pids answered:\n{}",
+                std::fs::read_to_string(s.dir.path().join("respawn.log")).unwrap_or_default()
+            );
+            std::thread::yield_now();
+        }
+        running.kill();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_shimlessd"));
+        cmd.arg("--config")
+            .arg(s.config())
+            .arg("--socket")
+            .arg(s.daemon_socket());
+        match Child::start(cmd, &s.dir.path().join("respawn.log"), "serving on") {
+            Ok(next) => running = next,
+            Err(e) => panic!("round {round}: the next daemon did not start: {e}"),
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    hammer.join().unwrap();
+    spinners.into_iter().for_each(|t| t.join().unwrap());
+    let log = std::fs::read_to_string(s.dir.path().join("respawn.log")).unwrap();
+    assert!(!log.contains("another shimlessd"), "{log}");
+    bundle.tell_exit(0).unwrap();
+    smol::block_on(async {
+        let mut c = common::client(&s.daemon_socket()).await;
+        assert_eq!(common::wait(&mut c, NS, "respawn").await.exit_status, 0);
+        common::delete(&mut c, NS, "respawn").await;
+    });
 }
 
 #[test]

@@ -97,7 +97,10 @@ impl Service {
 }
 
 fn start_daemon(d: &Path) -> Result<Child, String> {
-    Shimlessd::new(env!("CARGO_BIN_EXE_shimlessd"))
+    // Another build of the daemon, to compare two builds in the same conditions.
+    let binary = std::env::var_os("SHIMLESS_BENCH_DAEMON")
+        .unwrap_or_else(|| env!("CARGO_BIN_EXE_shimlessd").into());
+    Shimlessd::new(binary)
         .config(d.join("shimless.toml"))
         .socket(d.join("run/daemon.sock"))
         .start(&d.join("shimlessd.log"))

@@ -118,7 +118,7 @@ impl Daemon {
             );
         }
         drop(gate);
-        match outcome.exit_code() {
+        match code {
             0 => crate::metrics::DAEMON.probes_ok.inc(),
             _ => crate::metrics::DAEMON.probes_failed.inc(),
         }

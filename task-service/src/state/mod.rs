@@ -21,10 +21,12 @@
 //!
 //! # One daemon per directory
 //!
-//! [`StateLock`] holds an exclusive `flock` on the state directory for the daemon's lifetime: a
-//! second `shimlessd` on the same directory is refused before it binds a socket or reads a
-//! record (binding would unlink the first daemon's live socket, and recovering the same records
-//! twice would run every container's clean-up twice).
+//! [`StateLock`] holds an exclusive lock on the state directory (a POSIX record lock on
+//! `<dir>.lock`, which a forked runtime never shares) for the daemon's lifetime: a second
+//! `shimlessd` on the same directory is refused before it binds a socket or reads a record
+//! (binding would unlink the first daemon's live socket, and recovering the same records twice
+//! would run every container's clean-up twice), and a daemon started right after `kill -9` of
+//! the last one finds the lock free.
 
 mod lock;
 mod store;
