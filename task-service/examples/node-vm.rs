@@ -88,6 +88,10 @@ async fn run() -> usize {
     single_pod(&mut report, &mut cri).await;
     report.check("oom_killed_from_memory_events", oom_killed(&mut cri).await);
     let pods = ten_pods(&mut report, &mut cri).await;
+    report.check(
+        "front_and_daemon_in_containerd_service",
+        front_and_daemon_in_containerd_service(),
+    );
     // The daemon's kill before any containerd restart: in that order containerd was once seen
     // to delete other tasks as if their shim had died (see integration/README.md).
     let mut cri = cri;

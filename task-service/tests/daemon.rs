@@ -872,3 +872,110 @@ fn an_execs_fifos_are_given_to_the_containers_io_uid_and_io_gid() {
         common::kill_wait_delete(&mut c, NS, &id).await;
     });
 }
+
+/// Whether this host runs pure cgroup v2 (the root of `/sys/fs/cgroup` is a cgroup2 mount).
+fn pure_cgroup_v2() -> bool {
+    std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists()
+}
+
+/// An OOM kill of a process the init survives is reported once, before the init's exit: on
+/// cgroup v2 while the init still runs (the `memory.events` watch, as containerd-shim-runc-v2
+/// does; a systemd scope is gone once its last process has exited), on cgroup v1 at the exit.
+#[test]
+fn an_oom_kill_is_reported_once_and_on_cgroup_v2_while_the_init_runs() {
+    let Some(d) = start_daemon() else { return };
+    if !pure_cgroup_v2() && integration::require(&[Need::File("/sys/fs/cgroup/memory")]).is_none() {
+        return;
+    }
+    let id = format!("oom-{}", std::process::id());
+    let memory = oci_spec::runtime::LinuxMemoryBuilder::default()
+        .limit(16i64 << 20)
+        .swap(16i64 << 20)
+        .build()
+        .unwrap();
+    let resources = oci_spec::runtime::LinuxResourcesBuilder::default()
+        .memory(memory)
+        .build()
+        .unwrap();
+    // A child shell holds 64 MiB in a variable and is killed; the init says so and lives on.
+    let bundle = BundleBuilder::new()
+        .args([
+            "sh",
+            "-c",
+            "sh -c 'x=$(dd if=/dev/zero bs=1048576 count=64 2>/dev/null | tr \"\\0\" a)'; \
+             echo inner $?; exec sleep 600",
+        ])
+        .resources(resources)
+        .build()
+        .unwrap();
+    let log = d.dir.path().join("oom.log");
+    let mut events = d.daemon.events().subscribe();
+    let mut topics = Vec::new();
+    smol::block_on(async {
+        let mut c = client(&d.socket).await;
+        c.create(ns(CreateTaskRequest {
+            id: id.clone(),
+            bundle: bundle.path().display().to_string(),
+            stdout: format!("file://{}", log.display()),
+            ..Default::default()
+        }))
+        .await
+        .unwrap();
+        common::start(&mut c, NS, id.clone()).await;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+        while std::fs::read_to_string(&log).unwrap_or_default().is_empty() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the child never ended"
+            );
+            async_io::Timer::after(std::time::Duration::from_millis(50)).await;
+        }
+        assert_eq!(std::fs::read_to_string(&log).unwrap(), "inner 137\n");
+        if pure_cgroup_v2() {
+            // The kill is published while the init runs.
+            while !topics.contains(&"/tasks/oom") {
+                let next = smol::future::or(events.next(), async {
+                    async_io::Timer::at(deadline).await;
+                    None
+                })
+                .await;
+                match next {
+                    Some(Received::Event(e)) => topics.push(e.event.topic()),
+                    other => panic!("no /tasks/oom while the init runs: {other:?}, {topics:?}"),
+                }
+            }
+            let state = c
+                .state(ns(StateRequest {
+                    id: id.clone(),
+                    ..Default::default()
+                }))
+                .await
+                .unwrap()
+                .into_inner();
+            assert_eq!(state.status, TaskStatus::Running as i32);
+        }
+        c.kill(ns(KillRequest {
+            id: id.clone(),
+            signal: 9,
+            ..Default::default()
+        }))
+        .await
+        .unwrap();
+        assert_eq!(common::wait(&mut c, NS, id.clone()).await.exit_status, 137);
+        common::delete(&mut c, NS, id.clone()).await;
+    });
+    topics.extend(std::iter::from_fn(|| match events.try_next() {
+        Some(Received::Event(e)) => Some(e.event.topic()),
+        _ => None,
+    }));
+    assert_eq!(
+        topics,
+        [
+            "/tasks/create",
+            "/tasks/start",
+            "/tasks/oom",
+            "/tasks/exit",
+            "/tasks/delete"
+        ]
+    );
+}

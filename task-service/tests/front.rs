@@ -136,6 +136,36 @@ fn a_daemon_killed_behind_the_front_is_invisible_to_a_held_connection() {
     });
 }
 
+/// A `Wait` held for longer than `hold_ms` when the daemon dies still waits `hold_ms` for the
+/// next daemon (containerd's `Wait`s are held for a task's whole life; one answered
+/// `UNAVAILABLE` makes containerd's CRI take the task for exited with 255 and delete it).
+#[test]
+fn a_wait_held_longer_than_hold_ms_is_replayed_across_kill_9() {
+    let Some(()) = common::needs_daemon() else {
+        return;
+    };
+    rustix::process::set_child_subreaper(rustix::process::Pid::from_raw(1)).unwrap();
+    let s = Shimless::new("supervise = false\nhold_ms = 1000").cleans(NS);
+    let mut first = daemon(&s);
+    let _front = front(&s);
+    let exits = Bundle::exit_on_demand().unwrap();
+    smol::block_on(async {
+        let mut c = client(&s.front_socket()).await;
+        common::create(&mut c, NS, "old-wait", exits.path()).await;
+        common::start(&mut c, NS, "old-wait").await;
+        let mut waiter = c.clone();
+        let wait = smol::spawn(async move { common::wait(&mut waiter, NS, "old-wait").await });
+        // Held by the daemon for more than `hold_ms` (a lower bound, not a race).
+        smol::Timer::after(Duration::from_millis(2500)).await;
+        first.kill();
+        exits.tell_exit(42).unwrap();
+        let _second = daemon(&s);
+        let waited = wait.await;
+        assert_eq!(waited.exit_status, 42, "the old Wait, replayed");
+        common::delete(&mut c, NS, "old-wait").await;
+    });
+}
+
 #[test]
 fn a_create_inside_a_dying_daemon_is_unavailable_and_never_sent_twice() {
     let Some(()) = common::needs_daemon() else {

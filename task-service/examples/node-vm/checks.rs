@@ -14,6 +14,7 @@ pub(crate) async fn single_pod(report: &mut Report, cri: &mut Cri) {
     report.check("pod_runs_in_systemd_scope", pod_in_scope(cri, &pod).await);
     report.check("exec", exec(cri, &pod).await);
     report.check("logs", logs(&pod).await);
+    report.check("stats_have_values", stats(&pod));
     report.check("stop_and_remove", stop_and_remove(cri, &pod).await);
 }
 
@@ -76,6 +77,40 @@ pub(crate) async fn logs(pod: &Pod) -> Outcome {
         })?;
         async_io::Timer::after(Duration::from_millis(200)).await;
     }
+}
+
+/// The task's metrics as containerd decodes them (`ctr task metrics`, which reads the shim's
+/// `Stats`): memory, CPU and PIDs counted, not only a successful call. Which metrics type came
+/// (cgroup v1 names or v2 names) is said in an `info` line.
+pub(crate) fn stats(pod: &Pod) -> Outcome {
+    let out = sh(&format!("ctr -n k8s.io task metrics {}", pod.container))?;
+    let values: BTreeMap<&str, &str> = out
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.split_whitespace();
+            Some((f.next()?, f.next()?))
+        })
+        .collect();
+    let number = |names: &[&str]| -> Option<u64> {
+        names
+            .iter()
+            .find_map(|n| values.get(n).and_then(|v| v.parse().ok()))
+    };
+    let memory = number(&["memory.usage_in_bytes", "memory.usage"]);
+    let cpu = number(&["cpuacct.usage", "cpu.usage_usec"]);
+    let pids = number(&["pids.current"]);
+    let kind = if values.contains_key("memory.usage") {
+        "cgroup v2"
+    } else {
+        "cgroup v1"
+    };
+    info(format!(
+        "a shimless task's metrics ({kind} Metrics): memory {memory:?} B, cpu {cpu:?}, pids {pids:?}"
+    ));
+    ensure(
+        memory.is_some_and(|m| m > 0) && cpu.is_some_and(|c| c > 0) && pids.is_some_and(|p| p >= 1),
+        || format!("metrics without values: {out:?}"),
+    )
 }
 
 pub(crate) async fn stop_and_remove(cri: &mut Cri, pod: &Pod) -> Outcome {

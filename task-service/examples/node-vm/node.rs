@@ -122,3 +122,17 @@ pub(crate) fn no_pod_units() -> Outcome {
         .collect();
     ensure(left.is_empty(), || format!("left: {left:?}"))
 }
+
+/// `shimless-front` and `shimlessd` run once each, in `containerd.service`'s cgroup (containerd
+/// started the shim that started them; its `KillMode=process` leaves them across restarts).
+pub(crate) fn front_and_daemon_in_containerd_service() -> Outcome {
+    for name in ["shimless-front", "shimlessd"] {
+        let pids = processes(|n| n == name);
+        ensure(pids.len() == 1, || format!("{name} processes: {pids:?}"))?;
+        let cgroup = cgroup_of(pids[0]);
+        ensure(cgroup == "/system.slice/containerd.service", || {
+            format!("{name} runs in {cgroup:?}")
+        })?;
+    }
+    Ok(())
+}

@@ -176,6 +176,7 @@ impl Daemon {
         let entry = Entry::new(record, runc, launched.keepalive, memory_cgroup);
         *lock(&entry.console) = launched.console;
         lock(&self.inner.containers).insert(key.clone(), entry.clone());
+        self.watch_oom(&key, &entry);
         self.publish(
             &key.0,
             TaskEvent::Create(ev::TaskCreate {

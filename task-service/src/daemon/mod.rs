@@ -7,7 +7,8 @@
 //! [`Daemon::recover`] takes back the containers of a previous run; [`Recovery`] says what it
 //! found. `Create`'s rootfs mounts are mounted on `<bundle>/rootfs` (see [`crate::rootfs`]).
 //! An init that exits after OOM kills in its memory cgroup is reported with `TaskOOM` before
-//! its `TaskExit` (what containerd's CRI needs to say `OOMKilled`; see `oom.rs`).
+//! its `TaskExit` (what containerd's CRI needs to say `OOMKilled`; see `oom.rs`); on cgroup v2
+//! each kill is reported as it happens, as containerd-shim-runc-v2 does (`oom_watch.rs`).
 //!
 //! The modules, by job: `container` (what the daemon holds per container), `persist` (saving
 //! records), `launch` (the one spawn path of an init's `Create` and an exec's `Start`),
@@ -20,6 +21,7 @@
 //! for processes and `rebuild` for unreadable records), `router` and `subscribe` (the gRPC
 //! surface), `exits`, `oom`, `forward` and `outbox` (exit sources, OOM counts, events to containerd and
 //! their persisted outbox),
+//! `oom_watch` (cgroup v2 OOM kills seen while containers run, as the Go shim sees them),
 //! `health` (`shimless.v1.Health`: whether the daemon runs degraded), `errors` (library errors
 //! as gRPC statuses), `gauges` (the metrics scrape).
 
@@ -36,6 +38,7 @@ mod health;
 mod launch;
 mod lifecycle;
 mod oom;
+mod oom_watch;
 mod outbox;
 mod outlive;
 mod persist;
@@ -111,6 +114,8 @@ struct Inner {
     reaper: Arc<reaper::Reaper>,
     /// The probes of pod annotation `shimless.io/probes`, on the node's one prober.
     probes: probes::Probes,
+    /// The cgroup v2 `memory.events` watches (`TaskOOM` while containers run).
+    oom_watches: oom_watch::OomWatches,
 }
 
 impl std::fmt::Debug for Daemon {
@@ -148,6 +153,7 @@ impl Daemon {
                 problems: Mutex::new(Vec::new()),
                 reaper: Arc::default(),
                 probes,
+                oom_watches: oom_watch::OomWatches::default(),
             }),
         };
         daemon.run_prober(prober);

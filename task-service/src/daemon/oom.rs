@@ -8,44 +8,87 @@
 //! cgroup is still there then (runc removes it at `Delete`, which comes after the exit).
 //!
 //! The count is `oom_kill` in `memory.oom_control` (cgroup v1, Linux 4.13 and later) or in
-//! `memory.events` (cgroup v2), read by `cgroupfold`'s driver ([`cgroupfold::fs::Stats`]'s
-//! `oom_kills`) on the hierarchies it finds in `/proc/self/mountinfo`. The cgroup is found from
+//! `memory.events` (cgroup v2), read from the memory hierarchy found in `/proc/self/mountinfo`
+//! (only that file: the other controllers' cgroups need not exist under the same path). The cgroup is found from
 //! `/proc/<init pid>/cgroup` at `Create` (and at recovery, for inits still alive).
-//! What this does not see, unlike the eventfd: an OOM kill of a process other than the init
+//!
+//! On cgroup v2 the count is also watched while the container runs, as containerd-shim-runc-v2
+//! does (see `oom_watch.rs`): with systemd's cgroup driver the container's scope, and its
+//! `memory.events`, are gone as soon as its last process has exited, often before the daemon
+//! reads the count at the exit. [`MemoryCgroup::claim`] makes sure each kill is published once,
+//! whichever of the two sees it first.
+//! What cgroup v1 does not see, unlike the eventfd: an OOM kill of a process other than the init
 //! that the init survives is not reported while the container runs, only when it exits.
 
-use cgroupfold::fs::{Cgroups, Mode, ProcessCgroups};
+use cgroupfold::fs::{Mounts, ProcessCgroups};
+use std::path::PathBuf;
 use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
 
-/// The host's cgroup hierarchies, found once; `None` without any.
-fn cgroups() -> Option<&'static Cgroups> {
-    static CGROUPS: OnceLock<Option<Cgroups>> = OnceLock::new();
-    CGROUPS.get_or_init(|| Cgroups::detect().ok()).as_ref()
+/// The host's cgroup mounts, found once; `None` without any.
+fn mounts() -> Option<&'static Mounts> {
+    static MOUNTS: OnceLock<Option<Mounts>> = OnceLock::new();
+    MOUNTS.get_or_init(|| Mounts::read().ok()).as_ref()
 }
 
-/// A container's memory cgroup, whose count of OOM kills is read when its init exits.
-#[derive(Debug, Clone)]
+/// A container's memory cgroup, whose count of OOM kills is read when its init exits (and
+/// watched while it runs, on cgroup v2).
+#[derive(Debug)]
 pub(crate) struct MemoryCgroup {
-    cgroups: &'static Cgroups,
-    /// Relative to the hierarchies' mount points.
-    path: String,
+    /// The file with the count: `memory.events` (v2) or `memory.oom_control` (v1). Only the
+    /// memory controller's file is read: the other controllers may put the process elsewhere
+    /// (a v1 host whose memory hierarchy nests the service in a cgroup of its own).
+    file: PathBuf,
+    /// Whether `file` is cgroup v2's `memory.events`.
+    unified: bool,
+    /// The highest count of OOM kills already published as `TaskOOM`.
+    reported: AtomicU64,
 }
 
 impl MemoryCgroup {
     /// The memory cgroup process `pid` is in, if it can be found (the process is alive and the
     /// host has cgroup hierarchies).
     pub(crate) fn of(pid: i32) -> Option<MemoryCgroup> {
-        let cgroups = cgroups()?;
+        let mounts = mounts()?;
         let table = ProcessCgroups::read(u32::try_from(pid).ok()?).ok()?;
-        let path = path_in(&table, cgroups.mode() == Mode::V2)?;
-        Some(MemoryCgroup { cgroups, path })
+        // Pure v2 (no v1 memory hierarchy): the unified one; else the v1 memory controller's.
+        let (mount, unified, name) = match mounts.v1_mount("memory") {
+            Some(m) => (m, false, "memory.oom_control"),
+            None => (mounts.unified.as_ref()?, true, "memory.events"),
+        };
+        let path = path_in(&table, unified)?;
+        Some(MemoryCgroup {
+            file: mount.join(path).join(name),
+            unified,
+            reported: AtomicU64::new(0),
+        })
     }
 
     /// How many processes the kernel has killed for lack of memory in this cgroup; `None`
     /// when the count cannot be read (the cgroup is gone, or the kernel has no `oom_kill`).
     pub(crate) fn oom_kills(&self) -> Option<u64> {
-        self.cgroups.stats(&self.path).ok()?.oom_kills
+        let text = std::fs::read_to_string(&self.file).ok()?;
+        oom_kill_in(&text)
     }
+
+    /// On a cgroup v2 host, the cgroup's `memory.events` file, whose changes are watched while
+    /// the container runs; `None` on cgroup v1 (or hybrid, where memory is a v1 controller).
+    pub(crate) fn events_file(&self) -> Option<&std::path::Path> {
+        self.unified.then_some(self.file.as_path())
+    }
+
+    /// Whether a count of `kills` read now has kills not yet published; if so they count as
+    /// published from now on (one `TaskOOM` per new reading, never two for the same kill).
+    pub(crate) fn claim(&self, kills: u64) -> bool {
+        kills > 0 && self.reported.fetch_max(kills, Ordering::SeqCst) < kills
+    }
+}
+
+/// The `oom_kill` count of a `memory.events` or `memory.oom_control` file's text.
+fn oom_kill_in(text: &str) -> Option<u64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix("oom_kill "))
+        .and_then(|v| v.trim().parse().ok())
 }
 
 /// The memory cgroup's path in a process's cgroup table: the v1 `memory` controller's, or on a
@@ -85,6 +128,15 @@ mod tests {
             path_in(&table("0::/k8s.io/abc\n"), true).as_deref(),
             Some("k8s.io/abc")
         );
+    }
+
+    #[test]
+    fn the_count_is_the_oom_kill_line() {
+        let events = "low 0\nhigh 0\nmax 12\noom 2\noom_kill 2\noom_group_kill 0\n";
+        assert_eq!(oom_kill_in(events), Some(2));
+        let control = "oom_kill_disable 0\nunder_oom 0\noom_kill 1\n";
+        assert_eq!(oom_kill_in(control), Some(1));
+        assert_eq!(oom_kill_in("oom_kill_disable 0\nunder_oom 0\n"), None);
     }
 
     #[test]

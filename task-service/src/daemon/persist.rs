@@ -63,6 +63,7 @@ impl Daemon {
             .await
             .map_err(|e| errors::internal("remove the record", e))?;
         lock(&self.inner.containers).remove(key);
+        self.unwatch_oom(key);
         Ok(())
     }
 

@@ -380,6 +380,7 @@ impl Daemon {
             (_, Reopened::Live(pidfd)) => {
                 report.adopted.push(name);
                 self.recover_probes(&key, &entry).await;
+                self.watch_oom(&key, &entry);
                 self.watch_exit(key, entry, None, pidfd);
             }
             (_, Reopened::Unknown(why)) => {

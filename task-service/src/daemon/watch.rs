@@ -83,10 +83,13 @@ impl Daemon {
         };
         let pid = snapshot.record.container.init.pid;
         // Before the exit is published (containerd deletes the task, and runc its cgroup, on
-        // it): OOM kills in the container's cgroup make it `OOMKilled` for CRI.
-        if let Some(kills) = entry.memory_cgroup.as_ref().and_then(|m| m.oom_kills())
+        // it): OOM kills in the container's cgroup make it `OOMKilled` for CRI. On cgroup v2
+        // the OOM watcher may have published them already (`claim` keeps it to once).
+        if let Some(memory) = entry.memory_cgroup.as_ref()
+            && let Some(kills) = memory.oom_kills()
             && kills > 0
             && super::fold::claims_oom(entry, kills, &exit)
+            && memory.claim(kills)
         {
             self.publish(
                 &key.0,

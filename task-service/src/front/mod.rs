@@ -456,7 +456,7 @@ async fn forward_buffered(
     bytes: bytes::Bytes,
     deadline: Option<Duration>,
 ) -> http::Response<Body> {
-    let until = Instant::now() + deadline.unwrap_or(config.hold);
+    let mut until = Instant::now() + deadline.unwrap_or(config.hold);
     let path = parts.uri.path().to_string();
     let replayable = replay::is_replayable(&path);
     loop {
@@ -475,6 +475,13 @@ async fn forward_buffered(
                 let sent = e.take_message().is_none();
                 if sent && !replayable {
                     return in_flight(&path).into_http();
+                }
+                // A read the dying daemon held (a `Wait` can be held for hours): without a
+                // deadline of its own, it waits `hold` for the next daemon from now, not from
+                // when it was made (else a `Wait` older than `hold` failed at once, and
+                // containerd took its task for exited with 255).
+                if sent && deadline.is_none() {
+                    until = Instant::now() + config.hold;
                 }
                 // Never sent, or a read: the next daemon answers it.
                 if Instant::now() >= until {
