@@ -82,7 +82,9 @@ impl Rig {
             std::os::unix::fs::PermissionsExt::from_mode(0o755),
         )
         .unwrap();
-        let shimless = Shimless::new("").cleans(CRI_NAMESPACE);
+        let metrics = dir.path().join("metrics.sock");
+        let shimless = Shimless::new(&format!("metrics_address = \"unix:{}\"", metrics.display()))
+            .cleans(CRI_NAMESPACE);
         let shim = Shimless::bin_dir().join("containerd-shim-shimless-v2");
         let containerd = Containerd::start(
             ContainerdConfig::new()
@@ -701,6 +703,18 @@ fn daemon_run_probes_keep_a_touched_pod_and_kill_it_once_touching_stops(version:
         // exit, which forgets its probes: the node's counter keeps the kill).
         let listing = probes_listing(&rig);
         assert_eq!(listing["counters"]["kills"], 1, "{listing}");
+        // The daemon's scrape says the same (the daemon was restarted above: its counters
+        // start again at zero, and the kill came after).
+        let scraped = scrape(&rig.dir.path().join("metrics.sock"));
+        assert!(
+            scraped.contains("\nshimless_daemon_probe_kills_total 1\n"),
+            "{scraped}"
+        );
+        let runs = scraped
+            .lines()
+            .find_map(|l| l.strip_prefix("shimless_daemon_probe_runs_total "))
+            .and_then(|v| v.parse::<f64>().ok());
+        assert!(runs.is_some_and(|r| r >= 1.0), "{scraped}");
         let log = rig.shimless.log("shimlessd.log");
         let line = format!("{CRI_NAMESPACE}/{c}: livenessProbe failed");
         assert_eq!(log.matches(&line).count(), 1, "{log}");
@@ -712,6 +726,16 @@ fn daemon_run_probes_keep_a_touched_pod_and_kill_it_once_touching_stops(version:
         let state = rig.shimless.dir.path().join("state").join(CRI_NAMESPACE);
         assert!(!state.join(format!("{c}.json")).exists());
     });
+}
+
+/// One scrape of the daemon's metrics endpoint at unix socket `socket` (HTTP/1.0 GET).
+fn scrape(socket: &Path) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::os::unix::net::UnixStream::connect(socket).expect("connect to metrics");
+    s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    text
 }
 
 fn a_bad_probes_annotation_is_refused_at_run_pod_sandbox_naming_the_field(version: Version) {

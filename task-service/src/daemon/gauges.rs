@@ -25,6 +25,7 @@ impl Daemon {
         self.render_containers(&mut out);
         self.render_exitwatch(&mut out);
         self.render_forward(&mut out);
+        self.render_probes(&mut out);
         out.finish()
     }
 
@@ -143,6 +144,44 @@ impl Daemon {
         );
         for (address, pending) in self.inner.forwarder.pending() {
             out.sample(name, &[("containerd", &address)], pending as f64);
+        }
+    }
+
+    /// The daemon-run probes (pod annotation `shimless.io/probes`): how many by kind and
+    /// current result, and the node's prober's counters.
+    fn render_probes(&self, out: &mut Exposition) {
+        let (rows, counters) = self.probe_list("");
+        let mut by: BTreeMap<(String, String), u64> = BTreeMap::new();
+        for row in rows {
+            *by.entry((row.kind, row.result)).or_default() += 1;
+        }
+        let name = "shimless_daemon_probes";
+        out.family(
+            name,
+            Kind::Gauge,
+            "Daemon-run probes, by kind and current result.",
+        );
+        for ((kind, result), n) in by {
+            out.sample(name, &[("kind", &kind), ("result", &result)], n as f64);
+        }
+        for (name, help, value) in [
+            (
+                "shimless_daemon_probe_runs_total",
+                "Checks made by the node's prober for daemon-run probes.",
+                counters.runs,
+            ),
+            (
+                "shimless_daemon_probe_failures_total",
+                "Checks of daemon-run probes that failed.",
+                counters.failures,
+            ),
+            (
+                "shimless_daemon_probe_kills_total",
+                "Containers killed because a liveness or startup probe failed.",
+                counters.kills,
+            ),
+        ] {
+            out.single(name, Kind::Counter, help, value as f64);
         }
     }
 }
