@@ -17,7 +17,8 @@
 //! `lifecycle` (start, kill, pause, delete), `outlive` (a call's work that finishes, or
 //! undoes itself, when the call is dropped at its deadline), `reaper` (orphans nobody waits
 //! for), `stats` (containerd's metrics), `task` (the Task service, delegating to those), `admin`
-//! (shimless's Admin service), `recover` (taking back a previous run's containers, with `reopen`
+//! (shimless's Admin service), `recover` (taking back a previous run's containers, with `listing`
+//! for what the runtime says of them, `reopen`
 //! for processes and `rebuild` for unreadable records), `router` and `subscribe` (the gRPC
 //! surface), `exits`, `oom`, `forward` and `outbox` (exit sources, OOM counts, events to containerd and
 //! their persisted outbox),
@@ -37,6 +38,7 @@ mod gauges;
 mod health;
 mod launch;
 mod lifecycle;
+mod listing;
 mod oom;
 mod oom_watch;
 mod outbox;

@@ -21,6 +21,7 @@
 use super::Daemon;
 use super::container::{Entry, Key};
 use super::errors;
+use super::listing::Listings;
 use super::oom::MemoryCgroup;
 use super::record::Record;
 use super::reopen::{self, Reopened};
@@ -215,6 +216,7 @@ impl Daemon {
         let mut roots = self.namespace_roots();
         let mut unreadable = Vec::new();
         let mut refused = HashSet::new();
+        let mut listings = Listings::default();
         for (ns, id) in listing.records {
             let name = format!("{}/{}", ns.as_str(), id.as_str());
             let record: Record = match self.inner.store.load(&ns, &id) {
@@ -233,7 +235,7 @@ impl Daemon {
             };
             let noted = (ns.clone(), id.clone(), record.clone());
             let recovered = self
-                .recover_record((ns, id), name.clone(), record, &mut report)
+                .recover_record((ns, id), name.clone(), record, &mut listings, &mut report)
                 .await;
             if let Err(e) = &recovered {
                 report.skipped.push(format!("{name}: {}", e.message()));
@@ -282,6 +284,7 @@ impl Daemon {
         key: Key,
         name: String,
         record: Record,
+        listings: &mut Listings,
         report: &mut Recovery,
     ) -> Result<(), Status> {
         let (ns, id) = &key;
@@ -303,7 +306,8 @@ impl Daemon {
             return Ok(());
         }
         let mut record = record;
-        if record.container.init.state == ProcessState::Created {
+        let created = record.container.init.state == ProcessState::Created;
+        if created {
             // Killed during its Start: a `runc start` it ran may still be on its way, and the
             // runtime's state read before it ends would keep a running init recorded as
             // created (a later Start then fails against a running container).
@@ -314,11 +318,16 @@ impl Daemon {
             )
             .await;
         }
-        let runtime_state = runc.state(id.as_str()).await;
-        let known = !matches!(runtime_state, Err(runc_driver::Error::NotFound { .. }));
-        if let Ok(state) = &runtime_state {
+        let runtime = (
+            record.runtime.clone(),
+            record.runtime_root.clone(),
+            record.systemd_cgroup,
+        );
+        let known = listings.of(&runc, runtime, id.as_str(), created).await;
+        if let Some(state) = &known.state {
             started_while_down(&mut record, state);
         }
+        let known = known.exists;
         let init = &record.container.init;
         let live = match init.state {
             ProcessState::Stopped(_) => Reopened::Gone,
