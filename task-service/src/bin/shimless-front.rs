@@ -6,6 +6,7 @@
 use clap::Parser;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::AtomicU32;
 use std::time::Duration;
 use task_service::config::{Config, default_path};
 use task_service::front::{self, FrontConfig, handover, supervise};
@@ -73,24 +74,7 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     }
     // One connection per containerd task, plus the daemon link.
     task_service::grpc::accept::raise_nofile_limit();
-    let mut daemon = None;
-    if config.supervise {
-        let program = supervise::find_binary("shimlessd")
-            .ok_or("shimlessd is neither beside shimless-front nor on PATH")?;
-        let pid = supervise::Supervisor {
-            program,
-            args: vec![
-                "--config".into(),
-                config_path.clone().into(),
-                "--socket".into(),
-                config.daemon_socket.clone().into(),
-            ],
-            log: config.log_dir.join("shimlessd.log"),
-            restart_delay: Duration::from_millis(config.restart_delay_ms),
-        }
-        .start_adopting(manifest.as_ref().and_then(|m| m.daemon_pid))?;
-        daemon = Some(pid);
-    }
+    let daemon = supervise_daemon(&config, &config_path, manifest.as_ref())?;
     let lineage = handover::Lineage {
         binary,
         config_path: config_path.clone(),
@@ -109,23 +93,7 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         if let Some(address) = &config.front_metrics_address {
             serve_metrics(address, &ex, started).await;
         }
-        tracing::info!(
-            "shimless-front: serving on {} for shimlessd at {} (pid {}, supervising: {}, \
-             generation {}{})",
-            config.socket.display(),
-            config.daemon_socket.display(),
-            std::process::id(),
-            config.supervise,
-            lineage.generation,
-            match &manifest {
-                Some(m) => format!(
-                    ", {} connection(s) handed over, unread for {} ms",
-                    m.connections.len(),
-                    handover::monotonic_ns().saturating_sub(m.paused_at_ns) / 1_000_000
-                ),
-                None => String::new(),
-            }
-        );
+        log_serving(&config, lineage.generation, manifest.as_ref());
         match manifest {
             Some(manifest) => front::resume(manifest, front, ex.clone(), Some(lineage)).await?,
             None => {
@@ -135,6 +103,53 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         }
         Ok(())
     }))
+}
+
+/// Starts `shimlessd` under the front's supervision when the config asks for it (adopting the
+/// one a handed-over front supervised); its PID.
+fn supervise_daemon(
+    config: &Config,
+    config_path: &std::path::Path,
+    manifest: Option<&handover::Manifest>,
+) -> Result<Option<Arc<AtomicU32>>, Box<dyn std::error::Error>> {
+    if !config.supervise {
+        return Ok(None);
+    }
+    let program = supervise::find_binary("shimlessd")
+        .ok_or("shimlessd is neither beside shimless-front nor on PATH")?;
+    let pid = supervise::Supervisor {
+        program,
+        args: vec![
+            "--config".into(),
+            config_path.into(),
+            "--socket".into(),
+            config.daemon_socket.clone().into(),
+        ],
+        log: config.log_dir.join("shimlessd.log"),
+        restart_delay: Duration::from_millis(config.restart_delay_ms),
+    }
+    .start_adopting(manifest.and_then(|m| m.daemon_pid))?;
+    Ok(Some(pid))
+}
+
+/// The line that says the front serves (tests and operators wait for "serving on").
+fn log_serving(config: &Config, generation: u32, manifest: Option<&handover::Manifest>) {
+    tracing::info!(
+        "shimless-front: serving on {} for shimlessd at {} (pid {}, supervising: {}, \
+         generation {generation}{})",
+        config.socket.display(),
+        config.daemon_socket.display(),
+        std::process::id(),
+        config.supervise,
+        match manifest {
+            Some(m) => format!(
+                ", {} connection(s) handed over, unread for {} ms",
+                m.connections.len(),
+                handover::monotonic_ns().saturating_sub(m.paused_at_ns) / 1_000_000
+            ),
+            None => String::new(),
+        }
+    );
 }
 
 /// Serves the front's metrics on `address` from now on; a failure to bind is logged and leaves

@@ -66,26 +66,7 @@ impl Daemon {
         let probes = self.probes_at_create(&bundle).await?;
         // The intent first: a daemon killed from here until the full record is saved leaves a
         // `creating` record, and the next daemon removes whatever the runtime made of it.
-        let mut record = Record {
-            format: Default::default(),
-            bundle: bundle.clone(),
-            stdin: r.stdin.clone(),
-            stdout: r.stdout.clone(),
-            stderr: r.stderr.clone(),
-            terminal: r.terminal,
-            runtime: runc.binary().to_owned(),
-            runtime_root,
-            rootfs_mounted: !r.rootfs.is_empty(),
-            systemd_cgroup: opts.systemd_cgroup,
-            creating: true,
-            identity: None,
-            container: Container::new(None),
-            exec_identities: Default::default(),
-            io_owner: opts.io_owner(),
-            early_exits: Default::default(),
-            created_at: SystemTime::now(),
-            fold,
-        };
+        let mut record = intent(&r, &bundle, &runc, runtime_root, &opts, fold);
         check_caller(caller, &key)?;
         self.save_unblocked(&key, &record).await?;
         if record.rootfs_mounted {
@@ -265,6 +246,38 @@ fn check_caller(caller: &Caller, key: &Key) -> Result<(), Status> {
         )));
     }
     Ok(())
+}
+
+/// The record a `Create` saves first, marked `creating` (its intent): the next daemon removes
+/// whatever the runtime made of a create it did not finish.
+fn intent(
+    r: &CreateTaskRequest,
+    bundle: &std::path::Path,
+    runc: &Runc,
+    runtime_root: PathBuf,
+    opts: &RuntimeOptions,
+    fold: Option<crate::fold::Folding>,
+) -> Record {
+    Record {
+        format: Default::default(),
+        bundle: bundle.to_owned(),
+        stdin: r.stdin.clone(),
+        stdout: r.stdout.clone(),
+        stderr: r.stderr.clone(),
+        terminal: r.terminal,
+        runtime: runc.binary().to_owned(),
+        runtime_root,
+        rootfs_mounted: !r.rootfs.is_empty(),
+        systemd_cgroup: opts.systemd_cgroup,
+        creating: true,
+        identity: None,
+        container: Container::new(None),
+        exec_identities: Default::default(),
+        io_owner: opts.io_owner(),
+        early_exits: Default::default(),
+        created_at: SystemTime::now(),
+        fold,
+    }
 }
 
 /// What a `Create` needs before the intent is saved, read and opened on the blocking pool:
