@@ -19,7 +19,7 @@
 //! The other pieces: [`api`] (containerd's wire types and services, generated from the `.proto`
 //! files in this crate and checked against an independent implementation in
 //! `tests/conformance.rs`), [`grpc`] (HTTP/2 on smol over a unix socket, peer-uid checks and
-//! deadlines), [`model`] (the pure container state machine), [`state`] (atomic records),
+//! deadlines; its sockets from [`listen`]), [`model`] (the pure container state machine), [`state`] (atomic records),
 //! [`stdio`] and [`console`] (streams and terminals), [`rootfs`], [`events`], [`config`],
 //! [`options`], [`probes`] (the pod annotation of daemon-run probes), [`ids`] and [`version`]
 //! (the format versions of records, outboxes and the front↔daemon protocol).
@@ -49,6 +49,7 @@ pub mod fold;
 pub mod front;
 pub mod grpc;
 pub mod ids;
+pub mod listen;
 mod lock;
 pub mod logcap;
 pub mod logging;

@@ -43,7 +43,7 @@
 pub mod accept;
 pub mod channel;
 pub mod deadline;
-pub mod listen;
+pub use crate::listen;
 pub mod observe;
 mod serve;
 

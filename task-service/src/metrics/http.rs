@@ -42,7 +42,7 @@ impl Listener {
     /// ```
     pub async fn bind(address: &MetricsAddress) -> std::io::Result<Listener> {
         Ok(match address {
-            MetricsAddress::Unix(path) => Listener::Unix(crate::grpc::listen::bind(path)?),
+            MetricsAddress::Unix(path) => Listener::Unix(crate::listen::bind(path)?),
             MetricsAddress::Tcp(addr) => Listener::Tcp(smol::net::TcpListener::bind(addr).await?),
         })
     }

@@ -1,4 +1,5 @@
-//! The daemon's socket: created with mode 0600, and who may talk to it.
+//! Unix sockets shimless serves on (the daemon's, the front's, the metrics'): created with mode
+//! 0600, and who may talk to them. Also reached as `grpc::listen`.
 
 use rustix::fd::AsFd;
 use smol::net::unix::UnixListener;
@@ -13,7 +14,7 @@ use std::path::Path;
 /// Refuses to replace anything at `path` that is not a socket.
 ///
 /// ```no_run
-/// let listener = task_service::grpc::listen::bind("/run/shimless/shimless.sock")?;
+/// let listener = task_service::listen::bind("/run/shimless/shimless.sock")?;
 /// # Ok::<(), std::io::Error>(())
 /// ```
 pub fn bind(path: impl AsRef<Path>) -> io::Result<UnixListener> {
@@ -48,7 +49,7 @@ pub fn bind(path: impl AsRef<Path>) -> io::Result<UnixListener> {
 ///
 /// ```
 /// let (a, _b) = std::os::unix::net::UnixStream::pair()?;
-/// let peer = task_service::grpc::listen::Peer::of(&a)?;
+/// let peer = task_service::listen::Peer::of(&a)?;
 /// assert_eq!(peer.pid, std::process::id() as i32);
 /// # Ok::<(), std::io::Error>(())
 /// ```
@@ -67,7 +68,7 @@ impl Peer {
     ///
     /// ```
     /// let (a, _b) = std::os::unix::net::UnixStream::pair()?;
-    /// assert_eq!(task_service::grpc::listen::Peer::of(&a)?.uid, rustix::process::geteuid().as_raw());
+    /// assert_eq!(task_service::listen::Peer::of(&a)?.uid, rustix::process::geteuid().as_raw());
     /// # Ok::<(), std::io::Error>(())
     /// ```
     pub fn of(socket: impl AsFd) -> io::Result<Peer> {
@@ -85,8 +86,8 @@ impl Peer {
 /// ```
 /// let (a, _b) = std::os::unix::net::UnixStream::pair()?;
 /// let me = rustix::process::geteuid().as_raw();
-/// assert_eq!(task_service::grpc::listen::refusal(&a, &[me]), None);
-/// assert!(task_service::grpc::listen::refusal(&a, &[me + 1]).unwrap().contains("may not use"));
+/// assert_eq!(task_service::listen::refusal(&a, &[me]), None);
+/// assert!(task_service::listen::refusal(&a, &[me + 1]).unwrap().contains("may not use"));
 /// # Ok::<(), std::io::Error>(())
 /// ```
 pub fn refusal(socket: impl AsFd, allowed_uids: &[u32]) -> Option<String> {
