@@ -250,9 +250,13 @@ fn run(args: &Args) -> Result<(), String> {
         exit_wait.sort();
         // Once with every container alive (adoption alone), once with exits while down (among
         // those that did not exit above).
-        let adopt = restart(&mut service, &socket, &bundles, n, 0)?;
+        let alive = n.saturating_sub(EXITING * args.exit_rounds);
+        let adopt = restart(&mut service, &socket, &bundles, (n, alive), 0)?;
         let exits = EXITING.min(n.saturating_sub(EXITING * args.exit_rounds));
-        let restart = vec![adopt, restart(&mut service, &socket, &bundles, n, exits)?];
+        let restart = vec![
+            adopt,
+            restart(&mut service, &socket, &bundles, (n, alive), exits)?,
+        ];
         let watch = service.exit_watch().ok();
         Ok::<_, String>((rows, calls, exit_wait, restart, watch))
     })();
@@ -566,15 +570,16 @@ fn print_latencies(what: &str, latencies: impl Iterator<Item = Option<Duration>>
     );
 }
 
-/// `kill -9` of the daemon with `n` containers; `exiting` of them (the first ones) exit (codes
-/// 1..) while it is down; it is started again. Its time to serve, the time until every exit was returned by
+/// `kill -9` of the daemon with `n` containers, `0..alive` of them running (those after exited
+/// already);
+/// `exiting` of them (the first ones) exit (codes 1..) while it is down; it is started again. Its time to serve, the time until every exit was returned by
 /// `Wait` and every other container's `State` answered, and how many exits were lost (a wrong
 /// code, or no answer).
 fn restart(
     service: &mut Service,
     socket: &Path,
     bundles: &Bundles,
-    n: usize,
+    (n, alive): (usize, usize),
     exiting: usize,
 ) -> Result<report::Restart, String> {
     let code = |i: usize| (1 + i % 200) as u8;
@@ -601,7 +606,6 @@ fn restart(
         }
     }))?;
     let exits = started.elapsed();
-    let alive = n.saturating_sub(EXITING);
     smol::block_on(for_each(
         exiting..alive,
         16,
