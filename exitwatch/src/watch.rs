@@ -173,16 +173,7 @@ impl ExitWatch {
                 return Ok(None);
             }
         };
-        // Links of a tp_btf program report type RawTracePoint: identify by program name.
-        let info = link.info().map_err(|e| Error::Bpf {
-            what: "read the pinned link",
-            source: Box::new(e),
-        })?;
-        let name = loaded_programs()
-            .filter_map(Result::ok)
-            .find(|p| p.id() == info.program_id())
-            .and_then(|p| p.name_as_str().map(str::to_string))
-            .unwrap_or_default();
+        let name = program_name(&link)?;
         if !name.starts_with("exitwatch_") {
             return Err(Error::ForeignLink {
                 path: link_path,
@@ -222,6 +213,27 @@ impl ExitWatch {
         })?;
         // Everything is pinned now: open it the same way a later loader will.
         Self::open_maps(dir)
+    }
+
+    /// How the program is attached: read from the pinned link's program, so it is right for a
+    /// watch this process found pinned as much as for one it loaded. `None` when the link
+    /// cannot be read (e.g. it was unpinned meanwhile).
+    ///
+    /// ```no_run
+    /// use exitwatch::{AttachMode, ExitWatch};
+    /// let watch = ExitWatch::open_or_load_with("/sys/fs/bpf/shimless", AttachMode::RawTracePoint)?;
+    /// // A fresh load attaches as asked; a pinned program keeps the mode it was loaded with.
+    /// println!("{:?}", watch.attach_mode());
+    /// # Ok::<(), exitwatch::Error>(())
+    /// ```
+    pub fn attach_mode(&self) -> Option<AttachMode> {
+        let link: FdLink = PinnedLink::from_pin(self.dir.join(LINK)).ok()?.into();
+        match program_name(&link).ok()?.as_str() {
+            "exitwatch_btf" => Some(AttachMode::BtfTracePoint),
+            "exitwatch_tp" => Some(AttachMode::TracePoint),
+            "exitwatch_raw" => Some(AttachMode::RawTracePoint),
+            _ => None,
+        }
     }
 
     /// Starts recording the exit of process `pid` (a PID of the initial PID namespace; from
@@ -371,4 +383,18 @@ impl ExitWatch {
 /// if no such process.
 fn start_time(pid: u32) -> Option<u64> {
     pidfd::start_time(i32::try_from(pid).ok()?).ok()
+}
+
+/// The name of the program behind `link` (links of a tp_btf program report type
+/// RawTracePoint: the program's name is what tells them apart); empty when it is not found.
+fn program_name(link: &FdLink) -> Result<String, Error> {
+    let info = link.info().map_err(|e| Error::Bpf {
+        what: "read the pinned link",
+        source: Box::new(e),
+    })?;
+    Ok(loaded_programs()
+        .filter_map(Result::ok)
+        .find(|p| p.id() == info.program_id())
+        .and_then(|p| p.name_as_str().map(str::to_string))
+        .unwrap_or_default())
 }

@@ -30,6 +30,11 @@ fn each_attach_mode_records_the_same_statuses() {
             continue;
         }
         let mut watch = ExitWatch::open_or_load_with(&dir, mode).unwrap();
+        assert_eq!(watch.attach_mode(), Some(mode));
+        // A second opener finds the pinned program and reads the same mode.
+        let found = ExitWatch::open_or_load(&dir).unwrap();
+        assert_eq!(found.attach_mode(), Some(mode), "found pinned");
+        drop(found);
         // It exits when its stdin closes, after being tracked: a timed exit can come before
         // `track` on a loaded machine, and a zombie's exit is never recorded.
         let mut code = Command::new("sh")

@@ -359,7 +359,7 @@ fn status_counts_containers_when_healthy_and_exits_2_when_the_daemon_is_down() {
     assert_eq!(code, Some(0), "{text}");
     assert!(text.contains("shimless-front: none"), "{text}");
     assert!(
-        text.contains("exit codes kept in the kernel: yes"),
+        text.contains("exit codes kept in the kernel: yes (exitwatch loaded, attached by "),
         "{text}"
     );
     assert!(
@@ -374,6 +374,11 @@ fn status_counts_containers_when_healthy_and_exits_2_when_the_daemon_is_down() {
     assert!(version.starts_with(env!("CARGO_PKG_VERSION")), "{value}");
     assert!(
         value["exitwatch"]["capacity"].as_u64().unwrap() > 0,
+        "{value}"
+    );
+    let attach = value["exitwatch"]["attach"].as_str().unwrap_or("");
+    assert!(
+        ["tp_btf", "tracepoint", "raw_tp"].contains(&attach),
         "{value}"
     );
     let ours: Vec<_> = value["containers"]

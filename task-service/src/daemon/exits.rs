@@ -72,6 +72,11 @@ impl Exits {
         lock(self.watch.as_ref()?).stats().ok()
     }
 
+    /// How exitwatch's program is attached, when it is loaded and its link can be read.
+    pub(crate) fn attach_mode(&self) -> Option<exitwatch::AttachMode> {
+        lock(self.watch.as_ref()?).attach_mode()
+    }
+
     /// Drops what exitwatch holds for `pid` once its exit is durable in the record.
     pub(crate) fn forget(&self, pid: i32) {
         if let (Some(watch), Ok(pid)) = (&self.watch, u32::try_from(pid)) {

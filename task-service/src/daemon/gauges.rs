@@ -47,6 +47,13 @@ impl Daemon {
             answer.exitwatch_tracked = stats.tracked;
             answer.exitwatch_recorded = stats.recorded;
             answer.exitwatch_capacity = stats.capacity;
+            answer.exitwatch_attach = match self.inner.exits.attach_mode() {
+                Some(exitwatch::AttachMode::BtfTracePoint) => "tp_btf",
+                Some(exitwatch::AttachMode::TracePoint) => "tracepoint",
+                Some(exitwatch::AttachMode::RawTracePoint) => "raw_tp",
+                Some(exitwatch::AttachMode::Auto) | None => "",
+            }
+            .into();
         }
         answer.forward_queue = self
             .inner

@@ -78,7 +78,8 @@ fn as_json(
             "started_at": a.started_at, "kernel_exit_records": a.kernel_exit_records,
             "degraded": !a.kernel_exit_records, "warnings": a.warnings,
             "exitwatch": a.kernel_exit_records.then(|| json!({
-                "pin_dir": a.exitwatch_pin_dir, "tracked": a.exitwatch_tracked,
+                "pin_dir": a.exitwatch_pin_dir, "attach": a.exitwatch_attach,
+                "tracked": a.exitwatch_tracked,
                 "recorded": a.exitwatch_recorded, "capacity": a.exitwatch_capacity})),
             "containers": a.containers.iter().map(|c| json!({
                 "namespace": c.namespace, "state": c.state, "count": c.count})).collect::<Vec<_>>(),
@@ -109,9 +110,13 @@ fn print_daemon(a: &StatusResponse) {
     );
     if a.kernel_exit_records {
         println!(
-            "exit codes kept in the kernel: yes (exitwatch loaded, pinned in {}: {} tracked, {} \
-             recorded, capacity {})",
-            a.exitwatch_pin_dir, a.exitwatch_tracked, a.exitwatch_recorded, a.exitwatch_capacity
+            "exit codes kept in the kernel: yes (exitwatch loaded, attached by {}, pinned in {}: \
+             {} tracked, {} recorded, capacity {})",
+            a.exitwatch_attach,
+            a.exitwatch_pin_dir,
+            a.exitwatch_tracked,
+            a.exitwatch_recorded,
+            a.exitwatch_capacity
         );
     } else {
         println!(
