@@ -50,23 +50,10 @@ mod report;
 #[path = "containerd/setup.rs"]
 mod setup;
 
-/// containerd's Containers and Tasks services (client side), from `benches/proto/`.
-#[allow(missing_docs, clippy::all, clippy::pedantic)]
-mod api {
-    pub mod containers {
-        include!(concat!(
-            env!("OUT_DIR"),
-            "/bench/containerd.services.containers.v1.rs"
-        ));
-    }
-    pub mod tasks {
-        include!(concat!(
-            env!("OUT_DIR"),
-            "/bench/containerd.services.tasks.v1.rs"
-        ));
-    }
-}
+#[path = "containerd/api.rs"]
+mod api;
 
+use api::{RUNC_OPTIONS_TYPE, SHIM_BIN, SHIMLESS, SPEC_TYPE, STOCK};
 use args::{Args, parse_args};
 use cleanup::{ShimlessCleanup, memory_sum, shimless_pids, stock_shim_pids};
 use client::{Client, for_each, lifecycle};
@@ -78,11 +65,6 @@ use std::time::{Duration, Instant};
 
 /// The containerd namespace of the benchmark (also the parent of its containers' cgroups).
 const NS: &str = "shimless-bench";
-const STOCK: &str = "io.containerd.runc.v2";
-const SHIMLESS: &str = "io.containerd.shimless.v2";
-const SPEC_TYPE: &str = "types.containerd.io/opencontainers/runtime-spec/1/Spec";
-const RUNC_OPTIONS_TYPE: &str = "containerd.runc.v1.Options";
-const SHIM_BIN: &str = env!("CARGO_BIN_EXE_containerd-shim-shimless-v2");
 /// How many containers are started (and removed) at once in the memory part.
 const FILL_PARALLEL: usize = 16;
 /// The concurrency of the concurrent lifecycle.

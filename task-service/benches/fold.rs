@@ -8,6 +8,9 @@
 //! `cargo bench -p task-service --bench fold [-- N] [--containerd 2.1]` (as root; N defaults
 //! to 100).
 
+#[path = "cri/pods.rs"]
+#[allow(dead_code)] // shared with the cri and probes benches
+mod pods;
 #[path = "../tests/common/shimless.rs"]
 #[allow(dead_code)] // the tests' private shimless installation; the bench uses part of it
 mod shimless;
@@ -20,8 +23,8 @@ mod runtime {
     }
 }
 
-use integration::containerd::{CRI_NAMESPACE, Containerd, ContainerdConfig, Runtime, Version};
-use integration::image::Image;
+use integration::containerd::{CRI_NAMESPACE, Containerd, Version};
+use pods::{BUSYBOX, start_containerd};
 use runtime::v1::runtime_service_client::RuntimeServiceClient;
 use runtime::v1::*;
 use shimless::Shimless;
@@ -29,9 +32,6 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 type Cri = RuntimeServiceClient<task_service::grpc::Channel>;
-
-const BUSYBOX: &str = "docker.io/shimless/busybox:test";
-const PAUSE: &str = "registry.k8s.io/pause:3.9";
 
 /// The bench's top cgroup (kubelet's would be `/kubepods`).
 fn root() -> String {
@@ -244,32 +244,6 @@ fn main() {
             remove_tree(&dir);
         }
     }
-}
-
-/// A private containerd with CRI and the `unified` runtime passing `shimless.io/*` pod
-/// annotations; busybox imported.
-fn start_containerd(version: Version, shimless: &Shimless) -> Containerd {
-    let containerd = Containerd::start(
-        ContainerdConfig::new()
-            .version(version)
-            .cri(PAUSE)
-            .runtime(
-                Runtime::new("unified", "io.containerd.runc.v2")
-                    .path(Shimless::bin_dir().join("containerd-shim-shimless-v2"))
-                    .sandbox_mode("podsandbox")
-                    .option("SystemdCgroup", false)
-                    .pod_annotations(["shimless.io/*"]),
-            )
-            .path_prepend(Shimless::bin_dir())
-            .env("SHIMLESS_CONFIG", shimless.config().display().to_string()),
-    )
-    .expect("start containerd with CRI");
-    let image = Image::busybox(BUSYBOX)
-        .write_tar(&containerd.dir().join("busybox.tar"))
-        .unwrap();
-    containerd.import(CRI_NAMESPACE, image.path()).unwrap();
-    containerd.wait_cri_knows(&image).unwrap();
-    containerd
 }
 
 /// What one layout cost.
