@@ -111,25 +111,8 @@ fn main() {
             std::process::exit(2);
         }
     };
-    if !rustix::process::geteuid().is_root() {
-        println!("overhead bench skipped: needs root");
-        return;
-    }
-    for program in ["containerd", "ctr", "containerd-shim-runc-v2"] {
-        let path = args.containerd.program(program);
-        if !path.is_absolute() && integration::find_program(program).is_none()
-            || path.is_absolute() && !path.exists()
-        {
-            println!(
-                "overhead bench skipped: {} of {} is not installed",
-                path.display(),
-                args.containerd
-            );
-            return;
-        }
-    }
-    if integration::find_program("runc").is_none() {
-        println!("overhead bench skipped: runc is not installed");
+    if let Some(why) = setup::missing(args.containerd) {
+        println!("overhead bench skipped: {why}");
         return;
     }
     // The runtime-alone side reaps its containers' inits, as a shim does.

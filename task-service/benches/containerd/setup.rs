@@ -71,3 +71,26 @@ pub(crate) fn load_average() -> String {
         .trim()
         .to_owned()
 }
+
+/// Why this machine cannot run a bench that drives `containerd` (not root, one of its programs
+/// or runc missing), or `None` when it can.
+pub(crate) fn missing(containerd: integration::containerd::Version) -> Option<String> {
+    if !rustix::process::geteuid().is_root() {
+        return Some("needs root".into());
+    }
+    for program in ["containerd", "ctr", "containerd-shim-runc-v2"] {
+        let path = containerd.program(program);
+        if !path.is_absolute() && integration::find_program(program).is_none()
+            || path.is_absolute() && !path.exists()
+        {
+            return Some(format!(
+                "{} of {containerd} is not installed",
+                path.display()
+            ));
+        }
+    }
+    if integration::find_program("runc").is_none() {
+        return Some("runc is not installed".into());
+    }
+    None
+}
