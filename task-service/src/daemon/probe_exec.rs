@@ -180,17 +180,51 @@ async fn check(root: OwnedFd, args: Vec<String>) -> ProbeOutcome {
 /// Writes the answer to the exec's stdout and stderr (containerd's FIFOs or files), then
 /// closes them, so containerd's copy ends before the exit is reported; its exit code. A reader
 /// that has gone away loses the text, not the exit code.
+///
+/// A FIFO is written only once containerd's own reader is open on it: containerd opens its
+/// end in the background, and an open that comes after every writer has closed waits for a
+/// writer that never comes (its `ExecSync` then hangs forever). A real process holds its
+/// writer while it runs; an answer with no process must wait for the reader instead.
 fn write_output(stdio: [String; 3], answer: Answer) -> Result<u8, Status> {
     let opened = open_stdio(stdio.each_ref().map(String::as_str), IoOwner::default())?;
     let [_, stdout, stderr] = opened.container;
+    // The daemon's own readers would make every FIFO look read.
+    drop(opened.keepalive);
     for (fd, text) in [(stdout, answer.stdout), (stderr, answer.stderr)] {
-        if let Some(fd) = fd
-            && !text.is_empty()
-        {
-            let _ = std::fs::File::from(fd).write_all(text.as_bytes());
+        if let Some(fd) = fd {
+            wait_for_reader(&fd, READER_WAIT);
+            if !text.is_empty() {
+                let _ = std::fs::File::from(fd).write_all(text.as_bytes());
+            }
         }
     }
     Ok(answer.code)
+}
+
+/// How long an answer waits for containerd to open its end of an output FIFO.
+const READER_WAIT: Duration = Duration::from_secs(5);
+
+/// Waits until `fd`, when it is a FIFO, has a reader (a non-blocking open for writing through
+/// `/proc/self/fd` succeeds only then), for at most `limit`.
+fn wait_for_reader(fd: &OwnedFd, limit: Duration) {
+    let is_fifo = rustix::fs::fstat(fd).is_ok_and(|s| {
+        rustix::fs::FileType::from_raw_mode(s.st_mode) == rustix::fs::FileType::Fifo
+    });
+    if !is_fifo {
+        return;
+    }
+    let path = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(fd));
+    let flags =
+        rustix::fs::OFlags::WRONLY | rustix::fs::OFlags::NONBLOCK | rustix::fs::OFlags::CLOEXEC;
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        match rustix::fs::open(path.as_str(), flags, rustix::fs::Mode::empty()) {
+            Err(rustix::io::Errno::NXIO) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            _ => return,
+        }
+    }
 }
 
 #[cfg(test)]
